@@ -1,0 +1,119 @@
+//! Wiring: configuration in, a running server out. `main` and the integration tests both start
+//! countersign through [`run`], so the tests exercise exactly what ships.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::auth::AgentDirectory;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::manifest::Manifests;
+use crate::policy::PolicySet;
+use crate::store::{self, PoolSettings, Store};
+
+/// How long idempotency keys are kept (the API promises at least 24 hours).
+pub const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(25);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Serves until `shutdown` resolves, then stops accepting connections, lets in-flight requests
+/// finish, and closes the database.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_with_clock(config, listener, shutdown, Arc::new(SystemClock)).await
+}
+
+/// [`run`] with an injected clock (tests drive time by hand).
+pub async fn run_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
+    let manifests = Manifests::load(&config.manifests).context("invalid manifest")?;
+    let agents = AgentDirectory::new(manifests.agents);
+    if agents.agents().is_empty() {
+        tracing::warn!(dir = %config.manifests.join("agents").display(), "no agents declared: every API request will be refused (mint one with `countersign agent new NAME`)");
+    }
+    for agent in agents.demo_token_agents() {
+        tracing::warn!(agent = %agent.id, "agent uses a published demo token: mint a real one with `countersign agent new` before production");
+    }
+
+    let store = open_store(&config).await?;
+    let engine = Engine::start(store.clone(), clock.clone(), PolicySet::default());
+    let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
+    let state = AppState {
+        engine,
+        agents,
+        public_url: config.public_url.clone(),
+        metrics: http::ops_metrics_handle(),
+    };
+
+    let address = listener.local_addr()?;
+    tracing::info!(%address, config = %config.describe(), "countersign listening");
+    let served = axum::serve(listener, http::router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    purge.abort();
+    store.close().await;
+    tracing::info!("countersign stopped");
+    served.context("server failed")
+}
+
+/// Connects to the configured database and brings its schema up to date.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let pool = PoolSettings {
+        max_connections: config.database_max_connections,
+    };
+    let store = store::open(&config.database_url, &pool)
+        .await
+        .with_context(|| format!("cannot open database {}", config.database_url))?;
+    store.migrate().await.context("cannot migrate database")?;
+    Ok(store)
+}
+
+/// Forgets idempotency keys older than the retention, hourly.
+async fn purge_idempotency_keys(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    loop {
+        match store
+            .purge_idempotency_keys(clock.now() - IDEMPOTENCY_RETENTION)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
+            Err(error) => tracing::warn!(%error, "cannot purge idempotency keys"),
+        }
+        tokio::time::sleep(PURGE_EVERY).await;
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received: finishing in-flight requests");
+}

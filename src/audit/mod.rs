@@ -1,0 +1,213 @@
+//! The tamper-evident audit trail: an append-only, hash-chained log of everything that happened
+//! to proposals.
+//!
+//! Each event's `hash` is SHA-256 over the previous event's hash and the event's canonical
+//! encoding, so editing, deleting or reordering any row breaks the chain from that row on.
+//! Truncating the tail cannot be seen from the chain alone: that is why `audit verify` prints the
+//! head hash for operators to anchor elsewhere, and accepts an anchor to check against.
+
+mod chain;
+mod export;
+
+pub use chain::{ChainBreak, ChainVerifier, GENESIS_HASH, event_hash};
+pub use export::export_line;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::domain::ProposalId;
+
+/// An event about to be appended: everything but its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditDraft {
+    pub kind: &'static str,
+    pub proposal_id: Option<ProposalId>,
+    /// `agent:revops-crm`, `policy`, `reviewer:U…`, `system:timer`.
+    pub actor: String,
+    pub data: Value,
+}
+
+impl AuditDraft {
+    pub fn new(
+        kind: &'static str,
+        proposal_id: Option<&ProposalId>,
+        actor: String,
+        data: Value,
+    ) -> Self {
+        Self {
+            kind,
+            proposal_id: proposal_id.cloned(),
+            actor,
+            data,
+        }
+    }
+
+    /// Gives the draft its place in the chain, right after `tip`, and moves `tip` onto it.
+    pub fn seal(self, tip: &mut ChainTip, at: DateTime<Utc>) -> AuditEvent {
+        let seq = tip.seq + 1;
+        let prev_hash = std::mem::take(&mut tip.hash);
+        let data = crate::canonical::to_string(&self.data);
+        let proposal_id = self.proposal_id.map(String::from);
+        let hash = event_hash(
+            &prev_hash,
+            seq,
+            at,
+            self.kind,
+            proposal_id.as_deref(),
+            &self.actor,
+            &data,
+        );
+        tip.seq = seq;
+        tip.hash = hash.clone();
+        AuditEvent {
+            seq,
+            at,
+            kind: self.kind.to_owned(),
+            proposal_id,
+            actor: self.actor,
+            data,
+            prev_hash,
+            hash,
+        }
+    }
+}
+
+/// The last event of the chain: where the next one attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainTip {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl ChainTip {
+    /// The tip of an empty log.
+    pub fn genesis() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+/// A row of the audit log, exactly as stored. `data` is canonical JSON text and is hashed as
+/// stored, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub proposal_id: Option<String>,
+    pub actor: String,
+    pub data: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Which events to read (export); verification always reads them all.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub proposal_id: Option<String>,
+}
+
+/// Event kinds, in one place so exports and tests agree on their names.
+pub mod kinds {
+    pub const SUBMITTED: &str = "proposal.submitted";
+    pub const DECIDED: &str = "proposal.decided";
+    pub const CANCELLED: &str = "proposal.cancelled";
+    pub const OUTCOME_RECORDED: &str = "proposal.outcome_recorded";
+    /// A request that named a proposal and was refused (wrong state, another agent's proposal).
+    pub const REQUEST_REFUSED: &str = "request.refused";
+}
+
+/// Events per page when reading the whole log.
+const PAGE: i64 = 5_000;
+
+/// What a successful verification found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub events: i64,
+    pub head_seq: i64,
+    pub head_hash: String,
+}
+
+/// Why verification failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Broken(#[from] ChainBreak),
+    #[error("anchor seq {seq} expected hash {expected} but the log has {found}")]
+    AnchorMismatch {
+        seq: i64,
+        expected: String,
+        found: String,
+    },
+    #[error("anchor seq {0} is beyond the end of the log (rows deleted from the tail?)")]
+    AnchorMissing(i64),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Recomputes the whole chain from the store. With an `anchor` (a seq and the hash an operator
+/// recorded earlier), also checks that the log still reaches that point with that hash, which
+/// catches a truncated tail.
+pub async fn verify(
+    store: &dyn crate::store::Store,
+    anchor: Option<(i64, &str)>,
+) -> Result<Verified, VerifyError> {
+    let mut verifier = ChainVerifier::default();
+    let mut anchor_found = false;
+    let filter = AuditFilter::default();
+    loop {
+        let page = store.audit_page(&filter, verifier.verified(), PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for event in &page {
+            verifier.feed(event)?;
+            if let Some((seq, expected)) = anchor
+                && event.seq == seq
+            {
+                if event.hash != expected {
+                    return Err(VerifyError::AnchorMismatch {
+                        seq,
+                        expected: expected.to_owned(),
+                        found: event.hash.clone(),
+                    });
+                }
+                anchor_found = true;
+            }
+        }
+    }
+    if let Some((seq, _)) = anchor
+        && !anchor_found
+    {
+        return Err(VerifyError::AnchorMissing(seq));
+    }
+    Ok(Verified {
+        events: verifier.verified(),
+        head_seq: verifier.verified(),
+        head_hash: verifier.head_hash().to_owned(),
+    })
+}
+
+/// Writes the matching events as JSON Lines; returns how many.
+pub async fn export(
+    store: &dyn crate::store::Store,
+    filter: &AuditFilter,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<u64, VerifyError> {
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let page = store.audit_page(filter, after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        for event in &page {
+            writeln!(out, "{}", export_line(event))
+                .map_err(|e| crate::store::StoreError::Other(format!("cannot write: {e}")))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}

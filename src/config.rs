@@ -1,0 +1,461 @@
+//! Configuration, layered: built-in defaults, then `countersign.toml`, then `COUNTERSIGN_*`
+//! environment variables. Everything is validated once, at start, and every error names the key
+//! and where its value came from. Secrets are wrapped in [`Secret`] so they never print.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+/// A value that must never reach a log: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call only where it is used, never to print.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A SQLite file, created on first run.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL; it may carry a password, hence secret.
+    Postgres(Secret),
+}
+
+impl DatabaseUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(rest) = text
+            .strip_prefix("sqlite://")
+            .or_else(|| text.strip_prefix("sqlite:"))
+        {
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err("a SQLite URL needs a file path, e.g. sqlite://data/countersign.db (in-memory databases lose everything)".into());
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+            Ok(Self::Postgres(Secret::new(text)))
+        } else {
+            Err("must start with sqlite:// or postgres://".into())
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// Shows where the database is without its password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => match Url::parse(url.expose()) {
+                Ok(mut url) => {
+                    if url.password().is_some() {
+                        let _ = url.set_password(Some("***"));
+                    }
+                    write!(f, "{url}")
+                }
+                Err(_) => f.write_str("postgres://***"),
+            },
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub database_max_connections: u32,
+    pub redis_url: Option<Secret>,
+    pub slack_bot_token: Option<Secret>,
+    pub slack_signing_secret: Option<Secret>,
+    pub slack_api_url: Url,
+    /// The base URL people and agents reach countersign at (links in responses and cards).
+    pub public_url: Url,
+    pub policies: PathBuf,
+    pub manifests: PathBuf,
+    pub admin_token: Option<Secret>,
+    pub log_format: LogFormat,
+}
+
+/// Every key, in the file's spelling; the env var is `COUNTERSIGN_` + the key in capitals.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "database_max_connections",
+    "redis_url",
+    "slack_bot_token",
+    "slack_signing_secret",
+    "slack_api_url",
+    "public_url",
+    "policies",
+    "manifests",
+    "admin_token",
+    "log_format",
+];
+
+const SECRET_KEYS: &[&str] = &[
+    "redis_url",
+    "slack_bot_token",
+    "slack_signing_secret",
+    "admin_token",
+];
+
+/// A configuration problem, naming the key and where its value came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{key} (from {origin}): {message}")]
+    Invalid {
+        key: &'static str,
+        origin: String,
+        message: String,
+    },
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Source {
+    File(String),
+    Env(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "{path}"),
+            Source::Env(var) => write!(f, "env {var}"),
+        }
+    }
+}
+
+/// The default file, read when present.
+pub const DEFAULT_FILE: &str = "countersign.toml";
+
+impl Config {
+    /// Loads `file` (or `countersign.toml` if it exists) and the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with the environment given as a lookup function (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut values: BTreeMap<&'static str, (String, Source)> = BTreeMap::new();
+        let (path, required) = match file {
+            Some(path) => (path.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_FILE), false),
+        };
+        if required || path.exists() {
+            for (key, value) in read_file(&path)? {
+                values.insert(key, (value, Source::File(path.display().to_string())));
+            }
+        }
+        for key in KEYS {
+            let var = format!("COUNTERSIGN_{}", key.to_ascii_uppercase());
+            if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
+                values.insert(key, (value, Source::Env(var)));
+            }
+        }
+        Self::from_values(values)
+    }
+
+    fn from_values(
+        mut values: BTreeMap<&'static str, (String, Source)>,
+    ) -> Result<Self, ConfigError> {
+        let mut take = |key: &'static str| values.remove(key);
+        let invalid = |key: &'static str, source: &Source, message: String| ConfigError::Invalid {
+            key,
+            origin: source.to_string(),
+            message,
+        };
+
+        let listen = match take("listen") {
+            Some((v, src)) => v.parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "listen",
+                    &src,
+                    format!("not a socket address such as 127.0.0.1:8080: {e}"),
+                )
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let database_url = match take("database_url") {
+            Some((v, src)) => {
+                DatabaseUrl::parse(&v).map_err(|e| invalid("database_url", &src, e))?
+            }
+            None => DatabaseUrl::Sqlite(PathBuf::from("data/countersign.db")),
+        };
+        let database_max_connections = match take("database_max_connections") {
+            Some((v, src)) => match v.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "database_max_connections",
+                        &src,
+                        "must be a number from 1 to 1000".into(),
+                    ));
+                }
+            },
+            None => 10,
+        };
+        let redis_url = match take("redis_url") {
+            Some((v, src)) => {
+                let ok = Url::parse(&v).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
+                if !ok {
+                    return Err(invalid(
+                        "redis_url",
+                        &src,
+                        "must be a redis:// or rediss:// URL".into(),
+                    ));
+                }
+                Some(Secret::new(v))
+            }
+            None => None,
+        };
+        let slack_bot_token = take("slack_bot_token").map(|(v, _)| Secret::new(v));
+        let slack_signing_secret = take("slack_signing_secret").map(|(v, _)| Secret::new(v));
+        let slack_api_url = match take("slack_api_url") {
+            Some((v, src)) => http_url(&v).map_err(|e| invalid("slack_api_url", &src, e))?,
+            None => Url::parse("https://slack.com/api").expect("valid default"),
+        };
+        let public_url = match take("public_url") {
+            Some((v, src)) => http_url(&v).map_err(|e| invalid("public_url", &src, e))?,
+            None => {
+                Url::parse(&format!("http://{listen}")).expect("socket address is a valid host")
+            }
+        };
+        let policies =
+            take("policies").map_or_else(|| PathBuf::from("policies"), |(v, _)| PathBuf::from(v));
+        let manifests =
+            take("manifests").map_or_else(|| PathBuf::from("manifests"), |(v, _)| PathBuf::from(v));
+        let admin_token = match take("admin_token") {
+            Some((v, src)) if v.len() < 24 => {
+                return Err(invalid(
+                    "admin_token",
+                    &src,
+                    "must be at least 24 characters".into(),
+                ));
+            }
+            Some((v, _)) => Some(Secret::new(v)),
+            None => None,
+        };
+        let log_format = match take("log_format") {
+            Some((v, src)) => match v.as_str() {
+                "pretty" => LogFormat::Pretty,
+                "json" => LogFormat::Json,
+                _ => return Err(invalid("log_format", &src, "must be pretty or json".into())),
+            },
+            None => LogFormat::Pretty,
+        };
+
+        Ok(Config {
+            listen,
+            database_url,
+            database_max_connections,
+            redis_url,
+            slack_bot_token,
+            slack_signing_secret,
+            slack_api_url,
+            public_url,
+            policies,
+            manifests,
+            admin_token,
+            log_format,
+        })
+    }
+
+    /// The defaults, for tests and embedding: as if no file and no environment were given.
+    pub fn defaults() -> Self {
+        Self::from_values(BTreeMap::new()).expect("defaults are valid")
+    }
+
+    /// A one-line-per-key description with secrets shown only as set or unset.
+    pub fn describe(&self) -> String {
+        let secret = |s: &Option<Secret>| if s.is_some() { "(set)" } else { "(unset)" };
+        format!(
+            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} redis_url={} admin_token={}",
+            self.listen,
+            self.database_url,
+            self.public_url,
+            self.manifests.display(),
+            self.policies.display(),
+            self.slack_api_url,
+            secret(&self.slack_bot_token),
+            secret(&self.slack_signing_secret),
+            secret(&self.redis_url),
+            secret(&self.admin_token),
+        )
+    }
+}
+
+fn http_url(text: &str) -> Result<Url, String> {
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        Ok(_) => Err("must be an http or https URL".into()),
+        Err(e) => Err(format!("not a URL: {e}")),
+    }
+}
+
+/// Reads the TOML file: a flat table of the known keys; anything else is an error naming it.
+fn read_file(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let file_error = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start].matches('\n').count() + 1);
+        file_error(match line {
+            Some(line) => format!("line {line}: {}", e.message()),
+            None => e.message().to_owned(),
+        })
+    })?;
+    let mut values = Vec::new();
+    for (key, value) in table {
+        let Some(known) = KEYS.iter().find(|k| **k == key) else {
+            return Err(file_error(format!(
+                "unknown key `{key}` (known keys: {})",
+                KEYS.join(", ")
+            )));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            other => {
+                return Err(file_error(format!(
+                    "`{key}` must be a string, not {}",
+                    other.type_str()
+                )));
+            }
+        };
+        values.push((*known, text));
+    }
+    Ok(values)
+}
+
+/// Is `key` one whose value must never be shown?
+pub fn is_secret(key: &str) -> bool {
+    SECRET_KEYS.contains(&key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(file: Option<&str>, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("countersign.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::load_from(file.map(|_| path.as_path()), |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_env() {
+        let config = load(None, &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite("data/countersign.db".into())
+        );
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let config = load(
+            Some("listen = \"0.0.0.0:9000\"\nmanifests = \"m\"\n"),
+            &[("COUNTERSIGN_LISTEN", "127.0.0.1:9001")],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.manifests, PathBuf::from("m"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_its_source() {
+        let err = load(None, &[("COUNTERSIGN_LISTEN", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("listen (from env COUNTERSIGN_LISTEN)"),
+            "{err}"
+        );
+        let err = load(Some("database_url = \"mysql://x\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database_url (from ") && err.contains("countersign.toml"),
+            "{err}"
+        );
+        let err = load(Some("listen = \"x\"\nlisten_port = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") || err.contains("listen_port"),
+            "{err}"
+        );
+        let err = load(Some("listne = \"x\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown key `listne`"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = load(
+            None,
+            &[
+                ("COUNTERSIGN_DATABASE_URL", "postgres://cs:hunter2@db/cs"),
+                ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-very-secret"),
+                ("COUNTERSIGN_ADMIN_TOKEN", "admin-token-that-is-long-enough"),
+            ],
+        )
+        .unwrap();
+        let shown = format!("{config:?} {} {}", config.describe(), config.database_url);
+        for secret in [
+            "hunter2",
+            "xoxb-very-secret",
+            "admin-token-that-is-long-enough",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(config.describe().contains("postgres://cs:***@db/cs"));
+    }
+}

@@ -1,0 +1,234 @@
+//! Use cases: submit, read, cancel, decide, record an outcome. The engine speaks domain types
+//! only; HTTP and Slack adapters call it.
+
+mod writer;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+pub use writer::Writer;
+
+use crate::audit::{AuditDraft, kinds};
+use crate::clock::Clock;
+use crate::domain::request::ValidRequest;
+use crate::domain::{
+    Actor, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalContent, ProposalId,
+    Status,
+};
+use crate::manifest::Agent;
+use crate::policy::PolicySet;
+use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the writer has stopped (shutting down)")]
+    WriterStopped,
+}
+
+/// What submitting gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    Created(Box<Proposal>),
+    /// Same idempotency key, same body: the original response body.
+    Replayed(String),
+    /// Same idempotency key, different body.
+    KeyReused,
+}
+
+/// What a transition (cancel, decide, outcome) gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Done(Box<Proposal>),
+    NotFound,
+    WrongState(Status),
+}
+
+impl From<CommandResult> for Transition {
+    fn from(result: CommandResult) -> Self {
+        match result {
+            CommandResult::Updated(p) => Transition::Done(p),
+            CommandResult::WrongState(s) => Transition::WrongState(s),
+            _ => Transition::NotFound,
+        }
+    }
+}
+
+/// The approval engine.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    writer: Writer,
+    clock: Arc<dyn Clock>,
+    policy: Arc<PolicySet>,
+}
+
+impl Engine {
+    /// Starts the engine's writer task on the current runtime.
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: PolicySet) -> Self {
+        let writer = Writer::spawn(store.clone(), clock.clone());
+        Self {
+            store,
+            writer,
+            clock,
+            policy: Arc::new(policy),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Evaluates policy and stores the proposal with its verdict.
+    #[tracing::instrument(skip_all, fields(agent = %agent.id, action = %request.action))]
+    pub async fn submit(
+        &self,
+        agent: &Agent,
+        request: ValidRequest,
+        idempotency: Option<IdempotencyKey>,
+    ) -> Result<Submitted, EngineError> {
+        let now = self.clock.now();
+        // The seam for the policy engine: the verdict is computed before anything is stored.
+        let verdict = self.policy.evaluate(agent, &request);
+        let expires_at = request
+            .expires_in
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| now + d);
+        let proposal = Proposal {
+            id: ProposalId::generate(),
+            agent: agent.id.clone(),
+            status: Status::Pending,
+            content: ProposalContent {
+                action: request.action,
+                summary: request.summary,
+                rationale: request.rationale,
+                target: request.target,
+                changes: request.changes,
+                params: request.params,
+                evidence: request.evidence,
+                data_classes: request.data_classes,
+                requested_by: request.requested_by,
+                callback_url: request.callback_url.or_else(|| agent.callback_url.clone()),
+                expires_at,
+                metadata: request.metadata,
+                verdict,
+            },
+            decision: None,
+            outcome: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let result = self
+            .writer
+            .apply(Command::Submit {
+                proposal: Box::new(proposal),
+                idempotency,
+            })
+            .await?;
+        Ok(match result {
+            CommandResult::Submitted { proposal, .. } => {
+                tracing::info!(proposal_id = %proposal.id, "proposal submitted");
+                Submitted::Created(proposal)
+            }
+            CommandResult::Replayed { response } => Submitted::Replayed(response),
+            _ => Submitted::KeyReused,
+        })
+    }
+
+    /// The proposal `id` if `agent` owns it. Asking for another agent's proposal is audited and
+    /// answered as if it did not exist.
+    #[tracing::instrument(skip_all, fields(agent = %agent.id, proposal_id = %id))]
+    pub async fn get(
+        &self,
+        agent: &Agent,
+        id: &ProposalId,
+    ) -> Result<Option<Proposal>, EngineError> {
+        match self.store.proposal(id).await? {
+            Some(proposal) if proposal.agent == agent.id => Ok(Some(proposal)),
+            Some(proposal) => {
+                let refusal = AuditDraft::new(
+                    kinds::REQUEST_REFUSED,
+                    Some(&proposal.id),
+                    Actor::agent(&agent.id).audit_name(),
+                    json!({"request": "read", "reason": "proposal belongs to another agent"}),
+                );
+                self.writer.apply(Command::Audit(refusal)).await?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The agent withdraws its pending proposal.
+    #[tracing::instrument(skip_all, fields(agent = %agent.id, proposal_id = %id))]
+    pub async fn cancel(
+        &self,
+        agent: &Agent,
+        id: ProposalId,
+        reason: Option<String>,
+    ) -> Result<Transition, EngineError> {
+        let command = Command::Cancel {
+            id,
+            agent: agent.id.clone(),
+            reason,
+        };
+        Ok(self.writer.apply(command).await?.into())
+    }
+
+    /// Decides a pending proposal. Of two racing decisions exactly one wins; the other gets
+    /// [`Transition::WrongState`].
+    #[tracing::instrument(skip_all, fields(proposal_id = %id, status = status.as_str()))]
+    pub async fn decide(
+        &self,
+        id: ProposalId,
+        status: Status,
+        by: Actor,
+        reason: Option<String>,
+    ) -> Result<Transition, EngineError> {
+        assert!(
+            matches!(
+                status,
+                Status::Approved | Status::Rejected | Status::Expired
+            ),
+            "decide() moves a proposal to approved, rejected or expired"
+        );
+        let decision = Decision {
+            by,
+            at: self.clock.now(),
+            reason,
+        };
+        Ok(self
+            .writer
+            .apply(Command::Decide {
+                id,
+                status,
+                decision,
+            })
+            .await?
+            .into())
+    }
+
+    /// Records what the agent did after an approval (once).
+    #[tracing::instrument(skip_all, fields(agent = %agent.id, proposal_id = %id))]
+    pub async fn record_outcome(
+        &self,
+        agent: &Agent,
+        id: ProposalId,
+        result: ExecutionResult,
+        details: Option<Value>,
+    ) -> Result<Transition, EngineError> {
+        let outcome = ExecutionOutcome {
+            result,
+            details,
+            at: self.clock.now(),
+        };
+        let command = Command::RecordOutcome {
+            id,
+            agent: agent.id.clone(),
+            outcome,
+        };
+        Ok(self.writer.apply(command).await?.into())
+    }
+}

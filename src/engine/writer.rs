@@ -1,0 +1,96 @@
+//! Group commit. Every state change goes through one writer task per process, which takes all
+//! the commands waiting at that moment and applies them in a single transaction. Under load a
+//! batch holds many proposals, so the fsync and the audit-chain lock are paid once per batch;
+//! when idle a batch is one command and nothing waits for a timer.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::EngineError;
+use crate::clock::Clock;
+use crate::store::{Command, CommandResult, Store, StoreError};
+
+/// Most commands per transaction: enough to amortise a commit, small enough to keep one batch's
+/// latency low and its transaction short.
+const MAX_BATCH: usize = 256;
+/// Commands waiting beyond this make callers wait (backpressure) instead of growing memory.
+const QUEUE: usize = 8192;
+
+type Reply = oneshot::Sender<Result<CommandResult, Arc<StoreError>>>;
+
+/// A handle to the writer task; cheap to clone. The task ends when the last handle is dropped,
+/// after finishing the commands already queued.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<(Command, Reply)>,
+}
+
+impl Writer {
+    pub fn spawn(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        tokio::spawn(async move {
+            run(store, clock, receiver).await;
+            tracing::debug!("writer stopped: all handles dropped");
+        });
+        Self { queue }
+    }
+
+    /// Applies one command and waits until it is committed.
+    pub async fn apply(&self, command: Command) -> Result<CommandResult, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((command, reply))
+            .await
+            .map_err(|_| EngineError::WriterStopped)?;
+        match answer.await {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(error)) => Err(EngineError::Store(StoreError::clone(&error))),
+            Err(_) => Err(EngineError::WriterStopped),
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    mut receiver: mpsc::Receiver<(Command, Reply)>,
+) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (commands, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
+        metrics::histogram!("countersign_write_batch_size").record(commands.len() as f64);
+        let retry = (commands.len() > 1).then(|| commands.clone());
+        match store.apply(commands, clock.now()).await {
+            Ok(results) => answer(replies, results.into_iter().map(Ok)),
+            // One bad command must not sink its neighbours: retry each on its own, so only the
+            // culprit (or, if the database is down, everyone) gets the error.
+            Err(error) if retry.is_some() => {
+                tracing::warn!(%error, "batch failed; retrying its commands one by one");
+                for (command, reply) in retry.into_iter().flatten().zip(replies) {
+                    let result = store
+                        .apply(vec![command], clock.now())
+                        .await
+                        .map(|mut r| r.remove(0))
+                        .map_err(Arc::new);
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "write failed");
+                let error = Arc::new(error);
+                answer(replies, std::iter::repeat_with(|| Err(error.clone())));
+            }
+        }
+    }
+}
+
+fn answer(
+    replies: Vec<Reply>,
+    results: impl Iterator<Item = Result<CommandResult, Arc<StoreError>>>,
+) {
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The caller may have gone (client disconnected); the change is committed regardless.
+        let _ = reply.send(result);
+    }
+}

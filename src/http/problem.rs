@@ -1,0 +1,108 @@
+//! API errors as RFC 9457 `application/problem+json`. Each kind has a stable `type` URI that
+//! clients may match on; internal causes are logged, never returned.
+
+use axum::response::{IntoResponse, Response};
+use http_api_problem::{HttpApiProblem, StatusCode};
+
+use crate::domain::Status;
+use crate::domain::request::FieldError;
+use crate::engine::EngineError;
+use crate::store::StoreError;
+
+/// Prefix of every problem `type`.
+pub const TYPE_PREFIX: &str = "urn:countersign:problem:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("request body larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("invalid field {}", .0.first().map_or("", |e| e.field.as_str()))]
+    InvalidFields(Vec<FieldError>),
+    #[error("no such proposal")]
+    NotFound,
+    #[error("proposal is {status:?}: {detail}")]
+    WrongState {
+        status: Status,
+        detail: &'static str,
+    },
+    #[error("idempotency key reused with a different body")]
+    IdempotencyKeyReused,
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<EngineError> for ApiError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Store(StoreError::Unavailable(e)) => ApiError::Unavailable(e),
+            EngineError::WriterStopped => ApiError::Unavailable("shutting down".into()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::InvalidFields(vec![FieldError::new(field, message)])
+    }
+
+    fn problem(&self) -> HttpApiProblem {
+        let base = |status: StatusCode, slug: &str, title: &str| {
+            HttpApiProblem::new(status)
+                .type_url(format!("{TYPE_PREFIX}{slug}"))
+                .title(title)
+        };
+        match self {
+            ApiError::Unauthorized => base(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token")
+                .detail("Send `Authorization: Bearer <token>` with a token declared in manifests/agents."),
+            ApiError::PayloadTooLarge { limit } => base(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large")
+                .detail(format!("The body must be at most {limit} bytes."))
+                .value("limit", limit),
+            ApiError::InvalidJson(detail) => {
+                base(StatusCode::BAD_REQUEST, "invalid-json", "Body is not valid JSON").detail(detail.clone())
+            }
+            ApiError::InvalidFields(errors) => {
+                let first = errors.first();
+                let mut problem = base(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", "Invalid field")
+                    .detail(first.map_or_else(String::new, |e| format!("{}: {}", e.field, e.message)))
+                    .value("errors", errors);
+                if let Some(first) = first {
+                    problem = problem.value("field", &first.field);
+                }
+                problem
+            }
+            ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
+            ApiError::WrongState { status, detail } => base(StatusCode::CONFLICT, "invalid-state", "Proposal is not in a state that allows this")
+                .detail(format!("The proposal is {}; {detail}.", status.as_str()))
+                .value("status", status),
+            ApiError::IdempotencyKeyReused => base(StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused with a different body")
+                .detail("This Idempotency-Key was already used with a different request body; use a new key for a new request.")
+                .value("field", &"Idempotency-Key"),
+            ApiError::Unavailable(_) => base(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
+                .detail("The database is not reachable; retry with the same Idempotency-Key."),
+            ApiError::Internal(_) => base(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(cause) | ApiError::Unavailable(cause) = &self {
+            tracing::error!(%cause, "request failed");
+        }
+        let mut response = self.problem().into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

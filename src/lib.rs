@@ -1,0 +1,18 @@
+//! countersign: a Slack-first approval gateway for AI agents.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`). Tests start the very same server
+//! through [`app::run`] on a port-0 listener, so what is tested is what ships.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod canonical;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod manifest;
+pub mod policy;
+pub mod store;
+pub mod telemetry;

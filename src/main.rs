@@ -1,0 +1,182 @@
+//! The `countersign` command: parse the command line, load configuration, hand over to the
+//! library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use countersign::audit::{self, AuditFilter};
+use countersign::config::{Config, LogFormat};
+use countersign::domain::AgentId;
+
+#[derive(Parser)]
+#[command(
+    name = "countersign",
+    version,
+    about = "Approval gateway for AI agents: agents propose, people decide"
+)]
+struct Cli {
+    /// Configuration file (default: ./countersign.toml when it exists).
+    #[arg(long, global = true, env = "COUNTERSIGN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (migrates the database first).
+    Serve,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Inspect the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    /// Mint a token for a new agent; print it once, with the manifest lines to paste.
+    New {
+        /// The agent's id: lowercase letters, digits, '-' and '_'.
+        name: String,
+        /// Slack user id of the human accountable for the agent.
+        #[arg(long, default_value = "U0OWNER01")]
+        owner: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exit 1 naming the first bad seq. Prints the head hash.
+    Verify {
+        /// A `SEQ:HASH` recorded earlier (e.g. a previous head): fail unless the log still has it.
+        #[arg(long, value_name = "SEQ:HASH")]
+        anchor: Option<String>,
+    },
+    /// Write events as JSON Lines to stdout.
+    Export {
+        /// Only events at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events about this proposal.
+        #[arg(long)]
+        proposal: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("countersign: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = if cli.log_json {
+        LogFormat::Json
+    } else {
+        config.log_format
+    };
+    countersign::telemetry::init(format);
+
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(execute(cli.command, config)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("countersign: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {} (COUNTERSIGN_LISTEN)", config.listen)
+                })?;
+            countersign::app::run(config, listener, countersign::app::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let store = countersign::app::open_store(&config).await?;
+            store.close().await;
+            println!("database {} is up to date", config.database_url);
+        }
+        Command::Agent(AgentCommand::New { name, owner }) => {
+            let id = AgentId::parse(&name).map_err(|e| anyhow::anyhow!("NAME: {e}"))?;
+            let minted = countersign::auth::mint_token();
+            println!("Token for agent {id} (shown once; store it in the agent's secret store):\n");
+            println!("  {}\n", minted.token);
+            println!(
+                "Paste into {}/agents/{id}.yaml:\n",
+                config.manifests.display()
+            );
+            println!("id: {id}");
+            println!("owner: {owner}");
+            println!("description: What {id} does");
+            println!("token_sha256: {}", minted.sha256_hex);
+            println!("mode: active");
+            println!("actions: {{}}");
+        }
+        Command::Audit(AuditCommand::Verify { anchor }) => {
+            let anchor = anchor.as_deref().map(parse_anchor).transpose()?;
+            let store = countersign::app::open_store(&config).await?;
+            let result = audit::verify(
+                store.as_ref(),
+                anchor.as_ref().map(|(s, h)| (*s, h.as_str())),
+            )
+            .await;
+            store.close().await;
+            match result {
+                Ok(verified) => {
+                    println!("ok: {} events verified", verified.events);
+                    println!(
+                        "head: seq {} hash {}",
+                        verified.head_seq, verified.head_hash
+                    );
+                }
+                Err(error) => {
+                    println!("FAILED: {error}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Audit(AuditCommand::Export { since, proposal }) => {
+            let since = since
+                .as_deref()
+                .map(countersign::clock::parse_timestamp)
+                .transpose()
+                .context("--since must be an RFC 3339 time such as 2026-11-01T00:00:00Z")?;
+            let store = countersign::app::open_store(&config).await?;
+            let filter = AuditFilter {
+                since,
+                proposal_id: proposal,
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let result = audit::export(store.as_ref(), &filter, &mut out).await;
+            std::io::Write::flush(&mut out).context("cannot write to stdout")?;
+            store.close().await;
+            let count = result?;
+            eprintln!("exported {count} events");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_anchor(text: &str) -> anyhow::Result<(i64, String)> {
+    let (seq, hash) = text.split_once(':').context("--anchor must be SEQ:HASH")?;
+    let seq = seq.parse().context("--anchor: SEQ must be a number")?;
+    Ok((seq, hash.to_owned()))
+}

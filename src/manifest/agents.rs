@@ -1,0 +1,305 @@
+//! `manifests/agents/*.yaml`: one file per agent, named after its id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::ManifestError;
+use crate::domain::{ActionId, AgentId, DataClass};
+
+/// What an agent may do on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMode {
+    #[default]
+    Active,
+    /// Nothing is auto-approved.
+    DraftOnly,
+    /// Proposals are refused.
+    Paused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impact {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Autonomy {
+    ReadOnly,
+    DraftOnly,
+    Approval,
+    Autonomous,
+}
+
+/// One action in an agent's catalog. (The policy engine reads these; the foundation only
+/// validates their shape.)
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    pub impact: Impact,
+    #[serde(default)]
+    pub data: Vec<DataClass>,
+    pub reversible: bool,
+    pub autonomy: Autonomy,
+}
+
+/// A declared agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub id: AgentId,
+    /// Slack user id of the human accountable for the agent.
+    pub owner: String,
+    pub description: String,
+    /// SHA-256 of the bearer token; the token itself is never stored.
+    pub token_sha256: [u8; 32],
+    pub callback_url: Option<String>,
+    /// Name of the env var holding the callback signing secret.
+    pub callback_secret_env: Option<String>,
+    pub mode: AgentMode,
+    pub actions: BTreeMap<ActionId, CatalogEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    id: Spanned<String>,
+    owner: Spanned<String>,
+    description: String,
+    token_sha256: Spanned<String>,
+    callback_url: Option<Spanned<String>>,
+    callback_secret_env: Option<Spanned<String>>,
+    #[serde(default)]
+    mode: AgentMode,
+    #[serde(default)]
+    actions: BTreeMap<String, Spanned<CatalogEntry>>,
+}
+
+/// Loads every `*.yaml` in `dir`, in name order.
+pub fn load_agents(dir: &Path) -> Result<Vec<Agent>, ManifestError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| ManifestError::new(dir, None, None, format!("cannot read directory: {e}")))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        })
+        .collect();
+    paths.sort();
+
+    let mut agents: Vec<Agent> = Vec::new();
+    let mut seen_tokens: HashMap<[u8; 32], AgentId> = HashMap::new();
+    for path in paths {
+        let agent = load_agent(&path)?;
+        if agents.iter().any(|a| a.id == agent.id) {
+            return Err(ManifestError::new(
+                &path,
+                Some(1),
+                Some("id"),
+                format!("agent {} is declared twice", agent.id),
+            ));
+        }
+        if let Some(other) = seen_tokens.insert(agent.token_sha256, agent.id.clone()) {
+            return Err(ManifestError::new(
+                &path,
+                None,
+                Some("token_sha256"),
+                format!("the same token is already used by agent {other}: mint one per agent"),
+            ));
+        }
+        agents.push(agent);
+    }
+    Ok(agents)
+}
+
+fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ManifestError::new(path, None, None, format!("cannot read: {e}")))?;
+    let file: AgentFile = serde_saphyr::from_str(&text).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        ManifestError::new(path, line, None, e.to_string())
+    })?;
+    let at = |spanned_line: u64, key: &str, message: String| {
+        ManifestError::new(path, Some(spanned_line), Some(key), message)
+    };
+
+    let id =
+        AgentId::parse(&file.id.value).map_err(|e| at(file.id.referenced.line(), "id", e.0))?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if stem != id.as_str() {
+        return Err(at(
+            file.id.referenced.line(),
+            "id",
+            format!("the file of agent {id} must be named {id}.yaml"),
+        ));
+    }
+    let owner = &file.owner.value;
+    let owner_ok = owner.len() >= 3
+        && owner.len() <= 24
+        && owner.starts_with(['U', 'W'])
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if !owner_ok {
+        return Err(at(
+            file.owner.referenced.line(),
+            "owner",
+            format!("{owner:?} is not a Slack user id (U… or W…)"),
+        ));
+    }
+    let token_sha256 = parse_sha256(&file.token_sha256.value).ok_or_else(|| {
+        at(
+            file.token_sha256.referenced.line(),
+            "token_sha256",
+            "must be 64 hex characters: the SHA-256 of the token (`countersign agent new` prints it)".into(),
+        )
+    })?;
+    if let Some(url) = &file.callback_url {
+        let ok = url::Url::parse(&url.value)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if !ok {
+            return Err(at(
+                url.referenced.line(),
+                "callback_url",
+                "must be an http or https URL".into(),
+            ));
+        }
+    }
+    if let Some(var) = &file.callback_secret_env {
+        let ok = !var.value.is_empty()
+            && var
+                .value
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            return Err(at(
+                var.referenced.line(),
+                "callback_secret_env",
+                "must be an environment variable name (A-Z, 0-9, _)".into(),
+            ));
+        }
+    }
+    let mut actions = BTreeMap::new();
+    for (name, entry) in file.actions {
+        let action = ActionId::parse(&name)
+            .map_err(|e| at(entry.referenced.line(), &format!("actions.{name}"), e.0))?;
+        actions.insert(action, entry.value);
+    }
+    Ok(Agent {
+        id,
+        owner: owner.clone(),
+        description: file.description,
+        token_sha256,
+        callback_url: file.callback_url.map(|s| s.value),
+        callback_secret_env: file.callback_secret_env.map(|s| s.value),
+        mode: file.mode,
+        actions,
+    })
+}
+
+fn parse_sha256(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b";
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    fn agent_yaml(id: &str, hash: &str) -> String {
+        format!(
+            "id: {id}\nowner: U0OWNER01\ndescription: test agent\ntoken_sha256: {hash}\nmode: active\nactions:\n  crm.lead.tag: {{impact: low, data: [], reversible: true, autonomy: autonomous}}\n"
+        )
+    }
+
+    #[test]
+    fn loads_a_valid_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "revops-crm.yaml",
+            &agent_yaml("revops-crm", HASH),
+        );
+        let agents = load_agents(dir.path()).unwrap();
+        assert_eq!(agents.len(), 1);
+        assert_eq!(agents[0].id.as_str(), "revops-crm");
+        assert_eq!(hex::encode(agents[0].token_sha256), HASH);
+        assert_eq!(agents[0].actions.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", &agent_yaml("a", "not-a-hash"));
+        let err = load_agents(dir.path()).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(4), Some("token_sha256"))
+        );
+        assert!(err.to_string().starts_with(&format!(
+            "{}:4: token_sha256:",
+            dir.path().join("a.yaml").display()
+        )));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_enums_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.yaml",
+            &format!("{}tokn: x\n", agent_yaml("a", HASH)),
+        );
+        let err = load_agents(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("tokn"), "{err}");
+        assert_eq!(err.line, Some(8), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "a.yaml",
+            &agent_yaml("a", HASH).replace("mode: active", "mode: asleep"),
+        );
+        let err = load_agents(dir.path()).unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+    }
+
+    #[test]
+    fn file_name_must_match_id_and_tokens_must_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "b.yaml", &agent_yaml("a", HASH));
+        assert_eq!(
+            load_agents(dir.path()).unwrap_err().key.as_deref(),
+            Some("id")
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", &agent_yaml("a", HASH));
+        write(dir.path(), "b.yaml", &agent_yaml("b", HASH));
+        let err = load_agents(dir.path()).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("token_sha256"));
+        assert!(err.to_string().contains("agent a"));
+    }
+}

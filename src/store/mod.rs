@@ -1,0 +1,183 @@
+//! Storage: one trait, two implementations (SQLite, the embedded default, and PostgreSQL for
+//! scale-out), chosen once at startup by [`open`].
+//!
+//! Every state change is a [`Command`]. A batch of commands runs in one transaction, and each
+//! command appends its audit events to the hash chain in that same transaction, so a change and
+//! its audit record are never apart. Batching is what makes ingest fast: the engine's writer
+//! groups concurrent requests into one commit (see `engine::writer`).
+
+mod batch;
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
+use crate::config::DatabaseUrl;
+use crate::domain::{AgentId, Decision, ExecutionOutcome, Proposal, ProposalId, Status};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Storage failures, stripped of driver types. Logical refusals (not found, wrong state) are
+/// not errors: they are [`CommandResult`]s.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                StoreError::Corrupt(error.to_string())
+            }
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        StoreError::Corrupt(error.to_string())
+    }
+}
+
+/// The idempotency key an agent sent, with the hash of the body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// A state change, in domain terms.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Store a new proposal (its verdict already decided), honouring an idempotency key.
+    Submit {
+        proposal: Box<Proposal>,
+        idempotency: Option<IdempotencyKey>,
+    },
+    /// The agent withdraws a pending proposal.
+    Cancel {
+        id: ProposalId,
+        agent: AgentId,
+        reason: Option<String>,
+    },
+    /// A pending proposal is decided (`approved`, `rejected` or `expired`).
+    Decide {
+        id: ProposalId,
+        status: Status,
+        decision: Decision,
+    },
+    /// The agent reports what happened after an approval.
+    RecordOutcome {
+        id: ProposalId,
+        agent: AgentId,
+        outcome: ExecutionOutcome,
+    },
+    /// Only an audit event: a refused request that named a proposal.
+    Audit(AuditDraft),
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandResult {
+    /// Stored; `response` is the JSON kept for idempotent replays.
+    Submitted {
+        proposal: Box<Proposal>,
+        response: String,
+    },
+    /// The idempotency key was seen before with the same body: the original response.
+    Replayed { response: String },
+    /// The idempotency key was seen before with a different body.
+    IdempotencyConflict,
+    /// The proposal moved; here it is as it is now.
+    Updated(Box<Proposal>),
+    /// No such proposal for this agent.
+    NotFound,
+    /// The proposal is not in a state that allows the change.
+    WrongState(Status),
+    /// An audit-only command was appended.
+    Audited,
+}
+
+/// Which database is behind a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Everything countersign keeps.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Creates or upgrades the schema (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Is the database answering?
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Runs `commands` in order in one transaction; audit events are stamped `at`.
+    /// Either every command's effect is committed, or none is.
+    async fn apply(
+        &self,
+        commands: Vec<Command>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CommandResult>, StoreError>;
+
+    async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError>;
+
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError>;
+
+    /// Audit events with `seq > after_seq`, in `seq` order, at most `limit`.
+    async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Forgets idempotency keys created before `before`; returns how many.
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    async fn close(&self);
+}
+
+/// Connection settings that are not in the URL.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+        }
+    }
+}
+
+/// Connects to the configured database. This is the one place a backend is chosen.
+pub async fn open(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(SqliteStore::open(path, pool).await?),
+        DatabaseUrl::Postgres(url) => Arc::new(PostgresStore::open(url.expose(), pool).await?),
+    })
+}

@@ -1,0 +1,282 @@
+//! PostgreSQL backend, for several replicas sharing one database. Writers of the audit chain
+//! serialise on a transaction-scoped advisory lock, so every batch from every replica extends the
+//! chain in turn; the engine's group commit keeps that lock's cost per proposal small.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::batch::{self, BatchTx};
+use super::rows::{ProposalRow, encode};
+use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
+use crate::audit::{AuditEvent, AuditFilter, ChainTip};
+use crate::domain::{AgentId, Proposal, ProposalId, Status};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Key of the advisory lock that makes one transaction at a time the audit chain's writer
+/// ("cs-audit" in ASCII).
+const AUDIT_CHAIN_LOCK: i64 = 0x6373_2d61_7564_6974;
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn proposal_row(row: &PgRow) -> Result<Proposal, StoreError> {
+    ProposalRow {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        status: row.try_get("status")?,
+        content: row.try_get("content")?,
+        decision: row.try_get("decision")?,
+        outcome: row.try_get("outcome")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    }
+    .decode()
+}
+
+fn audit_row(row: &PgRow) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        proposal_id: row.try_get("proposal_id")?,
+        actor: row.try_get("actor")?,
+        data: row.try_get("data")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = $1";
+
+struct Tx(Transaction<'static, Postgres>);
+
+#[async_trait]
+impl BatchTx for Tx {
+    async fn chain_tip(&mut self) -> Result<ChainTip, StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_CHAIN_LOCK)
+            .execute(&mut *self.0)
+            .await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(match row {
+            Some(row) => ChainTip {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            None => ChainTip::genesis(),
+        })
+    }
+
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(event.seq)
+        .bind(event.at)
+        .bind(&event.kind)
+        .bind(&event.proposal_id)
+        .bind(&event.actor)
+        .bind(&event.data)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.0)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    async fn insert_proposal(&mut self, proposal: &Proposal) -> Result<(), StoreError> {
+        let encoded = encode(proposal)?;
+        sqlx::query(
+            "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(proposal.id.as_str())
+        .bind(proposal.agent.as_str())
+        .bind(proposal.status.as_str())
+        .bind(encoded.content)
+        .bind(encoded.decision)
+        .bind(encoded.outcome)
+        .bind(proposal.created_at)
+        .bind(proposal.updated_at)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_lifecycle(
+        &mut self,
+        proposal: &Proposal,
+        from: Status,
+    ) -> Result<bool, StoreError> {
+        let encoded = encode(proposal)?;
+        let done = sqlx::query(
+            "UPDATE proposals SET status = $1, decision = $2, outcome = $3, updated_at = $4 \
+             WHERE id = $5 AND status = $6",
+        )
+        .bind(proposal.status.as_str())
+        .bind(encoded.decision)
+        .bind(encoded.outcome)
+        .bind(proposal.updated_at)
+        .bind(proposal.id.as_str())
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_idempotency(
+        &mut self,
+        agent: &AgentId,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE agent_id = $1 AND key = $2",
+        )
+        .bind(agent.as_str())
+        .bind(key)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        row.map(|row| Ok((row.try_get("request_hash")?, row.try_get("response")?)))
+            .transpose()
+    }
+
+    async fn insert_idempotency(
+        &mut self,
+        agent: &AgentId,
+        key: &str,
+        request_hash: &str,
+        proposal_id: &ProposalId,
+        response: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(agent.as_str())
+        .bind(key)
+        .bind(request_hash)
+        .bind(proposal_id.as_str())
+        .bind(response)
+        .bind(at)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        commands: Vec<Command>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CommandResult>, StoreError> {
+        let mut tx = Tx(self.pool.begin().await?);
+        let results = batch::run(&mut tx, commands, at).await?;
+        tx.0.commit().await?;
+        Ok(results)
+    }
+
+    async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM proposals GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let status = Status::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                Ok((status, row.try_get("n")?))
+            })
+            .collect()
+    }
+
+    async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+             WHERE seq > $1 AND ($2::timestamptz IS NULL OR at >= $2) \
+             AND ($3::text IS NULL OR proposal_id = $3) ORDER BY seq LIMIT $4",
+        )
+        .bind(after_seq)
+        .bind(filter.since)
+        .bind(filter.proposal_id.as_deref())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

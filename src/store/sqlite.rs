@@ -1,0 +1,299 @@
+//! SQLite backend: the embedded default. One file, WAL journal, `synchronous = FULL` so a
+//! committed proposal survives power loss as well as a crash; the engine's group commit pays
+//! that fsync once per batch, not once per proposal.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::batch::{self, BatchTx};
+use super::rows::{ProposalRow, encode};
+use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
+use crate::audit::{AuditEvent, AuditFilter, ChainTip};
+use crate::clock::{format_timestamp, parse_timestamp};
+use crate::domain::{AgentId, Proposal, ProposalId, Status};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its directory) the database file at `path`.
+    pub async fn open(path: &Path, settings: &PoolSettings) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(settings.max_connections.max(2))
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn timestamp(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    let text: String = row.try_get(column)?;
+    parse_timestamp(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
+}
+
+fn proposal_row(row: &SqliteRow) -> Result<Proposal, StoreError> {
+    ProposalRow {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        status: row.try_get("status")?,
+        content: row.try_get("content")?,
+        decision: row.try_get("decision")?,
+        outcome: row.try_get("outcome")?,
+        created_at: timestamp(row, "created_at")?,
+        updated_at: timestamp(row, "updated_at")?,
+    }
+    .decode()
+}
+
+fn audit_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        at: timestamp(row, "at")?,
+        kind: row.try_get("kind")?,
+        proposal_id: row.try_get("proposal_id")?,
+        actor: row.try_get("actor")?,
+        data: row.try_get("data")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = ?1";
+
+struct Tx(Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl BatchTx for Tx {
+    async fn chain_tip(&mut self) -> Result<ChainTip, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(match row {
+            Some(row) => ChainTip {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            None => ChainTip::genesis(),
+        })
+    }
+
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(event.seq)
+        .bind(format_timestamp(event.at))
+        .bind(&event.kind)
+        .bind(&event.proposal_id)
+        .bind(&event.actor)
+        .bind(&event.data)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.0)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    async fn insert_proposal(&mut self, proposal: &Proposal) -> Result<(), StoreError> {
+        let encoded = encode(proposal)?;
+        sqlx::query(
+            "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(proposal.id.as_str())
+        .bind(proposal.agent.as_str())
+        .bind(proposal.status.as_str())
+        .bind(encoded.content)
+        .bind(encoded.decision)
+        .bind(encoded.outcome)
+        .bind(format_timestamp(proposal.created_at))
+        .bind(format_timestamp(proposal.updated_at))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn update_lifecycle(
+        &mut self,
+        proposal: &Proposal,
+        from: Status,
+    ) -> Result<bool, StoreError> {
+        let encoded = encode(proposal)?;
+        let done = sqlx::query(
+            "UPDATE proposals SET status = ?1, decision = ?2, outcome = ?3, updated_at = ?4 \
+             WHERE id = ?5 AND status = ?6",
+        )
+        .bind(proposal.status.as_str())
+        .bind(encoded.decision)
+        .bind(encoded.outcome)
+        .bind(format_timestamp(proposal.updated_at))
+        .bind(proposal.id.as_str())
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_idempotency(
+        &mut self,
+        agent: &AgentId,
+        key: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, response FROM idempotency_keys WHERE agent_id = ?1 AND key = ?2",
+        )
+        .bind(agent.as_str())
+        .bind(key)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        row.map(|row| Ok((row.try_get("request_hash")?, row.try_get("response")?)))
+            .transpose()
+    }
+
+    async fn insert_idempotency(
+        &mut self,
+        agent: &AgentId,
+        key: &str,
+        request_hash: &str,
+        proposal_id: &ProposalId,
+        response: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(agent.as_str())
+        .bind(key)
+        .bind(request_hash)
+        .bind(proposal_id.as_str())
+        .bind(response)
+        .bind(format_timestamp(at))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        commands: Vec<Command>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CommandResult>, StoreError> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that reads the chain
+        // tip and then writes could fail to upgrade its lock (SQLITE_BUSY) despite busy_timeout.
+        let mut tx = Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+        let results = batch::run(&mut tx, commands, at).await?;
+        tx.0.commit().await?;
+        Ok(results)
+    }
+
+    async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM proposals GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let status = Status::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                Ok((status, row.try_get("n")?))
+            })
+            .collect()
+    }
+
+    async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+             WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR proposal_id = ?3) \
+             ORDER BY seq LIMIT ?4",
+        )
+        .bind(after_seq)
+        .bind(filter.since.map(format_timestamp))
+        .bind(filter.proposal_id.as_deref())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+            .bind(format_timestamp(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
                 async move { axum::Json(openapi.as_ref().clone()) }
             }),
         )
+        .fallback(|| async { problem::ApiError::NoRoute })
         .layer(middleware::from_fn(track_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(

@@ -24,6 +24,8 @@ pub enum ApiError {
     InvalidFields(Vec<FieldError>),
     #[error("no such proposal")]
     NotFound,
+    #[error("no such route")]
+    NoRoute,
     #[error("proposal is {status:?}: {detail}")]
     WrongState {
         status: Status,
@@ -78,9 +80,11 @@ impl ApiError {
                 problem
             }
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
+            ApiError::NoRoute => base(StatusCode::NOT_FOUND, "no-route", "No such endpoint")
+                .detail("See /openapi.json for the API."),
             ApiError::WrongState { status, detail } => base(StatusCode::CONFLICT, "invalid-state", "Proposal is not in a state that allows this")
                 .detail(format!("The proposal is {}; {detail}.", status.as_str()))
-                .value("status", status),
+                .value("proposal_status", status),
             ApiError::IdempotencyKeyReused => base(StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused with a different body")
                 .detail("This Idempotency-Key was already used with a different request body; use a new key for a new request.")
                 .value("field", &"Idempotency-Key"),

@@ -1,0 +1,330 @@
+//! Test harness: databases, the app, and helpers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use countersign::clock::{Clock, ManualClock};
+use countersign::config::{Config, DatabaseUrl, Secret};
+use countersign::store::{self, PoolSettings, Store};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Tokens of the example agents in `manifests/agents/`.
+pub const REVOPS: &str = "cs_demo_revops_crm_d3m0t0k3n";
+pub const BILLING: &str = "cs_demo_billing_d3m0t0k3n";
+
+/// Generates one test per backend from an `async fn(TestDb)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::TestDb::sqlite()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::common::TestDb::postgres().await {
+                    super::$name(db).await;
+                }
+            }
+        }
+    };
+}
+
+/// A fresh, empty database that disappears with the value.
+pub enum TestDb {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("countersign.db");
+        TestDb::Sqlite { _dir: dir, path }
+    }
+
+    /// A new database on the server at `COUNTERSIGN_TEST_POSTGRES_URL`, or `None` (skip) when it
+    /// is unset outside CI.
+    pub async fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("COUNTERSIGN_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true but COUNTERSIGN_TEST_POSTGRES_URL is unset: PostgreSQL tests must run in CI"
+            );
+            eprintln!("skipping: COUNTERSIGN_TEST_POSTGRES_URL is unset");
+            return None;
+        };
+        let name = format!("cs_test_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let admin = sqlx::PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at COUNTERSIGN_TEST_POSTGRES_URL unreachable: {e}")
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let mut url = url::Url::parse(&admin_url).expect("COUNTERSIGN_TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        Some(TestDb::Postgres {
+            admin_url,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        match self {
+            TestDb::Sqlite { path, .. } => DatabaseUrl::Sqlite(path.clone()),
+            TestDb::Postgres { url, .. } => DatabaseUrl::Postgres(Secret::new(url.clone())),
+        }
+    }
+
+    /// The URL as `COUNTERSIGN_DATABASE_URL` takes it (for the CLI).
+    pub fn url_string(&self) -> String {
+        match self {
+            TestDb::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
+            TestDb::Postgres { url, .. } => url.clone(),
+        }
+    }
+
+    /// A separate connection pool to the same database, migrated: another "replica".
+    pub async fn store(&self) -> Arc<dyn Store> {
+        let store = store::open(&self.database_url(), &PoolSettings { max_connections: 4 })
+            .await
+            .expect("open store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Runs raw SQL as an operator with direct database access would (to tamper, in tests).
+    pub async fn execute(&self, sql: &str) {
+        self.try_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn try_execute(&self, sql: &str) -> Result<(), sqlx::Error> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            TestDb::Sqlite { path, .. } => {
+                let pool =
+                    sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display())).await?;
+                let result = sqlx::raw_sql(sql).execute(&pool).await;
+                pool.close().await;
+                result.map(drop)
+            }
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await?;
+                let result = sqlx::raw_sql(sql).execute(&pool).await;
+                pool.close().await;
+                result.map(drop)
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+                        admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The repository's example manifests.
+pub fn manifests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
+
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config::defaults();
+    config.database_url = db.database_url();
+    config.database_max_connections = 4;
+    config.manifests = manifests_dir();
+    config
+}
+
+pub fn start_time() -> DateTime<Utc> {
+    countersign::clock::parse_timestamp("2026-11-21T09:00:00Z").unwrap()
+}
+
+/// A running countersign.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: ManualClock,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn start(db: &TestDb) -> Self {
+        Self::start_with(test_config(db)).await
+    }
+
+    pub async fn start_with(mut config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        config.listen = address;
+        config.public_url = url::Url::parse(&format!("http://{address}")).unwrap();
+        let clock = ManualClock::new(start_time());
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let server = tokio::spawn(countersign::app::run_with_clock(
+            config,
+            listener,
+            async move {
+                let _ = signal.await;
+            },
+            Arc::new(clock.clone()) as Arc<dyn Clock>,
+        ));
+        let app = TestApp {
+            base: format!("http://{address}"),
+            http: reqwest::Client::new(),
+            clock,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        };
+        app.wait_ready().await;
+        app
+    }
+
+    /// The listener is bound before `run` starts, so a first request simply waits in the
+    /// accept queue until the server is up: no polling needed.
+    async fn wait_ready(&self) {
+        let response = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .expect("app is up");
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Graceful shutdown; returns what `run` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.server.take().unwrap().await.unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/proposals"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Submits `body` and returns the created proposal, asserting 201.
+    pub async fn create(&self, token: &str, body: &Value) -> Value {
+        let response = self.submit(token, body).await;
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get(&self, token: &str, id: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/v1/proposals/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: Option<&Value>) -> reqwest::Response {
+        let request = self.http.post(self.url(path)).bearer_auth(token);
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        request.send().await.unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A realistic proposal: a discount on a CRM opportunity.
+pub fn discount_proposal() -> Value {
+    json!({
+        "action": "crm.opportunity.update",
+        "summary": "Apply 15% discount to Acme renewal",
+        "rationale": "Customer asked on the renewal call; within the Q4 playbook.",
+        "target": {"system": "salesforce", "type": "Opportunity", "id": "006Acme0001", "url": "https://acme.my.salesforce.com/006Acme0001"},
+        "changes": [
+            {"path": "discount_percent", "before": 5, "after": 15},
+            {"path": "amount", "before": 45000, "after": 40500}
+        ],
+        "params": {"discount_percent": 15, "amount": 40500, "currency": "USD"},
+        "evidence": [{"label": "Call transcript", "url": "https://gong.example/call/42", "excerpt": "If you can do 15% we sign today."}],
+        "data_classes": ["financial"],
+        "requested_by": "jane@acme-sales.example",
+        "callback_url": "https://agents.internal.example/revops-crm/countersign",
+        "expires_in": "8h",
+        "metadata": {"trace_id": "abc123"}
+    })
+}
+
+/// A problem+json response's body, after checking its content type and status.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:countersign:problem:"),
+        "{body}"
+    );
+    assert!(body["title"].is_string(), "{body}");
+    body
+}

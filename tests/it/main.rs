@@ -1,0 +1,11 @@
+//! Integration tests: one binary (one link), the real app on port 0, a fresh database per test.
+//! Tests marked with `both_backends!` run once on SQLite and once on PostgreSQL (when
+//! `COUNTERSIGN_TEST_POSTGRES_URL` is set; under `CI=true` its absence is a failure).
+
+mod common;
+
+mod api;
+mod audit_cli;
+mod lifecycle;
+mod ops;
+mod store_contract;

@@ -1,0 +1,122 @@
+//! Operations endpoints: health, readiness, metrics, OpenAPI, request ids.
+
+use serde_json::Value;
+
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal};
+
+#[tokio::test]
+async fn health_readiness_and_request_ids() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let id = health.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ready"
+    );
+    // A caller's own request id is kept and echoed.
+    let echoed = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "trace-me-42");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_proposals_by_status() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    for _ in 0..3 {
+        app.create(REVOPS, &discount_proposal()).await;
+    }
+    let id = app.create(REVOPS, &discount_proposal()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(REVOPS, &format!("/v1/proposals/{id}/cancel"), None)
+        .await;
+    app.get(REVOPS, &id).await;
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "countersign_proposals{status=\"pending\"} 3",
+        "countersign_proposals{status=\"cancelled\"} 1",
+        "countersign_proposals{status=\"approved\"} 0",
+        "countersign_http_requests_total{method=\"POST\",route=\"/v1/proposals\",status=\"201\"}",
+        // The route template, not the raw path: ids do not become labels.
+        "route=\"/v1/proposals/{id}\",status=\"200\"",
+        "countersign_http_request_duration_seconds_bucket{",
+        "countersign_write_batch_size",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains(&id), "a proposal id leaked into labels");
+}
+
+#[tokio::test]
+async fn openapi_describes_the_api() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/proposals",
+        "/v1/proposals/{id}",
+        "/v1/proposals/{id}/cancel",
+        "/v1/proposals/{id}/outcome",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["ProposalRequest"]["properties"]["changes"].is_object(),
+        "{schemas}"
+    );
+    assert!(schemas["Proposal"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // The served document is the one generated from the code.
+    assert_eq!(
+        doc,
+        serde_json::to_value(countersign::http::openapi()).unwrap()
+    );
+}

@@ -1,0 +1,370 @@
+//! The storage contract: the same cases against SQLite and PostgreSQL, straight at the trait.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use countersign::audit::{AuditDraft, AuditFilter};
+use countersign::domain::request::ProposalRequest;
+use countersign::domain::*;
+use countersign::store::{Command, CommandResult, IdempotencyKey, Store};
+use serde_json::json;
+
+use crate::both_backends;
+use crate::common::{TestDb, discount_proposal, start_time};
+
+fn proposal(agent: &str) -> Proposal {
+    let request = ProposalRequest::from_json(discount_proposal())
+        .unwrap()
+        .validate()
+        .unwrap();
+    let at = start_time();
+    Proposal {
+        id: ProposalId::generate(),
+        agent: AgentId::parse(agent).unwrap(),
+        status: Status::Pending,
+        content: ProposalContent {
+            action: request.action,
+            summary: request.summary,
+            rationale: request.rationale,
+            target: request.target,
+            changes: request.changes,
+            params: request.params,
+            evidence: request.evidence,
+            data_classes: request.data_classes,
+            requested_by: request.requested_by,
+            callback_url: request.callback_url,
+            expires_at: Some(at + Duration::hours(8)),
+            metadata: request.metadata,
+            verdict: countersign::policy::PolicySet::default().evaluate(
+                &test_agent(),
+                &ProposalRequest::from_json(discount_proposal())
+                    .unwrap()
+                    .validate()
+                    .unwrap(),
+            ),
+        },
+        decision: None,
+        outcome: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn test_agent() -> countersign::manifest::Agent {
+    countersign::manifest::Agent {
+        id: AgentId::parse("revops-crm").unwrap(),
+        owner: "U0OWNER01".into(),
+        description: String::new(),
+        token_sha256: [0; 32],
+        callback_url: None,
+        callback_secret_env: None,
+        mode: Default::default(),
+        actions: Default::default(),
+    }
+}
+
+fn submit(p: &Proposal, key: Option<(&str, &str)>) -> Command {
+    Command::Submit {
+        proposal: Box::new(p.clone()),
+        idempotency: key.map(|(key, hash)| IdempotencyKey {
+            key: key.into(),
+            request_hash: hash.into(),
+        }),
+    }
+}
+
+fn decide(p: &Proposal, status: Status) -> Command {
+    Command::Decide {
+        id: p.id.clone(),
+        status,
+        decision: Decision {
+            by: Actor::policy(),
+            at: start_time(),
+            reason: Some("test".into()),
+        },
+    }
+}
+
+async fn apply_one(store: &dyn Store, command: Command) -> CommandResult {
+    store
+        .apply(vec![command], start_time())
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+async fn stored_proposals_read_back_equal(db: TestDb) {
+    let store = db.store().await;
+    let p = proposal("revops-crm");
+    let result = apply_one(store.as_ref(), submit(&p, None)).await;
+    let CommandResult::Submitted {
+        proposal: stored,
+        response,
+    } = result
+    else {
+        panic!("{result:?}")
+    };
+    assert_eq!(*stored, p);
+    assert_eq!(serde_json::from_str::<Proposal>(&response).unwrap(), p);
+    assert_eq!(store.proposal(&p.id).await.unwrap().unwrap(), p);
+    assert_eq!(store.proposal(&ProposalId::generate()).await.unwrap(), None);
+    assert_eq!(
+        store.count_by_status().await.unwrap(),
+        vec![(Status::Pending, 1)]
+    );
+    store.ping().await.unwrap();
+    // Migrating again is harmless.
+    store.migrate().await.unwrap();
+}
+both_backends!(stored_proposals_read_back_equal);
+
+async fn idempotency_within_and_across_batches(db: TestDb) {
+    let store = db.store().await;
+    let (a, b, c) = (
+        proposal("revops-crm"),
+        proposal("revops-crm"),
+        proposal("billing"),
+    );
+    // Same key twice in one batch: the second sees the first.
+    let results = store
+        .apply(
+            vec![
+                submit(&a, Some(("k", "h1"))),
+                submit(&b, Some(("k", "h1"))),
+                submit(&c, Some(("k", "h1"))),
+            ],
+            start_time(),
+        )
+        .await
+        .unwrap();
+    let CommandResult::Submitted { response, .. } = &results[0] else {
+        panic!("{results:?}")
+    };
+    assert_eq!(
+        results[1],
+        CommandResult::Replayed {
+            response: response.clone()
+        }
+    );
+    assert!(
+        matches!(results[2], CommandResult::Submitted { .. }),
+        "keys are per agent"
+    );
+    // A different body under the same key.
+    assert_eq!(
+        apply_one(store.as_ref(), submit(&b, Some(("k", "h2")))).await,
+        CommandResult::IdempotencyConflict
+    );
+    assert_eq!(store.proposal(&b.id).await.unwrap(), None);
+
+    assert_eq!(store.purge_idempotency_keys(start_time()).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .purge_idempotency_keys(start_time() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        apply_one(store.as_ref(), submit(&b, Some(("k", "h2")))).await,
+        CommandResult::Submitted { .. }
+    ));
+}
+both_backends!(idempotency_within_and_across_batches);
+
+async fn a_decision_never_changes(db: TestDb) {
+    let store = db.store().await;
+    let p = proposal("revops-crm");
+    apply_one(store.as_ref(), submit(&p, None)).await;
+    let CommandResult::Updated(approved) =
+        apply_one(store.as_ref(), decide(&p, Status::Approved)).await
+    else {
+        panic!()
+    };
+    assert_eq!(approved.status, Status::Approved);
+    assert_eq!(approved.decision.as_ref().unwrap().by, Actor::policy());
+    assert_eq!(
+        apply_one(store.as_ref(), decide(&p, Status::Rejected)).await,
+        CommandResult::WrongState(Status::Approved)
+    );
+    let cancel = Command::Cancel {
+        id: p.id.clone(),
+        agent: p.agent.clone(),
+        reason: None,
+    };
+    assert_eq!(
+        apply_one(store.as_ref(), cancel).await,
+        CommandResult::WrongState(Status::Approved)
+    );
+    assert_eq!(store.proposal(&p.id).await.unwrap().unwrap(), *approved);
+    assert_eq!(
+        apply_one(store.as_ref(), decide(&proposal("x"), Status::Approved)).await,
+        CommandResult::NotFound
+    );
+}
+both_backends!(a_decision_never_changes);
+
+async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
+    let store = db.store().await;
+    let p = proposal("revops-crm");
+    apply_one(store.as_ref(), submit(&p, None)).await;
+    let outcome = |agent: &str| Command::RecordOutcome {
+        id: p.id.clone(),
+        agent: AgentId::parse(agent).unwrap(),
+        outcome: ExecutionOutcome {
+            result: ExecutionResult::Executed,
+            details: Some(json!({"ok": true})),
+            at: start_time(),
+        },
+    };
+    assert_eq!(
+        apply_one(store.as_ref(), outcome("revops-crm")).await,
+        CommandResult::WrongState(Status::Pending)
+    );
+    apply_one(store.as_ref(), decide(&p, Status::Approved)).await;
+    assert_eq!(
+        apply_one(store.as_ref(), outcome("billing")).await,
+        CommandResult::NotFound
+    );
+    let CommandResult::Updated(done) = apply_one(store.as_ref(), outcome("revops-crm")).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        done.outcome.as_ref().unwrap().result,
+        ExecutionResult::Executed
+    );
+    assert_eq!(
+        apply_one(store.as_ref(), outcome("revops-crm")).await,
+        CommandResult::WrongState(Status::Approved)
+    );
+    assert_eq!(store.proposal(&p.id).await.unwrap().unwrap(), *done);
+}
+both_backends!(outcomes_are_recorded_once_after_approval);
+
+async fn a_failed_batch_leaves_nothing_behind(db: TestDb) {
+    let store = db.store().await;
+    let p = proposal("revops-crm");
+    // The second insert of the same id violates the primary key: the whole batch rolls back.
+    let result = store
+        .apply(
+            vec![submit(&p, Some(("k", "h"))), submit(&p, None)],
+            start_time(),
+        )
+        .await;
+    assert!(result.is_err());
+    assert_eq!(store.proposal(&p.id).await.unwrap(), None);
+    assert!(
+        store
+            .audit_page(&AuditFilter::default(), 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Nor was the idempotency key kept.
+    assert!(matches!(
+        apply_one(store.as_ref(), submit(&p, Some(("k", "other")))).await,
+        CommandResult::Submitted { .. }
+    ));
+}
+both_backends!(a_failed_batch_leaves_nothing_behind);
+
+/// Two "replicas" (separate pools) race to decide the same proposals and extend the chain.
+async fn replicas_race_safely(db: TestDb) {
+    let (one, two) = (db.store().await, db.store().await);
+    let proposals: Vec<Proposal> = (0..20).map(|_| proposal("revops-crm")).collect();
+    one.apply(
+        proposals.iter().map(|p| submit(p, None)).collect(),
+        start_time(),
+    )
+    .await
+    .unwrap();
+
+    let race = |store: Arc<dyn Store>, status: Status| {
+        let commands: Vec<Command> = proposals.iter().map(|p| decide(p, status)).collect();
+        tokio::spawn(async move {
+            let mut wins = 0;
+            for command in commands {
+                if let CommandResult::Updated(_) =
+                    store.apply(vec![command], start_time()).await.unwrap()[0]
+                {
+                    wins += 1;
+                }
+            }
+            wins
+        })
+    };
+    let (approvals, rejections) = tokio::join!(
+        race(one.clone(), Status::Approved),
+        race(two.clone(), Status::Rejected)
+    );
+    assert_eq!(
+        approvals.unwrap() + rejections.unwrap(),
+        20,
+        "each proposal decided exactly once"
+    );
+
+    let counts = one.count_by_status().await.unwrap();
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 20);
+    assert!(
+        counts
+            .iter()
+            .all(|(s, _)| matches!(s, Status::Approved | Status::Rejected))
+    );
+    let verified = countersign::audit::verify(two.as_ref(), None)
+        .await
+        .unwrap();
+    // 20 submissions, 20 decisions, 20 audited refusals of the losing side.
+    assert_eq!(verified.events, 60);
+}
+both_backends!(replicas_race_safely);
+
+async fn audit_pages_filter_by_time_and_proposal(db: TestDb) {
+    let store = db.store().await;
+    let (a, b) = (proposal("revops-crm"), proposal("revops-crm"));
+    store
+        .apply(vec![submit(&a, None)], start_time())
+        .await
+        .unwrap();
+    let later = start_time() + Duration::hours(1);
+    let note = AuditDraft::new(
+        "test.note",
+        Some(&a.id),
+        "system:test".into(),
+        json!({"n": 1}),
+    );
+    store
+        .apply(vec![submit(&b, None), Command::Audit(note)], later)
+        .await
+        .unwrap();
+
+    let all = store
+        .audit_page(&AuditFilter::default(), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(all[2].at, later);
+    let paged = store
+        .audit_page(&AuditFilter::default(), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(paged.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    let since = AuditFilter {
+        since: Some(later),
+        proposal_id: None,
+    };
+    assert_eq!(store.audit_page(&since, 0, 100).await.unwrap().len(), 2);
+    let of_a = AuditFilter {
+        since: None,
+        proposal_id: Some(a.id.to_string()),
+    };
+    let kinds: Vec<String> = store
+        .audit_page(&of_a, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, ["proposal.submitted", "test.note"]);
+}
+both_backends!(audit_pages_filter_by_time_and_proposal);

@@ -222,11 +222,15 @@ impl ProposalRequest {
     }
 }
 
-/// Deserializes `value` into `T`; an error names the field by its path in the body
-/// (`target.url`, `changes[3].path`), including a missing field, which serde reports at its
-/// parent.
+/// Deserializes `value` into `T`; an error names the field by its path in the body.
 pub fn from_json_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    serde_path_to_error::deserialize(value).map_err(FieldError::from_serde)
+}
+
+impl FieldError {
+    /// Names the field of a serde error by its path in the body (`target.url`,
+    /// `changes[3].path`), including a missing field, which serde reports at its parent.
+    pub fn from_serde<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> Self {
         let path = error.path().to_string();
         let message = error.inner().to_string();
         let field = match missing_field_name(&message) {
@@ -236,7 +240,7 @@ pub fn from_json_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T
             None => path,
         };
         FieldError::new(field, message)
-    })
+    }
 }
 
 fn missing_field_name(message: &str) -> Option<&str> {

@@ -128,7 +128,7 @@ impl Engine {
             })
             .await?;
         Ok(match result {
-            CommandResult::Submitted { proposal, .. } => {
+            CommandResult::Submitted(proposal) => {
                 tracing::info!(proposal_id = %proposal.id, "proposal submitted");
                 Submitted::Created(proposal)
             }

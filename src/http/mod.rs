@@ -2,6 +2,7 @@
 //! between HTTP and the engine; they hold no business rules.
 
 mod auth;
+mod body;
 mod ops;
 pub mod problem;
 mod proposals;
@@ -20,8 +21,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub use body::BODY_LIMIT;
 pub use ops::metrics_handle as ops_metrics_handle;
-pub use proposals::BODY_LIMIT;
 
 use crate::auth::AgentDirectory;
 use crate::engine::Engine;
@@ -100,8 +101,9 @@ pub fn router(state: AppState) -> Router {
                         .unwrap_or("-");
                     tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
                 })
+                // The access log is debug: at info, each proposal already logs one line.
                 .on_response(|response: &Response, latency: Duration, _span: &tracing::Span| {
-                    tracing::info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
+                    tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1e3, "served");
                 }),
         )
         // Outermost: every request has an id before it is traced; the id is echoed back.

@@ -6,20 +6,19 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::AuthenticatedAgent;
+use super::body;
 use super::problem::ApiError;
-use crate::domain::request::{ProposalRequest, from_json_value};
+use crate::domain::request::ProposalRequest;
 use crate::domain::{ExecutionResult, Proposal, ProposalId};
 use crate::engine::{Submitted, Transition};
 use crate::store::IdempotencyKey;
 
-/// Largest request body accepted, in bytes.
-pub const BODY_LIMIT: usize = 256 * 1024;
 const IDEMPOTENCY_KEY_MAX: usize = 255;
 const REASON_MAX: usize = 1_000;
 const DETAILS_MAX_BYTES: usize = 16 * 1024;
@@ -50,40 +49,38 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let value = json_body(body)?;
-    let request_hash = key.is_some().then(|| crate::canonical::sha256_hex(&value));
-    let request = ProposalRequest::from_json(value)
-        .map_err(|e| ApiError::InvalidFields(vec![e]))?
-        .validate()
-        .map_err(ApiError::InvalidFields)?;
-    let idempotency = key
-        .zip(request_hash)
-        .map(|(key, request_hash)| IdempotencyKey { key, request_hash });
+    let body = body::bytes(body)?;
+    // With a key, the parsed document is hashed (canonically) to recognise a retry; without
+    // one, the body is decoded straight into the request type.
+    let (request, idempotency) = match key {
+        Some(key) => {
+            let document = body::parse(&body)?;
+            let request_hash = crate::canonical::sha256_hex(&document);
+            (
+                body::from_value::<ProposalRequest>(document)?,
+                Some(IdempotencyKey { key, request_hash }),
+            )
+        }
+        None => (body::decode::<ProposalRequest>(&body)?, None),
+    };
+    let request = request.validate().map_err(ApiError::InvalidFields)?;
 
     match state.engine.submit(&agent, request, idempotency).await? {
-        Submitted::Created(proposal) => {
-            let body = state.render(
-                serde_json::to_value(&proposal).map_err(|e| ApiError::Internal(e.to_string()))?,
-            );
-            Ok(created(&proposal.id, body, false))
-        }
+        Submitted::Created(proposal) => Ok(created(state.view(&proposal), false)),
         Submitted::Replayed(stored) => {
-            let stored: Value =
-                serde_json::from_str(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let id = stored["id"]
-                .as_str()
-                .and_then(|id| ProposalId::parse(id).ok());
-            let id = id.ok_or_else(|| ApiError::Internal("stored response has no id".into()))?;
-            Ok(created(&id, state.render(stored), true))
+            let proposal: Proposal = serde_json::from_str(&stored)
+                .map_err(|e| ApiError::Internal(format!("stored idempotent response: {e}")))?;
+            Ok(created(state.view(&proposal), true))
         }
         Submitted::KeyReused => Err(ApiError::IdempotencyKeyReused),
     }
 }
 
-fn created(id: &ProposalId, body: Value, replayed: bool) -> Response {
-    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+fn created(view: ProposalView<'_>, replayed: bool) -> Response {
+    let location = format!("/v1/proposals/{}", view.proposal.id);
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
     let headers = response.headers_mut();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/proposals/{id}")) {
+    if let Ok(location) = HeaderValue::from_str(&location) {
         headers.insert(header::LOCATION, location);
     }
     if replayed {
@@ -107,14 +104,14 @@ pub async fn get(
     State(state): State<AppState>,
     AuthenticatedAgent(agent): AuthenticatedAgent,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = ProposalId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let proposal = state
         .engine
         .get(&agent, &id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(state.render_proposal(&proposal)?))
+    Ok(Json(state.view(&proposal)).into_response())
 }
 
 /// Body of `POST /v1/proposals/{id}/cancel` (optional).
@@ -142,13 +139,13 @@ pub async fn cancel(
     AuthenticatedAgent(agent): AuthenticatedAgent,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = ProposalId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let body = body.map_err(body_rejection)?;
+    let body = body::bytes(body)?;
     let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRequest::default()
     } else {
-        typed(json_body(Ok(body))?)?
+        body::decode(&body)?
     };
     if let Some(reason) = &request.reason
         && reason.chars().count() > REASON_MAX
@@ -159,7 +156,7 @@ pub async fn cancel(
         ));
     }
     match state.engine.cancel(&agent, id, request.reason).await? {
-        Transition::Done(proposal) => Ok(Json(state.render_proposal(&proposal)?)),
+        Transition::Done(proposal) => Ok(Json(state.view(&proposal)).into_response()),
         Transition::NotFound => Err(ApiError::NotFound),
         Transition::WrongState(status) => Err(ApiError::WrongState {
             status,
@@ -196,9 +193,9 @@ pub async fn outcome(
     AuthenticatedAgent(agent): AuthenticatedAgent,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = ProposalId::parse(&id).map_err(|_| ApiError::NotFound)?;
-    let request: OutcomeRequest = typed(json_body(body)?)?;
+    let request: OutcomeRequest = body::decode(&body::bytes(body)?)?;
     if let Some(details) = &request.details
         && details.to_string().len() > DETAILS_MAX_BYTES
     {
@@ -212,7 +209,7 @@ pub async fn outcome(
         .record_outcome(&agent, id, request.result, request.details)
         .await?
     {
-        Transition::Done(proposal) => Ok(Json(state.render_proposal(&proposal)?)),
+        Transition::Done(proposal) => Ok(Json(state.view(&proposal)).into_response()),
         Transition::NotFound => Err(ApiError::NotFound),
         Transition::WrongState(status) => Err(ApiError::WrongState {
             status,
@@ -221,25 +218,34 @@ pub async fn outcome(
     }
 }
 
-impl AppState {
-    /// The API representation of a proposal: the stored resource plus links.
-    fn render(&self, mut proposal: Value) -> Value {
-        if let Some(id) = proposal["id"].as_str() {
-            let base = self.public_url.as_str().trim_end_matches('/');
-            let links = json!({
-                "self": format!("{base}/v1/proposals/{id}"),
-                "cancel": format!("{base}/v1/proposals/{id}/cancel"),
-                "outcome": format!("{base}/v1/proposals/{id}/outcome"),
-            });
-            proposal["links"] = links;
-        }
-        proposal
-    }
+/// The API representation of a proposal: the stored resource plus links.
+#[derive(Serialize)]
+struct ProposalView<'a> {
+    #[serde(flatten)]
+    proposal: &'a Proposal,
+    links: Links,
+}
 
-    fn render_proposal(&self, proposal: &Proposal) -> Result<Value, ApiError> {
-        let value =
-            serde_json::to_value(proposal).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok(self.render(value))
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    this: String,
+    cancel: String,
+    outcome: String,
+}
+
+impl AppState {
+    fn view<'a>(&self, proposal: &'a Proposal) -> ProposalView<'a> {
+        let base = self.public_url.as_str().trim_end_matches('/');
+        let this = format!("{base}/v1/proposals/{}", proposal.id);
+        ProposalView {
+            proposal,
+            links: Links {
+                cancel: format!("{this}/cancel"),
+                outcome: format!("{this}/outcome"),
+                this,
+            },
+        }
     }
 }
 
@@ -262,22 +268,4 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     } else {
         Err(invalid())
     }
-}
-
-fn body_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { limit: BODY_LIMIT }
-    } else {
-        ApiError::InvalidJson(rejection.body_text())
-    }
-}
-
-/// The body as JSON. Syntax errors are 400; shape errors (handled by the caller) are 422.
-fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let body = body.map_err(body_rejection)?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))
-}
-
-fn typed<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    from_json_value(value).map_err(|e| ApiError::InvalidFields(vec![e]))
 }

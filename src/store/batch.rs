@@ -80,9 +80,10 @@ async fn run_one(
                     (CommandResult::IdempotencyConflict, vec![])
                 });
             }
-            let response = serde_json::to_string(&proposal)?;
             tx.insert_proposal(&proposal).await?;
             if let Some(key) = &idempotency {
+                // What a replay answers: the proposal as it was created.
+                let response = serde_json::to_string(&proposal)?;
                 tx.insert_idempotency(
                     &proposal.agent,
                     &key.key,
@@ -105,7 +106,7 @@ async fn run_one(
                     "idempotency_key": idempotency.as_ref().map(|k| &k.key),
                 }),
             );
-            Ok((CommandResult::Submitted { proposal, response }, vec![event]))
+            Ok((CommandResult::Submitted(proposal), vec![event]))
         }
         Command::Cancel { id, agent, reason } => {
             let decision = Decision {

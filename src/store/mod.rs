@@ -97,12 +97,10 @@ pub enum Command {
 /// What a command did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandResult {
-    /// Stored; `response` is the JSON kept for idempotent replays.
-    Submitted {
-        proposal: Box<Proposal>,
-        response: String,
-    },
-    /// The idempotency key was seen before with the same body: the original response.
+    /// Stored.
+    Submitted(Box<Proposal>),
+    /// The idempotency key was seen before with the same body: the proposal as first stored
+    /// (JSON), to answer as the original response did.
     Replayed { response: String },
     /// The idempotency key was seen before with a different body.
     IdempotencyConflict,

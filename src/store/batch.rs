@@ -6,18 +6,21 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::rows::{IdempotencyRow, ProposalRow};
 use super::{Command, CommandResult, StoreError};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
 use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, Status};
 
 /// Primitive operations inside one open transaction. The transaction already holds whatever
-/// lock makes it the only writer of the audit chain.
+/// lock makes it the only writer of the audit chain. Inserts take many rows at once, so a batch
+/// writes each table in one statement.
 #[async_trait]
 pub(super) trait BatchTx: Send {
     async fn chain_tip(&mut self) -> Result<ChainTip, StoreError>;
-    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError>;
+    async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError>;
+    async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError>;
+    async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
     async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError>;
-    async fn insert_proposal(&mut self, proposal: &Proposal) -> Result<(), StoreError>;
     /// Writes `proposal`'s lifecycle columns if its stored status is still `from`.
     async fn update_lifecycle(
         &mut self,
@@ -30,15 +33,58 @@ pub(super) trait BatchTx: Send {
         agent: &AgentId,
         key: &str,
     ) -> Result<Option<(String, String)>, StoreError>;
-    async fn insert_idempotency(
+}
+
+/// A transaction with its inserts held back until something needs to read or update: then (and
+/// at the end) they are written, one statement per table. Every command therefore sees the
+/// effects of the commands before it, while a batch of plain submissions costs a handful of
+/// statements instead of two per proposal.
+struct Batch<'a> {
+    tx: &'a mut dyn BatchTx,
+    proposals: Vec<ProposalRow>,
+    keys: Vec<IdempotencyRow>,
+    events: Vec<AuditEvent>,
+}
+
+impl Batch<'_> {
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if !self.proposals.is_empty() {
+            self.tx.insert_proposals(&self.proposals).await?;
+            self.proposals.clear();
+        }
+        if !self.keys.is_empty() {
+            self.tx.insert_idempotency_keys(&self.keys).await?;
+            self.keys.clear();
+        }
+        if !self.events.is_empty() {
+            self.tx.append_audit(&self.events).await?;
+            self.events.clear();
+        }
+        Ok(())
+    }
+
+    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        self.flush().await?;
+        self.tx.load_proposal(id).await
+    }
+
+    async fn update_lifecycle(
+        &mut self,
+        proposal: &Proposal,
+        from: Status,
+    ) -> Result<bool, StoreError> {
+        self.flush().await?;
+        self.tx.update_lifecycle(proposal, from).await
+    }
+
+    async fn find_idempotency(
         &mut self,
         agent: &AgentId,
         key: &str,
-        request_hash: &str,
-        proposal_id: &ProposalId,
-        response: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.flush().await?;
+        self.tx.find_idempotency(agent, key).await
+    }
 }
 
 /// Runs every command against `tx`, appending audit events as it goes.
@@ -48,20 +94,26 @@ pub(super) async fn run(
     at: DateTime<Utc>,
 ) -> Result<Vec<CommandResult>, StoreError> {
     let mut tip = tx.chain_tip().await?;
+    let mut batch = Batch {
+        tx,
+        proposals: Vec::new(),
+        keys: Vec::new(),
+        events: Vec::new(),
+    };
     let mut results = Vec::with_capacity(commands.len());
     for command in commands {
-        let (result, events) = run_one(tx, command, at).await?;
-        for draft in events {
-            let event = draft.seal(&mut tip, at);
-            tx.append_audit(&event).await?;
-        }
+        let (result, drafts) = run_one(&mut batch, command, at).await?;
+        batch
+            .events
+            .extend(drafts.into_iter().map(|draft| draft.seal(&mut tip, at)));
         results.push(result);
     }
+    batch.flush().await?;
     Ok(results)
 }
 
 async fn run_one(
-    tx: &mut dyn BatchTx,
+    tx: &mut Batch<'_>,
     command: Command,
     at: DateTime<Utc>,
 ) -> Result<(CommandResult, Vec<AuditDraft>), StoreError> {
@@ -80,19 +132,17 @@ async fn run_one(
                     (CommandResult::IdempotencyConflict, vec![])
                 });
             }
-            tx.insert_proposal(&proposal).await?;
-            if let Some(key) = &idempotency {
-                // What a replay answers: the proposal as it was created.
-                let response = serde_json::to_string(&proposal)?;
-                tx.insert_idempotency(
-                    &proposal.agent,
-                    &key.key,
-                    &key.request_hash,
-                    &proposal.id,
-                    &response,
-                    at,
-                )
-                .await?;
+            tx.proposals.push(ProposalRow::encode(&proposal)?);
+            if let Some(key) = idempotency.as_ref() {
+                tx.keys.push(IdempotencyRow {
+                    agent_id: proposal.agent.to_string(),
+                    key: key.key.clone(),
+                    request_hash: key.request_hash.clone(),
+                    proposal_id: proposal.id.to_string(),
+                    // What a replay answers: the proposal as it was created.
+                    response: serde_json::to_string(&proposal)?,
+                    created_at: at,
+                });
             }
             let event = AuditDraft::new(
                 kinds::SUBMITTED,
@@ -172,7 +222,7 @@ async fn run_one(
 /// Loads `id` if `agent` owns it. Another agent's proposal is refused as if it did not exist,
 /// but the attempt is audited: it names a real proposal.
 async fn owned_by(
-    tx: &mut dyn BatchTx,
+    tx: &mut Batch<'_>,
     id: &ProposalId,
     agent: &AgentId,
     request: &str,
@@ -192,7 +242,7 @@ async fn owned_by(
 
 /// Moves a pending proposal to `to`, or refuses (audited) when it is no longer pending.
 async fn transition(
-    tx: &mut dyn BatchTx,
+    tx: &mut Batch<'_>,
     mut proposal: Proposal,
     to: Status,
     decision: Decision,

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{ProposalRow, encode};
+use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, encode};
 use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::domain::{AgentId, Proposal, ProposalId, Status};
@@ -65,6 +65,11 @@ fn audit_row(row: &PgRow) -> Result<AuditEvent, StoreError> {
 
 const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = $1";
 
+/// One text column of a multi-row insert, as the array `UNNEST` takes.
+fn column<T>(rows: &[T], field: impl Fn(&T) -> &String) -> Vec<&str> {
+    rows.iter().map(|row| field(row).as_str()).collect()
+}
+
 struct Tx(Transaction<'static, Postgres>);
 
 #[async_trait]
@@ -86,21 +91,24 @@ impl BatchTx for Tx {
         })
     }
 
-    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(event.seq)
-        .bind(event.at)
-        .bind(&event.kind)
-        .bind(&event.proposal_id)
-        .bind(&event.actor)
-        .bind(&event.data)
-        .bind(&event.prev_hash)
-        .bind(&event.hash)
-        .execute(&mut *self.0)
-        .await?;
+    async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        for chunk in events.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[], $7::text[], $8::text[])",
+            )
+            .bind(chunk.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(column(chunk, |e| &e.kind))
+            .bind(chunk.iter().map(|e| e.proposal_id.as_deref()).collect::<Vec<_>>())
+            .bind(column(chunk, |e| &e.actor))
+            .bind(column(chunk, |e| &e.data))
+            .bind(column(chunk, |e| &e.prev_hash))
+            .bind(column(chunk, |e| &e.hash))
+            .execute(&mut *self.0)
+            .await?;
+        }
         Ok(())
     }
 
@@ -114,22 +122,42 @@ impl BatchTx for Tx {
             .transpose()
     }
 
-    async fn insert_proposal(&mut self, proposal: &Proposal) -> Result<(), StoreError> {
-        let encoded = encode(proposal)?;
-        sqlx::query(
-            "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(proposal.id.as_str())
-        .bind(proposal.agent.as_str())
-        .bind(proposal.status.as_str())
-        .bind(encoded.content)
-        .bind(encoded.decision)
-        .bind(encoded.outcome)
-        .bind(proposal.created_at)
-        .bind(proposal.updated_at)
-        .execute(&mut *self.0)
-        .await?;
+    async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::timestamptz[], $8::timestamptz[])",
+            )
+            .bind(column(chunk, |p| &p.id))
+            .bind(column(chunk, |p| &p.agent_id))
+            .bind(column(chunk, |p| &p.status))
+            .bind(column(chunk, |p| &p.content))
+            .bind(chunk.iter().map(|p| p.decision.as_deref()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.outcome.as_deref()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.created_at).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.updated_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
+            )
+            .bind(column(chunk, |k| &k.agent_id))
+            .bind(column(chunk, |k| &k.key))
+            .bind(column(chunk, |k| &k.request_hash))
+            .bind(column(chunk, |k| &k.proposal_id))
+            .bind(column(chunk, |k| &k.response))
+            .bind(chunk.iter().map(|k| k.created_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
         Ok(())
     }
 
@@ -168,30 +196,6 @@ impl BatchTx for Tx {
         .await?;
         row.map(|row| Ok((row.try_get("request_hash")?, row.try_get("response")?)))
             .transpose()
-    }
-
-    async fn insert_idempotency(
-        &mut self,
-        agent: &AgentId,
-        key: &str,
-        request_hash: &str,
-        proposal_id: &ProposalId,
-        response: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(agent.as_str())
-        .bind(key)
-        .bind(request_hash)
-        .bind(proposal_id.as_str())
-        .bind(response)
-        .bind(at)
-        .execute(&mut *self.0)
-        .await?;
-        Ok(())
     }
 }
 

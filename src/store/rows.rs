@@ -1,4 +1,4 @@
-//! Conversions between a [`Proposal`] and the columns both backends store it in.
+//! Conversions between domain values and the rows both backends store.
 
 use chrono::{DateTime, Utc};
 
@@ -28,7 +28,8 @@ pub(super) fn encode(proposal: &Proposal) -> Result<EncodedProposal, StoreError>
     })
 }
 
-/// A proposal row, with timestamps already decoded by the backend.
+/// A proposal row: read back with timestamps already decoded by the backend, or about to be
+/// inserted.
 pub(super) struct ProposalRow {
     pub id: String,
     pub agent_id: String,
@@ -41,6 +42,20 @@ pub(super) struct ProposalRow {
 }
 
 impl ProposalRow {
+    pub fn encode(proposal: &Proposal) -> Result<Self, StoreError> {
+        let encoded = encode(proposal)?;
+        Ok(Self {
+            id: proposal.id.to_string(),
+            agent_id: proposal.agent.to_string(),
+            status: proposal.status.as_str().to_owned(),
+            content: encoded.content,
+            decision: encoded.decision,
+            outcome: encoded.outcome,
+            created_at: proposal.created_at,
+            updated_at: proposal.updated_at,
+        })
+    }
+
     pub fn decode(self) -> Result<Proposal, StoreError> {
         let corrupt = |what: &str, detail: String| {
             StoreError::Corrupt(format!("proposal {}: {what}: {detail}", self.id))
@@ -69,3 +84,17 @@ impl ProposalRow {
         })
     }
 }
+
+/// An idempotency key about to be remembered.
+pub(super) struct IdempotencyRow {
+    pub agent_id: String,
+    pub key: String,
+    pub request_hash: String,
+    pub proposal_id: String,
+    /// The proposal as created (JSON): what a replay answers.
+    pub response: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
+pub(super) const INSERT_CHUNK: usize = 500;

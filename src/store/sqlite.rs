@@ -12,10 +12,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{ProposalRow, encode};
+use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, encode};
 use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::clock::{format_timestamp, parse_timestamp};
@@ -101,21 +101,28 @@ impl BatchTx for Tx {
         })
     }
 
-    async fn append_audit(&mut self, event: &AuditEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(event.seq)
-        .bind(format_timestamp(event.at))
-        .bind(&event.kind)
-        .bind(&event.proposal_id)
-        .bind(&event.actor)
-        .bind(&event.data)
-        .bind(&event.prev_hash)
-        .bind(&event.hash)
-        .execute(&mut *self.0)
-        .await?;
+    async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.seq)
+                    .push_bind(format_timestamp(e.at))
+                    .push_bind(&e.kind)
+                    .push_bind(&e.proposal_id)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.data)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            // The text varies with the row count: not worth a slot in the statement cache.
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
         Ok(())
     }
 
@@ -129,22 +136,49 @@ impl BatchTx for Tx {
             .transpose()
     }
 
-    async fn insert_proposal(&mut self, proposal: &Proposal) -> Result<(), StoreError> {
-        let encoded = encode(proposal)?;
-        sqlx::query(
-            "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(proposal.id.as_str())
-        .bind(proposal.agent.as_str())
-        .bind(proposal.status.as_str())
-        .bind(encoded.content)
-        .bind(encoded.decision)
-        .bind(encoded.outcome)
-        .bind(format_timestamp(proposal.created_at))
-        .bind(format_timestamp(proposal.updated_at))
-        .execute(&mut *self.0)
-        .await?;
+    async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, p| {
+                row.push_bind(&p.id)
+                    .push_bind(&p.agent_id)
+                    .push_bind(&p.status)
+                    .push_bind(&p.content)
+                    .push_bind(&p.decision)
+                    .push_bind(&p.outcome)
+                    .push_bind(format_timestamp(p.created_at))
+                    .push_bind(format_timestamp(p.updated_at));
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, k| {
+                row.push_bind(&k.agent_id)
+                    .push_bind(&k.key)
+                    .push_bind(&k.request_hash)
+                    .push_bind(&k.proposal_id)
+                    .push_bind(&k.response)
+                    .push_bind(format_timestamp(k.created_at));
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
         Ok(())
     }
 
@@ -183,30 +217,6 @@ impl BatchTx for Tx {
         .await?;
         row.map(|row| Ok((row.try_get("request_hash")?, row.try_get("response")?)))
             .transpose()
-    }
-
-    async fn insert_idempotency(
-        &mut self,
-        agent: &AgentId,
-        key: &str,
-        request_hash: &str,
-        proposal_id: &ProposalId,
-        response: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(agent.as_str())
-        .bind(key)
-        .bind(request_hash)
-        .bind(proposal_id.as_str())
-        .bind(response)
-        .bind(format_timestamp(at))
-        .execute(&mut *self.0)
-        .await?;
-        Ok(())
     }
 }
 

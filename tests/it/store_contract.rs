@@ -359,3 +359,34 @@ async fn audit_pages_filter_by_time_and_proposal(db: TestDb) {
     assert_eq!(kinds, ["proposal.submitted", "test.note"]);
 }
 both_backends!(audit_pages_filter_by_time_and_proposal);
+
+/// Inserts are held back and written per table; a later command in the same batch must still
+/// see what an earlier one wrote.
+async fn later_commands_in_a_batch_see_earlier_ones(db: TestDb) {
+    let store = db.store().await;
+    let (a, b) = (proposal("revops-crm"), proposal("revops-crm"));
+    let cancel = Command::Cancel {
+        id: a.id.clone(),
+        agent: a.agent.clone(),
+        reason: None,
+    };
+    let results = store
+        .apply(
+            vec![
+                submit(&a, None),
+                submit(&b, None),
+                cancel,
+                decide(&b, Status::Approved),
+            ],
+            start_time(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&results[2], CommandResult::Updated(p) if p.status == Status::Cancelled));
+    assert!(matches!(&results[3], CommandResult::Updated(p) if p.status == Status::Approved));
+    let verified = countersign::audit::verify(store.as_ref(), None)
+        .await
+        .unwrap();
+    assert_eq!(verified.events, 4);
+}
+both_backends!(later_commands_in_a_batch_see_earlier_ones);

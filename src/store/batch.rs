@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::rows::{IdempotencyRow, ProposalRow};
+use super::rows::{IdempotencyRow, ProposalRow, StoredKey};
 use super::{Command, CommandResult, StoreError};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
 use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, Status};
@@ -27,12 +27,12 @@ pub(super) trait BatchTx: Send {
         proposal: &Proposal,
         from: Status,
     ) -> Result<bool, StoreError>;
-    /// (request_hash, response) stored for this agent's key.
+    /// What is remembered of this agent's key.
     async fn find_idempotency(
         &mut self,
         agent: &AgentId,
         key: &str,
-    ) -> Result<Option<(String, String)>, StoreError>;
+    ) -> Result<Option<StoredKey>, StoreError>;
 }
 
 /// A transaction with its inserts held back until something needs to read or update: then (and
@@ -81,7 +81,7 @@ impl Batch<'_> {
         &mut self,
         agent: &AgentId,
         key: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<StoredKey>, StoreError> {
         self.flush().await?;
         self.tx.find_idempotency(agent, key).await
     }
@@ -123,14 +123,26 @@ async fn run_one(
             idempotency,
         } => {
             if let Some(key) = &idempotency
-                && let Some((hash, response)) =
-                    tx.find_idempotency(&proposal.agent, &key.key).await?
+                && let Some(stored) = tx.find_idempotency(&proposal.agent, &key.key).await?
             {
-                return Ok(if hash == key.request_hash {
-                    (CommandResult::Replayed { response }, vec![])
-                } else {
-                    (CommandResult::IdempotencyConflict, vec![])
-                });
+                if stored.request_hash == key.request_hash {
+                    let replay = CommandResult::Replayed {
+                        response: stored.response,
+                    };
+                    return Ok((replay, vec![]));
+                }
+                // Refused, and it names the proposal the key belongs to: audited.
+                let refusal = AuditDraft::new(
+                    kinds::REQUEST_REFUSED,
+                    ProposalId::parse(&stored.proposal_id).ok().as_ref(),
+                    Actor::agent(&proposal.agent).audit_name(),
+                    json!({
+                        "request": "submit",
+                        "reason": "idempotency key reused with a different body",
+                        "idempotency_key": key.key,
+                    }),
+                );
+                return Ok((CommandResult::IdempotencyConflict, vec![refusal]));
             }
             tx.proposals.push(ProposalRow::encode(&proposal)?);
             if let Some(key) = idempotency.as_ref() {

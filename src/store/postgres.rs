@@ -10,7 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, encode};
+use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode};
 use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::domain::{AgentId, Proposal, ProposalId, Status};
@@ -186,16 +186,22 @@ impl BatchTx for Tx {
         &mut self,
         agent: &AgentId,
         key: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<StoredKey>, StoreError> {
         let row = sqlx::query(
-            "SELECT request_hash, response FROM idempotency_keys WHERE agent_id = $1 AND key = $2",
+            "SELECT request_hash, proposal_id, response FROM idempotency_keys WHERE agent_id = $1 AND key = $2",
         )
         .bind(agent.as_str())
         .bind(key)
         .fetch_optional(&mut *self.0)
         .await?;
-        row.map(|row| Ok((row.try_get("request_hash")?, row.try_get("response")?)))
-            .transpose()
+        row.map(|row| {
+            Ok(StoredKey {
+                request_hash: row.try_get("request_hash")?,
+                proposal_id: row.try_get("proposal_id")?,
+                response: row.try_get("response")?,
+            })
+        })
+        .transpose()
     }
 }
 

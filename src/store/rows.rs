@@ -96,5 +96,12 @@ pub(super) struct IdempotencyRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// An idempotency key already remembered.
+pub(super) struct StoredKey {
+    pub request_hash: String,
+    pub proposal_id: String,
+    pub response: String,
+}
+
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
 pub(super) const INSERT_CHUNK: usize = 500;

@@ -301,6 +301,27 @@ async fn idempotency_keys_replay_or_conflict(db: TestDb) {
     assert_eq!(ids.len(), 1, "{ids:?}");
 
     let store = db.store().await;
+    // The refused reuse is in the audit trail, against the proposal the key belongs to.
+    let of_first = countersign::audit::AuditFilter {
+        since: None,
+        proposal_id: Some(id.to_owned()),
+    };
+    let kinds: Vec<String> = store
+        .audit_page(&of_first, 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "proposal.submitted",
+            "proposal.cancelled",
+            "request.refused"
+        ]
+    );
+
     let total: i64 = store
         .count_by_status()
         .await

@@ -83,16 +83,23 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// Forgets idempotency keys older than the retention, hourly.
 async fn purge_idempotency_keys(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
     loop {
-        match store
-            .purge_idempotency_keys(clock.now() - IDEMPOTENCY_RETENTION)
-            .await
-        {
+        match purge_idempotency_keys_once(store.as_ref(), clock.now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired idempotency keys purged"),
             Err(error) => tracing::warn!(%error, "cannot purge idempotency keys"),
         }
         tokio::time::sleep(PURGE_EVERY).await;
     }
+}
+
+/// One pass of the purge: forgets the keys that are past [`IDEMPOTENCY_RETENTION`] at `now`.
+pub async fn purge_idempotency_keys_once(
+    store: &dyn Store,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, crate::store::StoreError> {
+    store
+        .purge_idempotency_keys(now - IDEMPOTENCY_RETENTION)
+        .await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -69,6 +69,24 @@ impl fmt::Display for DatabaseUrl {
                     if url.password().is_some() {
                         let _ = url.set_password(Some("***"));
                     }
+                    // Passwords may also come as query parameters.
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let secret = k.contains("password");
+                            (
+                                k.into_owned(),
+                                if secret {
+                                    "***".to_owned()
+                                } else {
+                                    v.into_owned()
+                                },
+                            )
+                        })
+                        .collect();
+                    if !pairs.is_empty() {
+                        url.query_pairs_mut().clear().extend_pairs(pairs);
+                    }
                     write!(f, "{url}")
                 }
                 Err(_) => f.write_str("postgres://***"),
@@ -442,7 +460,7 @@ mod tests {
         let config = load(
             None,
             &[
-                ("COUNTERSIGN_DATABASE_URL", "postgres://cs:hunter2@db/cs"),
+                ("COUNTERSIGN_DATABASE_URL", "postgres://cs:hunter2@db/cs?sslmode=require&password=hunter3&sslpassword=hunter4"),
                 ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-very-secret"),
                 ("COUNTERSIGN_ADMIN_TOKEN", "admin-token-that-is-long-enough"),
             ],
@@ -451,11 +469,19 @@ mod tests {
         let shown = format!("{config:?} {} {}", config.describe(), config.database_url);
         for secret in [
             "hunter2",
+            "hunter3",
+            "hunter4",
             "xoxb-very-secret",
             "admin-token-that-is-long-enough",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
-        assert!(config.describe().contains("postgres://cs:***@db/cs"));
+        assert!(
+            config
+                .describe()
+                .contains("postgres://cs:***@db/cs?sslmode=require&password=***"),
+            "{}",
+            config.describe()
+        );
     }
 }

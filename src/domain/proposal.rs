@@ -60,17 +60,31 @@ pub struct Target {
 }
 
 /// One line of the diff: the field at `path` goes from `before` to `after`. A missing `before`
-/// means the value is added; a missing `after` that it is removed.
+/// means the value is added; a missing `after` that it is removed. An explicit `null` is a value
+/// (the field was, or becomes, null) and is kept as sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
     pub path: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
     pub before: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Object>)]
     pub after: Option<Value>,
+}
+
+/// A field that is present is `Some`, even when it is `null` (serde would make that `None`).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// Something the agent cites in support of the proposal.
@@ -254,6 +268,18 @@ pub struct Proposal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn null_and_absent_stay_distinct_in_a_change() {
+        let change: Change =
+            serde_json::from_str(r#"{"path": "owner", "before": null, "after": "bob"}"#).unwrap();
+        assert_eq!(change.before, Some(Value::Null));
+        let added: Change = serde_json::from_str(r#"{"path": "owner", "after": "bob"}"#).unwrap();
+        assert_eq!(added.before, None);
+        let round_trip: Change =
+            serde_json::from_str(&serde_json::to_string(&change).unwrap()).unwrap();
+        assert_eq!(round_trip, change);
+    }
 
     #[test]
     fn status_names_round_trip() {

@@ -243,8 +243,14 @@ impl FieldError {
     }
 }
 
+/// The field a "missing field" or "duplicate field" error is about (serde reports both at the
+/// parent's path).
 fn missing_field_name(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.split('`').next()
+    message
+        .strip_prefix("missing field `")
+        .or_else(|| message.strip_prefix("duplicate field `"))?
+        .split('`')
+        .next()
 }
 
 #[derive(Default)]

@@ -4,6 +4,7 @@
 //! when idle a batch is one command and nothing waits for a timer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,16 +25,19 @@ type Reply = oneshot::Sender<Result<CommandResult, Arc<StoreError>>>;
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<(Command, Reply)>,
+    batches: Arc<AtomicU64>,
 }
 
 impl Writer {
     pub fn spawn(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
+        let batches = Arc::new(AtomicU64::new(0));
+        let counter = batches.clone();
         tokio::spawn(async move {
-            run(store, clock, receiver).await;
+            run(store, clock, receiver, counter).await;
             tracing::debug!("writer stopped: all handles dropped");
         });
-        Self { queue }
+        Self { queue, batches }
     }
 
     /// Applies one command and waits until it is committed.
@@ -49,23 +53,31 @@ impl Writer {
             Err(_) => Err(EngineError::WriterStopped),
         }
     }
+
+    /// Transactions attempted so far (a batch retried command by command counts once).
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
 }
 
 async fn run(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     mut receiver: mpsc::Receiver<(Command, Reply)>,
+    batches: Arc<AtomicU64>,
 ) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (commands, replies): (Vec<_>, Vec<_>) = jobs.drain(..).unzip();
+        batches.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("countersign_write_batch_size").record(commands.len() as f64);
         let retry = (commands.len() > 1).then(|| commands.clone());
         match store.apply(commands, clock.now()).await {
             Ok(results) => answer(replies, results.into_iter().map(Ok)),
             // One bad command must not sink its neighbours: retry each on its own, so only the
-            // culprit (or, if the database is down, everyone) gets the error.
-            Err(error) if retry.is_some() => {
+            // culprit gets the error. Not when the database is unreachable: everyone would wait
+            // out the timeout once more, in turn.
+            Err(error) if retry.is_some() && !matches!(error, StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "batch failed; retrying its commands one by one");
                 for (command, reply) in retry.into_iter().flatten().zip(replies) {
                     let result = store

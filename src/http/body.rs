@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::problem::ApiError;
-use crate::domain::request::{FieldError, from_json_value};
+use crate::domain::request::FieldError;
 
 /// Largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -45,11 +45,6 @@ pub fn parse(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))
 }
 
-/// A parsed document into `T`, naming the field on error.
-pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, ApiError> {
-    from_json_value(value).map_err(|e| ApiError::InvalidFields(vec![e]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,10 +73,12 @@ mod tests {
     }
 
     #[test]
-    fn both_paths_agree() {
-        let text = br#"{"action":"a.b","summary":"s","changes":[{"path":"x","after":1}],"params":{"n":1.5}}"#;
-        let direct: ProposalRequest = decode(text).unwrap();
-        let via_value: ProposalRequest = from_value(parse(text).unwrap()).unwrap();
-        assert_eq!(format!("{direct:?}"), format!("{via_value:?}"));
+    fn duplicate_keys_are_refused() {
+        let Err(ApiError::InvalidFields(errors)) =
+            decode::<ProposalRequest>(br#"{"action":"a.b","summary":"x","summary":"y"}"#)
+        else {
+            panic!("a duplicate key must not pick a winner silently")
+        };
+        assert!(errors[0].message.contains("duplicate field"), "{errors:?}");
     }
 }

@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { problem::ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(track_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(

@@ -26,6 +26,8 @@ pub enum ApiError {
     NotFound,
     #[error("no such route")]
     NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("proposal is {status:?}: {detail}")]
     WrongState {
         status: Status,
@@ -82,6 +84,8 @@ impl ApiError {
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
             ApiError::NoRoute => base(StatusCode::NOT_FOUND, "no-route", "No such endpoint")
                 .detail("See /openapi.json for the API."),
+            ApiError::MethodNotAllowed => base(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")
+                .detail("See /openapi.json for the methods each endpoint takes."),
             ApiError::WrongState { status, detail } => base(StatusCode::CONFLICT, "invalid-state", "Proposal is not in a state that allows this")
                 .detail(format!("The proposal is {}; {detail}.", status.as_str()))
                 .value("proposal_status", status),

@@ -3,7 +3,8 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -50,18 +51,15 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let body = body::bytes(body)?;
-    // With a key, the parsed document is hashed (canonically) to recognise a retry; without
-    // one, the body is decoded straight into the request type.
-    let (request, idempotency) = match key {
-        Some(key) => {
-            let document = body::parse(&body)?;
-            let request_hash = crate::canonical::sha256_hex(&document);
-            (
-                body::from_value::<ProposalRequest>(document)?,
-                Some(IdempotencyKey { key, request_hash }),
-            )
-        }
-        None => (body::decode::<ProposalRequest>(&body)?, None),
+    // One decoder for every request (it refuses duplicate keys); with an idempotency key the
+    // document is also hashed, canonically, to recognise a retry whatever its key order.
+    let request = body::decode::<ProposalRequest>(&body)?;
+    let idempotency = match key {
+        Some(key) => Some(IdempotencyKey {
+            key,
+            request_hash: crate::canonical::sha256_hex(&body::parse(&body)?),
+        }),
+        None => None,
     };
     let request = request.validate().map_err(ApiError::InvalidFields)?;
 
@@ -103,9 +101,8 @@ fn created(view: ProposalView<'_>, replayed: bool) -> Response {
 pub async fn get(
     State(state): State<AppState>,
     AuthenticatedAgent(agent): AuthenticatedAgent,
-    Path(id): Path<String>,
+    ProposalPath(id): ProposalPath,
 ) -> Result<Response, ApiError> {
-    let id = ProposalId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let proposal = state
         .engine
         .get(&agent, &id)
@@ -137,10 +134,9 @@ pub struct CancelRequest {
 pub async fn cancel(
     State(state): State<AppState>,
     AuthenticatedAgent(agent): AuthenticatedAgent,
-    Path(id): Path<String>,
+    ProposalPath(id): ProposalPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = ProposalId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let body = body::bytes(body)?;
     let request: CancelRequest = if body.iter().all(u8::is_ascii_whitespace) {
         CancelRequest::default()
@@ -191,10 +187,9 @@ pub struct OutcomeRequest {
 pub async fn outcome(
     State(state): State<AppState>,
     AuthenticatedAgent(agent): AuthenticatedAgent,
-    Path(id): Path<String>,
+    ProposalPath(id): ProposalPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = ProposalId::parse(&id).map_err(|_| ApiError::NotFound)?;
     let request: OutcomeRequest = body::decode(&body::bytes(body)?)?;
     if let Some(details) = &request.details
         && details.to_string().len() > DETAILS_MAX_BYTES
@@ -215,6 +210,23 @@ pub async fn outcome(
             status,
             detail: "an outcome is recorded once, after approval",
         }),
+    }
+}
+
+/// The `{id}` of a proposal path. Anything that is not a proposal id — malformed, not UTF-8 —
+/// is simply not found, like an id that does not exist.
+pub struct ProposalPath(ProposalId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProposalPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound)?;
+        ProposalId::parse(&id)
+            .map(ProposalPath)
+            .map_err(|_| ApiError::NotFound)
     }
 }
 

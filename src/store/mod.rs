@@ -37,10 +37,24 @@ pub enum StoreError {
     Other(String),
 }
 
+/// Database error codes that mean "try again later", not "this request is wrong": PostgreSQL's
+/// serialization failure, deadlock, lock timeout, query cancel and shutdown classes; SQLite's
+/// BUSY and LOCKED.
+const TRANSIENT_CODES: &[&str] = &[
+    "40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "5", "6",
+];
+
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(error.to_string())
+            }
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|code| TRANSIENT_CODES.contains(&code.as_ref())) =>
+            {
                 StoreError::Unavailable(error.to_string())
             }
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {

@@ -2,11 +2,12 @@
 //! serialise on a transaction-scoped advisory lock, so every batch from every replica extends the
 //! chain in turn; the engine's group commit keeps that lock's cost per proposal small.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
@@ -27,10 +28,16 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     pub async fn open(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        // A replica that stalls holding the audit-chain lock must not stall every other replica:
+        // bound lock waits and idle transactions.
+        let options = PgConnectOptions::from_str(url)?.options([
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(Self { pool })
     }
@@ -228,7 +235,12 @@ impl Store for PostgresStore {
         commands: Vec<Command>,
         at: DateTime<Utc>,
     ) -> Result<Vec<CommandResult>, StoreError> {
-        let mut tx = Tx(self.pool.begin().await?);
+        // The chain tip must be read after the advisory lock is granted, which needs a fresh
+        // snapshot per statement: READ COMMITTED, whatever the database's default.
+        let mut tx = Tx(self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?);
         let results = batch::run(&mut tx, commands, at).await?;
         tx.0.commit().await?;
         Ok(results)

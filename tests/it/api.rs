@@ -1,5 +1,6 @@
 //! The agent API from the outside: authentication, validation, idempotency, reads.
 
+use countersign::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -338,33 +339,81 @@ async fn idempotency_keys_are_kept_a_day_then_purged() {
     let db = TestDb::sqlite();
     let store = db.store().await;
     let app = TestApp::start(&db).await;
-    let response = app
+    let send = |body: Value| {
+        let request = app
+            .http
+            .post(app.url("/v1/proposals"))
+            .bearer_auth(REVOPS)
+            .header("idempotency-key", "daily")
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(send(discount_proposal()).await.status(), 201);
+
+    // A day later the purge (as the app runs it) keeps the key, and a retry is a replay.
+    app.clock.advance(chrono::Duration::hours(24));
+    let purged =
+        countersign::app::purge_idempotency_keys_once(store.as_ref(), app.clock.now()).await;
+    assert_eq!(purged.unwrap(), 0);
+    let retry = send(discount_proposal()).await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+
+    // Past the retention the key is forgotten: the same key now starts a new proposal.
+    app.clock
+        .advance(chrono::Duration::hours(1) + chrono::Duration::seconds(1));
+    let purged =
+        countersign::app::purge_idempotency_keys_once(store.as_ref(), app.clock.now()).await;
+    assert_eq!(purged.unwrap(), 1);
+    let mut other = discount_proposal();
+    other["summary"] = json!("A new proposal under an old key");
+    let fresh = send(other).await;
+    assert_eq!(fresh.status(), 201);
+    assert!(fresh.headers().get("idempotent-replayed").is_none());
+}
+
+#[tokio::test]
+async fn every_error_is_problem_json() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let wrong_method = app
         .http
-        .post(app.url("/v1/proposals"))
+        .delete(app.url("/v1/proposals/prop_01jd0000000000000000000000"))
         .bearer_auth(REVOPS)
-        .header("idempotency-key", "old")
-        .json(&discount_proposal())
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 201);
-    let created_at = crate::common::start_time();
-    // 24 hours later the key is still honoured...
     assert_eq!(
-        store
-            .purge_idempotency_keys(
-                created_at + chrono::Duration::hours(24) - countersign::app::IDEMPOTENCY_RETENTION
-            )
-            .await
-            .unwrap(),
-        0
+        problem(wrong_method, 405).await["type"],
+        "urn:countersign:problem:method-not-allowed"
     );
-    // ...and once past the retention it is forgotten.
-    assert_eq!(
-        store
-            .purge_idempotency_keys(created_at + chrono::Duration::seconds(1))
-            .await
-            .unwrap(),
-        1
-    );
+    let list = app
+        .http
+        .get(app.url("/v1/proposals"))
+        .bearer_auth(REVOPS)
+        .send()
+        .await
+        .unwrap();
+    problem(list, 405).await;
+    let not_utf8 = app
+        .http
+        .get(app.url("/v1/proposals/%FF"))
+        .bearer_auth(REVOPS)
+        .send()
+        .await
+        .unwrap();
+    problem(not_utf8, 404).await;
+    // A duplicated key is refused whether or not an idempotency key came with it.
+    let duplicated = r#"{"action":"crm.opportunity.update","summary":"x","summary":"y"}"#;
+    for key in [None, Some("dup")] {
+        let mut request = app
+            .http
+            .post(app.url("/v1/proposals"))
+            .bearer_auth(REVOPS)
+            .body(duplicated);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let body = problem(request.send().await.unwrap(), 422).await;
+        assert_eq!(body["field"], "summary", "{body}");
+    }
 }

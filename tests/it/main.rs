@@ -9,3 +9,4 @@ mod audit_cli;
 mod lifecycle;
 mod ops;
 mod store_contract;
+mod writer;

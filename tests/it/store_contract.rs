@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::both_backends;
 use crate::common::{TestDb, discount_proposal, start_time};
 
-fn proposal(agent: &str) -> Proposal {
+pub fn proposal(agent: &str) -> Proposal {
     let request = ProposalRequest::from_json(discount_proposal())
         .unwrap()
         .validate()
@@ -63,7 +63,7 @@ fn test_agent() -> countersign::manifest::Agent {
     }
 }
 
-fn submit(p: &Proposal, key: Option<(&str, &str)>) -> Command {
+pub fn submit(p: &Proposal, key: Option<(&str, &str)>) -> Command {
     Command::Submit {
         proposal: Box::new(p.clone()),
         idempotency: key.map(|(key, hash)| IdempotencyKey {
@@ -390,3 +390,42 @@ async fn later_commands_in_a_batch_see_earlier_ones(db: TestDb) {
     assert_eq!(verified.events, 4);
 }
 both_backends!(later_commands_in_a_batch_see_earlier_ones);
+
+/// The chain tip must be read after the advisory lock is granted, even when the database's
+/// default isolation would take the snapshot earlier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_chain_holds_under_a_stricter_default_isolation() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let TestDb::Postgres { name, .. } = &db else {
+        unreachable!()
+    };
+    db.execute(&format!(
+        "ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
+    ))
+    .await;
+    let (one, two) = (db.store().await, db.store().await);
+    let note = |i: usize| {
+        Command::Audit(AuditDraft::new(
+            "test.note",
+            None,
+            "system:test".into(),
+            json!({ "i": i }),
+        ))
+    };
+    let write = |store: Arc<dyn Store>| {
+        tokio::spawn(async move {
+            for i in 0..50 {
+                store.apply(vec![note(i)], start_time()).await.unwrap();
+            }
+        })
+    };
+    let (a, b) = tokio::join!(write(one.clone()), write(two.clone()));
+    a.unwrap();
+    b.unwrap();
+    let verified = countersign::audit::verify(one.as_ref(), None)
+        .await
+        .unwrap();
+    assert_eq!(verified.events, 100);
+}

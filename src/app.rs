@@ -8,13 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::auth::AgentDirectory;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
-use crate::manifest::Manifests;
-use crate::policy::PolicySet;
+use crate::registry::{Registry, SharedRegistry};
 use crate::store::{self, PoolSettings, Store};
 
 /// How long idempotency keys are kept (the API promises at least 24 hours).
@@ -38,21 +36,18 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
-    let manifests = Manifests::load(&config.manifests).context("invalid manifest")?;
-    let agents = AgentDirectory::new(manifests.agents);
-    if agents.agents().is_empty() {
-        tracing::warn!(dir = %config.manifests.join("agents").display(), "no agents declared: every API request will be refused (mint one with `countersign agent new NAME`)");
-    }
-    for agent in agents.demo_token_agents() {
-        tracing::warn!(agent = %agent.id, "agent uses a published demo token: mint a real one with `countersign agent new` before production");
-    }
+    let registry = Registry::load(&config.manifests, &config.policies)
+        .context("invalid manifest or policy")?;
+    warn_about(&registry);
+    let registry = SharedRegistry::new(registry);
 
     let store = open_store(&config).await?;
-    let engine = Engine::start(store.clone(), clock.clone(), PolicySet::default());
+    let engine = Engine::start(store.clone(), clock.clone(), registry.clone());
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
+    let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
     let state = AppState {
         engine,
-        agents,
+        registry,
         public_url: config.public_url.clone(),
         metrics: http::ops_metrics_handle(),
     };
@@ -63,9 +58,60 @@ pub async fn run_with_clock(
         .with_graceful_shutdown(shutdown)
         .await;
     purge.abort();
+    reload.abort();
     store.close().await;
     tracing::info!("countersign stopped");
     served.context("server failed")
+}
+
+fn warn_about(registry: &Registry) {
+    let agents = &registry.agents;
+    if agents.agents().is_empty() {
+        tracing::warn!(
+            "no agents declared: every API request will be refused (mint one with `countersign agent new NAME`)"
+        );
+    }
+    for agent in agents.demo_token_agents() {
+        tracing::warn!(agent = %agent.id, "agent uses a published demo token: mint a real one with `countersign agent new` before production");
+    }
+    tracing::info!(
+        agents = agents.agents().len(),
+        roles = registry.roles.names().count(),
+        rules = registry.policies.rules().len(),
+        "manifests and policies loaded"
+    );
+}
+
+/// Reloads manifests and policies from disk: validated first; on error the old set stays.
+pub fn reload(
+    registry: &SharedRegistry,
+    config: &Config,
+) -> Result<(), crate::manifest::ManifestError> {
+    registry.reload(&config.manifests, &config.policies)?;
+    warn_about(&registry.current());
+    Ok(())
+}
+
+/// SIGHUP reloads manifests and policies.
+async fn reload_on_sighup(registry: SharedRegistry, config: Config) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reload by restarting");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match reload(&registry, &config) {
+                Ok(()) => tracing::info!("SIGHUP: manifests and policies reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: reload refused; the previous manifests and policies stay in force")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (registry, config);
 }
 
 /// Connects to the configured database and brings its schema up to date.

@@ -14,5 +14,6 @@ pub mod engine;
 pub mod http;
 pub mod manifest;
 pub mod policy;
+pub mod registry;
 pub mod store;
 pub mod telemetry;

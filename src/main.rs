@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use countersign::audit::{self, AuditFilter};
 use countersign::config::{Config, LogFormat};
 use countersign::domain::AgentId;
+use countersign::registry::Registry;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +41,32 @@ enum Command {
     /// Inspect the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Validate, explain and test the policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate every manifest and policy file; exit 1 with file:line: key messages on error.
+    Check,
+    /// Show the verdict for a proposal and, for every rule, whether it matched and why.
+    Explain {
+        /// A proposal as an agent would POST it (JSON).
+        file: PathBuf,
+        /// The agent proposing it.
+        #[arg(long)]
+        agent: String,
+        /// Print the verdict as JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the table tests in policies/tests/*.yaml.
+    Test {
+        /// Directory of test files (default: <policies>/tests).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,8 +155,13 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("description: What {id} does");
             println!("token_sha256: {}", minted.sha256_hex);
             println!("mode: active");
+            println!("# The actions this agent may propose; anything else is refused (403). E.g.:");
+            println!(
+                "#   crm.lead.tag: {{impact: low, data: [], reversible: true, autonomy: autonomous}}"
+            );
             println!("actions: {{}}");
         }
+        Command::Policy(command) => return policy(command, &config),
         Command::Audit(AuditCommand::Verify { anchor }) => {
             let anchor = anchor.as_deref().map(parse_anchor).transpose()?;
             let store = countersign::app::open_store(&config).await?;
@@ -170,6 +202,63 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             store.close().await;
             let count = result?;
             eprintln!("exported {count} events");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy(command: PolicyCommand, config: &Config) -> anyhow::Result<ExitCode> {
+    use countersign::policy::cases;
+    let registry = match Registry::load(&config.manifests, &config.policies) {
+        Ok(registry) => registry,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match command {
+        PolicyCommand::Check => {
+            println!(
+                "ok: {} agents, {} roles, {} rules",
+                registry.agents.agents().len(),
+                registry.roles.names().count(),
+                registry.policies.rules().len()
+            );
+        }
+        PolicyCommand::Explain { file, agent, json } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            match cases::evaluate(&registry, &agent, body, chrono::Utc::now()) {
+                Ok((agent, request, evaluation)) if json => {
+                    println!("{}", serde_json::to_string_pretty(&evaluation.verdict)?);
+                    let _ = (agent, request);
+                }
+                Ok((agent, request, evaluation)) => print!(
+                    "{}",
+                    cases::explain(&registry, &agent, &request, &evaluation)
+                ),
+                Err(why) => {
+                    eprintln!("{}: {why}", file.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        PolicyCommand::Test { dir } => {
+            let dir = dir.unwrap_or_else(|| config.policies.join("tests"));
+            let report = cases::run_tests(&registry, &dir).map_err(anyhow::Error::msg)?;
+            for failure in &report.failed {
+                println!("FAIL {failure}");
+            }
+            println!(
+                "{} passed, {} failed",
+                report.passed.len(),
+                report.failed.len()
+            );
+            if !report.failed.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

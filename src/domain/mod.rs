@@ -4,9 +4,14 @@
 pub mod ids;
 pub mod proposal;
 pub mod request;
+pub mod verdict;
 
 pub use ids::{ActionId, AgentId, ProposalId};
 pub use proposal::{
-    Actor, Change, DataClass, Decision, Evidence, ExecutionOutcome, ExecutionResult, Proposal,
-    ProposalContent, Quorum, Status, StepUp, Target, Verdict, VerdictOutcome,
+    Actor, ActorKind, Change, DataClass, Decision, Evidence, ExecutionOutcome, ExecutionResult,
+    Proposal, ProposalContent, Status, Target,
+};
+pub use verdict::{
+    EscalationLevel, EscalationTarget, OnTimeout, Quorum, RemindWhom, StepUp, Verdict,
+    VerdictOutcome,
 };

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{ActionId, AgentId, ProposalId};
+use super::{ActionId, AgentId, ProposalId, Verdict};
 
 /// Lifecycle state. Every state but `pending` is terminal: a decision never changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -109,49 +109,6 @@ pub enum DataClass {
     Confidential,
 }
 
-/// What policy concluded about a proposal at submission.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VerdictOutcome {
-    AutoApprove,
-    Deny,
-    NeedsReview,
-}
-
-/// Extra confirmation a reviewer must give with the click.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StepUp {
-    None,
-    Confirm,
-    Totp,
-}
-
-/// How many approvals a decision needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Quorum {
-    pub approvals: u32,
-    /// One approval from every routed role (instead of any `approvals` reviewers).
-    pub each_role: bool,
-}
-
-/// The policy engine's answer for one proposal; stored with it, so a later policy change never
-/// rewrites why an old proposal was routed the way it was.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Verdict {
-    pub outcome: VerdictOutcome,
-    /// Names of the rules that matched.
-    pub rules: Vec<String>,
-    pub reasons: Vec<String>,
-    /// Roles whose channels review the proposal.
-    pub route: Vec<String>,
-    pub quorum: Quorum,
-    /// Time to decide, as a duration (`30m`), when a rule sets one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sla: Option<String>,
-    pub step_up: StepUp,
-}
-
 /// Who moved a proposal: an agent (cancel), policy (auto decisions), a reviewer, or the system
 /// (timers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -187,7 +144,8 @@ impl Actor {
     /// The compact form used in the audit log: `agent:revops-crm`, `policy`.
     pub fn audit_name(&self) -> String {
         match self.kind {
-            ActorKind::Policy => "policy".into(),
+            ActorKind::Policy if self.id.is_empty() || self.id == "policy" => "policy".into(),
+            ActorKind::Policy => format!("policy:{}", self.id),
             ActorKind::Agent => format!("agent:{}", self.id),
             ActorKind::Reviewer => format!("reviewer:{}", self.id),
             ActorKind::System => format!("system:{}", self.id),

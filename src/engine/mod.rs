@@ -13,11 +13,12 @@ use crate::audit::{AuditDraft, kinds};
 use crate::clock::Clock;
 use crate::domain::request::ValidRequest;
 use crate::domain::{
-    Actor, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalContent, ProposalId,
-    Status,
+    Actor, ActorKind, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalContent,
+    ProposalId, Status, VerdictOutcome,
 };
-use crate::manifest::Agent;
-use crate::policy::PolicySet;
+use crate::manifest::{Agent, Refusal};
+use crate::policy::Facts;
+use crate::registry::SharedRegistry;
 use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,10 @@ pub enum Submitted {
     Replayed(String),
     /// Same idempotency key, different body.
     KeyReused,
+    /// The agent may not propose this action (not in its catalog, or read-only).
+    NotPermitted(String),
+    /// The agent is paused: it may propose nothing.
+    AgentPaused,
 }
 
 /// What a transition (cancel, decide, outcome) gave.
@@ -62,26 +67,31 @@ pub struct Engine {
     store: Arc<dyn Store>,
     writer: Writer,
     clock: Arc<dyn Clock>,
-    policy: Arc<PolicySet>,
+    registry: SharedRegistry,
 }
 
 impl Engine {
     /// Starts the engine's writer task on the current runtime.
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: PolicySet) -> Self {
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, registry: SharedRegistry) -> Self {
         let writer = Writer::spawn(store.clone(), clock.clone());
         Self {
             store,
             writer,
             clock,
-            policy: Arc::new(policy),
+            registry,
         }
+    }
+
+    pub fn registry(&self) -> &SharedRegistry {
+        &self.registry
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
-    /// Evaluates policy and stores the proposal with its verdict.
+    /// Checks the agent may propose the action, evaluates policy and stores the proposal with
+    /// its verdict. An auto-approved or denied proposal is decided at once, by policy.
     #[tracing::instrument(skip_all, fields(agent = %agent.id, action = %request.action))]
     pub async fn submit(
         &self,
@@ -90,16 +100,74 @@ impl Engine {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Submitted, EngineError> {
         let now = self.clock.now();
-        // The seam for the policy engine: the verdict is computed before anything is stored.
-        let verdict = self.policy.evaluate(agent, &request);
-        let expires_at = request
-            .expires_in
+        let entry = match agent.admit(&request.action) {
+            Ok(entry) => entry,
+            Err(refusal) => {
+                // Audited although it names no proposal: it is exactly what an operator wants
+                // to see.
+                let event = AuditDraft::new(
+                    kinds::REQUEST_REFUSED,
+                    None,
+                    Actor::agent(&agent.id).audit_name(),
+                    json!({"request": "submit", "action": request.action, "reason": refusal.reason()}),
+                );
+                self.writer.apply(Command::Audit(event)).await?;
+                tracing::info!(reason = refusal.reason(), "proposal refused");
+                return Ok(match refusal {
+                    Refusal::Paused => Submitted::AgentPaused,
+                    _ => Submitted::NotPermitted(format!(
+                        "{} for agent {}: {}",
+                        request.action,
+                        agent.id,
+                        refusal.reason()
+                    )),
+                });
+            }
+        };
+
+        let registry = self.registry.current();
+        let evaluation = registry.policies.evaluate(&Facts {
+            agent,
+            action: &request.action,
+            entry,
+            request: &request,
+            now,
+        });
+        let verdict = evaluation.verdict;
+        let expires_in = [request.expires_in, evaluation.expires_in]
+            .into_iter()
+            .flatten()
+            .min();
+        let expires_at = expires_in
             .and_then(|d| chrono::Duration::from_std(d).ok())
             .map(|d| now + d);
+        let (status, decision) = match verdict.outcome {
+            VerdictOutcome::NeedsReview => (Status::Pending, None),
+            outcome => {
+                let status = if outcome == VerdictOutcome::AutoApprove {
+                    Status::Approved
+                } else {
+                    Status::Rejected
+                };
+                let by = Actor {
+                    kind: ActorKind::Policy,
+                    id: verdict.rules.join(","),
+                };
+                let reason = Some(verdict.reasons.join("; "));
+                (
+                    status,
+                    Some(Decision {
+                        by,
+                        at: now,
+                        reason,
+                    }),
+                )
+            }
+        };
         let proposal = Proposal {
             id: ProposalId::generate(),
             agent: agent.id.clone(),
-            status: Status::Pending,
+            status,
             content: ProposalContent {
                 action: request.action,
                 summary: request.summary,
@@ -115,7 +183,7 @@ impl Engine {
                 metadata: request.metadata,
                 verdict,
             },
-            decision: None,
+            decision,
             outcome: None,
             created_at: now,
             updated_at: now,
@@ -129,7 +197,7 @@ impl Engine {
             .await?;
         Ok(match result {
             CommandResult::Submitted(proposal) => {
-                tracing::info!(proposal_id = %proposal.id, "proposal submitted");
+                tracing::info!(proposal_id = %proposal.id, status = proposal.status.as_str(), "proposal submitted");
                 Submitted::Created(proposal)
             }
             CommandResult::Replayed { response } => Submitted::Replayed(response),

@@ -30,6 +30,8 @@ impl FromRequestParts<AppState> for AuthenticatedAgent {
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
         let agent = state
+            .registry
+            .current()
             .agents
             .authenticate(token)
             .ok_or(ApiError::Unauthorized)?;

@@ -24,14 +24,14 @@ use utoipa_axum::routes;
 pub use body::BODY_LIMIT;
 pub use ops::metrics_handle as ops_metrics_handle;
 
-use crate::auth::AgentDirectory;
 use crate::engine::Engine;
+use crate::registry::SharedRegistry;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
-    pub agents: AgentDirectory,
+    pub registry: SharedRegistry,
     pub public_url: url::Url,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }

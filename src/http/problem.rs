@@ -22,6 +22,10 @@ pub enum ApiError {
     InvalidJson(String),
     #[error("invalid field {}", .0.first().map_or("", |e| e.field.as_str()))]
     InvalidFields(Vec<FieldError>),
+    #[error("action not permitted: {0}")]
+    NotPermitted(String),
+    #[error("agent paused")]
+    AgentPaused,
     #[error("no such proposal")]
     NotFound,
     #[error("no such route")]
@@ -81,6 +85,11 @@ impl ApiError {
                 }
                 problem
             }
+            ApiError::NotPermitted(detail) => base(StatusCode::FORBIDDEN, "action-not-permitted", "The agent may not propose this action")
+                .detail(detail.clone())
+                .value("field", &"action"),
+            ApiError::AgentPaused => base(StatusCode::LOCKED, "agent-paused", "The agent is paused")
+                .detail("The agent's manifest says mode: paused; no proposal is accepted until it is resumed."),
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
             ApiError::NoRoute => base(StatusCode::NOT_FOUND, "no-route", "No such endpoint")
                 .detail("See /openapi.json for the API."),

@@ -37,9 +37,11 @@ const DETAILS_MAX_BYTES: usize = 16 * 1024;
         (status = 201, description = "Stored", body = Proposal),
         (status = 400, description = "Not JSON", content_type = "application/problem+json"),
         (status = 401, description = "Bad token", content_type = "application/problem+json"),
+        (status = 403, description = "Action not in the agent's catalog, or read_only", content_type = "application/problem+json"),
         (status = 409, description = "Idempotency key reused with another body", content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json"),
         (status = 422, description = "Invalid field (named in `field`)", content_type = "application/problem+json"),
+        (status = 423, description = "The agent is paused", content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -71,6 +73,8 @@ pub async fn create(
             Ok(created(state.view(&proposal), true))
         }
         Submitted::KeyReused => Err(ApiError::IdempotencyKeyReused),
+        Submitted::NotPermitted(detail) => Err(ApiError::NotPermitted(detail)),
+        Submitted::AgentPaused => Err(ApiError::AgentPaused),
     }
 }
 

@@ -10,7 +10,7 @@ use super::ManifestError;
 use crate::domain::{ActionId, AgentId, DataClass};
 
 /// What an agent may do on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentMode {
     #[default]
@@ -21,7 +21,10 @@ pub enum AgentMode {
     Paused,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How much harm an action can do; picks the default requirement when no rule matches.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Impact {
     Low,
@@ -29,12 +32,17 @@ pub enum Impact {
     High,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// How far an agent may go with an action on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Autonomy {
+    /// The agent may not propose it at all (it may only read).
     ReadOnly,
+    /// The agent drafts; a person decides every time (never auto-approved).
     DraftOnly,
+    /// Acts after approval (never auto-approved).
     Approval,
+    /// Policy may auto-approve it.
     Autonomous,
 }
 
@@ -64,6 +72,38 @@ pub struct Agent {
     pub callback_secret_env: Option<String>,
     pub mode: AgentMode,
     pub actions: BTreeMap<ActionId, CatalogEntry>,
+}
+
+/// Why an agent may not propose an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Paused,
+    NotInCatalog,
+    ReadOnly,
+}
+
+impl Refusal {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::Paused => "the agent is paused",
+            Refusal::NotInCatalog => "the action is not in the agent's catalog",
+            Refusal::ReadOnly => "the action is read_only for this agent",
+        }
+    }
+}
+
+impl Agent {
+    /// The catalog entry for `action` if this agent may propose it now.
+    pub fn admit(&self, action: &ActionId) -> Result<&CatalogEntry, Refusal> {
+        if self.mode == AgentMode::Paused {
+            return Err(Refusal::Paused);
+        }
+        match self.actions.get(action) {
+            None => Err(Refusal::NotInCatalog),
+            Some(entry) if entry.autonomy == Autonomy::ReadOnly => Err(Refusal::ReadOnly),
+            Some(entry) => Ok(entry),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,10 @@
 //! error names the file, the line and the key.
 
 mod agents;
+mod roles;
 
-pub use agents::{Agent, AgentMode, CatalogEntry, load_agents};
+pub use agents::{Agent, AgentMode, Autonomy, CatalogEntry, Impact, Refusal, load_agents};
+pub use roles::{Approvers, Role, Roles, load_roles};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -50,14 +52,16 @@ impl fmt::Display for ManifestError {
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
     pub agents: Vec<Agent>,
+    pub roles: Roles,
 }
 
 impl Manifests {
-    /// Loads `dir/agents/*.yaml`. A missing `agents` directory is an empty set (countersign then
+    /// Loads `dir/agents/*.yaml` and `dir/roles.yaml`. A missing `agents` directory is an empty set (countersign then
     /// accepts no agent until one is declared); a broken file is an error.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         Ok(Self {
             agents: load_agents(&dir.join("agents"))?,
+            roles: load_roles(&dir.join("roles.yaml"))?,
         })
     }
 }

@@ -168,7 +168,17 @@ async fn run_one(
                     "idempotency_key": idempotency.as_ref().map(|k| &k.key),
                 }),
             );
-            Ok((CommandResult::Submitted(proposal), vec![event]))
+            let mut events = vec![event];
+            // Decided by policy at submission (auto-approved or denied): say so in the trail too.
+            if let Some(decision) = &proposal.decision {
+                events.push(AuditDraft::new(
+                    kinds::DECIDED,
+                    Some(&proposal.id),
+                    decision.by.audit_name(),
+                    json!({"status": proposal.status, "reason": decision.reason}),
+                ));
+            }
+            Ok((CommandResult::Submitted(proposal), events))
         }
         Command::Cancel { id, agent, reason } => {
             let decision = Decision {

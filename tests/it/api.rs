@@ -19,7 +19,10 @@ async fn submit_then_read_back(db: TestDb) {
     assert_eq!(created["status"], "pending");
     assert_eq!(created["agent"], "revops-crm");
     assert_eq!(created["verdict"]["outcome"], "needs_review");
-    assert_eq!(created["verdict"]["route"], json!(["default"]));
+    assert_eq!(created["verdict"]["route"], json!(["finance"]));
+    assert_eq!(created["verdict"]["rules"], json!(["large-discount"]));
+    assert_eq!(created["verdict"]["sla"], "30m");
+    assert_eq!(created["verdict"]["on_timeout"], "expire");
     assert_eq!(created["changes"][1]["after"], 40500);
     assert_eq!(created["expires_at"], "2026-11-21T17:00:00Z");
     assert_eq!(

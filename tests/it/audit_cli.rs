@@ -207,8 +207,17 @@ async fn migrate_creates_the_database_and_agent_new_mints_a_usable_token() {
         "the token itself must not be in the manifest"
     );
 
-    // The printed lines are a working manifest for the printed token.
+    // The printed lines are a working manifest for the printed token, once it lists an action.
+    let manifest = manifest.replace(
+        "actions: {}",
+        "actions:\n  crm.opportunity.update: {impact: medium, data: [financial], reversible: true, autonomy: approval}",
+    );
     let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::manifests_dir().join("roles.yaml"),
+        dir.path().join("roles.yaml"),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("agents")).unwrap();
     std::fs::write(dir.path().join("agents/my-agent.yaml"), manifest).unwrap();
     let mut config = crate::common::test_config(&db);

@@ -211,7 +211,7 @@ impl TestApp {
             },
             Arc::new(clock.clone()) as Arc<dyn Clock>,
         ));
-        let app = TestApp {
+        let mut app = TestApp {
             base: format!("http://{address}"),
             http: reqwest::Client::new(),
             clock,
@@ -224,14 +224,15 @@ impl TestApp {
 
     /// The listener is bound before `run` starts, so a first request simply waits in the
     /// accept queue until the server is up: no polling needed.
-    async fn wait_ready(&self) {
-        let response = self
-            .http
-            .get(self.url("/readyz"))
-            .send()
-            .await
-            .expect("app is up");
-        assert_eq!(response.status(), 200);
+    async fn wait_ready(&mut self) {
+        match self.http.get(self.url("/readyz")).send().await {
+            Ok(response) => assert_eq!(response.status(), 200),
+            // The listener was dropped: `run` failed; say why.
+            Err(error) => {
+                let ended = self.server.take().unwrap().await.unwrap();
+                panic!("app did not start ({error}): {ended:?}");
+            }
+        }
     }
 
     /// Graceful shutdown; returns what `run` returned.

@@ -8,5 +8,6 @@ mod api;
 mod audit_cli;
 mod lifecycle;
 mod ops;
+mod policy;
 mod store_contract;
 mod writer;

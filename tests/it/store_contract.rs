@@ -35,31 +35,25 @@ pub fn proposal(agent: &str) -> Proposal {
             callback_url: request.callback_url,
             expires_at: Some(at + Duration::hours(8)),
             metadata: request.metadata,
-            verdict: countersign::policy::PolicySet::default().evaluate(
-                &test_agent(),
-                &ProposalRequest::from_json(discount_proposal())
-                    .unwrap()
-                    .validate()
-                    .unwrap(),
-            ),
+            verdict: Verdict {
+                outcome: VerdictOutcome::NeedsReview,
+                rules: vec!["large-discount".into()],
+                reasons: vec!["large-discount: Discounts above 10% need finance".into()],
+                route: vec!["finance".into()],
+                quorum: Quorum {
+                    approvals: 1,
+                    each_role: false,
+                },
+                sla: Some("30m".into()),
+                step_up: StepUp::None,
+                escalation: Vec::new(),
+                on_timeout: None,
+            },
         },
         decision: None,
         outcome: None,
         created_at: at,
         updated_at: at,
-    }
-}
-
-fn test_agent() -> countersign::manifest::Agent {
-    countersign::manifest::Agent {
-        id: AgentId::parse("revops-crm").unwrap(),
-        owner: "U0OWNER01".into(),
-        description: String::new(),
-        token_sha256: [0; 32],
-        callback_url: None,
-        callback_secret_env: None,
-        mode: Default::default(),
-        actions: Default::default(),
     }
 }
 

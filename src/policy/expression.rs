@@ -1,0 +1,304 @@
+//! `when` conditions: CEL expressions over `agent`, `action`, `proposal` and `now`.
+//!
+//! CEL finds a missing variable or field only when it evaluates it (and short-circuiting can
+//! hide that), so every condition is checked when it is loaded: it must parse, name only known
+//! roots and known fields (`proposal.params.*` and `proposal.metadata.*` are free-form), and
+//! not be obviously non-boolean. What still fails at evaluation is handled by the caller, failing
+//! closed.
+
+use std::sync::Arc;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
+use cel::{Context, Env, Program, Value};
+
+/// A compiled, checked condition.
+pub struct Condition {
+    pub source: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+/// Names a condition may use at the top level.
+pub const ROOTS: [&str; 4] = ["agent", "action", "proposal", "now"];
+
+/// What a known field holds, as far as the checker cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bool,
+    NotBool,
+    /// A free-form map, or a value whose type is not known in advance.
+    Any,
+}
+
+/// Resolves a field path against the shape of the facts given to conditions.
+fn field_kind(path: &[&str]) -> Result<Kind, String> {
+    use Kind::*;
+    // Names the path up to the first unknown segment, at `depth`.
+    let unknown = |depth: usize, known: &[&str]| {
+        Err(format!(
+            "unknown field `{}` (known: {})",
+            path[..=depth.min(path.len() - 1)].join("."),
+            known.join(", ")
+        ))
+    };
+    const AGENT: &[&str] = &["id", "owner", "mode", "description"];
+    const ACTION: &[&str] = &["id", "impact", "data", "reversible", "autonomy"];
+    const PROPOSAL: &[&str] = &[
+        "action",
+        "summary",
+        "rationale",
+        "params",
+        "changes",
+        "data_classes",
+        "target",
+        "requested_by",
+        "evidence",
+        "metadata",
+    ];
+    const TARGET: &[&str] = &["system", "type", "id", "url"];
+    match path {
+        [_] => Ok(NotBool),
+        ["agent", f] if AGENT.contains(f) => Ok(NotBool),
+        ["agent", ..] => unknown(1, AGENT),
+        ["action", "reversible"] => Ok(Bool),
+        ["action", f] if ACTION.contains(f) => Ok(NotBool),
+        ["action", ..] => unknown(1, ACTION),
+        ["proposal", "params" | "metadata", ..] => Ok(Any),
+        ["proposal", "target"] => Ok(NotBool),
+        ["proposal", "target", f] if TARGET.contains(f) => Ok(NotBool),
+        ["proposal", "target", ..] => unknown(2, TARGET),
+        ["proposal", f] if PROPOSAL.contains(f) => Ok(NotBool),
+        ["proposal", ..] => unknown(1, PROPOSAL),
+        ["now", ..] => Err("`now` is a timestamp and has no fields".into()),
+        _ => unknown(0, &ROOTS),
+    }
+}
+
+/// CEL's own identifiers that may appear bare (type names in `type(x) == int`).
+const TYPE_NAMES: [&str; 10] = [
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+];
+
+/// Functions and operators whose result is never a boolean.
+const NON_BOOLEAN_CALLS: [&str; 14] = [
+    "_+_",
+    "_-_",
+    "_*_",
+    "_/_",
+    "_%_",
+    "-_",
+    "size",
+    "double",
+    "int",
+    "uint",
+    "string",
+    "timestamp",
+    "duration",
+    "_[_]",
+];
+
+impl Condition {
+    pub fn compile(env: &Env, source: &str) -> Result<Self, String> {
+        // Parse errors are not Send: turn them into text at once.
+        let program = env
+            .compile(source)
+            .map_err(|e| format!("does not compile: {e}"))?;
+        let root = program.expression();
+        let mut scope = Vec::new();
+        check(root, &mut scope)?;
+        check_boolean(root)?;
+        Ok(Self {
+            source: source.to_owned(),
+            program,
+        })
+    }
+
+    /// Evaluates against `context`. A non-boolean result is an error, like a failed evaluation.
+    pub fn evaluate(&self, context: &Context) -> Result<bool, String> {
+        match self.program.execute(context) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("returned {:?}, not a boolean", other.type_of())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The field path of a chain such as `proposal.target.system`, if `expr` is one.
+fn chain(expr: &IdedExpr) -> Option<Vec<&str>> {
+    match &expr.expr {
+        Expr::Ident(name) => Some(vec![name.as_str()]),
+        Expr::Select(select) => {
+            let mut path = chain(&select.operand)?;
+            path.push(&select.field);
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
+/// Every identifier is a root, a comprehension variable in scope or a type name; every field
+/// chain from a root exists.
+fn check(expr: &IdedExpr, scope: &mut Vec<String>) -> Result<(), String> {
+    match &expr.expr {
+        Expr::Ident(name) => {
+            if ROOTS.contains(&name.as_str())
+                || scope.contains(name)
+                || TYPE_NAMES.contains(&name.as_str())
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "unknown variable `{name}` (use {})",
+                    ROOTS.join(", ")
+                ))
+            }
+        }
+        Expr::Select(select) => match chain(expr) {
+            Some(path) if ROOTS.contains(&path[0]) && !scope.iter().any(|v| v == path[0]) => {
+                field_kind(&path).map(drop)
+            }
+            _ => check(&select.operand, scope),
+        },
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                check(target, scope)?;
+            }
+            call.args.iter().try_for_each(|arg| check(arg, scope))
+        }
+        Expr::List(list) => list.elements.iter().try_for_each(|e| check(e, scope)),
+        Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => check(&e.key, scope).and_then(|()| check(&e.value, scope)),
+            EntryExpr::StructField(f) => check(&f.value, scope),
+        }),
+        Expr::Struct(s) => s.entries.iter().try_for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(e) => check(&e.key, scope).and_then(|()| check(&e.value, scope)),
+            EntryExpr::StructField(f) => check(&f.value, scope),
+        }),
+        Expr::Comprehension(c) => {
+            check(&c.iter_range, scope)?;
+            let added = 2 + usize::from(c.iter_var2.is_some());
+            scope.push(c.iter_var.clone());
+            scope.push(c.accu_var.clone());
+            scope.extend(c.iter_var2.clone());
+            let result = check(&c.accu_init, scope)
+                .and_then(|()| check(&c.loop_cond, scope))
+                .and_then(|()| check(&c.loop_step, scope))
+                .and_then(|()| check(&c.result, scope));
+            scope.truncate(scope.len() - added);
+            result
+        }
+        Expr::Literal(_) | Expr::Unspecified => Ok(()),
+    }
+}
+
+/// Refuses conditions that can never be true or false: literals, arithmetic, non-boolean fields.
+fn check_boolean(root: &IdedExpr) -> Result<(), String> {
+    let not_boolean = |what: &str| Err(format!("returns {what}, not a boolean"));
+    match &root.expr {
+        Expr::Literal(LiteralValue::Boolean(_)) => Ok(()),
+        Expr::Literal(_) => not_boolean("a literal"),
+        Expr::List(_) => not_boolean("a list"),
+        Expr::Map(_) | Expr::Struct(_) => not_boolean("a map"),
+        Expr::Call(call) if NON_BOOLEAN_CALLS.contains(&call.func_name.as_str()) => not_boolean(
+            &format!("the result of `{}`", call.func_name.trim_matches('_')),
+        ),
+        Expr::Ident(_) | Expr::Select(_) => match chain(root) {
+            Some(path) if field_kind(&path) == Ok(Kind::NotBool) => {
+                not_boolean(&format!("`{}`", path.join(".")))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The standard CEL environment, built once and shared by every condition and evaluation.
+pub fn environment() -> Arc<Env> {
+    Arc::new(Env::stdlib())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(source: &str) -> Result<Condition, String> {
+        Condition::compile(&Env::stdlib(), source)
+    }
+
+    #[test]
+    fn accepts_conditions_over_known_fields() {
+        for ok in [
+            r#"action.id == "crm.opportunity.update" && double(proposal.params.discount_percent) > 10.0"#,
+            r#"has(proposal.params.amount) && proposal.params.amount > 1000"#,
+            r#""pii" in proposal.data_classes || "pii" in action.data"#,
+            r#"size(proposal.changes) > 50"#,
+            r#"proposal.changes.exists(c, c.path.startsWith("contract."))"#,
+            r#"!action.reversible"#,
+            r#"action.reversible"#,
+            r#"proposal.target.system == "salesforce" && agent.mode == "active""#,
+            r#"proposal.metadata.anything.goes == 1"#,
+            r#"now > timestamp("2026-01-01T00:00:00Z")"#,
+        ] {
+            compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn refuses_bad_conditions_with_a_reason() {
+        for (bad, expect) in [
+            ("action.id ==", "does not compile"),
+            ("actoin.id == 'x'", "unknown variable `actoin`"),
+            ("proposal.parms.x == 1", "unknown field `proposal.parms`"),
+            (
+                "proposal.target.host == 'x'",
+                "unknown field `proposal.target.host`",
+            ),
+            ("action.impact", "not a boolean"),
+            ("size(proposal.changes)", "not a boolean"),
+            ("1 + 2", "not a boolean"),
+            ("'yes'", "not a boolean"),
+            ("now.seconds > 1", "no fields"),
+            (
+                "proposal.changes.exists(c, d.path == 'x')",
+                "unknown variable `d`",
+            ),
+        ] {
+            let err = compile(bad).unwrap_err();
+            assert!(err.contains(expect), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn evaluation_errors_and_non_booleans_are_errors() {
+        let env = Arc::new(Env::stdlib());
+        let mut context = Context::with_env(env.clone());
+        context
+            .add_variable("proposal", serde_json::json!({"params": {"n": "text"}}))
+            .unwrap();
+        let missing = Condition::compile(&env, "proposal.params.amount > 10").unwrap();
+        assert!(missing.evaluate(&context).is_err());
+        let not_bool = Condition::compile(&env, "proposal.params.n").unwrap();
+        assert!(
+            not_bool
+                .evaluate(&context)
+                .unwrap_err()
+                .contains("not a boolean")
+        );
+        let ok = Condition::compile(&env, "proposal.params.n == 'text'").unwrap();
+        assert_eq!(ok.evaluate(&context), Ok(true));
+    }
+}

@@ -1,0 +1,344 @@
+//! `policies/*.yaml`: rules and the per-impact defaults, parsed and validated against the roles.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::expression::Condition;
+use super::requirement::{Requirement, RuleDecision};
+use crate::domain::{EscalationLevel, EscalationTarget, OnTimeout, StepUp};
+use crate::manifest::{Impact, ManifestError, Roles};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    rules: Vec<Spanned<RuleSpec>>,
+    defaults: Option<Spanned<BTreeMap<Impact, Spanned<RequirementSpec>>>>,
+}
+
+/// A rule as written. (The requirement fields repeat those of [`RequirementSpec`]: serde cannot
+/// combine `flatten` with `deny_unknown_fields`, and a typo must be an error.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    #[serde(default)]
+    description: String,
+    when: Spanned<String>,
+    decision: Option<RuleDecision>,
+    reason: Option<String>,
+    #[serde(default)]
+    route: Vec<String>,
+    approvals: Option<u32>,
+    #[serde(default)]
+    each_role: bool,
+    sla: Option<String>,
+    step_up: Option<StepUp>,
+    #[serde(default)]
+    escalation: Vec<EscalationLevel>,
+    on_timeout: Option<OnTimeout>,
+    expires_in: Option<String>,
+}
+
+impl RuleSpec {
+    fn requirement(&self) -> RequirementSpec {
+        RequirementSpec {
+            decision: self.decision,
+            reason: self.reason.clone(),
+            route: self.route.clone(),
+            approvals: self.approvals,
+            each_role: self.each_role,
+            sla: self.sla.clone(),
+            step_up: self.step_up,
+            escalation: self.escalation.clone(),
+            on_timeout: self.on_timeout,
+            expires_in: self.expires_in.clone(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RequirementSpec {
+    decision: Option<RuleDecision>,
+    reason: Option<String>,
+    #[serde(default)]
+    route: Vec<String>,
+    approvals: Option<u32>,
+    #[serde(default)]
+    each_role: bool,
+    sla: Option<String>,
+    step_up: Option<StepUp>,
+    #[serde(default)]
+    escalation: Vec<EscalationLevel>,
+    on_timeout: Option<OnTimeout>,
+    expires_in: Option<String>,
+}
+
+/// A loaded rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    pub description: String,
+    pub file: PathBuf,
+    pub line: u64,
+    pub condition: Condition,
+    pub requirement: Requirement,
+}
+
+/// What applies when no rule matches, per catalog impact.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub low: Requirement,
+    pub medium: Requirement,
+    pub high: Requirement,
+}
+
+impl Defaults {
+    pub fn for_impact(&self, impact: Impact) -> &Requirement {
+        match impact {
+            Impact::Low => &self.low,
+            Impact::Medium => &self.medium,
+            Impact::High => &self.high,
+        }
+    }
+
+    /// Where a review goes when the rule that asked for it names no route: the impact's default
+    /// route, or the high-impact one (which always has a route).
+    pub fn review_route(&self, impact: Impact) -> Vec<String> {
+        let own = &self.for_impact(impact).route;
+        if own.is_empty() {
+            self.high.route.clone()
+        } else {
+            own.clone()
+        }
+    }
+}
+
+/// Every rule and the defaults, from every `*.yaml` directly in `dir`, in file-name order.
+pub fn load(
+    dir: &Path,
+    roles: &Roles,
+    env: &cel::Env,
+) -> Result<(Vec<Rule>, Defaults), ManifestError> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect(),
+        Err(e) => {
+            return Err(ManifestError::new(
+                dir,
+                None,
+                None,
+                format!("cannot read policy directory: {e}"),
+            ));
+        }
+    };
+    paths.sort();
+
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut defaults: Option<(PathBuf, Defaults)> = None;
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ManifestError::new(&path, None, None, format!("cannot read: {e}")))?;
+        let file: PolicyFile = serde_saphyr::from_str(&text).map_err(|e| {
+            ManifestError::new(&path, e.location().map(|l| l.line()), None, e.to_string())
+        })?;
+        for (index, spanned) in file.rules.into_iter().enumerate() {
+            let line = spanned.referenced.line();
+            let spec = spanned.value;
+            let key = |field: &str| format!("rules[{index}].{field}");
+            let fail = |field: &str, message: String| {
+                ManifestError::new(&path, Some(line), Some(&key(field)), message)
+            };
+            if crate::domain::AgentId::parse(&spec.name).is_err() {
+                return Err(fail(
+                    "name",
+                    format!("{:?}: use lowercase letters, digits, '-', '_'", spec.name),
+                ));
+            }
+            if let Some(other) = rules.iter().find(|r| r.name == spec.name) {
+                return Err(fail(
+                    "name",
+                    format!(
+                        "rule {} is already defined at {}:{}",
+                        spec.name,
+                        other.file.display(),
+                        other.line
+                    ),
+                ));
+            }
+            let condition = Condition::compile(env, &spec.when.value).map_err(|message| {
+                ManifestError::new(
+                    &path,
+                    Some(spec.when.referenced.line()),
+                    Some(&key("when")),
+                    format!("rule {}: {message}", spec.name),
+                )
+            })?;
+            let requirement =
+                requirement(spec.requirement(), roles).map_err(|(field, message)| {
+                    fail(field, format!("rule {}: {message}", spec.name))
+                })?;
+            rules.push(Rule {
+                name: spec.name,
+                description: spec.description,
+                file: path.clone(),
+                line,
+                condition,
+                requirement,
+            });
+        }
+        if let Some(spanned) = file.defaults {
+            let line = spanned.referenced.line();
+            if let Some((other, _)) = &defaults {
+                return Err(ManifestError::new(
+                    &path,
+                    Some(line),
+                    Some("defaults"),
+                    format!("defaults are already defined in {}", other.display()),
+                ));
+            }
+            let mut by_impact = spanned.value;
+            let mut take = |impact: Impact, name: &str| -> Result<Requirement, ManifestError> {
+                let spec = by_impact.remove(&impact).ok_or_else(|| {
+                    ManifestError::new(
+                        &path,
+                        Some(line),
+                        Some("defaults"),
+                        format!(
+                            "defaults.{name} is missing (low, medium and high are all required)"
+                        ),
+                    )
+                })?;
+                let line = spec.referenced.line();
+                requirement(spec.value, roles).map_err(|(field, message)| {
+                    ManifestError::new(
+                        &path,
+                        Some(line),
+                        Some(&format!("defaults.{name}.{field}")),
+                        message,
+                    )
+                })
+            };
+            let parsed = Defaults {
+                low: take(Impact::Low, "low")?,
+                medium: take(Impact::Medium, "medium")?,
+                high: take(Impact::High, "high")?,
+            };
+            if !parsed.high.is_review() {
+                return Err(ManifestError::new(
+                    &path,
+                    Some(line),
+                    Some("defaults.high"),
+                    "must require a review with a route: it is also where failed rules send proposals",
+                ));
+            }
+            defaults = Some((path.clone(), parsed));
+        }
+    }
+    let (_, defaults) = defaults.ok_or_else(|| {
+        ManifestError::new(dir, None, Some("defaults"), "no policy file defines `defaults` (low, medium, high): they apply when no rule matches")
+    })?;
+    Ok((rules, defaults))
+}
+
+fn duration(field: &'static str, text: &str) -> Result<Duration, (&'static str, String)> {
+    humantime::parse_duration(text).map_err(|e| {
+        (
+            field,
+            format!("{text:?} is not a duration such as 30m or 8h: {e}"),
+        )
+    })
+}
+
+/// Validates a requirement: decisions carry a reason and nothing else; reviews carry a route of
+/// known roles.
+fn requirement(
+    spec: RequirementSpec,
+    roles: &Roles,
+) -> Result<Requirement, (&'static str, String)> {
+    let reason = spec.reason.clone().unwrap_or_default();
+    if spec.decision.is_some() {
+        if reason.trim().is_empty() {
+            return Err((
+                "reason",
+                "a decision (auto_approve or deny) needs a reason".into(),
+            ));
+        }
+        let review_keys = !spec.route.is_empty()
+            || spec.approvals.is_some()
+            || spec.each_role
+            || spec.sla.is_some()
+            || spec.step_up.is_some()
+            || !spec.escalation.is_empty();
+        if review_keys {
+            return Err(("decision", "a rule either decides (decision) or routes for review (route, approvals, sla, step_up, escalation), not both".into()));
+        }
+    } else if spec.route.is_empty() {
+        return Err((
+            "route",
+            "a review needs a route (one or more roles), or a decision".into(),
+        ));
+    }
+    for role in &spec.route {
+        if !roles.contains(role) {
+            return Err((
+                "route",
+                format!("no role named {role:?} in manifests/roles.yaml"),
+            ));
+        }
+    }
+    if spec.each_role && spec.approvals.is_some() {
+        return Err((
+            "each_role",
+            "use either approvals: N or each_role: true".into(),
+        ));
+    }
+    if spec.approvals == Some(0) {
+        return Err(("approvals", "at least 1".into()));
+    }
+    for level in &spec.escalation {
+        duration("escalation", &level.after)?;
+        if level.remind.is_none() == level.notify.is_none() {
+            return Err((
+                "escalation",
+                "each level has either remind: approvers or notify: …".into(),
+            ));
+        }
+        if let Some(EscalationTarget::Role(role)) = &level.notify
+            && !roles.contains(role)
+        {
+            return Err(("escalation", format!("no role named {role:?}")));
+        }
+    }
+    Ok(Requirement {
+        decision: spec.decision,
+        reason: if reason.is_empty() {
+            "review required".into()
+        } else {
+            reason
+        },
+        route: spec.route,
+        approvals: spec.approvals.unwrap_or(1),
+        each_role: spec.each_role,
+        sla: spec
+            .sla
+            .as_deref()
+            .map(|t| duration("sla", t))
+            .transpose()?,
+        step_up: spec.step_up.unwrap_or(StepUp::None),
+        escalation: spec.escalation,
+        on_timeout: spec.on_timeout,
+        expires_in: spec
+            .expires_in
+            .as_deref()
+            .map(|t| duration("expires_in", t))
+            .transpose()?,
+    })
+}

@@ -82,12 +82,8 @@ pub fn explain(
         name(&entry.autonomy),
     );
     let _ = writeln!(out, "\nrules:");
-    for rule in registry.policies.rules() {
-        let outcome = evaluation
-            .rules
-            .iter()
-            .find(|(name, _)| name == &rule.name)
-            .map(|(_, o)| o);
+    for (index, rule) in registry.policies.rules().iter().enumerate() {
+        let outcome = evaluation.rules.get(index);
         let place = format!("{}:{}", rule.file.display(), rule.line);
         let line = match outcome {
             Some(RuleOutcome::Matched) => format!(

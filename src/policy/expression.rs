@@ -6,6 +6,7 @@
 //! not be obviously non-boolean. What still fails at evaluation is handled by the caller, failing
 //! closed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
@@ -15,6 +16,12 @@ use cel::{Context, Env, Program, Value};
 pub struct Condition {
     pub source: String,
     program: Program,
+    /// The facts it reads: `proposal.params`, `action.id`, or `proposal.*` when it uses a root
+    /// whole. Facts no condition reads are not built for evaluation.
+    pub uses: BTreeSet<String>,
+    /// When the condition is `action.id == "…" && …` (or `action.id in [...] && …`), the actions
+    /// it can match at all: for any other action it is false without evaluating.
+    pub actions: Option<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Condition {
@@ -119,12 +126,24 @@ impl Condition {
             .map_err(|e| format!("does not compile: {e}"))?;
         let root = program.expression();
         let mut scope = Vec::new();
-        check(root, &mut scope)?;
+        let mut uses = BTreeSet::new();
+        check(root, &mut scope, &mut uses)?;
         check_boolean(root)?;
+        let actions = action_guard(root);
         Ok(Self {
             source: source.to_owned(),
             program,
+            uses,
+            actions,
         })
+    }
+
+    /// False at once when an action guard excludes `action`; otherwise the condition's value.
+    pub fn evaluate_for(&self, action: &str, context: &Context) -> Result<bool, String> {
+        match &self.actions {
+            Some(actions) if !actions.contains(action) => Ok(false),
+            _ => self.evaluate(context),
+        }
     }
 
     /// Evaluates against `context`. A non-boolean result is an error, like a failed evaluation.
@@ -152,13 +171,18 @@ fn chain(expr: &IdedExpr) -> Option<Vec<&str>> {
 
 /// Every identifier is a root, a comprehension variable in scope or a type name; every field
 /// chain from a root exists.
-fn check(expr: &IdedExpr, scope: &mut Vec<String>) -> Result<(), String> {
+fn check(
+    expr: &IdedExpr,
+    scope: &mut Vec<String>,
+    uses: &mut BTreeSet<String>,
+) -> Result<(), String> {
     match &expr.expr {
         Expr::Ident(name) => {
-            if ROOTS.contains(&name.as_str())
-                || scope.contains(name)
-                || TYPE_NAMES.contains(&name.as_str())
-            {
+            if ROOTS.contains(&name.as_str()) && !scope.contains(name) {
+                // A root used whole (passed to a function, compared…): all of it is needed.
+                uses.insert(format!("{name}.*"));
+                Ok(())
+            } else if scope.contains(name) || TYPE_NAMES.contains(&name.as_str()) {
                 Ok(())
             } else {
                 Err(format!(
@@ -169,39 +193,69 @@ fn check(expr: &IdedExpr, scope: &mut Vec<String>) -> Result<(), String> {
         }
         Expr::Select(select) => match chain(expr) {
             Some(path) if ROOTS.contains(&path[0]) && !scope.iter().any(|v| v == path[0]) => {
-                field_kind(&path).map(drop)
+                field_kind(&path)?;
+                uses.insert(format!("{}.{}", path[0], path[1]));
+                Ok(())
             }
-            _ => check(&select.operand, scope),
+            _ => check(&select.operand, scope, uses),
         },
         Expr::Call(call) => {
             if let Some(target) = &call.target {
-                check(target, scope)?;
+                check(target, scope, uses)?;
             }
-            call.args.iter().try_for_each(|arg| check(arg, scope))
+            call.args.iter().try_for_each(|arg| check(arg, scope, uses))
         }
-        Expr::List(list) => list.elements.iter().try_for_each(|e| check(e, scope)),
+        Expr::List(list) => list.elements.iter().try_for_each(|e| check(e, scope, uses)),
         Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
-            EntryExpr::MapEntry(e) => check(&e.key, scope).and_then(|()| check(&e.value, scope)),
-            EntryExpr::StructField(f) => check(&f.value, scope),
+            EntryExpr::MapEntry(e) => {
+                check(&e.key, scope, uses).and_then(|()| check(&e.value, scope, uses))
+            }
+            EntryExpr::StructField(f) => check(&f.value, scope, uses),
         }),
         Expr::Struct(s) => s.entries.iter().try_for_each(|entry| match &entry.expr {
-            EntryExpr::MapEntry(e) => check(&e.key, scope).and_then(|()| check(&e.value, scope)),
-            EntryExpr::StructField(f) => check(&f.value, scope),
+            EntryExpr::MapEntry(e) => {
+                check(&e.key, scope, uses).and_then(|()| check(&e.value, scope, uses))
+            }
+            EntryExpr::StructField(f) => check(&f.value, scope, uses),
         }),
         Expr::Comprehension(c) => {
-            check(&c.iter_range, scope)?;
+            check(&c.iter_range, scope, uses)?;
             let added = 2 + usize::from(c.iter_var2.is_some());
             scope.push(c.iter_var.clone());
             scope.push(c.accu_var.clone());
             scope.extend(c.iter_var2.clone());
-            let result = check(&c.accu_init, scope)
-                .and_then(|()| check(&c.loop_cond, scope))
-                .and_then(|()| check(&c.loop_step, scope))
-                .and_then(|()| check(&c.result, scope));
+            let result = check(&c.accu_init, scope, uses)
+                .and_then(|()| check(&c.loop_cond, scope, uses))
+                .and_then(|()| check(&c.loop_step, scope, uses))
+                .and_then(|()| check(&c.result, scope, uses));
             scope.truncate(scope.len() - added);
             result
         }
         Expr::Literal(_) | Expr::Unspecified => Ok(()),
+    }
+}
+
+/// The actions a condition is limited to, when its first conjunct is `action.id == "…"` or
+/// `action.id in ["…", …]`. (CEL's `false && x` is false even when `x` fails, so skipping the
+/// rest for another action gives exactly the value evaluation would.)
+fn action_guard(expr: &IdedExpr) -> Option<BTreeSet<String>> {
+    let Expr::Call(call) = &expr.expr else {
+        return None;
+    };
+    let is_action_id = |e: &IdedExpr| chain(e).is_some_and(|p| p == ["action", "id"]);
+    let string = |e: &IdedExpr| match &e.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    match (call.func_name.as_str(), call.args.as_slice()) {
+        ("_&&_", [first, ..]) => action_guard(first),
+        ("_==_", [left, right]) if is_action_id(left) => string(right).map(|s| BTreeSet::from([s])),
+        ("_==_", [left, right]) if is_action_id(right) => string(left).map(|s| BTreeSet::from([s])),
+        ("@in", [left, right]) if is_action_id(left) => match &right.expr {
+            Expr::List(list) => list.elements.iter().map(string).collect(),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -280,6 +334,40 @@ mod tests {
             let err = compile(bad).unwrap_err();
             assert!(err.contains(expect), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn records_the_facts_used_and_the_action_guard() {
+        let c = compile(r#"action.id in ["a.b", "c.d"] && double(proposal.params.x) > 1.0 && "pii" in action.data"#).unwrap();
+        assert_eq!(
+            c.uses,
+            BTreeSet::from([
+                "action.id".into(),
+                "proposal.params".into(),
+                "action.data".into()
+            ])
+        );
+        assert_eq!(
+            c.actions,
+            Some(BTreeSet::from(["a.b".into(), "c.d".into()]))
+        );
+        let c =
+            compile(r#"proposal.changes.exists(c, c.path == "x") || action.id == "a.b""#).unwrap();
+        assert_eq!(c.actions, None, "a disjunction is not a guard");
+        assert!(c.uses.contains("proposal.changes"));
+        let c = compile(r#"size(proposal) > 3 || agent.id == "x""#);
+        assert!(c.is_ok());
+        assert!(c.unwrap().uses.contains("proposal.*"));
+    }
+
+    #[test]
+    fn a_guarded_condition_is_false_for_other_actions_without_evaluating() {
+        let env = Arc::new(Env::stdlib());
+        let context = Context::with_env(env.clone());
+        // Evaluating would fail (no variables at all): the guard answers first.
+        let c = Condition::compile(&env, r#"action.id == "a.b" && proposal.params.x > 1"#).unwrap();
+        assert_eq!(c.evaluate_for("c.d", &context), Ok(false));
+        assert!(c.evaluate_for("a.b", &context).is_err());
     }
 
     #[test]

@@ -12,12 +12,14 @@ mod expression;
 mod file;
 pub mod requirement;
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 pub use file::{Defaults, Rule};
 use requirement::{Requirement, combine};
@@ -31,6 +33,46 @@ pub struct PolicySet {
     env: Arc<cel::Env>,
     rules: Vec<Rule>,
     defaults: Defaults,
+    /// The facts some condition reads: only those are built for an evaluation.
+    reads: Reads,
+}
+
+/// Which facts the conditions read, worked out once at load.
+#[derive(Debug, Default)]
+struct Reads {
+    agent: bool,
+    action: bool,
+    /// Proposal fields read, by name (all of them when a condition uses `proposal` whole).
+    proposal: BTreeSet<&'static str>,
+}
+
+/// The proposal fields a condition can name.
+const PROPOSAL_FIELDS: [&str; 10] = [
+    "action",
+    "summary",
+    "rationale",
+    "params",
+    "changes",
+    "data_classes",
+    "target",
+    "requested_by",
+    "evidence",
+    "metadata",
+];
+
+impl Reads {
+    fn from_uses<'a>(uses: impl Iterator<Item = &'a String> + Clone) -> Self {
+        let has = |wanted: &str| uses.clone().any(|u| u == wanted);
+        let any = |root: &str| uses.clone().any(|u| u.starts_with(root));
+        Self {
+            agent: any("agent."),
+            action: any("action."),
+            proposal: PROPOSAL_FIELDS
+                .into_iter()
+                .filter(|f| has("proposal.*") || has(&format!("proposal.{f}")))
+                .collect(),
+        }
+    }
 }
 
 /// Everything a verdict is computed from.
@@ -57,11 +99,9 @@ pub struct Evaluation {
     pub verdict: Verdict,
     /// The shortest `expires_in` among the applied requirements.
     pub expires_in: Option<Duration>,
-    pub rules: Vec<(String, RuleOutcome)>,
+    /// How each rule fared, in the order of [`PolicySet::rules`].
+    pub rules: Vec<RuleOutcome>,
 }
-
-/// The requirement a rule contributes, named, for [`combine`].
-type Applied = (String, Requirement);
 
 impl std::fmt::Debug for PolicySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,15 +112,20 @@ impl std::fmt::Debug for PolicySet {
     }
 }
 
+/// A requirement applied to a proposal, under the name the verdict gives it.
+type Applied<'a> = (Cow<'a, str>, Cow<'a, Requirement>);
+
 impl PolicySet {
     /// Loads and checks every policy file in `dir` against the declared roles.
     pub fn load(dir: &Path, roles: &Roles) -> Result<Self, ManifestError> {
         let env = expression::environment();
         let (rules, defaults) = file::load(dir, roles, &env)?;
+        let reads = Reads::from_uses(rules.iter().flat_map(|r| r.condition.uses.iter()));
         Ok(Self {
             env,
             rules,
             defaults,
+            reads,
         })
     }
 
@@ -91,12 +136,12 @@ impl PolicySet {
     pub fn evaluate(&self, facts: &Facts<'_>) -> Evaluation {
         let context = self.context(facts);
         let impact = facts.entry.impact;
-        let mut trace = Vec::with_capacity(self.rules.len());
-        let mut applied: Vec<Applied> = Vec::new();
+        let mut outcomes = Vec::with_capacity(self.rules.len());
+        let mut applied: Vec<Applied<'_>> = Vec::new();
         for rule in &self.rules {
-            let outcome = match rule.condition.evaluate(&context) {
+            let outcome = match rule.condition.evaluate_for(facts.action.as_str(), &context) {
                 Ok(true) => {
-                    applied.push((rule.name.clone(), rule.requirement.clone()));
+                    applied.push((Cow::Borrowed(&rule.name), Cow::Borrowed(&rule.requirement)));
                     RuleOutcome::Matched
                 }
                 Ok(false) => RuleOutcome::NotMatched,
@@ -108,89 +153,162 @@ impl PolicySet {
                     };
                     let reason =
                         format!("could not be evaluated ({error}): review required (fail closed)");
-                    applied.push((rule.name.clone(), Requirement::review(route, reason)));
+                    applied.push((
+                        Cow::Borrowed(&rule.name),
+                        Cow::Owned(Requirement::review(route, reason)),
+                    ));
                     RuleOutcome::Failed(error)
                 }
             };
-            trace.push((rule.name.clone(), outcome));
+            outcomes.push(outcome);
         }
         if applied.is_empty() {
             let name = format!("default-{}", impact_name(impact));
-            applied.push((name, self.defaults.for_impact(impact).clone()));
-        }
-
-        let mut evaluation = self.finish(&applied, trace.clone());
-        if evaluation.verdict.outcome == VerdictOutcome::AutoApprove
-            && let Some(limit) = autonomy_limit(facts.agent, facts.entry)
-        {
             applied.push((
-                limit.0.to_owned(),
-                Requirement::review(self.defaults.review_route(impact), limit.1),
+                Cow::Owned(name),
+                Cow::Borrowed(self.defaults.for_impact(impact)),
             ));
-            evaluation = self.finish(&applied, trace);
         }
-        evaluation
-    }
 
-    fn finish(&self, applied: &[Applied], rules: Vec<(String, RuleOutcome)>) -> Evaluation {
-        let named: Vec<(&str, &Requirement)> =
-            applied.iter().map(|(n, r)| (n.as_str(), r)).collect();
-        let (verdict, expires_in) = combine(&named);
+        let (mut verdict, mut expires_in) = combine_applied(&applied);
+        if verdict.outcome == VerdictOutcome::AutoApprove
+            && let Some((name, reason)) = autonomy_limit(facts.agent, facts.entry)
+        {
+            let review = Requirement::review(self.defaults.review_route(impact), reason);
+            applied.push((Cow::Borrowed(name), Cow::Owned(review)));
+            (verdict, expires_in) = combine_applied(&applied);
+        }
         Evaluation {
             verdict,
             expires_in,
-            rules,
+            rules: outcomes,
         }
     }
 
-    /// The facts as CEL values. Optional proposal fields are present as empty strings or null, so
-    /// a rule can compare them without `has()`.
+    /// The facts as CEL values, converted straight from the domain types — only those some
+    /// condition reads, as conversion is most of the cost of a verdict (and a 10,000-line diff
+    /// is converted only if a rule looks at `proposal.changes`). Optional proposal fields are
+    /// present as empty strings, so a rule can compare them without `has()`.
     fn context(&self, facts: &Facts<'_>) -> cel::Context<'static, 'static> {
         let request = facts.request;
         let target = request.target.as_ref();
-        let text = |value: Option<&String>| value.cloned().unwrap_or_default();
+        fn text(value: Option<&String>) -> &str {
+            value.map_or("", String::as_str)
+        }
+        let wanted = |_: &str, field: &str| self.reads.proposal.contains(field);
         let mut context = cel::Context::with_env(self.env.clone());
-        let variables: [(&str, Value); 3] = [
-            (
+        // These serialize plain data: conversion cannot fail.
+        if self.reads.agent {
+            let _ = context.add_variable(
                 "agent",
-                json!({
-                    "id": facts.agent.id, "owner": facts.agent.owner,
-                    "mode": facts.agent.mode, "description": facts.agent.description,
-                }),
-            ),
-            (
+                AgentFacts {
+                    id: facts.agent.id.as_str(),
+                    owner: &facts.agent.owner,
+                    mode: facts.agent.mode,
+                    description: &facts.agent.description,
+                },
+            );
+        }
+        if self.reads.action {
+            let _ = context.add_variable(
                 "action",
-                json!({
-                    "id": facts.action, "impact": facts.entry.impact, "data": facts.entry.data,
-                    "reversible": facts.entry.reversible, "autonomy": facts.entry.autonomy,
-                }),
-            ),
-            (
-                "proposal",
-                json!({
-                    "action": request.action,
-                    "summary": request.summary,
-                    "rationale": text(request.rationale.as_ref()),
-                    "params": request.params,
-                    "changes": request.changes,
-                    "data_classes": request.data_classes,
-                    "target": {
-                        "system": text(target.map(|t| &t.system)), "type": text(target.map(|t| &t.kind)),
-                        "id": text(target.map(|t| &t.id)), "url": text(target.and_then(|t| t.url.as_ref())),
-                    },
-                    "requested_by": text(request.requested_by.as_ref()),
-                    "evidence": request.evidence,
-                    "metadata": request.metadata,
-                }),
-            ),
-        ];
-        for (name, value) in variables {
-            // Plain JSON always converts.
-            let _ = context.add_variable(name, value);
+                ActionFacts {
+                    id: facts.action.as_str(),
+                    impact: facts.entry.impact,
+                    data: &facts.entry.data,
+                    reversible: facts.entry.reversible,
+                    autonomy: facts.entry.autonomy,
+                },
+            );
+        }
+        if !self.reads.proposal.is_empty() {
+            let p = "proposal";
+            let _ = context.add_variable(
+                p,
+                ProposalFacts {
+                    action: wanted(p, "action").then_some(request.action.as_str()),
+                    summary: wanted(p, "summary").then_some(request.summary.as_str()),
+                    rationale: wanted(p, "rationale").then(|| text(request.rationale.as_ref())),
+                    params: wanted(p, "params").then_some(&request.params),
+                    changes: wanted(p, "changes").then_some(request.changes.as_slice()),
+                    data_classes: wanted(p, "data_classes")
+                        .then_some(request.data_classes.as_slice()),
+                    target: wanted(p, "target").then(|| TargetFacts {
+                        system: text(target.map(|t| &t.system)),
+                        kind: text(target.map(|t| &t.kind)),
+                        id: text(target.map(|t| &t.id)),
+                        url: text(target.and_then(|t| t.url.as_ref())),
+                    }),
+                    requested_by: wanted(p, "requested_by")
+                        .then(|| text(request.requested_by.as_ref())),
+                    evidence: wanted(p, "evidence").then_some(request.evidence.as_slice()),
+                    metadata: wanted(p, "metadata").then_some(&request.metadata),
+                },
+            );
         }
         context.add_variable_from_value("now", cel::Value::Timestamp(facts.now.fixed_offset()));
         context
     }
+}
+
+fn combine_applied(applied: &[Applied<'_>]) -> (Verdict, Option<Duration>) {
+    let named: Vec<(&str, &Requirement)> = applied
+        .iter()
+        .map(|(n, r)| (n.as_ref(), r.as_ref()))
+        .collect();
+    combine(&named)
+}
+
+// What conditions see, borrowed from the domain values (the field names are the CEL names).
+#[derive(Serialize)]
+struct AgentFacts<'a> {
+    id: &'a str,
+    owner: &'a str,
+    mode: AgentMode,
+    description: &'a str,
+}
+
+#[derive(Serialize)]
+struct ActionFacts<'a> {
+    id: &'a str,
+    impact: crate::manifest::Impact,
+    data: &'a [crate::domain::DataClass],
+    reversible: bool,
+    autonomy: Autonomy,
+}
+
+/// The proposal as conditions see it; a field no condition reads is left out (`None`).
+#[derive(Serialize)]
+struct ProposalFacts<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rationale: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<&'a [crate::domain::Change]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_classes: Option<&'a [crate::domain::DataClass]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<TargetFacts<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_by: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<&'a [crate::domain::Evidence]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Serialize)]
+struct TargetFacts<'a> {
+    system: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: &'a str,
+    url: &'a str,
 }
 
 /// Why an auto-approval is not allowed for this agent and action, if it is not.

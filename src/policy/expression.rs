@@ -19,9 +19,10 @@ pub struct Condition {
     /// The facts it reads: `proposal.params`, `action.id`, or `proposal.*` when it uses a root
     /// whole. Facts no condition reads are not built for evaluation.
     pub uses: BTreeSet<String>,
-    /// When the condition is `action.id == "…" && …` (or `action.id in [...] && …`), the actions
-    /// it can match at all: for any other action it is false without evaluating.
-    pub actions: Option<BTreeSet<String>>,
+    /// The action ids the condition can be true for at all, when it says so in a form the
+    /// loader recognises (see [`action_guard`]): for any other action it is false without
+    /// evaluating.
+    pub actions: Option<ActionGuard>,
 }
 
 impl std::fmt::Debug for Condition {
@@ -141,7 +142,7 @@ impl Condition {
     /// False at once when an action guard excludes `action`; otherwise the condition's value.
     pub fn evaluate_for(&self, action: &str, context: &Context) -> Result<bool, String> {
         match &self.actions {
-            Some(actions) if !actions.contains(action) => Ok(false),
+            Some(guard) if !guard.admits(action) => Ok(false),
             _ => self.evaluate(context),
         }
     }
@@ -235,10 +236,36 @@ fn check(
     }
 }
 
-/// The actions a condition is limited to, when its first conjunct is `action.id == "…"` or
-/// `action.id in ["…", …]`. (CEL's `false && x` is false even when `x` fails, so skipping the
-/// rest for another action gives exactly the value evaluation would.)
-fn action_guard(expr: &IdedExpr) -> Option<BTreeSet<String>> {
+/// One way a condition can require the action id to look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdPattern {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Contains(String),
+}
+
+/// The action ids a condition can be true for: any of these patterns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionGuard(pub Vec<IdPattern>);
+
+impl ActionGuard {
+    pub fn admits(&self, action: &str) -> bool {
+        self.0.iter().any(|pattern| match pattern {
+            IdPattern::Exact(s) => action == s,
+            IdPattern::Prefix(s) => action.starts_with(s.as_str()),
+            IdPattern::Suffix(s) => action.ends_with(s.as_str()),
+            IdPattern::Contains(s) => action.contains(s.as_str()),
+        })
+    }
+}
+
+/// What a condition requires of `action.id`, if that is evident from its shape:
+/// `action.id == "x"`, `action.id in ["x", "y"]`, `action.id.startsWith("x")` (and `endsWith`,
+/// `contains`); `A && B` takes A's guard, or else B's; `A || B` needs both and takes their union.
+/// This is exact, not a heuristic: CEL's `false && x` is false even when `x` fails, so a
+/// condition whose guard rejects the action evaluates to false, always.
+fn action_guard(expr: &IdedExpr) -> Option<ActionGuard> {
     let Expr::Call(call) = &expr.expr else {
         return None;
     };
@@ -247,14 +274,42 @@ fn action_guard(expr: &IdedExpr) -> Option<BTreeSet<String>> {
         Expr::Literal(LiteralValue::String(s)) => Some(s.to_string()),
         _ => None,
     };
-    match (call.func_name.as_str(), call.args.as_slice()) {
-        ("_&&_", [first, ..]) => action_guard(first),
-        ("_==_", [left, right]) if is_action_id(left) => string(right).map(|s| BTreeSet::from([s])),
-        ("_==_", [left, right]) if is_action_id(right) => string(left).map(|s| BTreeSet::from([s])),
-        ("@in", [left, right]) if is_action_id(left) => match &right.expr {
-            Expr::List(list) => list.elements.iter().map(string).collect(),
+    let one = |pattern: IdPattern| Some(ActionGuard(vec![pattern]));
+    match (
+        call.func_name.as_str(),
+        call.target.as_deref(),
+        call.args.as_slice(),
+    ) {
+        ("_&&_", None, [left, right]) => action_guard(left).or_else(|| action_guard(right)),
+        ("_||_", None, [left, right]) => {
+            let (mut left, right) = (action_guard(left)?, action_guard(right)?);
+            left.0.extend(right.0);
+            Some(left)
+        }
+        ("_==_", None, [left, right]) if is_action_id(left) => {
+            one(IdPattern::Exact(string(right)?))
+        }
+        ("_==_", None, [left, right]) if is_action_id(right) => {
+            one(IdPattern::Exact(string(left)?))
+        }
+        ("@in", None, [left, right]) if is_action_id(left) => match &right.expr {
+            Expr::List(list) => list
+                .elements
+                .iter()
+                .map(|e| string(e).map(IdPattern::Exact))
+                .collect::<Option<Vec<_>>>()
+                .map(ActionGuard),
             _ => None,
         },
+        ("startsWith", Some(target), [arg]) if is_action_id(target) => {
+            one(IdPattern::Prefix(string(arg)?))
+        }
+        ("endsWith", Some(target), [arg]) if is_action_id(target) => {
+            one(IdPattern::Suffix(string(arg)?))
+        }
+        ("contains", Some(target), [arg]) if is_action_id(target) => {
+            one(IdPattern::Contains(string(arg)?))
+        }
         _ => None,
     }
 }
@@ -347,13 +402,29 @@ mod tests {
                 "action.data".into()
             ])
         );
-        assert_eq!(
-            c.actions,
-            Some(BTreeSet::from(["a.b".into(), "c.d".into()]))
-        );
+        let guard = c.actions.unwrap();
+        assert!(guard.admits("a.b") && guard.admits("c.d") && !guard.admits("a.bc"));
         let c =
             compile(r#"proposal.changes.exists(c, c.path == "x") || action.id == "a.b""#).unwrap();
-        assert_eq!(c.actions, None, "a disjunction is not a guard");
+        assert_eq!(
+            c.actions, None,
+            "a disjunction with an unguarded side is not a guard"
+        );
+        let c = compile(r#"action.id.startsWith("access.") || action.id.contains(".access.") || action.id.endsWith(".merge")"#).unwrap();
+        let guard = c.actions.unwrap();
+        for (action, admitted) in [
+            ("access.grant", true),
+            ("crm.access.grant", true),
+            ("crm.records.merge", true),
+            ("crm.lead.tag", false),
+        ] {
+            assert_eq!(guard.admits(action), admitted, "{action}");
+        }
+        let c = compile(r#"size(proposal.changes) > 3 && action.id == "a.b""#).unwrap();
+        assert!(
+            c.actions.unwrap().admits("a.b"),
+            "a guard on either side of && counts"
+        );
         assert!(c.uses.contains("proposal.changes"));
         let c = compile(r#"size(proposal) > 3 || agent.id == "x""#);
         assert!(c.is_ok());

@@ -533,3 +533,68 @@ async fn sighup_reloads_manifests_and_policies() {
     );
     server.kill().await.unwrap();
 }
+
+/// Every shipped example explains to the verdict its README promises.
+#[test]
+fn the_shipped_examples_explain_as_documented() {
+    let registry = Registry::load(&manifests_dir(), &policies_dir()).unwrap();
+    let cases = [
+        (
+            "discount.json",
+            "revops-crm",
+            "needs_review",
+            vec!["large-discount"],
+        ),
+        (
+            "tag-lead.json",
+            "revops-crm",
+            "auto_approve",
+            vec!["lead-tagging"],
+        ),
+        (
+            "large-payment.json",
+            "billing",
+            "needs_review",
+            vec!["refunds-and-payments", "large-money-movement"],
+        ),
+        (
+            "access-grant.json",
+            "revops-crm",
+            "needs_review",
+            vec!["access-changes"],
+        ),
+        (
+            "health-export.json",
+            "revops-crm",
+            "deny",
+            vec![
+                "personal-data",
+                "bulk-record-update",
+                "no-health-data-exports",
+            ],
+        ),
+    ];
+    for (file, agent, outcome, rules) in cases {
+        let body: Value = serde_json::from_str(
+            &std::fs::read_to_string(policies_dir().join("examples").join(file)).unwrap(),
+        )
+        .unwrap();
+        let (agent, request, evaluation) =
+            countersign::policy::cases::evaluate(&registry, agent, body, chrono::Utc::now())
+                .unwrap();
+        assert_eq!(
+            serde_json::to_value(evaluation.verdict.outcome).unwrap(),
+            outcome,
+            "{file}"
+        );
+        assert_eq!(evaluation.verdict.rules, rules, "{file}");
+        let text = countersign::policy::cases::explain(&registry, &agent, &request, &evaluation);
+        let matched: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("  MATCH   "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(matched, rules, "{file}:\n{text}");
+        assert!(text.contains(&format!("verdict: {outcome}")), "{text}");
+    }
+}

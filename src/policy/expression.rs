@@ -31,6 +31,20 @@ impl std::fmt::Debug for Condition {
     }
 }
 
+/// The fields of `proposal` a condition may name.
+pub const PROPOSAL_FIELDS: [&str; 10] = [
+    "action",
+    "summary",
+    "rationale",
+    "params",
+    "changes",
+    "data_classes",
+    "target",
+    "requested_by",
+    "evidence",
+    "metadata",
+];
+
 /// Names a condition may use at the top level.
 pub const ROOTS: [&str; 4] = ["agent", "action", "proposal", "now"];
 
@@ -56,18 +70,7 @@ fn field_kind(path: &[&str]) -> Result<Kind, String> {
     };
     const AGENT: &[&str] = &["id", "owner", "mode", "description"];
     const ACTION: &[&str] = &["id", "impact", "data", "reversible", "autonomy"];
-    const PROPOSAL: &[&str] = &[
-        "action",
-        "summary",
-        "rationale",
-        "params",
-        "changes",
-        "data_classes",
-        "target",
-        "requested_by",
-        "evidence",
-        "metadata",
-    ];
+    const PROPOSAL: &[&str] = &PROPOSAL_FIELDS;
     const TARGET: &[&str] = &["system", "type", "id", "url"];
     match path {
         [_] => Ok(NotBool),

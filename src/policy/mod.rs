@@ -46,20 +46,6 @@ struct Reads {
     proposal: BTreeSet<&'static str>,
 }
 
-/// The proposal fields a condition can name.
-const PROPOSAL_FIELDS: [&str; 10] = [
-    "action",
-    "summary",
-    "rationale",
-    "params",
-    "changes",
-    "data_classes",
-    "target",
-    "requested_by",
-    "evidence",
-    "metadata",
-];
-
 impl Reads {
     fn from_uses<'a>(uses: impl Iterator<Item = &'a String> + Clone) -> Self {
         let has = |wanted: &str| uses.clone().any(|u| u == wanted);
@@ -67,7 +53,7 @@ impl Reads {
         Self {
             agent: any("agent."),
             action: any("action."),
-            proposal: PROPOSAL_FIELDS
+            proposal: expression::PROPOSAL_FIELDS
                 .into_iter()
                 .filter(|f| has("proposal.*") || has(&format!("proposal.{f}")))
                 .collect(),

@@ -170,11 +170,17 @@ pub fn manifests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests")
 }
 
+/// The repository's policies.
+pub fn policies_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
 pub fn test_config(db: &TestDb) -> Config {
     let mut config = Config::defaults();
     config.database_url = db.database_url();
     config.database_max_connections = 4;
     config.manifests = manifests_dir();
+    config.policies = policies_dir();
     config
 }
 

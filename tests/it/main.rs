@@ -3,11 +3,13 @@
 //! `COUNTERSIGN_TEST_POSTGRES_URL` is set; under `CI=true` its absence is a failure).
 
 mod common;
+mod fixture;
 
 mod api;
 mod audit_cli;
 mod lifecycle;
 mod ops;
 mod policy;
+mod policy_cli;
 mod store_contract;
 mod writer;

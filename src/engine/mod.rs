@@ -151,7 +151,7 @@ impl Engine {
                 };
                 let by = Actor {
                     kind: ActorKind::Policy,
-                    id: verdict.rules.join(","),
+                    id: evaluation.decided_by.join(","),
                 };
                 let reason = Some(verdict.reasons.join("; "));
                 (

@@ -87,6 +87,9 @@ pub struct Evaluation {
     pub expires_in: Option<Duration>,
     /// How each rule fared, in the order of [`PolicySet::rules`].
     pub rules: Vec<RuleOutcome>,
+    /// For a decision by policy, the rules that took it: the deny rules of a denial, the
+    /// auto-approving ones of an approval. Empty for a review.
+    pub decided_by: Vec<String>,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -164,10 +167,26 @@ impl PolicySet {
             applied.push((Cow::Borrowed(name), Cow::Owned(review)));
             (verdict, expires_in) = combine_applied(&applied);
         }
+        let decided_by = match verdict.outcome {
+            VerdictOutcome::NeedsReview => Vec::new(),
+            outcome => {
+                let wanted = if outcome == VerdictOutcome::Deny {
+                    requirement::RuleDecision::Deny
+                } else {
+                    requirement::RuleDecision::AutoApprove
+                };
+                applied
+                    .iter()
+                    .filter(|(_, r)| r.decision == Some(wanted))
+                    .map(|(name, _)| name.to_string())
+                    .collect()
+            }
+        };
         Evaluation {
             verdict,
             expires_in,
             rules: outcomes,
+            decided_by,
         }
     }
 

@@ -73,7 +73,15 @@ async fn denied_proposals_are_rejected_with_the_reason(db: TestDb) {
     let created = app.create(REVOPS, &body).await;
     assert_eq!(created["status"], "rejected");
     assert_eq!(created["verdict"]["outcome"], "deny");
-    assert_eq!(created["decision"]["by"]["kind"], "policy");
+    // The decision names the rule that denied, not every rule that matched.
+    assert_eq!(
+        created["decision"]["by"],
+        json!({"kind": "policy", "id": "no-health-data-exports"})
+    );
+    assert_eq!(
+        created["verdict"]["rules"],
+        json!(["personal-data", "no-health-data-exports"])
+    );
     assert!(
         created["decision"]["reason"]
             .as_str()

@@ -42,7 +42,7 @@ pub async fn run_with_clock(
     let registry = SharedRegistry::new(registry);
 
     let store = open_store(&config).await?;
-    let engine = Engine::start(store.clone(), clock.clone(), registry.clone());
+    let engine = Engine::start(store.clone(), clock.clone());
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
     let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
     let state = AppState {

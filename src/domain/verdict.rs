@@ -1,6 +1,8 @@
 //! What policy concluded about a proposal: stored with it, so a later policy change never rewrites
 //! why an old proposal was routed the way it was.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -25,9 +27,13 @@ pub enum StepUp {
 /// How many approvals a decision needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Quorum {
+    /// Approvals needed in all.
     pub approvals: u32,
-    /// One approval from every routed role (instead of any `approvals` reviewers).
+    /// A rule asked for one approval from every one of its roles.
     pub each_role: bool,
+    /// Approvals needed from each role at least (a role absent here has no minimum of its own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_role: BTreeMap<String, u32>,
 }
 
 /// The policy engine's answer for one proposal; stored with it, so a later policy change never

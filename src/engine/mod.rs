@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::manifest::{Agent, Refusal};
 use crate::policy::Facts;
-use crate::registry::SharedRegistry;
+use crate::registry::Registry;
 use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,23 +67,17 @@ pub struct Engine {
     store: Arc<dyn Store>,
     writer: Writer,
     clock: Arc<dyn Clock>,
-    registry: SharedRegistry,
 }
 
 impl Engine {
     /// Starts the engine's writer task on the current runtime.
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, registry: SharedRegistry) -> Self {
+    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
         let writer = Writer::spawn(store.clone(), clock.clone());
         Self {
             store,
             writer,
             clock,
-            registry,
         }
-    }
-
-    pub fn registry(&self) -> &SharedRegistry {
-        &self.registry
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -93,8 +87,12 @@ impl Engine {
     /// Checks the agent may propose the action, evaluates policy and stores the proposal with
     /// its verdict. An auto-approved or denied proposal is decided at once, by policy.
     #[tracing::instrument(skip_all, fields(agent = %agent.id, action = %request.action))]
+    ///
+    /// `registry` is the snapshot the agent was authenticated against: the agent's mode and
+    /// catalog and the policies come from one consistent set, even across a reload.
     pub async fn submit(
         &self,
+        registry: &Registry,
         agent: &Agent,
         request: ValidRequest,
         idempotency: Option<IdempotencyKey>,
@@ -125,7 +123,6 @@ impl Engine {
             }
         };
 
-        let registry = self.registry.current();
         let evaluation = registry.policies.evaluate(&Facts {
             agent,
             action: &request.action,

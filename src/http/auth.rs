@@ -8,9 +8,14 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::problem::ApiError;
 use crate::manifest::Agent;
+use crate::registry::Registry;
 
-/// The agent that sent the request, authenticated by its bearer token.
-pub struct AuthenticatedAgent(pub Arc<Agent>);
+/// The agent that sent the request, authenticated by its bearer token, with the registry
+/// snapshot it was found in (so one request never mixes two reloads).
+pub struct AuthenticatedAgent {
+    pub agent: Arc<Agent>,
+    pub registry: Arc<Registry>,
+}
 
 impl FromRequestParts<AppState> for AuthenticatedAgent {
     type Rejection = ApiError;
@@ -29,12 +34,11 @@ impl FromRequestParts<AppState> for AuthenticatedAgent {
             })
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
-        let agent = state
-            .registry
-            .current()
+        let registry = state.registry.current();
+        let agent = registry
             .agents
             .authenticate(token)
             .ok_or(ApiError::Unauthorized)?;
-        Ok(AuthenticatedAgent(agent))
+        Ok(AuthenticatedAgent { agent, registry })
     }
 }

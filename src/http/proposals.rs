@@ -47,7 +47,7 @@ const DETAILS_MAX_BYTES: usize = 16 * 1024;
 )]
 pub async fn create(
     State(state): State<AppState>,
-    AuthenticatedAgent(agent): AuthenticatedAgent,
+    AuthenticatedAgent { agent, registry }: AuthenticatedAgent,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -65,7 +65,11 @@ pub async fn create(
     };
     let request = request.validate().map_err(ApiError::InvalidFields)?;
 
-    match state.engine.submit(&agent, request, idempotency).await? {
+    match state
+        .engine
+        .submit(&registry, &agent, request, idempotency)
+        .await?
+    {
         Submitted::Created(proposal) => Ok(created(state.view(&proposal), false)),
         Submitted::Replayed(stored) => {
             let proposal: Proposal = serde_json::from_str(&stored)
@@ -104,7 +108,7 @@ fn created(view: ProposalView<'_>, replayed: bool) -> Response {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    AuthenticatedAgent(agent): AuthenticatedAgent,
+    AuthenticatedAgent { agent, .. }: AuthenticatedAgent,
     ProposalPath(id): ProposalPath,
 ) -> Result<Response, ApiError> {
     let proposal = state
@@ -137,7 +141,7 @@ pub struct CancelRequest {
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    AuthenticatedAgent(agent): AuthenticatedAgent,
+    AuthenticatedAgent { agent, .. }: AuthenticatedAgent,
     ProposalPath(id): ProposalPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -190,7 +194,7 @@ pub struct OutcomeRequest {
 )]
 pub async fn outcome(
     State(state): State<AppState>,
-    AuthenticatedAgent(agent): AuthenticatedAgent,
+    AuthenticatedAgent { agent, .. }: AuthenticatedAgent,
     ProposalPath(id): ProposalPath,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

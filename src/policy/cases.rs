@@ -157,6 +157,9 @@ struct Expect {
     outcome: String,
     route: Option<Vec<String>>,
     approvals: Option<u32>,
+    each_role: Option<bool>,
+    /// Minimum approvals per role.
+    per_role: Option<std::collections::BTreeMap<String, u32>>,
     step_up: Option<StepUp>,
     sla: Option<String>,
     /// The matched rules, in order.
@@ -238,6 +241,22 @@ fn check(registry: &Registry, case: &Case) -> Result<(), String> {
         problems.push(format!(
             "approvals {}, expected {approvals}",
             verdict.quorum.approvals
+        ));
+    }
+    if let Some(each_role) = case.expect.each_role
+        && each_role != verdict.quorum.each_role
+    {
+        problems.push(format!(
+            "each_role {}, expected {each_role}",
+            verdict.quorum.each_role
+        ));
+    }
+    if let Some(per_role) = &case.expect.per_role
+        && per_role != &verdict.quorum.per_role
+    {
+        problems.push(format!(
+            "per_role {:?}, expected {per_role:?}",
+            verdict.quorum.per_role
         ));
     }
     if let Some(step_up) = case.expect.step_up

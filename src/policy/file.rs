@@ -303,6 +303,26 @@ fn requirement(
     if spec.approvals == Some(0) {
         return Err(("approvals", "at least 1".into()));
     }
+    // A quorum the route cannot reach would leave proposals waiting forever. (A user group's
+    // size is not known here: a role with one is given the benefit of the doubt.)
+    let reachable: Option<usize> = spec
+        .route
+        .iter()
+        .map(|name| {
+            roles
+                .get(name)
+                .filter(|r| r.approvers.usergroup.is_none())
+                .map(|r| r.approvers.users.len())
+        })
+        .sum();
+    if let (Some(approvals), Some(reachable)) = (spec.approvals, reachable)
+        && approvals as usize > reachable
+    {
+        return Err((
+            "approvals",
+            format!("{approvals} approvals, but the route's roles name only {reachable} approvers"),
+        ));
+    }
     for level in &spec.escalation {
         duration("escalation", &level.after)?;
         if level.remind.is_none() == level.notify.is_none() {

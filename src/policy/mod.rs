@@ -135,16 +135,11 @@ impl PolicySet {
                 }
                 Ok(false) => RuleOutcome::NotMatched,
                 Err(error) => {
-                    let route = if rule.requirement.route.is_empty() {
-                        self.defaults.review_route(impact)
-                    } else {
-                        rule.requirement.route.clone()
-                    };
                     let reason =
                         format!("could not be evaluated ({error}): review required (fail closed)");
                     applied.push((
                         Cow::Borrowed(&rule.name),
-                        Cow::Owned(Requirement::review(route, reason)),
+                        Cow::Owned(self.fail_closed(rule, impact, reason)),
                     ));
                     RuleOutcome::Failed(error)
                 }
@@ -187,6 +182,28 @@ impl PolicySet {
             expires_in,
             rules: outcomes,
             decided_by,
+        }
+    }
+
+    /// What a rule that could not be evaluated requires: never less than had it matched. A
+    /// review rule keeps its whole requirement (route, quorum, step-up, SLA…); a decision rule
+    /// becomes the review the action's impact calls for (or the high-impact one).
+    fn fail_closed(
+        &self,
+        rule: &Rule,
+        impact: crate::manifest::Impact,
+        reason: String,
+    ) -> Requirement {
+        let base = if rule.requirement.is_review() {
+            &rule.requirement
+        } else if self.defaults.for_impact(impact).is_review() {
+            self.defaults.for_impact(impact)
+        } else {
+            &self.defaults.high
+        };
+        Requirement {
+            reason,
+            ..base.clone()
         }
     }
 

@@ -1,6 +1,7 @@
 //! What a rule (or a default) requires of a proposal, and how several combine into one verdict:
 //! to the strictest. Pure functions, no CEL, no I/O.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -85,6 +86,7 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
         quorum: Quorum {
             approvals: 0,
             each_role: false,
+            per_role: BTreeMap::new(),
         },
         sla: None,
         step_up: StepUp::None,
@@ -119,13 +121,28 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
             route.push(role.clone());
         }
     }
+    // Per-role minimums survive the merge: a single-role rule asks its approvals of that role,
+    // an each_role rule one of each of its roles. Pooling them would let "two security
+    // approvers" be met by one from security and one from legal.
+    let mut per_role: BTreeMap<String, u32> = BTreeMap::new();
+    for review in &reviews {
+        let minimum = match review.route.as_slice() {
+            [_] => review.approvals,
+            _ if review.each_role => 1,
+            _ => continue,
+        };
+        for role in &review.route {
+            let entry = per_role.entry(role.clone()).or_default();
+            *entry = (*entry).max(minimum);
+        }
+    }
     let each_role = reviews.iter().any(|r| r.each_role);
-    let approvals = reviews.iter().map(|r| r.approvals).max().unwrap_or(1);
-    let approvals = if each_role {
-        approvals.max(route.len() as u32)
-    } else {
-        approvals
-    };
+    let approvals = reviews
+        .iter()
+        .map(|r| r.approvals)
+        .max()
+        .unwrap_or(1)
+        .max(per_role.values().sum());
     let sla = reviews.iter().filter_map(|r| r.sla).min();
     let ladder = reviews
         .iter()
@@ -140,6 +157,7 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
         quorum: Quorum {
             approvals,
             each_role,
+            per_role,
         },
         sla: sla.map(format_duration),
         step_up: reviews
@@ -148,7 +166,13 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
             .max_by_key(|s| strength(*s))
             .unwrap_or(StepUp::None),
         escalation: ladder.map(|r| r.escalation.clone()).unwrap_or_default(),
-        on_timeout: ladder.and_then(|r| r.on_timeout),
+        // The ladder's own ending, else the strictest any review rule asks for.
+        on_timeout: ladder.and_then(|r| r.on_timeout).or_else(|| {
+            reviews
+                .iter()
+                .filter_map(|r| r.on_timeout)
+                .max_by_key(|t| *t == OnTimeout::Expire)
+        }),
     };
     (verdict, expires_in)
 }
@@ -211,7 +235,8 @@ mod tests {
             verdict.quorum,
             Quorum {
                 approvals: 2,
-                each_role: false
+                each_role: false,
+                per_role: BTreeMap::from([("finance".into(), 1)]),
             }
         );
         assert_eq!(verdict.sla.as_deref(), Some("30m"));
@@ -230,8 +255,22 @@ mod tests {
             verdict.quorum,
             Quorum {
                 approvals: 2,
-                each_role: true
+                each_role: true,
+                per_role: BTreeMap::from([("security".into(), 1), ("legal".into(), 1)]),
             }
+        );
+    }
+
+    #[test]
+    fn per_role_minimums_are_not_pooled() {
+        // Two security approvers, plus legal: one of each will not do.
+        let security = review(&["security"], 2, 60, StepUp::Totp);
+        let legal = review(&["legal"], 1, 240, StepUp::None);
+        let (verdict, _) = combine(&[("s", &security), ("l", &legal)]);
+        assert_eq!(verdict.quorum.approvals, 3);
+        assert_eq!(
+            verdict.quorum.per_role,
+            BTreeMap::from([("security".into(), 2), ("legal".into(), 1)])
         );
     }
 

@@ -105,7 +105,7 @@ async fn routing_to_one_role_and_to_several(db: TestDb) {
     assert_eq!(multi["verdict"]["route"], json!(["finance", "legal"]));
     assert_eq!(
         multi["verdict"]["quorum"],
-        json!({"approvals": 2, "each_role": true})
+        json!({"approvals": 2, "each_role": true, "per_role": {"finance": 1, "legal": 1}})
     );
     assert_eq!(
         multi["verdict"]["rules"],
@@ -359,4 +359,34 @@ fn the_shipped_examples_explain_as_documented() {
         assert_eq!(matched, rules, "{file}:\n{text}");
         assert!(text.contains(&format!("verdict: {outcome}")), "{text}");
     }
+}
+
+/// A rule may say auto_approve; the catalog's autonomy still has the last word.
+#[test]
+fn an_action_that_is_not_autonomous_is_never_auto_approved() {
+    let fixture = Fixture::new();
+    fixture.write(
+        "policies/lenient.yaml",
+        "rules:\n  - name: wave-through-updates\n    when: action.id == \"crm.opportunity.update\"\n    decision: auto_approve\n    reason: trusted\n",
+    );
+    let registry = Registry::load(&fixture.manifests(), &fixture.policies()).unwrap();
+    let body = json!({"action": "crm.opportunity.update", "summary": "Fix the close date"});
+    let (_, _, evaluation) =
+        countersign::policy::cases::evaluate(&registry, "revops-crm", body, chrono::Utc::now())
+            .unwrap();
+    let verdict = evaluation.verdict;
+    assert_eq!(
+        verdict.outcome,
+        countersign::domain::VerdictOutcome::NeedsReview
+    );
+    assert_eq!(verdict.rules, ["wave-through-updates", "action-autonomy"]);
+    assert!(
+        verdict
+            .reasons
+            .iter()
+            .any(|r| r.contains("autonomy is approval")),
+        "{:?}",
+        verdict.reasons
+    );
+    assert_eq!(verdict.route, ["revops"], "the medium-impact default route");
 }

@@ -43,6 +43,7 @@ pub fn proposal(agent: &str) -> Proposal {
                 quorum: Quorum {
                     approvals: 1,
                     each_role: false,
+                    per_role: [("finance".to_owned(), 1)].into(),
                 },
                 sla: Some("30m".into()),
                 step_up: StepUp::None,

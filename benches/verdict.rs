@@ -12,6 +12,10 @@ use countersign::policy::Facts;
 use countersign::registry::Registry;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// The allocator the server binary uses (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

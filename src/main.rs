@@ -12,6 +12,11 @@ use countersign::config::{Config, LogFormat};
 use countersign::domain::AgentId;
 use countersign::registry::Registry;
 
+/// mimalloc: the service allocates many small, short-lived values per request (JSON, CEL
+/// facts); it measured about 10-20% faster than the system allocator on verdicts (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "countersign",

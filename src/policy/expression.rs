@@ -129,7 +129,7 @@ impl Condition {
             .compile(source)
             .map_err(|e| format!("does not compile: {e}"))?;
         let root = program.expression();
-        let mut scope = Vec::new();
+        let mut scope: Scope = Vec::new();
         let mut uses = BTreeSet::new();
         check(root, &mut scope, &mut uses)?;
         check_boolean(root)?;
@@ -175,18 +175,117 @@ fn chain(expr: &IdedExpr) -> Option<Vec<&str>> {
 
 /// Every identifier is a root, a comprehension variable in scope or a type name; every field
 /// chain from a root exists.
-fn check(
-    expr: &IdedExpr,
-    scope: &mut Vec<String>,
-    uses: &mut BTreeSet<String>,
-) -> Result<(), String> {
+/// Comprehension variables in scope, with the fields of what they range over when known (an
+/// element of `proposal.changes` has `path`, `before`, `after`).
+type Scope = Vec<(String, Option<&'static [&'static str]>)>;
+
+const CHANGE_FIELDS: &[&str] = &["path", "before", "after"];
+const EVIDENCE_FIELDS: &[&str] = &["label", "url", "excerpt"];
+
+fn in_scope(scope: &Scope, name: &str) -> bool {
+    scope.iter().any(|(v, _)| v == name)
+}
+
+/// The allowed values of a text field that holds one of a fixed set.
+fn allowed_values(path: &[&str]) -> Option<&'static [&'static str]> {
+    match path {
+        ["agent", "mode"] => Some(&["active", "draft_only", "paused"]),
+        ["action", "impact"] => Some(&["low", "medium", "high"]),
+        ["action", "autonomy"] => Some(&["read_only", "draft_only", "approval", "autonomous"]),
+        ["action", "data"] | ["proposal", "data_classes"] => {
+            Some(&["pii", "financial", "health", "contractual", "confidential"])
+        }
+        _ => None,
+    }
+}
+
+/// Fields that always hold text.
+fn is_text(path: &[&str]) -> bool {
+    matches!(
+        path,
+        ["agent", _]
+            | ["action", "id" | "impact" | "autonomy"]
+            | [
+                "proposal",
+                "action" | "summary" | "rationale" | "requested_by"
+            ]
+            | ["proposal", "target", _]
+    )
+}
+
+/// Comparisons that can never be true (a value outside a fixed set) or never succeed (text
+/// against a number) are mistakes, caught at load rather than failing closed on every proposal.
+fn check_literals(call: &cel::common::ast::CallExpr, scope: &Scope) -> Result<(), String> {
+    fn root_chain<'e>(e: &'e IdedExpr, scope: &Scope) -> Option<Vec<&'e str>> {
+        chain(e).filter(|p| ROOTS.contains(&p[0]) && !in_scope(scope, p[0]))
+    }
+    let root_chain = |e| root_chain(e, scope);
+    let text = |e: &IdedExpr| match &e.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    let number = |e: &IdedExpr| {
+        matches!(
+            &e.expr,
+            Expr::Literal(LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_))
+        )
+    };
+    let check_value = |path: &[&str], value: &str| match allowed_values(path) {
+        Some(allowed) if !allowed.contains(&value) => Err(format!(
+            "`{}` is never {value:?} (it is one of {})",
+            path.join("."),
+            allowed.join(", ")
+        )),
+        _ => Ok(()),
+    };
+    match (call.func_name.as_str(), call.args.as_slice()) {
+        ("_==_" | "_!=_", [a, b]) => {
+            for (field, literal) in [(a, b), (b, a)] {
+                if let (Some(path), Some(value)) = (root_chain(field), text(literal)) {
+                    check_value(&path, &value)?;
+                }
+            }
+            Ok(())
+        }
+        ("@in", [item, list]) => {
+            // "pii" in action.data
+            if let (Some(value), Some(path)) = (text(item), root_chain(list)) {
+                check_value(&path, &value)?;
+            }
+            // action.impact in ["high", "critical"]
+            if let (Some(path), Expr::List(values)) = (root_chain(item), &list.expr) {
+                for value in values.elements.iter().filter_map(text) {
+                    check_value(&path, &value)?;
+                }
+            }
+            Ok(())
+        }
+        ("_<_" | "_<=_" | "_>_" | "_>=_", [a, b]) => {
+            for (field, literal) in [(a, b), (b, a)] {
+                if let Some(path) = root_chain(field)
+                    && is_text(&path)
+                    && number(literal)
+                {
+                    return Err(format!(
+                        "compares `{}`, which is text, with a number",
+                        path.join(".")
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check(expr: &IdedExpr, scope: &mut Scope, uses: &mut BTreeSet<String>) -> Result<(), String> {
     match &expr.expr {
         Expr::Ident(name) => {
-            if ROOTS.contains(&name.as_str()) && !scope.contains(name) {
+            if ROOTS.contains(&name.as_str()) && !in_scope(scope, name) {
                 // A root used whole (passed to a function, compared…): all of it is needed.
                 uses.insert(format!("{name}.*"));
                 Ok(())
-            } else if scope.contains(name) || TYPE_NAMES.contains(&name.as_str()) {
+            } else if in_scope(scope, name) || TYPE_NAMES.contains(&name.as_str()) {
                 Ok(())
             } else {
                 Err(format!(
@@ -196,18 +295,30 @@ fn check(
             }
         }
         Expr::Select(select) => match chain(expr) {
-            Some(path) if ROOTS.contains(&path[0]) && !scope.iter().any(|v| v == path[0]) => {
+            Some(path) if ROOTS.contains(&path[0]) && !in_scope(scope, path[0]) => {
                 field_kind(&path)?;
                 uses.insert(format!("{}.{}", path[0], path[1]));
                 Ok(())
             }
-            _ => check(&select.operand, scope, uses),
+            // A field of a comprehension variable whose elements are known: check it too.
+            Some(path) => match scope.iter().rev().find(|(v, _)| v == path[0]) {
+                Some((var, Some(fields))) if !fields.contains(&path[1]) => Err(format!(
+                    "unknown field `{var}.{}` (an element here has: {})",
+                    path[1],
+                    fields.join(", ")
+                )),
+                _ => check(&select.operand, scope, uses),
+            },
+            None => check(&select.operand, scope, uses),
         },
         Expr::Call(call) => {
             if let Some(target) = &call.target {
                 check(target, scope, uses)?;
             }
-            call.args.iter().try_for_each(|arg| check(arg, scope, uses))
+            call.args
+                .iter()
+                .try_for_each(|arg| check(arg, scope, uses))?;
+            check_literals(call, scope)
         }
         Expr::List(list) => list.elements.iter().try_for_each(|e| check(e, scope, uses)),
         Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
@@ -225,9 +336,14 @@ fn check(
         Expr::Comprehension(c) => {
             check(&c.iter_range, scope, uses)?;
             let added = 2 + usize::from(c.iter_var2.is_some());
-            scope.push(c.iter_var.clone());
-            scope.push(c.accu_var.clone());
-            scope.extend(c.iter_var2.clone());
+            let elements = match chain(&c.iter_range).as_deref() {
+                Some(["proposal", "changes"]) => Some(CHANGE_FIELDS),
+                Some(["proposal", "evidence"]) => Some(EVIDENCE_FIELDS),
+                _ => None,
+            };
+            scope.push((c.iter_var.clone(), elements));
+            scope.push((c.accu_var.clone(), None));
+            scope.extend(c.iter_var2.clone().map(|v| (v, None)));
             let result = check(&c.accu_init, scope, uses)
                 .and_then(|()| check(&c.loop_cond, scope, uses))
                 .and_then(|()| check(&c.loop_step, scope, uses))
@@ -328,6 +444,12 @@ fn check_boolean(root: &IdedExpr) -> Result<(), String> {
         Expr::Call(call) if NON_BOOLEAN_CALLS.contains(&call.func_name.as_str()) => not_boolean(
             &format!("the result of `{}`", call.func_name.trim_matches('_')),
         ),
+        Expr::Call(call) if call.func_name == "_?_:_" && call.args.len() == 3 => {
+            check_boolean(&call.args[1]).and_then(|()| check_boolean(&call.args[2]))
+        }
+        Expr::Comprehension(c) if matches!(c.accu_init.expr, Expr::List(_)) => {
+            not_boolean("a list (map or filter)")
+        }
         Expr::Ident(_) | Expr::Select(_) => match chain(root) {
             Some(path) if field_kind(&path) == Ok(Kind::NotBool) => {
                 not_boolean(&format!("`{}`", path.join(".")))
@@ -338,9 +460,14 @@ fn check_boolean(root: &IdedExpr) -> Result<(), String> {
     }
 }
 
-/// The standard CEL environment, built once and shared by every condition and evaluation.
+/// CEL's standard library plus its strings extension (`lowerAscii`, `upperAscii`, `trim`,
+/// `replace`, `split`, `indexOf`…), built once and shared by every condition and evaluation.
+/// (Prefer these to `matches()`: a regular expression is compiled on every evaluation.)
 pub fn environment() -> Arc<Env> {
-    Arc::new(Env::stdlib())
+    let mut env = Env::stdlib();
+    env.add_extension(cel::extensions::strings)
+        .expect("the strings extension declares no conflicting overloads");
+    Arc::new(env)
 }
 
 #[cfg(test)]
@@ -388,6 +515,19 @@ mod tests {
                 "proposal.changes.exists(c, d.path == 'x')",
                 "unknown variable `d`",
             ),
+            (
+                "proposal.changes.exists(c, has(c.aftr))",
+                "unknown field `c.aftr`",
+            ),
+            ("agent.mode == 'draft-only'", "never \"draft-only\""),
+            ("'PII' in action.data", "never \"PII\""),
+            (
+                "action.impact in ['high', 'critical']",
+                "never \"critical\"",
+            ),
+            ("action.impact > 2", "text, with a number"),
+            ("true ? 1 : 2", "not a boolean"),
+            ("proposal.changes.map(c, c.path)", "a list"),
         ] {
             let err = compile(bad).unwrap_err();
             assert!(err.contains(expect), "{bad}: {err}");

@@ -67,12 +67,7 @@ async fn another_agents_proposal_is_not_found(db: TestDb) {
     assert_eq!(read["status"], "pending");
 
     // Both refusals named a real proposal, so both are in the audit trail.
-    let store = db.store().await;
-    let filter = countersign::audit::AuditFilter {
-        since: None,
-        proposal_id: Some(id.to_owned()),
-    };
-    let events = store.audit_page(&filter, 0, 100).await.unwrap();
+    let events = db.audit_of(id).await;
     let kinds: Vec<(&str, &str)> = events
         .iter()
         .map(|e| (e.kind.as_str(), e.actor.as_str()))
@@ -306,17 +301,7 @@ async fn idempotency_keys_replay_or_conflict(db: TestDb) {
 
     let store = db.store().await;
     // The refused reuse is in the audit trail, against the proposal the key belongs to.
-    let of_first = countersign::audit::AuditFilter {
-        since: None,
-        proposal_id: Some(id.to_owned()),
-    };
-    let kinds: Vec<String> = store
-        .audit_page(&of_first, 0, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds: Vec<String> = db.audit_of(id).await.into_iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
         [

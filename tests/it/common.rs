@@ -134,6 +134,19 @@ impl TestDb {
         }
     }
 
+    /// The audit events about one proposal, in order.
+    pub async fn audit_of(&self, proposal_id: &str) -> Vec<countersign::audit::AuditEvent> {
+        let filter = countersign::audit::AuditFilter {
+            since: None,
+            proposal_id: Some(proposal_id.to_owned()),
+        };
+        self.store()
+            .await
+            .audit_page(&filter, 0, 1000)
+            .await
+            .unwrap()
+    }
+
     pub fn is_postgres(&self) -> bool {
         matches!(self, TestDb::Postgres { .. })
     }

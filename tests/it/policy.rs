@@ -33,12 +33,7 @@ async fn auto_approved_proposals_are_decided_at_once(db: TestDb) {
     );
     let id = created["id"].as_str().unwrap();
 
-    let store = db.store().await;
-    let filter = countersign::audit::AuditFilter {
-        since: None,
-        proposal_id: Some(id.to_owned()),
-    };
-    let events = store.audit_page(&filter, 0, 10).await.unwrap();
+    let events = db.audit_of(id).await;
     let kinds: Vec<(&str, &str)> = events
         .iter()
         .map(|e| (e.kind.as_str(), e.actor.as_str()))

@@ -311,6 +311,21 @@ fn check(expr: &IdedExpr, scope: &mut Scope, uses: &mut BTreeSet<String>) -> Res
             },
             None => check(&select.operand, scope, uses),
         },
+        // `proposal["parms"]`, `proposal.?parms`, `proposal[?"parms"]` name a field as surely as
+        // `proposal.parms`: check them the same way.
+        Expr::Call(call)
+            if matches!(call.func_name.as_str(), "_[_]" | "_[?_]" | "_?._")
+                && let [operand, field] = call.args.as_slice()
+                && let Expr::Literal(LiteralValue::String(field)) = &field.expr
+                && let Some(mut path) = chain(operand)
+                && ROOTS.contains(&path[0])
+                && !in_scope(scope, path[0]) =>
+        {
+            path.push(field.as_ref());
+            field_kind(&path)?;
+            uses.insert(format!("{}.{}", path[0], path[1]));
+            Ok(())
+        }
         Expr::Call(call) => {
             if let Some(target) = &call.target {
                 check(target, scope, uses)?;
@@ -528,6 +543,11 @@ mod tests {
             ("action.impact > 2", "text, with a number"),
             ("true ? 1 : 2", "not a boolean"),
             ("proposal.changes.map(c, c.path)", "a list"),
+            ("proposal['parms'] == 1", "unknown field `proposal.parms`"),
+            (
+                "proposal.params['amount'] > 1 && agent['colour'] == 'x'",
+                "unknown field `agent.colour`",
+            ),
         ] {
             let err = compile(bad).unwrap_err();
             assert!(err.contains(expect), "{bad}: {err}");

@@ -80,12 +80,8 @@ async fn run(
             Err(error) if retry.is_some() && !matches!(error, StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "batch failed; retrying its commands one by one");
                 for (command, reply) in retry.into_iter().flatten().zip(replies) {
-                    let result = store
-                        .apply(vec![command], clock.now())
-                        .await
-                        .map(|mut r| r.remove(0))
-                        .map_err(Arc::new);
-                    let _ = reply.send(result);
+                    let result = retry_alone(store.as_ref(), command, clock.now()).await;
+                    let _ = reply.send(result.map_err(Arc::new));
                 }
             }
             Err(error) => {
@@ -94,6 +90,33 @@ async fn run(
                 answer(replies, std::iter::repeat_with(|| Err(error.clone())));
             }
         }
+    }
+}
+
+/// Applies one command of a failed batch on its own. A batch can fail at COMMIT after the
+/// database did commit (the connection broke on the way back): a submission retried then meets
+/// its own row. If the stored proposal is exactly the one being submitted, it was stored — say
+/// so, rather than report an error for an accepted proposal.
+async fn retry_alone(
+    store: &dyn Store,
+    command: Command,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<CommandResult, StoreError> {
+    let submitted = match &command {
+        Command::Submit { proposal, .. } => Some(proposal.clone()),
+        _ => None,
+    };
+    match store.apply(vec![command], at).await {
+        Ok(mut results) => Ok(results.remove(0)),
+        Err(error) => match submitted {
+            Some(proposal)
+                if store.proposal(&proposal.id).await.ok().flatten().as_ref()
+                    == Some(&*proposal) =>
+            {
+                Ok(CommandResult::Submitted(proposal))
+            }
+            _ => Err(error),
+        },
     }
 }
 

@@ -34,10 +34,6 @@ impl ManualClock {
         let mut now = self.0.lock().expect("clock poisoned");
         *now += by;
     }
-
-    pub fn set(&self, to: DateTime<Utc>) {
-        *self.0.lock().expect("clock poisoned") = to.trunc_subsecs(6);
-    }
 }
 
 impl Clock for ManualClock {

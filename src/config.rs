@@ -137,13 +137,6 @@ pub const KEYS: &[&str] = &[
     "log_format",
 ];
 
-const SECRET_KEYS: &[&str] = &[
-    "redis_url",
-    "slack_bot_token",
-    "slack_signing_secret",
-    "admin_token",
-];
-
 /// A configuration problem, naming the key and where its value came from.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -381,11 +374,6 @@ fn read_file(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
         values.push((*known, text));
     }
     Ok(values)
-}
-
-/// Is `key` one whose value must never be shown?
-pub fn is_secret(key: &str) -> bool {
-    SECRET_KEYS.contains(&key)
 }
 
 #[cfg(test)]

@@ -128,18 +128,9 @@ pub enum CommandResult {
     Audited,
 }
 
-/// Which database is behind a [`Store`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// Everything countersign keeps.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-
     /// Creates or upgrades the schema (idempotent).
     async fn migrate(&self) -> Result<(), StoreError>;
 

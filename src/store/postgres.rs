@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode};
-use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
+use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::domain::{AgentId, Proposal, ProposalId, Status};
 
@@ -214,10 +214,6 @@ impl BatchTx for Tx {
 
 #[async_trait]
 impl Store for PostgresStore {
-    fn backend(&self) -> Backend {
-        Backend::Postgres
-    }
-
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)

@@ -16,7 +16,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode};
-use super::{Backend, Command, CommandResult, PoolSettings, Store, StoreError};
+use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::clock::{format_timestamp, parse_timestamp};
 use crate::domain::{AgentId, Proposal, ProposalId, Status};
@@ -228,10 +228,6 @@ impl BatchTx for Tx {
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> Backend {
-        Backend::Sqlite
-    }
-
     async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR
             .run(&self.pool)

@@ -16,54 +16,20 @@ use crate::manifest::{Impact, ManifestError, Roles};
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     #[serde(default)]
-    rules: Vec<Spanned<RuleSpec>>,
-    defaults: Option<Spanned<BTreeMap<Impact, Spanned<RequirementSpec>>>>,
+    rules: Vec<Spanned<Spec>>,
+    defaults: Option<Spanned<BTreeMap<Impact, Spanned<Spec>>>>,
 }
 
-/// A rule as written. (The requirement fields repeat those of [`RequirementSpec`]: serde cannot
-/// combine `flatten` with `deny_unknown_fields`, and a typo must be an error.)
+/// A rule or a default as written. One shape for both, since serde cannot combine `flatten`
+/// with `deny_unknown_fields` (and a typo must be an error): a rule must have `name` and `when`,
+/// a default must have neither.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleSpec {
-    name: String,
+struct Spec {
+    name: Option<String>,
     #[serde(default)]
     description: String,
-    when: Spanned<String>,
-    decision: Option<RuleDecision>,
-    reason: Option<String>,
-    #[serde(default)]
-    route: Vec<String>,
-    approvals: Option<u32>,
-    #[serde(default)]
-    each_role: bool,
-    sla: Option<String>,
-    step_up: Option<StepUp>,
-    #[serde(default)]
-    escalation: Vec<EscalationLevel>,
-    on_timeout: Option<OnTimeout>,
-    expires_in: Option<String>,
-}
-
-impl RuleSpec {
-    fn requirement(&self) -> RequirementSpec {
-        RequirementSpec {
-            decision: self.decision,
-            reason: self.reason.clone(),
-            route: self.route.clone(),
-            approvals: self.approvals,
-            each_role: self.each_role,
-            sla: self.sla.clone(),
-            step_up: self.step_up,
-            escalation: self.escalation.clone(),
-            on_timeout: self.on_timeout,
-            expires_in: self.expires_in.clone(),
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RequirementSpec {
+    when: Option<Spanned<String>>,
     decision: Option<RuleDecision>,
     reason: Option<String>,
     #[serde(default)]
@@ -151,43 +117,49 @@ pub fn load(
         })?;
         for (index, spanned) in file.rules.into_iter().enumerate() {
             let line = spanned.referenced.line();
-            let spec = spanned.value;
+            let mut spec = spanned.value;
             let key = |field: &str| format!("rules[{index}].{field}");
             let fail = |field: &str, message: String| {
                 ManifestError::new(&path, Some(line), Some(&key(field)), message)
             };
-            if crate::domain::AgentId::parse(&spec.name).is_err() {
+            let name = spec
+                .name
+                .take()
+                .ok_or_else(|| fail("name", "a rule needs a name".into()))?;
+            let when = spec
+                .when
+                .take()
+                .ok_or_else(|| fail("when", format!("rule {name} needs a `when` condition")))?;
+            if crate::domain::AgentId::parse(&name).is_err() {
                 return Err(fail(
                     "name",
-                    format!("{:?}: use lowercase letters, digits, '-', '_'", spec.name),
+                    format!("{name:?}: use lowercase letters, digits, '-', '_'"),
                 ));
             }
-            if let Some(other) = rules.iter().find(|r| r.name == spec.name) {
+            if let Some(other) = rules.iter().find(|r| r.name == name) {
                 return Err(fail(
                     "name",
                     format!(
-                        "rule {} is already defined at {}:{}",
-                        spec.name,
+                        "rule {name} is already defined at {}:{}",
                         other.file.display(),
                         other.line
                     ),
                 ));
             }
-            let condition = Condition::compile(env, &spec.when.value).map_err(|message| {
+            let condition = Condition::compile(env, &when.value).map_err(|message| {
                 ManifestError::new(
                     &path,
-                    Some(spec.when.referenced.line()),
+                    Some(when.referenced.line()),
                     Some(&key("when")),
-                    format!("rule {}: {message}", spec.name),
+                    format!("rule {name}: {message}"),
                 )
             })?;
-            let requirement =
-                requirement(spec.requirement(), roles).map_err(|(field, message)| {
-                    fail(field, format!("rule {}: {message}", spec.name))
-                })?;
+            let description = std::mem::take(&mut spec.description);
+            let requirement = requirement(spec, roles)
+                .map_err(|(field, message)| fail(field, format!("rule {name}: {message}")))?;
             rules.push(Rule {
-                name: spec.name,
-                description: spec.description,
+                name,
+                description,
                 file: path.clone(),
                 line,
                 condition,
@@ -217,6 +189,14 @@ pub fn load(
                     )
                 })?;
                 let line = spec.referenced.line();
+                if spec.value.name.is_some() || spec.value.when.is_some() {
+                    return Err(ManifestError::new(
+                        &path,
+                        Some(line),
+                        Some(&format!("defaults.{name}")),
+                        "a default applies when no rule matches: it takes no name or when",
+                    ));
+                }
                 requirement(spec.value, roles).map_err(|(field, message)| {
                     ManifestError::new(
                         &path,
@@ -259,10 +239,7 @@ fn duration(field: &'static str, text: &str) -> Result<Duration, (&'static str, 
 
 /// Validates a requirement: decisions carry a reason and nothing else; reviews carry a route of
 /// known roles.
-fn requirement(
-    spec: RequirementSpec,
-    roles: &Roles,
-) -> Result<Requirement, (&'static str, String)> {
+fn requirement(spec: Spec, roles: &Roles) -> Result<Requirement, (&'static str, String)> {
     let reason = spec.reason.clone().unwrap_or_default();
     if spec.decision.is_some() {
         if reason.trim().is_empty() {

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{ActionId, Change, DataClass, Evidence, Target};
+use chrono::{DateTime, Utc};
+
+use super::{ActionId, Change, DataClass, Evidence, ProposalContent, Target, Verdict};
 
 /// Limits on what an agent may send. The whole body is capped separately (256 KiB).
 pub mod limits {
@@ -97,6 +99,31 @@ pub struct ValidRequest {
     pub callback_url: Option<String>,
     pub expires_in: Option<Duration>,
     pub metadata: Map<String, Value>,
+}
+
+impl ValidRequest {
+    /// The stored content of a proposal made from this request, with its verdict and expiry.
+    pub fn into_content(
+        self,
+        verdict: Verdict,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> ProposalContent {
+        ProposalContent {
+            action: self.action,
+            summary: self.summary,
+            rationale: self.rationale,
+            target: self.target,
+            changes: self.changes,
+            params: self.params,
+            evidence: self.evidence,
+            data_classes: self.data_classes,
+            requested_by: self.requested_by,
+            callback_url: self.callback_url,
+            expires_at,
+            metadata: self.metadata,
+            verdict,
+        }
+    }
 }
 
 impl ProposalRequest {

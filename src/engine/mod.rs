@@ -13,11 +13,10 @@ use crate::audit::{AuditDraft, kinds};
 use crate::clock::Clock;
 use crate::domain::request::ValidRequest;
 use crate::domain::{
-    Actor, ActorKind, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalContent,
-    ProposalId, Status, VerdictOutcome,
+    Actor, ActorKind, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId, Status,
+    VerdictOutcome,
 };
 use crate::manifest::{Agent, Refusal};
-use crate::policy::Facts;
 use crate::registry::Registry;
 use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
 
@@ -98,8 +97,8 @@ impl Engine {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Submitted, EngineError> {
         let now = self.clock.now();
-        let entry = match agent.admit(&request.action) {
-            Ok(entry) => entry,
+        let evaluation = match registry.policies.verdict_for(agent, &request, now) {
+            Ok(evaluation) => evaluation,
             Err(refusal) => {
                 // Audited although it names no proposal: it is exactly what an operator wants
                 // to see.
@@ -122,14 +121,6 @@ impl Engine {
                 });
             }
         };
-
-        let evaluation = registry.policies.evaluate(&Facts {
-            agent,
-            action: &request.action,
-            entry,
-            request: &request,
-            now,
-        });
         let verdict = evaluation.verdict;
         let expires_in = [request.expires_in, evaluation.expires_in]
             .into_iter()
@@ -161,30 +152,19 @@ impl Engine {
                 )
             }
         };
-        let proposal = Proposal {
+        let mut proposal = Proposal {
             id: ProposalId::generate(),
             agent: agent.id.clone(),
             status,
-            content: ProposalContent {
-                action: request.action,
-                summary: request.summary,
-                rationale: request.rationale,
-                target: request.target,
-                changes: request.changes,
-                params: request.params,
-                evidence: request.evidence,
-                data_classes: request.data_classes,
-                requested_by: request.requested_by,
-                callback_url: request.callback_url.or_else(|| agent.callback_url.clone()),
-                expires_at,
-                metadata: request.metadata,
-                verdict,
-            },
+            content: request.into_content(verdict, expires_at),
             decision,
             outcome: None,
             created_at: now,
             updated_at: now,
         };
+        if proposal.content.callback_url.is_none() {
+            proposal.content.callback_url = agent.callback_url.clone();
+        }
         let result = self
             .writer
             .apply(Command::Submit {

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Evaluation, Facts, RuleOutcome};
+use super::{Evaluation, RuleOutcome};
 use crate::domain::request::{ProposalRequest, ValidRequest};
 use crate::domain::{StepUp, VerdictOutcome};
 use crate::manifest::Agent;
@@ -36,24 +36,17 @@ pub fn evaluate(
                 .collect();
             format!("invalid proposal: {}", list.join("; "))
         })?;
-    let entry = agent.admit(&request.action).map_err(|refusal| {
-        format!(
-            "refused before policy ({}): {}",
-            if refusal == crate::manifest::Refusal::Paused {
+    let evaluation = registry
+        .policies
+        .verdict_for(agent, &request, now)
+        .map_err(|refusal| {
+            let status = if refusal == crate::manifest::Refusal::Paused {
                 423
             } else {
                 403
-            },
-            refusal.reason()
-        )
-    })?;
-    let evaluation = registry.policies.evaluate(&Facts {
-        agent,
-        action: &request.action,
-        entry,
-        request: &request,
-        now,
-    });
+            };
+            format!("refused before policy ({status}): {}", refusal.reason())
+        })?;
     Ok(((**agent).clone(), request, evaluation))
 }
 

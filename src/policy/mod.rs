@@ -26,7 +26,7 @@ use requirement::{Requirement, combine};
 
 use crate::domain::request::ValidRequest;
 use crate::domain::{ActionId, Verdict, VerdictOutcome};
-use crate::manifest::{Agent, AgentMode, Autonomy, CatalogEntry, ManifestError, Roles};
+use crate::manifest::{Agent, AgentMode, Autonomy, CatalogEntry, ManifestError, Refusal, Roles};
 
 /// The loaded policies.
 pub struct PolicySet {
@@ -120,6 +120,24 @@ impl PolicySet {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The one path from a request to a verdict: admits the action for the agent (mode,
+    /// catalog), then evaluates the policies.
+    pub fn verdict_for(
+        &self,
+        agent: &Agent,
+        request: &ValidRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Evaluation, Refusal> {
+        let entry = agent.admit(&request.action)?;
+        Ok(self.evaluate(&Facts {
+            agent,
+            action: &request.action,
+            entry,
+            request,
+            now,
+        }))
     }
 
     pub fn evaluate(&self, facts: &Facts<'_>) -> Evaluation {

@@ -22,20 +22,8 @@ pub fn proposal(agent: &str) -> Proposal {
         id: ProposalId::generate(),
         agent: AgentId::parse(agent).unwrap(),
         status: Status::Pending,
-        content: ProposalContent {
-            action: request.action,
-            summary: request.summary,
-            rationale: request.rationale,
-            target: request.target,
-            changes: request.changes,
-            params: request.params,
-            evidence: request.evidence,
-            data_classes: request.data_classes,
-            requested_by: request.requested_by,
-            callback_url: request.callback_url,
-            expires_at: Some(at + Duration::hours(8)),
-            metadata: request.metadata,
-            verdict: Verdict {
+        content: request.into_content(
+            Verdict {
                 outcome: VerdictOutcome::NeedsReview,
                 rules: vec!["large-discount".into()],
                 reasons: vec!["large-discount: Discounts above 10% need finance".into()],
@@ -50,7 +38,8 @@ pub fn proposal(agent: &str) -> Proposal {
                 escalation: Vec::new(),
                 on_timeout: None,
             },
-        },
+            Some(at + Duration::hours(8)),
+        ),
         decision: None,
         outcome: None,
         created_at: at,

@@ -235,7 +235,7 @@ impl PolicySet {
         fn text(value: Option<&String>) -> &str {
             value.map_or("", String::as_str)
         }
-        let wanted = |_: &str, field: &str| self.reads.proposal.contains(field);
+        let wanted = |field: &str| self.reads.proposal.contains(field);
         let mut context = cel::Context::with_env(self.env.clone());
         // These serialize plain data: conversion cannot fail.
         if self.reads.agent {
@@ -262,27 +262,25 @@ impl PolicySet {
             );
         }
         if !self.reads.proposal.is_empty() {
-            let p = "proposal";
             let _ = context.add_variable(
-                p,
+                "proposal",
                 ProposalFacts {
-                    action: wanted(p, "action").then_some(request.action.as_str()),
-                    summary: wanted(p, "summary").then_some(request.summary.as_str()),
-                    rationale: wanted(p, "rationale").then(|| text(request.rationale.as_ref())),
-                    params: wanted(p, "params").then_some(&request.params),
-                    changes: wanted(p, "changes").then_some(request.changes.as_slice()),
-                    data_classes: wanted(p, "data_classes")
-                        .then_some(request.data_classes.as_slice()),
-                    target: wanted(p, "target").then(|| TargetFacts {
+                    action: wanted("action").then_some(request.action.as_str()),
+                    summary: wanted("summary").then_some(request.summary.as_str()),
+                    rationale: wanted("rationale").then(|| text(request.rationale.as_ref())),
+                    params: wanted("params").then_some(&request.params),
+                    changes: wanted("changes").then_some(request.changes.as_slice()),
+                    data_classes: wanted("data_classes").then_some(request.data_classes.as_slice()),
+                    target: wanted("target").then(|| TargetFacts {
                         system: text(target.map(|t| &t.system)),
                         kind: text(target.map(|t| &t.kind)),
                         id: text(target.map(|t| &t.id)),
                         url: text(target.and_then(|t| t.url.as_ref())),
                     }),
-                    requested_by: wanted(p, "requested_by")
+                    requested_by: wanted("requested_by")
                         .then(|| text(request.requested_by.as_ref())),
-                    evidence: wanted(p, "evidence").then_some(request.evidence.as_slice()),
-                    metadata: wanted(p, "metadata").then_some(&request.metadata),
+                    evidence: wanted("evidence").then_some(request.evidence.as_slice()),
+                    metadata: wanted("metadata").then_some(&request.metadata),
                 },
             );
         }

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode};
+use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode, status_count};
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::domain::{AgentId, Proposal, ProposalId, Status};
@@ -257,12 +257,7 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                let status = Status::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                Ok((status, row.try_get("n")?))
-            })
+            .map(|row| status_count(row.try_get("status")?, row.try_get("n")?))
             .collect()
     }
 

@@ -85,6 +85,13 @@ impl ProposalRow {
     }
 }
 
+/// One row of `SELECT status, COUNT(*) … GROUP BY status`.
+pub(super) fn status_count(status: String, n: i64) -> Result<(Status, i64), StoreError> {
+    let parsed =
+        Status::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+    Ok((parsed, n))
+}
+
 /// An idempotency key about to be remembered.
 pub(super) struct IdempotencyRow {
     pub agent_id: String,

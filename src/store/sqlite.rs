@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode};
+use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode, status_count};
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::clock::{format_timestamp, parse_timestamp};
@@ -268,12 +268,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|row| {
-                let status: String = row.try_get("status")?;
-                let status = Status::parse(&status)
-                    .ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                Ok((status, row.try_get("n")?))
-            })
+            .map(|row| status_count(row.try_get("status")?, row.try_get("n")?))
             .collect()
     }
 

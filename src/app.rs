@@ -9,11 +9,14 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::registry::{Registry, SharedRegistry};
+use crate::sandbox::{Sandbox, Workspace};
+use crate::slack::{SlackApi, SlackContext};
 use crate::store::{self, PoolSettings, Store};
+use crate::workers::SlackOutbox;
 
 /// How long idempotency keys are kept (the API promises at least 24 hours).
 pub const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(25);
@@ -36,13 +39,25 @@ pub async fn run_with_clock(
     shutdown: impl Future<Output = ()> + Send + 'static,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<()> {
+    // slack-morphism's TLS stack needs a process-wide provider; another one may already be set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let registry = Registry::load(&config.manifests, &config.policies)
         .context("invalid manifest or policy")?;
     warn_about(&registry);
+    let address = listener.local_addr()?;
+    let (slack, sandbox) = connect_slack(&config, &registry, own_url(address), clock.clone())?;
     let registry = SharedRegistry::new(registry);
 
     let store = open_store(&config).await?;
     let engine = Engine::start(store.clone(), clock.clone());
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let outbox = SlackOutbox {
+        store: store.clone(),
+        api: slack.api.clone(),
+        registry: registry.clone(),
+        clock: clock.clone(),
+    };
+    let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
     let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
     let state = AppState {
@@ -50,18 +65,77 @@ pub async fn run_with_clock(
         registry,
         public_url: config.public_url.clone(),
         metrics: http::ops_metrics_handle(),
+        slack,
     };
 
-    let address = listener.local_addr()?;
     tracing::info!(%address, config = %config.describe(), "countersign listening");
-    let served = axum::serve(listener, http::router(state))
+    if let Some(sandbox) = &sandbox {
+        tracing::info!(
+            url = %sandbox.page_url(),
+            "no Slack token configured: the built-in Slack sandbox is on; open it in a browser"
+        );
+    }
+    let served = axum::serve(listener, http::router(state, sandbox.as_ref()))
         .with_graceful_shutdown(shutdown)
         .await;
+    let _ = stop_workers.send(true);
+    if tokio::time::timeout(Duration::from_secs(10), outbox).await.is_err() {
+        tracing::warn!("slack outbox worker did not stop within 10 s");
+    }
     purge.abort();
     reload.abort();
     store.close().await;
     tracing::info!("countersign stopped");
     served.context("server failed")
+}
+
+/// Resolves when the watched flag turns true (or its sender is gone).
+async fn stopped(mut flag: tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}
+
+/// The URL this process answers on, for itself (the sandbox delivers clicks here).
+fn own_url(address: std::net::SocketAddr) -> url::Url {
+    let host = match address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    url::Url::parse(&format!("http://{host}:{}/", address.port())).expect("host and port make a URL")
+}
+
+/// Slack itself when a bot token is configured; otherwise the built-in sandbox, served by this
+/// process, with a token and signing secret made up for this run (or the configured secret).
+fn connect_slack(
+    config: &Config,
+    registry: &Registry,
+    own_url: url::Url,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(SlackContext, Option<Sandbox>)> {
+    if let (Some(token), Some(signing_secret)) =
+        (&config.slack_bot_token, &config.slack_signing_secret)
+    {
+        let api = SlackApi::new(&config.slack_api_url, token);
+        let context = SlackContext {
+            api,
+            signing_secret: signing_secret.clone(),
+        };
+        return Ok((context, None));
+    }
+    let workspace = Workspace::seed(registry, &config.manifests)
+        .context("invalid sandbox workspace")?;
+    let token = Secret::new(format!("xoxb-sandbox-{}", hex::encode(rand::random::<[u8; 16]>())));
+    let signing_secret = config
+        .slack_signing_secret
+        .clone()
+        .unwrap_or_else(|| Secret::new(hex::encode(rand::random::<[u8; 32]>())));
+    let sandbox = Sandbox::new(workspace, token.clone(), signing_secret.clone(), own_url, clock);
+    let context = SlackContext {
+        api: SlackApi::new(&sandbox.api_url(), &token),
+        signing_secret,
+    };
+    Ok((context, Some(sandbox)))
 }
 
 fn warn_about(registry: &Registry) {

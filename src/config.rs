@@ -252,8 +252,19 @@ impl Config {
             }
             None => None,
         };
-        let slack_bot_token = take("slack_bot_token").map(|(v, _)| Secret::new(v));
+        let slack_bot_token = take("slack_bot_token");
         let slack_signing_secret = take("slack_signing_secret").map(|(v, _)| Secret::new(v));
+        // A real workspace without its signing secret could not tell Slack's clicks from forgeries.
+        if let Some((_, src)) = &slack_bot_token
+            && slack_signing_secret.is_none()
+        {
+            return Err(invalid(
+                "slack_bot_token",
+                src,
+                "needs slack_signing_secret too (Basic Information → App Credentials in the Slack app)".into(),
+            ));
+        }
+        let slack_bot_token = slack_bot_token.map(|(v, _)| Secret::new(v));
         let slack_api_url = match take("slack_api_url") {
             Some((v, src)) => http_url(&v).map_err(|e| invalid("slack_api_url", &src, e))?,
             None => Url::parse("https://slack.com/api").expect("valid default"),
@@ -444,12 +455,22 @@ mod tests {
     }
 
     #[test]
+    fn a_slack_token_needs_its_signing_secret() {
+        let err = load(None, &[("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("slack_bot_token") && err.contains("slack_signing_secret"), "{err}");
+        assert!(!err.contains("xoxb-1"), "{err}");
+    }
+
+    #[test]
     fn secrets_never_print() {
         let config = load(
             None,
             &[
                 ("COUNTERSIGN_DATABASE_URL", "postgres://cs:hunter2@db/cs?sslmode=require&password=hunter3&sslpassword=hunter4"),
                 ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-very-secret"),
+                ("COUNTERSIGN_SLACK_SIGNING_SECRET", "signing-very-secret"),
                 ("COUNTERSIGN_ADMIN_TOKEN", "admin-token-that-is-long-enough"),
             ],
         )
@@ -460,6 +481,7 @@ mod tests {
             "hunter3",
             "hunter4",
             "xoxb-very-secret",
+            "signing-very-secret",
             "admin-token-that-is-long-enough",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");

@@ -15,5 +15,8 @@ pub mod http;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
+pub mod sandbox;
+pub mod slack;
 pub mod store;
 pub mod telemetry;
+pub mod workers;

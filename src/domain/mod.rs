@@ -2,11 +2,13 @@
 //! at the edge.
 
 pub mod ids;
+pub mod outbox;
 pub mod proposal;
 pub mod request;
 pub mod verdict;
 
 pub use ids::{ActionId, AgentId, ProposalId};
+pub use outbox::{PostedCard, SlackJob, SlackTask};
 pub use proposal::{
     Actor, ActorKind, Change, DataClass, Decision, Evidence, ExecutionOutcome, ExecutionResult,
     Proposal, ProposalContent, Status, Target,

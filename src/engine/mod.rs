@@ -66,6 +66,9 @@ pub struct Engine {
     store: Arc<dyn Store>,
     writer: Writer,
     clock: Arc<dyn Clock>,
+    /// Rung after a change that left Slack work in the outbox, so the worker starts at once
+    /// instead of at its next poll.
+    slack_work: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -76,11 +79,30 @@ impl Engine {
             store,
             writer,
             clock,
+            slack_work: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Notified whenever a change queued Slack work (see the Slack worker).
+    pub fn slack_work(&self) -> Arc<tokio::sync::Notify> {
+        self.slack_work.clone()
+    }
+
+    /// Applies a command through the writer, waking the Slack worker when it changed anything.
+    async fn apply(&self, command: Command) -> Result<CommandResult, EngineError> {
+        let result = self.writer.apply(command).await?;
+        if matches!(result, CommandResult::Submitted(_) | CommandResult::Updated(_)) {
+            self.slack_work.notify_one();
+        }
+        Ok(result)
     }
 
     /// Checks the agent may propose the action, evaluates policy and stores the proposal with
@@ -108,7 +130,7 @@ impl Engine {
                     Actor::agent(&agent.id).audit_name(),
                     json!({"request": "submit", "action": request.action, "reason": refusal.reason()}),
                 );
-                self.writer.apply(Command::Audit(event)).await?;
+                self.apply(Command::Audit(event)).await?;
                 tracing::info!(reason = refusal.reason(), "proposal refused");
                 return Ok(match refusal {
                     Refusal::Paused => Submitted::AgentPaused,
@@ -166,7 +188,6 @@ impl Engine {
             proposal.content.callback_url = agent.callback_url.clone();
         }
         let result = self
-            .writer
             .apply(Command::Submit {
                 proposal: Box::new(proposal),
                 idempotency,
@@ -199,7 +220,7 @@ impl Engine {
                     Actor::agent(&agent.id).audit_name(),
                     json!({"request": "read", "reason": "proposal belongs to another agent"}),
                 );
-                self.writer.apply(Command::Audit(refusal)).await?;
+                self.apply(Command::Audit(refusal)).await?;
                 Ok(None)
             }
             None => Ok(None),
@@ -219,7 +240,7 @@ impl Engine {
             agent: agent.id.clone(),
             reason,
         };
-        Ok(self.writer.apply(command).await?.into())
+        Ok(self.apply(command).await?.into())
     }
 
     /// Decides a pending proposal. Of two racing decisions exactly one wins; the other gets
@@ -245,7 +266,6 @@ impl Engine {
             reason,
         };
         Ok(self
-            .writer
             .apply(Command::Decide {
                 id,
                 status,
@@ -274,6 +294,6 @@ impl Engine {
             agent: agent.id.clone(),
             outcome,
         };
-        Ok(self.writer.apply(command).await?.into())
+        Ok(self.apply(command).await?.into())
     }
 }

@@ -34,6 +34,7 @@ pub struct AppState {
     pub registry: SharedRegistry,
     pub public_url: url::Url,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub slack: crate::slack::SlackContext,
 }
 
 #[derive(OpenApi)]
@@ -76,10 +77,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP application; with a sandbox, its routes too (they exist only then).
+pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Router {
     let (routes, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
+    let mut routes = routes.merge(crate::slack::routes());
+    if let Some(sandbox) = sandbox {
+        routes = routes.merge(sandbox.routes());
+    }
     routes
         .route(
             "/openapi.json",

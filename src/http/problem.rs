@@ -16,6 +16,10 @@ pub const TYPE_PREFIX: &str = "urn:countersign:problem:";
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("Slack request refused: {0}")]
+    SlackSignature(crate::slack::signature::SignatureError),
+    #[error("malformed Slack payload: {0}")]
+    SlackPayload(String),
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("body is not valid JSON: {0}")]
@@ -69,6 +73,10 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => base(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token")
                 .detail("Send `Authorization: Bearer <token>` with a token declared in manifests/agents."),
+            ApiError::SlackSignature(error) => base(StatusCode::UNAUTHORIZED, "bad-signature", "Invalid Slack request signature")
+                .detail(format!("{error}. Slack requests are signed with the app's signing secret (X-Slack-Signature, X-Slack-Request-Timestamp).")),
+            ApiError::SlackPayload(detail) => base(StatusCode::BAD_REQUEST, "invalid-slack-payload", "Malformed Slack payload")
+                .detail(detail.clone()),
             ApiError::PayloadTooLarge { limit } => base(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large")
                 .detail(format!("The body must be at most {limit} bytes."))
                 .value("limit", limit),

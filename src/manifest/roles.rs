@@ -52,6 +52,10 @@ impl Roles {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)
     }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Role)> {
+        self.0.iter().map(|(name, role)| (name.as_str(), role))
+    }
 }
 
 fn slack_id(text: &str, prefixes: &[char]) -> bool {

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::rows::{IdempotencyRow, ProposalRow, StoredKey};
+use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey};
 use super::{Command, CommandResult, StoreError};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
-use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, Status};
+use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, SlackTask, Status};
 
 /// Primitive operations inside one open transaction. The transaction already holds whatever
 /// lock makes it the only writer of the audit chain. Inserts take many rows at once, so a batch
@@ -20,6 +20,7 @@ pub(super) trait BatchTx: Send {
     async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError>;
     async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError>;
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
+    async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError>;
     async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError>;
     /// Writes `proposal`'s lifecycle columns if its stored status is still `from`.
     async fn update_lifecycle(
@@ -44,6 +45,7 @@ struct Batch<'a> {
     proposals: Vec<ProposalRow>,
     keys: Vec<IdempotencyRow>,
     events: Vec<AuditEvent>,
+    slack_jobs: Vec<SlackJobRow>,
 }
 
 impl Batch<'_> {
@@ -59,6 +61,10 @@ impl Batch<'_> {
         if !self.events.is_empty() {
             self.tx.append_audit(&self.events).await?;
             self.events.clear();
+        }
+        if !self.slack_jobs.is_empty() {
+            self.tx.insert_slack_jobs(&self.slack_jobs).await?;
+            self.slack_jobs.clear();
         }
         Ok(())
     }
@@ -99,6 +105,7 @@ pub(super) async fn run(
         proposals: Vec::new(),
         keys: Vec::new(),
         events: Vec::new(),
+        slack_jobs: Vec::new(),
     };
     let mut results = Vec::with_capacity(commands.len());
     for command in commands {
@@ -168,6 +175,13 @@ async fn run_one(
                     "idempotency_key": idempotency.as_ref().map(|k| &k.key),
                 }),
             );
+            // A proposal waiting for people gets its card in every routed role's channel.
+            if proposal.status == Status::Pending {
+                for role in &proposal.content.verdict.route {
+                    let task = SlackTask::PostCard { role: role.clone() };
+                    tx.slack_jobs.push(SlackJobRow::new(&proposal.id, &task, at)?);
+                }
+            }
             let mut events = vec![event];
             // Decided by policy at submission (auto-approved or denied): say so in the trail too.
             if let Some(decision) = &proposal.decision {
@@ -291,6 +305,12 @@ async fn transition(
             .map_or(Status::Pending, |p| p.status);
         return Ok((CommandResult::WrongState(current), vec![]));
     }
+    // Every posted copy of the card must now show the outcome.
+    tx.slack_jobs.push(SlackJobRow::new(
+        &proposal.id,
+        &SlackTask::RefreshCards,
+        decision_at(&proposal),
+    )?);
     let event = AuditDraft::new(
         kind,
         Some(&proposal.id),
@@ -329,4 +349,8 @@ fn refusal_of(
         json!({"request": request, "reason": reason, "status": proposal.status}),
     );
     (result, vec![event])
+}
+
+fn decision_at(proposal: &Proposal) -> DateTime<Utc> {
+    proposal.decision.as_ref().map_or(proposal.updated_at, |d| d.at)
 }

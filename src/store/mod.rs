@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::config::DatabaseUrl;
-use crate::domain::{AgentId, Decision, ExecutionOutcome, Proposal, ProposalId, Status};
+use crate::domain::{
+    AgentId, Decision, ExecutionOutcome, PostedCard, Proposal, ProposalId, SlackJob, Status,
+};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -159,6 +161,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets idempotency keys created before `before`; returns how many.
     async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` Slack outbox rows due at `now` that no live lease holds, leasing
+    /// them until `lease_until`. A worker that dies mid-job loses only its lease; the row comes
+    /// back when the lease ends. Oldest first.
+    async fn claim_slack_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<SlackJob>, StoreError>;
+
+    /// Marks a job done and, for a posted card, remembers where it went (same transaction).
+    async fn finish_slack_job(
+        &self,
+        job: &SlackJob,
+        posted: Option<&PostedCard>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Puts a job back to be tried again at `due_at`, counting the attempt.
+    async fn retry_slack_job(
+        &self,
+        job: &SlackJob,
+        due_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Gives up on a job after its last attempt; it stays in the table with its error.
+    async fn fail_slack_job(
+        &self,
+        job: &SlackJob,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Every card posted for a proposal.
+    async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError>;
 
     async fn close(&self);
 }

@@ -11,10 +11,13 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode, status_count};
+use super::rows::{
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, encode, slack_job,
+    status_count,
+};
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
-use crate::domain::{AgentId, Proposal, ProposalId, Status};
+use crate::domain::{AgentId, PostedCard, Proposal, ProposalId, SlackJob, Status};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -127,6 +130,21 @@ impl BatchTx for Tx {
             .as_ref()
             .map(proposal_row)
             .transpose()
+    }
+
+    async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO slack_outbox (proposal_id, task, due_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
+            )
+            .bind(column(chunk, |j| &j.proposal_id))
+            .bind(column(chunk, |j| &j.task))
+            .bind(chunk.iter().map(|j| j.due_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
@@ -287,6 +305,123 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn claim_slack_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<SlackJob>, StoreError> {
+        // SKIP LOCKED: replicas claiming at the same moment take different rows, never wait.
+        let rows = sqlx::query(
+            "UPDATE slack_outbox SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM slack_outbox WHERE done_at IS NULL AND due_at <= $2 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING id, proposal_id, task, attempts",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows
+            .iter()
+            .map(|row| {
+                slack_job(
+                    row.try_get("id")?,
+                    row.try_get("proposal_id")?,
+                    row.try_get("task")?,
+                    row.try_get("attempts")?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|job| job.id);
+        Ok(jobs)
+    }
+
+    async fn finish_slack_job(
+        &self,
+        job: &SlackJob,
+        posted: Option<&PostedCard>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(card) = posted {
+            sqlx::query(
+                "INSERT INTO slack_messages (proposal_id, role, channel, ts, posted_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (proposal_id, role) DO NOTHING",
+            )
+            .bind(job.proposal_id.as_str())
+            .bind(&card.role)
+            .bind(&card.channel)
+            .bind(&card.ts)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE slack_outbox SET done_at = $1, leased_until = NULL WHERE id = $2")
+            .bind(at)
+            .bind(job.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retry_slack_job(
+        &self,
+        job: &SlackJob,
+        due_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slack_outbox SET due_at = $1, attempts = attempts + 1, leased_until = NULL, \
+             last_error = $2 WHERE id = $3",
+        )
+        .bind(due_at)
+        .bind(error)
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_slack_job(
+        &self,
+        job: &SlackJob,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slack_outbox SET done_at = $1, attempts = attempts + 1, leased_until = NULL, \
+             last_error = $2 WHERE id = $3",
+        )
+        .bind(at)
+        .bind(format!("gave up: {error}"))
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT role, channel, ts FROM slack_messages WHERE proposal_id = $1 ORDER BY role",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PostedCard {
+                    role: row.try_get("role")?,
+                    channel: row.try_get("channel")?,
+                    ts: row.try_get("ts")?,
+                })
+            })
+            .collect()
     }
 
     async fn close(&self) {

@@ -112,3 +112,43 @@ pub(super) struct StoredKey {
 
 /// Rows per multi-row INSERT: well under both databases' bind-parameter limits.
 pub(super) const INSERT_CHUNK: usize = 500;
+
+/// A Slack outbox row about to be written.
+pub(super) struct SlackJobRow {
+    pub proposal_id: String,
+    /// The [`SlackTask`](crate::domain::SlackTask), as JSON.
+    pub task: String,
+    pub due_at: DateTime<Utc>,
+}
+
+impl SlackJobRow {
+    pub fn new(
+        proposal: &ProposalId,
+        task: &crate::domain::SlackTask,
+        due_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            proposal_id: proposal.to_string(),
+            task: serde_json::to_string(task)?,
+            due_at,
+        })
+    }
+}
+
+/// Decodes a claimed outbox row.
+pub(super) fn slack_job(
+    id: i64,
+    proposal_id: &str,
+    task: &str,
+    attempts: i32,
+) -> Result<crate::domain::SlackJob, StoreError> {
+    let corrupt = |what: &str, detail: String| {
+        StoreError::Corrupt(format!("slack_outbox {id}: {what}: {detail}"))
+    };
+    Ok(crate::domain::SlackJob {
+        id,
+        proposal_id: ProposalId::parse(proposal_id).map_err(|e| corrupt("proposal_id", e.0))?,
+        task: serde_json::from_str(task).map_err(|e| corrupt("task", e.to_string()))?,
+        attempts,
+    })
+}

@@ -15,11 +15,14 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
-use super::rows::{INSERT_CHUNK, IdempotencyRow, ProposalRow, StoredKey, encode, status_count};
+use super::rows::{
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, encode, slack_job,
+    status_count,
+};
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::clock::{format_timestamp, parse_timestamp};
-use crate::domain::{AgentId, Proposal, ProposalId, Status};
+use crate::domain::{AgentId, PostedCard, Proposal, ProposalId, SlackJob, Status};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -117,6 +120,24 @@ impl BatchTx for Tx {
                     .push_bind(&e.hash);
             });
             // The text varies with the row count: not worth a slot in the statement cache.
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO slack_outbox (proposal_id, task, due_at) ");
+            insert.push_values(chunk, |mut row, job| {
+                row.push_bind(&job.proposal_id)
+                    .push_bind(&job.task)
+                    .push_bind(format_timestamp(job.due_at));
+            });
             insert
                 .build()
                 .persistent(false)
@@ -298,6 +319,121 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn claim_slack_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<SlackJob>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE slack_outbox SET leased_until = ?1 WHERE id IN (\
+               SELECT id FROM slack_outbox WHERE done_at IS NULL AND due_at <= ?2 \
+               AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY due_at, id LIMIT ?3) \
+             RETURNING id, proposal_id, task, attempts",
+        )
+        .bind(format_timestamp(lease_until))
+        .bind(format_timestamp(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows
+            .iter()
+            .map(|row| {
+                slack_job(
+                    row.try_get("id")?,
+                    row.try_get("proposal_id")?,
+                    row.try_get("task")?,
+                    row.try_get("attempts")?,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|job| job.id);
+        Ok(jobs)
+    }
+
+    async fn finish_slack_job(
+        &self,
+        job: &SlackJob,
+        posted: Option<&PostedCard>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(card) = posted {
+            sqlx::query(
+                "INSERT INTO slack_messages (proposal_id, role, channel, ts, posted_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (proposal_id, role) DO NOTHING",
+            )
+            .bind(job.proposal_id.as_str())
+            .bind(&card.role)
+            .bind(&card.channel)
+            .bind(&card.ts)
+            .bind(format_timestamp(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE slack_outbox SET done_at = ?1, leased_until = NULL WHERE id = ?2")
+            .bind(format_timestamp(at))
+            .bind(job.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retry_slack_job(
+        &self,
+        job: &SlackJob,
+        due_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slack_outbox SET due_at = ?1, attempts = attempts + 1, leased_until = NULL, \
+             last_error = ?2 WHERE id = ?3",
+        )
+        .bind(format_timestamp(due_at))
+        .bind(error)
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_slack_job(
+        &self,
+        job: &SlackJob,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slack_outbox SET done_at = ?1, attempts = attempts + 1, leased_until = NULL, \
+             last_error = ?2 WHERE id = ?3",
+        )
+        .bind(format_timestamp(at))
+        .bind(format!("gave up: {error}"))
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT role, channel, ts FROM slack_messages WHERE proposal_id = ?1 ORDER BY role",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PostedCard {
+                    role: row.try_get("role")?,
+                    channel: row.try_get("channel")?,
+                    ts: row.try_get("ts")?,
+                })
+            })
+            .collect()
     }
 
     async fn close(&self) {

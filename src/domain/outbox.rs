@@ -1,0 +1,34 @@
+//! Slack work owed for a proposal. Kept as rows (the Slack outbox) so that a crash between a
+//! change and its Slack message loses nothing: the worker finds the row and does the work.
+
+use serde::{Deserialize, Serialize};
+
+use super::ProposalId;
+
+/// One thing to do in Slack for a proposal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SlackTask {
+    /// Post the proposal's card in a routed role's channel.
+    PostCard { role: String },
+    /// Bring every posted copy of the card up to date (after a vote or a decision).
+    RefreshCards,
+}
+
+/// A claimed outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackJob {
+    pub id: i64,
+    pub proposal_id: ProposalId,
+    pub task: SlackTask,
+    /// Earlier attempts that failed.
+    pub attempts: i32,
+}
+
+/// Where a card was posted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostedCard {
+    pub role: String,
+    pub channel: String,
+    pub ts: String,
+}

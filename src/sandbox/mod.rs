@@ -1,0 +1,161 @@
+//! The built-in Slack sandbox: an in-process fake of the parts of Slack countersign uses, so the
+//! default run, the demo and the tests exercise the production path without a Slack workspace.
+//!
+//! - `/sandbox/api/{method}`: the Web API subset, answered in Slack's envelope, enforcing what
+//!   Slack enforces (bot token, Block Kit limits, per-channel posting rate, single-use trigger
+//!   ids). countersign's Slack client talks to it over HTTP exactly as it talks to Slack.
+//! - `/sandbox/control/*`: JSON endpoints to act as a person (click, submit a modal, run a slash
+//!   command) and to read what was posted; each action reaches countersign as a real signed
+//!   request on `/slack/*`.
+//! - `/sandbox`: a Slack-like page built on the control endpoints.
+//!
+//! The routes exist only when no Slack token is configured.
+
+mod api;
+pub mod blockkit;
+mod control;
+mod mrkdwn;
+mod render;
+mod state;
+mod ui;
+pub mod workspace;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use url::Url;
+
+use crate::clock::Clock;
+use crate::config::Secret;
+pub use state::{Call, Message, View};
+pub use workspace::Workspace;
+
+/// A running sandbox. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox(Arc<Inner>);
+
+struct Inner {
+    workspace: Workspace,
+    bot_token: Secret,
+    signing_secret: Secret,
+    /// Where countersign itself listens: interactions and commands are delivered there.
+    app_url: Url,
+    clock: Arc<dyn Clock>,
+    state: Mutex<state::State>,
+    /// Bumped on every change; the page listens to redraw without reloading.
+    changes: broadcast::Sender<u64>,
+    version: std::sync::atomic::AtomicU64,
+    http: reqwest::Client,
+}
+
+impl Sandbox {
+    pub fn new(
+        workspace: Workspace,
+        bot_token: Secret,
+        signing_secret: Secret,
+        app_url: Url,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("a plain HTTP client builds");
+        Self(Arc::new(Inner {
+            workspace,
+            bot_token,
+            signing_secret,
+            app_url,
+            clock,
+            state: Mutex::default(),
+            changes: broadcast::channel(64).0,
+            version: std::sync::atomic::AtomicU64::new(0),
+            http,
+        }))
+    }
+
+    /// The Web API base URL to give countersign's Slack client.
+    pub fn api_url(&self) -> Url {
+        self.url("sandbox/api")
+    }
+
+    /// The page, for people.
+    pub fn page_url(&self) -> Url {
+        self.url("sandbox")
+    }
+
+    fn url(&self, path: &str) -> Url {
+        self.0.app_url.join(path).expect("relative path joins")
+    }
+
+    pub fn workspace(&self) -> &Workspace {
+        &self.0.workspace
+    }
+
+    /// The routes under `/sandbox`.
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .merge(api::routes())
+            .merge(control::routes())
+            .merge(ui::routes())
+            .with_state(self.clone())
+    }
+
+    fn state(&self) -> MutexGuard<'_, state::State> {
+        self.0.state.lock().expect("sandbox state poisoned")
+    }
+
+    /// Tells listeners (the page) that something changed.
+    fn changed(&self) {
+        let version = self
+            .0
+            .version
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let _ = self.0.changes.send(version);
+    }
+
+    /// Every message in `channel` (a channel id, a DM id, or `@U…` for the DM with that user)
+    /// that `viewer` can see, oldest first. Without a viewer, ephemeral messages are included.
+    pub fn messages(&self, channel: &str, viewer: Option<&str>) -> Vec<Message> {
+        let Some(channel) = self.resolve_channel(channel) else {
+            return Vec::new();
+        };
+        self.state()
+            .messages
+            .iter()
+            .filter(|m| m.channel == channel)
+            .filter(|m| match (&m.ephemeral_for, viewer) {
+                (Some(for_user), Some(viewer)) => for_user == viewer,
+                _ => true,
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn resolve_channel(&self, channel: &str) -> Option<String> {
+        let id = channel.strip_prefix('@').unwrap_or(channel);
+        self.0.workspace.channel(id).map(|c| c.id.clone())
+    }
+
+    /// Every Web API call countersign made, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// The modal `user` has open, if any.
+    pub fn open_view(&self, user: &str) -> Option<View> {
+        self.state().open_view(user).cloned()
+    }
+}
+
+/// Parses a value that Slack accepts either as JSON or as a JSON string (form-encoded calls send
+/// `blocks` and `view` as strings).
+fn json_argument(value: Option<&Value>) -> Option<Value> {
+    match value? {
+        Value::String(text) => serde_json::from_str(text).ok(),
+        other => Some(other.clone()),
+    }
+}

@@ -1,0 +1,206 @@
+//! What the sandbox remembers while it runs: messages, open modals, trigger ids, response URLs,
+//! uploaded files, per-channel rate buckets and the log of every Web API call. In memory only:
+//! the sandbox is a stand-in for Slack, whose history is not countersign's to keep.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+/// chat.postMessage budget per channel: Slack allows about one a second with short bursts.
+pub const POST_BURST: f64 = 4.0;
+pub const POSTS_PER_SECOND: f64 = 1.0;
+/// A trigger id opens one modal, within three seconds of the click.
+pub const TRIGGER_LIFETIME: chrono::Duration = chrono::Duration::seconds(3);
+/// A response_url accepts five posts within thirty minutes.
+pub const RESPONSE_URL_USES: u32 = 5;
+pub const RESPONSE_URL_LIFETIME: chrono::Duration = chrono::Duration::minutes(30);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub channel: String,
+    pub ts: String,
+    pub thread_ts: Option<String>,
+    pub user: String,
+    pub text: String,
+    pub blocks: Value,
+    /// Set for an ephemeral message: only this user sees it.
+    pub ephemeral_for: Option<String>,
+    /// Uploaded files shared with the message.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    pub id: String,
+    pub user: String,
+    pub hash: String,
+    /// The view as the app sent it, plus Slack's `id`, `hash` and `state` fields.
+    pub body: Value,
+    /// The message whose button opened it, if any, so a submission can say where it came from.
+    #[serde(skip)]
+    pub opened_from: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub user: String,
+    pub issued_at: DateTime<Utc>,
+    pub used: bool,
+    pub origin: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ResponseUrl {
+    pub channel: String,
+    pub user: String,
+    pub message_ts: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub uses: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadedFile {
+    pub name: String,
+    pub title: Option<String>,
+    pub bytes: Option<Vec<u8>>,
+    pub length: usize,
+}
+
+/// One Web API call the app made, with the sandbox's answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    pub method: String,
+    pub args: Value,
+    pub status: u16,
+    pub response: Value,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: DateTime<Utc>,
+}
+
+#[derive(Default)]
+pub struct State {
+    pub messages: Vec<Message>,
+    pub views: HashMap<String, View>,
+    /// Each user's stack of open modals, bottom first.
+    pub view_stacks: HashMap<String, Vec<String>>,
+    pub triggers: HashMap<String, Trigger>,
+    pub response_urls: HashMap<String, ResponseUrl>,
+    pub files: HashMap<String, UploadedFile>,
+    pub calls: Vec<Call>,
+    buckets: HashMap<String, Bucket>,
+    last_ts: (i64, u32),
+    next_id: u64,
+}
+
+impl State {
+    /// A message timestamp: unique and increasing, in Slack's `seconds.micros` form.
+    pub fn next_ts(&mut self, now: DateTime<Utc>) -> String {
+        let mut ts = (now.timestamp(), now.timestamp_subsec_micros());
+        if ts <= self.last_ts {
+            ts = self.last_ts;
+            ts.1 += 1;
+            if ts.1 >= 1_000_000 {
+                ts = (ts.0 + 1, 0);
+            }
+        }
+        self.last_ts = ts;
+        format!("{}.{:06}", ts.0, ts.1)
+    }
+
+    /// A fresh id with Slack's prefix for its kind (`V` view, `F` file…).
+    pub fn next_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}0SBX{:06}", self.next_id)
+    }
+
+    /// Takes one chat.postMessage token for `channel`, or says how many seconds to wait.
+    pub fn take_post_token(&mut self, channel: &str, now: DateTime<Utc>) -> Result<(), u64> {
+        let bucket = self.buckets.entry(channel.to_owned()).or_insert(Bucket {
+            tokens: POST_BURST,
+            updated: now,
+        });
+        let elapsed = (now - bucket.updated).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        bucket.tokens = (bucket.tokens + elapsed * POSTS_PER_SECOND).min(POST_BURST);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / POSTS_PER_SECOND).ceil().max(1.0) as u64)
+        }
+    }
+
+    pub fn message(&self, channel: &str, ts: &str) -> Option<&Message> {
+        self.messages
+            .iter()
+            .find(|m| m.channel == channel && m.ts == ts)
+    }
+
+    pub fn message_mut(&mut self, channel: &str, ts: &str) -> Option<&mut Message> {
+        self.messages
+            .iter_mut()
+            .find(|m| m.channel == channel && m.ts == ts)
+    }
+
+    /// The modal on top of `user`'s stack.
+    pub fn open_view(&self, user: &str) -> Option<&View> {
+        self.view_stacks
+            .get(user)
+            .and_then(|stack| stack.last())
+            .and_then(|id| self.views.get(id))
+    }
+
+    /// Closes every modal `user` has open (a submission answered with nothing or `clear`).
+    pub fn close_views(&mut self, user: &str) {
+        for id in self.view_stacks.remove(user).unwrap_or_default() {
+            self.views.remove(&id);
+        }
+    }
+
+    /// Closes the top modal only (the close button).
+    pub fn pop_view(&mut self, user: &str) {
+        if let Some(stack) = self.view_stacks.get_mut(user)
+            && let Some(id) = stack.pop()
+        {
+            self.views.remove(&id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_unique_and_increasing_within_one_microsecond() {
+        let mut state = State::default();
+        let now = chrono::DateTime::from_timestamp(1_800_000_000, 999_999_000).unwrap();
+        let a = state.next_ts(now);
+        let b = state.next_ts(now);
+        assert_eq!(a, "1800000000.999999");
+        assert_eq!(b, "1800000001.000000");
+    }
+
+    #[test]
+    fn posting_budget_allows_a_burst_then_one_a_second() {
+        let mut state = State::default();
+        let now = Utc::now();
+        for _ in 0..POST_BURST as usize {
+            assert_eq!(state.take_post_token("C1", now), Ok(()));
+        }
+        assert_eq!(state.take_post_token("C1", now), Err(1));
+        assert_eq!(state.take_post_token("C2", now), Ok(()), "budgets are per channel");
+        let later = now + chrono::Duration::seconds(1);
+        assert_eq!(state.take_post_token("C1", later), Ok(()));
+        assert_eq!(state.take_post_token("C1", later), Err(1));
+    }
+}

@@ -1,0 +1,167 @@
+//! The Slack Web API client: slack-morphism over hyper, pointed at Slack or at the sandbox. The
+//! connector accepts `http` as well as `https` because the sandbox (and only the sandbox) is
+//! plain HTTP on this machine; Slack itself is always https.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use url::Url;
+
+use crate::config::Secret;
+
+/// A Slack call that did not succeed, in the terms the callers act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlackError {
+    /// 429: try again after this long.
+    #[error("rate limited (retry after {0:?})")]
+    RateLimited(Duration),
+    /// Slack answered `ok: false` with this error name (and details, for invalid_blocks).
+    #[error("slack refused: {0}")]
+    Api(String),
+    /// Slack could not be reached or answered garbage.
+    #[error("slack unreachable: {0}")]
+    Transport(String),
+}
+
+impl From<SlackClientError> for SlackError {
+    fn from(error: SlackClientError) -> Self {
+        match error {
+            SlackClientError::RateLimitError(e) => {
+                SlackError::RateLimited(e.retry_after.unwrap_or(Duration::from_secs(1)))
+            }
+            SlackClientError::ApiError(e) => {
+                let details = e.errors.map(|v| format!(" {v:?}")).unwrap_or_default();
+                SlackError::Api(format!("{}{details}", e.code))
+            }
+            other => SlackError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// A message to post or to put in place of an earlier one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutgoingMessage {
+    /// The notification fallback (what a phone shows); always set.
+    pub text: String,
+    pub blocks: Vec<SlackBlock>,
+}
+
+impl OutgoingMessage {
+    fn content(&self) -> SlackMessageContent {
+        SlackMessageContent::new()
+            .with_text(self.text.clone())
+            .with_blocks(self.blocks.clone())
+    }
+}
+
+/// The bot's connection to one workspace.
+#[derive(Clone)]
+pub struct SlackApi {
+    client: Arc<SlackHyperClient>,
+    token: SlackApiToken,
+}
+
+impl std::fmt::Debug for SlackApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlackApi(***)")
+    }
+}
+
+impl SlackApi {
+    /// A client for the Web API at `api_url` (`https://slack.com/api`, or the sandbox's).
+    pub fn new(api_url: &Url, token: &Secret) -> Self {
+        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(builder) => builder,
+            Err(error) => {
+                // No CA bundle on this machine: plain HTTP (the sandbox) still works.
+                tracing::warn!(%error, "no system CA certificates: HTTPS to Slack will fail until ca-certificates is installed");
+                let roots = rustls::RootCertStore::empty();
+                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
+            }
+        };
+        let https = builder.https_or_http().enable_http1().build();
+        let connector = SlackClientHyperConnector::from(https)
+            .with_slack_api_url(api_url.as_str().trim_end_matches('/'));
+        Self {
+            client: Arc::new(SlackClient::new(connector)),
+            token: SlackApiToken::new(SlackApiTokenValue::new(token.expose().to_owned())),
+        }
+    }
+
+    fn session(&self) -> SlackClientSession<'_, SlackClientHyperHttpsConnector> {
+        self.client.open_session(&self.token)
+    }
+
+    /// Posts in a channel (or a thread of it); answers the message's `ts`.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        message: &OutgoingMessage,
+        thread_ts: Option<&str>,
+    ) -> Result<String, SlackError> {
+        let mut request =
+            SlackApiChatPostMessageRequest::new(channel.into(), message.content());
+        request.thread_ts = thread_ts.map(|ts| SlackTs::new(ts.to_owned()));
+        let response = self.session().chat_post_message(&request).await?;
+        Ok(response.ts.to_string())
+    }
+
+    /// Replaces a message the bot posted.
+    pub async fn update_message(
+        &self,
+        channel: &str,
+        ts: &str,
+        message: &OutgoingMessage,
+    ) -> Result<(), SlackError> {
+        let request = SlackApiChatUpdateRequest::new(
+            channel.into(),
+            message.content(),
+            SlackTs::new(ts.to_owned()),
+        );
+        self.session().chat_update(&request).await?;
+        Ok(())
+    }
+
+    /// A message only `user` sees, in `channel`.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let request = SlackApiChatPostEphemeralRequest::new(
+            channel.into(),
+            user.into(),
+            SlackMessageContent::new().with_text(text.to_owned()),
+        );
+        self.session().chat_post_ephemeral(&request).await?;
+        Ok(())
+    }
+
+    /// Opens a modal with a click's trigger id (valid for three seconds: call this first).
+    pub async fn open_view(&self, trigger_id: &str, view: SlackModalView) -> Result<String, SlackError> {
+        let request =
+            SlackApiViewsOpenRequest::new(trigger_id.into(), SlackView::Modal(view));
+        let response = self.session().views_open(&request).await?;
+        Ok(response.view.state_params.id.to_string())
+    }
+
+    /// Members of a user group.
+    pub async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, SlackError> {
+        let request = SlackApiUserGroupsUsersListRequest::new(usergroup.into());
+        let response = self.session().usergroups_users_list(&request).await?;
+        Ok(response.users.into_iter().map(|u| u.to_string()).collect())
+    }
+
+    /// Who the token belongs to: a cheap check that the token works.
+    pub async fn auth_test(&self) -> Result<String, SlackError> {
+        let response = self.session().auth_test().await?;
+        Ok(response.user_id.to_string())
+    }
+}

@@ -1,0 +1,43 @@
+//! `/countersign …` slash commands. Answered at once, ephemerally, within Slack's 3 seconds.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::payload::SlashCommand;
+use super::verified;
+use crate::http::AppState;
+use crate::http::problem::ApiError;
+
+const HELP: &str = "*countersign* — approvals for AI agents\n\
+• Cards arrive in your role's channel; *Approve* or *Reject* them there.\n\
+• `/countersign help` — this message";
+
+pub async fn handle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    verified(&state, &headers, &body)?;
+    let command: SlashCommand = serde_urlencoded_form(&body)?;
+    let word = command.text.split_whitespace().next().unwrap_or("help");
+    tracing::info!(user = %command.user_id, channel = %command.channel_id, command = %command.command, word, "slash command");
+    let text = match word {
+        "help" => HELP.to_owned(),
+        other => format!(
+            "I don't know `{}`.\n{HELP}",
+            super::escape::mrkdwn(&super::escape::truncate(other, 40))
+        ),
+    };
+    Ok(Json(json!({"response_type": "ephemeral", "text": text})))
+}
+
+fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let pairs: serde_json::Map<String, Value> = url::form_urlencoded::parse(body)
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    serde_json::from_value(Value::Object(pairs))
+        .map_err(|e| ApiError::SlackPayload(format!("slash command form: {e}")))
+}

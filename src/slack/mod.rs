@@ -1,0 +1,53 @@
+//! Everything that speaks Slack: the Web API client, the approval card, and the signed
+//! endpoints Slack calls (`/slack/interactions`, `/slack/commands`). The only module that
+//! imports slack-morphism; the engine knows nothing of Slack.
+
+pub mod card;
+mod client;
+mod commands;
+pub mod escape;
+mod interactions;
+pub mod payload;
+mod review;
+pub mod signature;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::post;
+
+pub use client::{OutgoingMessage, SlackApi, SlackError};
+
+use crate::config::Secret;
+use crate::http::AppState;
+use crate::http::problem::ApiError;
+
+/// The workspace countersign is connected to: Slack itself, or the built-in sandbox.
+#[derive(Clone, Debug)]
+pub struct SlackContext {
+    pub api: SlackApi,
+    pub signing_secret: Secret,
+}
+
+/// `/slack/*`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/slack/interactions", post(interactions::handle))
+        .route("/slack/commands", post(commands::handle))
+}
+
+/// Checks Slack's signature on the raw body; nothing is parsed before this passes.
+fn verified(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    signature::verify(
+        &state.slack.signing_secret,
+        header(signature::SIGNATURE_HEADER),
+        header(signature::TIMESTAMP_HEADER),
+        body,
+        state.engine.clock().now(),
+    )
+    .map_err(|error| {
+        tracing::warn!(%error, "Slack request refused");
+        ApiError::SlackSignature(error)
+    })
+}

@@ -1,0 +1,168 @@
+//! The Slack outbox worker: claims due rows of `slack_outbox`, does them (post a card, refresh
+//! the posted cards), and marks them done. Rows are written in the same transaction as the
+//! change that calls for them, so a crash loses no card; a row whose worker died comes back when
+//! its lease ends.
+//!
+//! Slack's answer decides what happens to a row: success → done; 429 → due again after
+//! `Retry-After`, however often it takes; a refusal such as `invalid_blocks` or
+//! `channel_not_found` → given up at once, logged (retrying cannot help); unreachable → retried
+//! on [`BACKOFF`], then given up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::domain::{PostedCard, SlackJob, SlackTask};
+use crate::registry::SharedRegistry;
+use crate::slack::card::{self, CardContext};
+use crate::slack::{SlackApi, SlackError};
+use crate::store::{Store, StoreError};
+
+/// Delays between attempts when Slack cannot be reached.
+pub const BACKOFF: &[Duration] = &[
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+];
+/// How long a claimed row is ours before another worker may take it.
+const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+/// Rows claimed per pass.
+const BATCH: i64 = 32;
+/// Idle poll, for rows that become due while nobody rings (retries, other replicas' work).
+const POLL: Duration = Duration::from_millis(500);
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pass {
+    pub done: usize,
+    pub retried: usize,
+    pub failed: usize,
+}
+
+impl Pass {
+    pub fn claimed(&self) -> usize {
+        self.done + self.retried + self.failed
+    }
+}
+
+/// What became of one job.
+enum JobOutcome {
+    Done(Option<PostedCard>),
+    Retry(Duration, String),
+    Fail(String),
+}
+
+#[derive(Clone)]
+pub struct SlackOutbox {
+    pub store: Arc<dyn Store>,
+    pub api: SlackApi,
+    pub registry: SharedRegistry,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl SlackOutbox {
+    /// Runs until `shutdown`, waking on `work` or every [`POLL`].
+    pub async fn run(self, work: Arc<Notify>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.run_once().await {
+                Ok(pass) if pass.claimed() > 0 => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "slack outbox: cannot claim work"),
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = work.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+        tracing::info!("slack outbox worker stopped");
+    }
+
+    /// Claims the due rows and does them, one after another (a row's card posts are ordered).
+    pub async fn run_once(&self) -> Result<Pass, StoreError> {
+        let now = self.clock.now();
+        let jobs = self.store.claim_slack_jobs(now, now + LEASE, BATCH).await?;
+        let mut pass = Pass::default();
+        for job in jobs {
+            let outcome = self.perform(&job).await;
+            let now = self.clock.now();
+            match outcome {
+                JobOutcome::Done(posted) => {
+                    self.store.finish_slack_job(&job, posted.as_ref(), now).await?;
+                    pass.done += 1;
+                }
+                JobOutcome::Retry(after, error) => {
+                    let due = now + chrono::Duration::from_std(after).unwrap_or(LEASE);
+                    tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
+                    self.store.retry_slack_job(&job, due, &error).await?;
+                    pass.retried += 1;
+                }
+                JobOutcome::Fail(error) => {
+                    tracing::error!(job = job.id, proposal_id = %job.proposal_id, %error, "slack outbox: giving up");
+                    self.store.fail_slack_job(&job, now, &error).await?;
+                    pass.failed += 1;
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    #[tracing::instrument(skip_all, fields(job = job.id, proposal_id = %job.proposal_id))]
+    async fn perform(&self, job: &SlackJob) -> JobOutcome {
+        let proposal = match self.store.proposal(&job.proposal_id).await {
+            Ok(Some(proposal)) => proposal,
+            Ok(None) => return JobOutcome::Fail("proposal not found".into()),
+            Err(error) => return JobOutcome::Retry(BACKOFF[0], error.to_string()),
+        };
+        let registry = self.registry.current();
+        let owner = registry
+            .agents
+            .agents()
+            .iter()
+            .find(|a| a.id == proposal.agent)
+            .map(|a| a.owner.clone());
+        let message = card::render(&proposal, &CardContext { owner: owner.as_deref() });
+        let posted = match self.store.posted_cards(&proposal.id).await {
+            Ok(posted) => posted,
+            Err(error) => return JobOutcome::Retry(BACKOFF[0], error.to_string()),
+        };
+        let result = match &job.task {
+            SlackTask::PostCard { role } => {
+                if posted.iter().any(|card| &card.role == role) {
+                    return JobOutcome::Done(None);
+                }
+                let Some(channel) = registry.roles.get(role).map(|r| r.channel.clone()) else {
+                    return JobOutcome::Fail(format!("role {role:?} is no longer declared"));
+                };
+                self.api
+                    .post_message(&channel, &message, None)
+                    .await
+                    .map(|ts| Some(PostedCard { role: role.clone(), channel, ts }))
+            }
+            SlackTask::RefreshCards => {
+                let mut result = Ok(None);
+                for card in &posted {
+                    if let Err(error) = self.api.update_message(&card.channel, &card.ts, &message).await {
+                        result = Err(error);
+                        break;
+                    }
+                }
+                result
+            }
+        };
+        match result {
+            Ok(posted) => JobOutcome::Done(posted),
+            Err(SlackError::RateLimited(after)) => JobOutcome::Retry(after, "rate limited".into()),
+            Err(SlackError::Api(error)) => JobOutcome::Fail(error),
+            Err(SlackError::Transport(error)) => match BACKOFF.get(job.attempts as usize) {
+                Some(delay) => JobOutcome::Retry(*delay, error),
+                None => JobOutcome::Fail(error),
+            },
+        }
+    }
+}

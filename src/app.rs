@@ -117,11 +117,7 @@ fn connect_slack(
         (&config.slack_bot_token, &config.slack_signing_secret)
     {
         let api = SlackApi::new(&config.slack_api_url, token);
-        let context = SlackContext {
-            api,
-            signing_secret: signing_secret.clone(),
-        };
-        return Ok((context, None));
+        return Ok((SlackContext::new(api, signing_secret.clone()), None));
     }
     let workspace = Workspace::seed(registry, &config.manifests)
         .context("invalid sandbox workspace")?;
@@ -131,11 +127,8 @@ fn connect_slack(
         .clone()
         .unwrap_or_else(|| Secret::new(hex::encode(rand::random::<[u8; 32]>())));
     let sandbox = Sandbox::new(workspace, token.clone(), signing_secret.clone(), own_url, clock);
-    let context = SlackContext {
-        api: SlackApi::new(&sandbox.api_url(), &token),
-        signing_secret,
-    };
-    Ok((context, Some(sandbox)))
+    let api = SlackApi::new(&sandbox.api_url(), &token);
+    Ok((SlackContext::new(api, signing_secret), Some(sandbox)))
 }
 
 fn warn_about(registry: &Registry) {

@@ -116,6 +116,8 @@ pub mod kinds {
     pub const DECIDED: &str = "proposal.decided";
     pub const CANCELLED: &str = "proposal.cancelled";
     pub const OUTCOME_RECORDED: &str = "proposal.outcome_recorded";
+    /// A reviewer's approve or reject was recorded.
+    pub const VOTED: &str = "proposal.voted";
     /// A request that named a proposal and was refused (wrong state, another agent's proposal).
     pub const REQUEST_REFUSED: &str = "request.refused";
 }

@@ -6,6 +6,7 @@ pub mod outbox;
 pub mod proposal;
 pub mod request;
 pub mod verdict;
+pub mod vote;
 
 pub use ids::{ActionId, AgentId, ProposalId};
 pub use outbox::{PostedCard, SlackJob, SlackTask};
@@ -17,3 +18,4 @@ pub use verdict::{
     EscalationLevel, EscalationTarget, OnTimeout, Quorum, RemindWhom, StepUp, Verdict,
     VerdictOutcome,
 };
+pub use vote::{Ballot, Vote};

@@ -13,12 +13,12 @@ use crate::audit::{AuditDraft, kinds};
 use crate::clock::Clock;
 use crate::domain::request::ValidRequest;
 use crate::domain::{
-    Actor, ActorKind, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId, Status,
-    VerdictOutcome,
+    Actor, ActorKind, Ballot, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId,
+    Status, VerdictOutcome, Vote,
 };
 use crate::manifest::{Agent, Refusal};
 use crate::registry::Registry;
-use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
+use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError, VoteRefusal};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -58,6 +58,22 @@ impl From<CommandResult> for Transition {
             _ => Transition::NotFound,
         }
     }
+}
+
+/// What a reviewer's vote gave.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Voted {
+    /// Recorded (or recognised as the same click again: `replay`).
+    Recorded {
+        proposal: Box<Proposal>,
+        votes: Vec<Vote>,
+        replay: bool,
+    },
+    Refused {
+        proposal: Box<Proposal>,
+        reason: VoteRefusal,
+    },
+    NotFound,
 }
 
 /// The approval engine.
@@ -295,5 +311,64 @@ impl Engine {
             outcome,
         };
         Ok(self.apply(command).await?.into())
+    }
+
+    /// A reviewer's approve or reject, already authorized for `eligible` roles.
+    #[tracing::instrument(skip_all, fields(proposal_id = %id, voter = %voter, ballot = ballot.as_str()))]
+    pub async fn vote(
+        &self,
+        id: ProposalId,
+        voter: String,
+        eligible: Vec<String>,
+        ballot: Ballot,
+        reason: Option<String>,
+        dedupe: String,
+    ) -> Result<Voted, EngineError> {
+        let command = Command::Vote {
+            id,
+            voter,
+            eligible,
+            ballot,
+            reason,
+            dedupe,
+        };
+        Ok(match self.apply(command).await? {
+            CommandResult::Voted {
+                proposal,
+                votes,
+                replay,
+            } => {
+                if !replay {
+                    tracing::info!(status = proposal.status.as_str(), votes = votes.len(), "vote recorded");
+                }
+                Voted::Recorded {
+                    proposal,
+                    votes,
+                    replay,
+                }
+            }
+            CommandResult::VoteRefused { proposal, reason } => Voted::Refused { proposal, reason },
+            _ => Voted::NotFound,
+        })
+    }
+
+    /// Audits a click refused before it reached the proposal (not an approver, separation of
+    /// duties…).
+    pub async fn refuse_click(
+        &self,
+        id: &ProposalId,
+        voter: &str,
+        ballot: Ballot,
+        reason: &str,
+    ) -> Result<(), EngineError> {
+        let event = AuditDraft::new(
+            kinds::REQUEST_REFUSED,
+            Some(id),
+            format!("reviewer:{voter}"),
+            json!({"request": ballot.as_str(), "reason": reason}),
+        );
+        tracing::info!(proposal_id = %id, voter, reason, "click refused");
+        self.apply(Command::Audit(event)).await?;
+        Ok(())
     }
 }

@@ -265,7 +265,7 @@ impl Sandbox {
         message.text = text.clone();
         message.blocks = blocks;
         message.edited = Some(edited);
-        Reply::Ok(json!({"channel": channel.id, "ts": ts, "text": text}))
+        Reply::Ok(json!({"channel": channel.id, "ts": ts, "text": text, "message": message_json(message)}))
     }
 
     fn post_ephemeral(&self, args: &Args) -> Reply {

@@ -145,6 +145,11 @@ impl Sandbox {
         self.state().calls.clone()
     }
 
+    /// A trigger id as a click by `user` would carry (for scripts and tests of views.open).
+    pub fn issue_trigger(&self, user: &str) -> String {
+        api::issue_trigger(self, user, None, None).0
+    }
+
     /// The modal `user` has open, if any.
     pub fn open_view(&self, user: &str) -> Option<View> {
         self.state().open_view(user).cloned()

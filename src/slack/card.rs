@@ -6,7 +6,8 @@ use slack_morphism::prelude::*;
 
 use super::client::OutgoingMessage;
 use super::escape::{mrkdwn, truncate};
-use crate::domain::{Proposal, Status};
+use crate::domain::vote::shortfall;
+use crate::domain::{Ballot, Proposal, Status, Vote};
 
 /// Action ids of the card's buttons; the interaction handler matches on them.
 pub const APPROVE: &str = "approve";
@@ -21,6 +22,8 @@ const CHANGES_SHOWN: usize = 8;
 pub struct CardContext<'a> {
     /// The agent's accountable human (a Slack user id from the manifest: trusted).
     pub owner: Option<&'a str>,
+    /// Votes so far, oldest first.
+    pub votes: &'a [Vote],
 }
 
 /// The status line at the top of the card.
@@ -116,6 +119,31 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
     }
     facts.push(format!("rules: {}", verdict.rules.join(", ")));
     blocks.push(SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(truncate(&facts.join(" · "), 3000)))]).into());
+
+    if !context.votes.is_empty() || proposal.status == Status::Pending {
+        let mut lines: Vec<String> = context
+            .votes
+            .iter()
+            .map(|vote| {
+                let role = vote.role.as_deref().map(|r| format!(" for {r}")).unwrap_or_default();
+                let when = super::review::slack_date(vote.at);
+                match vote.ballot {
+                    Ballot::Approve => format!(":white_check_mark: <@{}> approved{role} {when}", vote.voter),
+                    Ballot::Reject => format!(
+                        ":x: <@{}> rejected {when}: {}",
+                        vote.voter,
+                        mrkdwn(&truncate(vote.reason.as_deref().unwrap_or(""), 300))
+                    ),
+                }
+            })
+            .collect();
+        if proposal.status == Status::Pending {
+            let missing = shortfall(&verdict.quorum, &verdict.route, context.votes);
+            lines.push(format!("Still needed: {}", missing.describe()));
+        }
+        let text = truncate(&format!("*Votes*\n{}", lines.join("\n")), 3000);
+        blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
+    }
 
     if proposal.status == Status::Pending {
         let value = proposal.id.to_string();

@@ -5,6 +5,7 @@
 pub mod card;
 mod client;
 mod commands;
+mod directory;
 pub mod escape;
 mod interactions;
 pub mod payload;
@@ -17,6 +18,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 
 pub use client::{OutgoingMessage, SlackApi, SlackError};
+pub use directory::Directory;
 
 use crate::config::Secret;
 use crate::http::AppState;
@@ -27,6 +29,17 @@ use crate::http::problem::ApiError;
 pub struct SlackContext {
     pub api: SlackApi,
     pub signing_secret: Secret,
+    pub directory: Directory,
+}
+
+impl SlackContext {
+    pub fn new(api: SlackApi, signing_secret: Secret) -> Self {
+        Self {
+            directory: Directory::new(api.clone()),
+            api,
+            signing_secret,
+        }
+    }
 }
 
 /// `/slack/*`.

@@ -1,23 +1,298 @@
-//! What a reviewer's click does.
+//! What a reviewer's click does. Approve: check the clicker may approve (an approver of a
+//! routed role, not the agent's owner nor the person it acts for), record the vote, and let the
+//! quorum decide. Reject: open a modal asking why (first, while the trigger id is fresh), then
+//! on submission check and record the rejection with its reason.
+//!
+//! A vote is written before Slack gets its acknowledgement, so an acknowledged click is never
+//! lost; the reply to the clicker is a best-effort ephemeral message, and the cards are brought
+//! up to date through the outbox.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use slack_morphism::prelude::*;
 
+use super::card;
+use super::escape::{mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
+use crate::domain::{Ballot, Proposal, ProposalId, Status, Vote};
+use crate::engine::Voted;
 use crate::http::AppState;
+use crate::store::VoteRefusal;
+
+/// callback_id of the rejection modal.
+pub const REJECT_VIEW: &str = "reject";
+const REASON_BLOCK: &str = "reason";
+const REASON_INPUT: &str = "text";
+const PRESET_BLOCK: &str = "preset";
+const PRESET_INPUT: &str = "choice";
+
+/// Reasons a reviewer can pick instead of typing one (they may add detail).
+const PRESET_REASONS: &[&str] = &[
+    "Amount or scope is too large",
+    "Wrong target",
+    "Needs more evidence",
+    "Not now: ask again later",
+    "Against policy",
+];
 
 /// Approve or Reject on a card.
 pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
-    let Some(channel) = click.channel_id() else {
+    let user = click.user.id.clone();
+    let channel = click.channel_id().map(str::to_owned);
+    let reply = |text: String| {
+        let api = state.slack.api.clone();
+        let (channel, user) = (channel.clone(), user.clone());
+        async move {
+            let Some(channel) = channel else { return };
+            if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
+                tracing::warn!(%error, "cannot answer a click");
+            }
+        }
+    };
+    let Some(id) = action.value.as_deref().and_then(|v| ProposalId::parse(v).ok()) else {
+        tokio::spawn(reply("That button does not name a countersign proposal.".into()));
         return;
     };
-    let text = format!("Received `{}`.", action.action_id);
-    if let Err(error) = state.slack.api.post_ephemeral(channel, &click.user.id, &text).await {
-        tracing::warn!(%error, "cannot answer a click");
+
+    if action.action_id == card::REJECT {
+        // The trigger id lives three seconds: the modal opens before anything else.
+        let metadata = format!("{id} {}", channel.as_deref().unwrap_or(""));
+        if let Err(error) = state.slack.api.open_view(&click.trigger_id, reject_modal(&metadata)).await {
+            tracing::warn!(%error, proposal_id = %id, "cannot open the rejection modal");
+            tokio::spawn(reply("Slack did not let me open the rejection form in time; please click Reject again.".into()));
+        }
+        return;
+    }
+
+    let dedupe = format!(
+        "click:{user}:{}:{}",
+        action.action_id,
+        action.action_ts.as_deref().unwrap_or("")
+    );
+    let text = match vote(state, &id, &user, Ballot::Approve, None, dedupe).await {
+        Ok(Some(text)) => text,
+        Ok(None) => return,
+        Err(text) => text,
+    };
+    tokio::spawn(reply(text));
+}
+
+/// A modal was submitted. Only the rejection modal is ours; its answer goes back in the
+/// acknowledgement (`response_action: errors` keeps it open with the message).
+pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Response {
+    if submission.view.callback_id != REJECT_VIEW {
+        return StatusCode::OK.into_response();
+    }
+    let mut metadata = submission.view.private_metadata.split(' ');
+    let Some(id) = metadata.next().and_then(|v| ProposalId::parse(v).ok()) else {
+        return errors("This form no longer names a proposal.");
+    };
+    let channel = metadata.next().filter(|c| !c.is_empty()).map(str::to_owned);
+    let state_values = &submission.view.state;
+    let preset = state_values.value(PRESET_BLOCK, PRESET_INPUT).filter(|p| !p.is_empty());
+    let text = state_values
+        .value(REASON_BLOCK, REASON_INPUT)
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let reason = match (preset, text) {
+        (None, None) => return errors("Say why, so the agent does not try the same thing again."),
+        (Some(p), None) => p.to_owned(),
+        (None, Some(t)) => t.to_owned(),
+        (Some(p), Some(t)) => format!("{p}: {t}"),
+    };
+    let reason = truncate(&reason, 2000);
+    let user = submission.user.id.clone();
+    let dedupe = format!("view:{}", submission.view.id);
+    match vote(state, &id, &user, Ballot::Reject, Some(reason), dedupe).await {
+        Ok(message) => {
+            if let (Some(channel), Some(text)) = (channel, message) {
+                let api = state.slack.api.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
+                        tracing::warn!(%error, "cannot confirm a rejection");
+                    }
+                });
+            }
+            StatusCode::OK.into_response()
+        }
+        Err(refusal) => errors(&refusal),
     }
 }
 
-/// A modal was submitted.
-pub async fn submitted(_state: &AppState, _submission: &ViewSubmission) -> Response {
-    StatusCode::OK.into_response()
+fn errors(message: &str) -> Response {
+    Json(json!({"response_action": "errors", "errors": {REASON_BLOCK: message}})).into_response()
+}
+
+/// Checks the voter and records the vote. `Ok(Some(text))`: recorded, tell them `text`;
+/// `Ok(None)`: the same click again, say nothing; `Err(text)`: refused, tell them why.
+async fn vote(
+    state: &AppState,
+    id: &ProposalId,
+    user: &str,
+    ballot: Ballot,
+    reason: Option<String>,
+    dedupe: String,
+) -> Result<Option<String>, String> {
+    let unavailable = |error: &dyn std::fmt::Display| {
+        tracing::error!(%error, proposal_id = %id, "cannot record a vote");
+        "countersign could not record that just now; nothing was recorded. Please try again.".to_owned()
+    };
+    let proposal = match state.engine.store().proposal(id).await {
+        Ok(Some(proposal)) => proposal,
+        Ok(None) => return Err("That proposal does not exist.".into()),
+        Err(error) => return Err(unavailable(&error)),
+    };
+    let eligible = eligible_roles(state, &proposal, user).await;
+    let refusal = if eligible.is_empty() {
+        Some(format!(
+            "Only approvers for {} can decide this; nothing was recorded.",
+            proposal.content.verdict.route.join(" or ")
+        ))
+    } else if ballot == Ballot::Approve {
+        separation_of_duties(state, &proposal, user)
+    } else {
+        None
+    };
+    if let Some(refusal) = refusal {
+        if let Err(error) = state.engine.refuse_click(id, user, ballot, &refusal).await {
+            return Err(unavailable(&error));
+        }
+        return Err(refusal);
+    }
+    match state
+        .engine
+        .vote(id.clone(), user.to_owned(), eligible, ballot, reason, dedupe)
+        .await
+    {
+        Ok(Voted::Recorded { replay: true, .. }) => Ok(None),
+        Ok(Voted::Recorded { proposal, votes, .. }) => Ok(Some(recorded(&proposal, &votes, ballot))),
+        Ok(Voted::Refused { proposal, reason }) => Err(match reason {
+            VoteRefusal::NotPending => already_decided(&proposal),
+            VoteRefusal::AlreadyVoted(earlier) => format!(
+                "You already {} this {}; one vote per person.",
+                if earlier.ballot == Ballot::Approve { "approved" } else { "rejected" },
+                slack_date(earlier.at)
+            ),
+        }),
+        Ok(Voted::NotFound) => Err("That proposal does not exist.".into()),
+        Err(error) => Err(unavailable(&error)),
+    }
+}
+
+/// The routed roles `user` approves for, in route order.
+async fn eligible_roles(state: &AppState, proposal: &Proposal, user: &str) -> Vec<String> {
+    let registry = state.registry.current();
+    let mut eligible = Vec::new();
+    for name in &proposal.content.verdict.route {
+        if let Some(role) = registry.roles.get(name)
+            && state.slack.directory.approves_for(role, user).await
+        {
+            eligible.push(name.clone());
+        }
+    }
+    eligible
+}
+
+/// The agent's owner and the person the agent acts for may not approve it.
+fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str) -> Option<String> {
+    let registry = state.registry.current();
+    let owner = registry
+        .agents
+        .agents()
+        .iter()
+        .find(|a| a.id == proposal.agent)
+        .map(|a| a.owner.clone());
+    if owner.as_deref() == Some(user) {
+        return Some(format!(
+            "You own the agent `{}`, so someone else must approve its proposals (separation of duties); nothing was recorded.",
+            proposal.agent
+        ));
+    }
+    if proposal.content.requested_by.as_deref() == Some(user) {
+        return Some("The agent is acting for you, so someone else must approve this (separation of duties); nothing was recorded.".into());
+    }
+    None
+}
+
+fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {
+    match (ballot, proposal.status) {
+        (Ballot::Reject, _) => format!(
+            ":x: You rejected *{}*. The agent is told why.",
+            mrkdwn(&truncate(&proposal.content.summary, 150))
+        ),
+        (Ballot::Approve, Status::Approved) => format!(
+            ":white_check_mark: Approved: *{}*. Your approval completed the quorum.",
+            mrkdwn(&truncate(&proposal.content.summary, 150))
+        ),
+        _ => {
+            let verdict = &proposal.content.verdict;
+            let missing = crate::domain::vote::shortfall(&verdict.quorum, &verdict.route, votes);
+            format!("Your approval is recorded. Still needed: {}.", missing.describe())
+        }
+    }
+}
+
+fn already_decided(proposal: &Proposal) -> String {
+    let status = match proposal.status {
+        Status::Approved => "approved",
+        Status::Rejected => "rejected",
+        Status::Expired => "expired",
+        Status::Cancelled => "cancelled",
+        Status::Pending => "pending",
+    };
+    match &proposal.decision {
+        Some(decision) => {
+            let who = match decision.by.kind {
+                crate::domain::ActorKind::Reviewer => format!("<@{}>", decision.by.id),
+                _ => mrkdwn(&decision.by.audit_name()),
+            };
+            format!("Already {status} by {who} {}; nothing was recorded.", slack_date(decision.at))
+        }
+        None => format!("This proposal is {status}; nothing was recorded."),
+    }
+}
+
+/// A time every reader sees in their own time zone.
+pub fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
+        at.timestamp(),
+        at.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+fn reject_modal(metadata: &str) -> SlackModalView {
+    let options: Vec<SlackBlockChoiceItem<SlackBlockPlainTextOnly>> = PRESET_REASONS
+        .iter()
+        .map(|reason| SlackBlockChoiceItem::new(pt!(*reason), (*reason).to_owned()))
+        .collect();
+    let preset = SlackInputBlock::new(
+        pt!("Reason"),
+        SlackInputBlockElement::StaticSelect(
+            SlackBlockStaticSelectElement::new()
+                .with_action_id(PRESET_INPUT.into())
+                .with_options(options),
+        ),
+    )
+    .with_block_id(PRESET_BLOCK.into())
+    .with_optional(true);
+    let text = SlackInputBlock::new(
+        pt!("What should the agent know?"),
+        SlackInputBlockElement::PlainTextInput(
+            SlackBlockPlainTextInputElement::new()
+                .with_action_id(REASON_INPUT.into())
+                .with_multiline(true)
+                .with_max_length(2000),
+        ),
+    )
+    .with_block_id(REASON_BLOCK.into())
+    .with_optional(true)
+    .with_hint(pt!("Pick a reason, write one, or both. The agent receives it."));
+    SlackModalView::new(pt!("Reject proposal"), vec![preset.into(), text.into()])
+        .with_submit(pt!("Reject"))
+        .with_close(pt!("Cancel"))
+        .with_callback_id(REJECT_VIEW.into())
+        .with_private_metadata(metadata.to_owned())
 }

@@ -7,9 +7,12 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey};
-use super::{Command, CommandResult, StoreError};
+use super::{Command, CommandResult, StoreError, VoteRefusal};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
-use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, SlackTask, Status};
+use crate::domain::vote::{role_for, shortfall};
+use crate::domain::{
+    Actor, ActorKind, AgentId, Ballot, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
+};
 
 /// Primitive operations inside one open transaction. The transaction already holds whatever
 /// lock makes it the only writer of the audit chain. Inserts take many rows at once, so a batch
@@ -21,6 +24,14 @@ pub(super) trait BatchTx: Send {
     async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError>;
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError>;
+    /// Votes on a proposal with the dedupe key each was cast with, oldest first.
+    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError>;
+    async fn insert_vote(
+        &mut self,
+        id: &ProposalId,
+        vote: &Vote,
+        dedupe: &str,
+    ) -> Result<(), StoreError>;
     async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError>;
     /// Writes `proposal`'s lifecycle columns if its stored status is still `from`.
     async fn update_lifecycle(
@@ -251,8 +262,122 @@ async fn run_one(
             );
             Ok((CommandResult::Updated(Box::new(proposal)), vec![event]))
         }
+        Command::Vote {
+            id,
+            voter,
+            eligible,
+            ballot,
+            reason,
+            dedupe,
+        } => {
+            let Some(proposal) = tx.load_proposal(&id).await? else {
+                return Ok((CommandResult::NotFound, vec![]));
+            };
+            let actor = Actor {
+                kind: ActorKind::Reviewer,
+                id: voter.clone(),
+            };
+            let stored = tx.tx.load_votes(&id).await?;
+            let mut votes: Vec<Vote> = stored.iter().map(|(v, _)| v.clone()).collect();
+            let earlier = stored.iter().find(|(v, _)| v.voter == voter);
+            // The same click delivered again (Slack retries, double clicks): answered as before.
+            if earlier.is_some_and(|(_, earlier_dedupe)| *earlier_dedupe == dedupe) {
+                let replay = CommandResult::Voted {
+                    proposal: Box::new(proposal),
+                    votes,
+                    replay: true,
+                };
+                return Ok((replay, vec![]));
+            }
+            let refusal = if proposal.status != Status::Pending {
+                Some(("proposal is no longer pending", VoteRefusal::NotPending))
+            } else {
+                earlier.map(|(vote, _)| ("already voted", VoteRefusal::AlreadyVoted(vote.clone())))
+            };
+            if let Some((why, reason)) = refusal {
+                let event = vote_refused(&proposal, &actor, ballot, why);
+                let result = CommandResult::VoteRefused {
+                    proposal: Box::new(proposal),
+                    reason,
+                };
+                return Ok((result, vec![event]));
+            }
+            let verdict = &proposal.content.verdict;
+            let role = match ballot {
+                Ballot::Approve => role_for(&verdict.quorum, &verdict.route, &votes, &eligible),
+                Ballot::Reject => eligible.first().cloned(),
+            };
+            let vote = Vote {
+                voter: voter.clone(),
+                role,
+                ballot,
+                reason: reason.clone(),
+                at,
+            };
+            tx.flush().await?;
+            tx.tx.insert_vote(&id, &vote, &dedupe).await?;
+            let mut events = vec![AuditDraft::new(
+                kinds::VOTED,
+                Some(&id),
+                actor.audit_name(),
+                json!({"ballot": ballot, "role": vote.role, "reason": reason, "dedupe": dedupe}),
+            )];
+            votes.push(vote);
+            let shortfall = shortfall(&verdict.quorum, &verdict.route, &votes);
+            let decided = match ballot {
+                Ballot::Reject => Some((Status::Rejected, reason)),
+                Ballot::Approve if shortfall.is_met() => Some((Status::Approved, Some(quorum_reason(&votes)))),
+                Ballot::Approve => None,
+            };
+            let proposal = match decided {
+                Some((status, reason)) => {
+                    let decision = Decision { by: actor, at, reason };
+                    let (result, more) =
+                        transition(tx, proposal, status, decision, kinds::DECIDED, ballot.as_str()).await?;
+                    events.extend(more);
+                    match result {
+                        CommandResult::Updated(proposal) => proposal,
+                        // Cannot happen: the proposal was pending in this very transaction.
+                        other => return Err(StoreError::Other(format!("vote: unexpected {other:?}"))),
+                    }
+                }
+                None => {
+                    tx.slack_jobs
+                        .push(SlackJobRow::new(&id, &SlackTask::RefreshCards, at)?);
+                    Box::new(proposal)
+                }
+            };
+            let result = CommandResult::Voted {
+                proposal,
+                votes,
+                replay: false,
+            };
+            Ok((result, events))
+        }
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
     }
+}
+
+/// The decision reason when approvals complete the quorum: who approved for which role.
+fn quorum_reason(votes: &[Vote]) -> String {
+    let approvals: Vec<String> = votes
+        .iter()
+        .filter(|v| v.ballot == Ballot::Approve)
+        .map(|v| match &v.role {
+            Some(role) => format!("{} ({role})", v.voter),
+            None => v.voter.clone(),
+        })
+        .collect();
+    format!("quorum met: {}", approvals.join(", "))
+}
+
+fn vote_refused(proposal: &Proposal, actor: &Actor, ballot: Ballot, reason: &str) -> AuditDraft {
+    AuditDraft::new(
+        kinds::REQUEST_REFUSED,
+        Some(&proposal.id),
+        actor.audit_name(),
+        json!({"request": ballot.as_str(), "reason": reason, "status": proposal.status}),
+    )
 }
 
 /// Loads `id` if `agent` owns it. Another agent's proposal is refused as if it did not exist,

@@ -19,7 +19,8 @@ use chrono::{DateTime, Utc};
 use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    AgentId, Decision, ExecutionOutcome, PostedCard, Proposal, ProposalId, SlackJob, Status,
+    AgentId, Ballot, Decision, ExecutionOutcome, PostedCard, Proposal, ProposalId, SlackJob,
+    Status, Vote,
 };
 
 pub use postgres::PostgresStore;
@@ -106,8 +107,31 @@ pub enum Command {
         agent: AgentId,
         outcome: ExecutionOutcome,
     },
+    /// A reviewer approves or rejects. Who may vote (`eligible`: the routed roles the voter
+    /// approves for) and separation of duties are the caller's checks; whether the proposal is
+    /// still pending and the voter has not voted are checked here, in the transaction, so
+    /// racing clicks see each other. A reject decides at once; an approve decides when it
+    /// completes the quorum.
+    Vote {
+        id: ProposalId,
+        voter: String,
+        eligible: Vec<String>,
+        ballot: Ballot,
+        reason: Option<String>,
+        /// Identifies the click (Slack's action_ts, user and action) or the modal submission.
+        dedupe: String,
+    },
     /// Only an audit event: a refused request that named a proposal.
     Audit(AuditDraft),
+}
+
+/// Why a vote was not recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VoteRefusal {
+    /// The proposal was decided (or cancelled, or expired) already.
+    NotPending,
+    /// This person voted already (with a different click).
+    AlreadyVoted(Vote),
 }
 
 /// What a command did.
@@ -128,6 +152,18 @@ pub enum CommandResult {
     WrongState(Status),
     /// An audit-only command was appended.
     Audited,
+    /// The vote is recorded (or was: `replay` when this was the same click again); the
+    /// proposal as it now stands and every vote on it.
+    Voted {
+        proposal: Box<Proposal>,
+        votes: Vec<Vote>,
+        replay: bool,
+    },
+    /// The vote was refused (audited).
+    VoteRefused {
+        proposal: Box<Proposal>,
+        reason: VoteRefusal,
+    },
 }
 
 /// Everything countersign keeps.
@@ -195,6 +231,9 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
+
+    /// Every vote on a proposal, oldest first.
+    async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError>;
 
     /// Every card posted for a proposal.
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError>;

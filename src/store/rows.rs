@@ -152,3 +152,12 @@ pub(super) fn slack_job(
         attempts,
     })
 }
+
+/// A stored ballot.
+pub(super) fn ballot(text: &str) -> Result<crate::domain::Ballot, StoreError> {
+    match text {
+        "approve" => Ok(crate::domain::Ballot::Approve),
+        "reject" => Ok(crate::domain::Ballot::Reject),
+        other => Err(StoreError::Corrupt(format!("ballot {other:?}"))),
+    }
+}

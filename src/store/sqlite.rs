@@ -16,13 +16,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{
-    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, encode, slack_job,
+    INSERT_CHUNK, ballot, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, encode, slack_job,
     status_count,
 };
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
 use crate::clock::{format_timestamp, parse_timestamp};
-use crate::domain::{AgentId, PostedCard, Proposal, ProposalId, SlackJob, Status};
+use crate::domain::{AgentId, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -85,6 +85,19 @@ fn audit_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
     })
 }
 
+fn vote_row(row: &SqliteRow) -> Result<(Vote, String), StoreError> {
+    let vote = Vote {
+        voter: row.try_get("voter")?,
+        role: row.try_get("role")?,
+        ballot: ballot(&row.try_get::<String, _>("ballot")?)?,
+        reason: row.try_get("reason")?,
+        at: timestamp(row, "at")?,
+    };
+    Ok((vote, row.try_get("dedupe")?))
+}
+
+const SELECT_VOTES: &str = "SELECT voter, role, ballot, reason, dedupe, at FROM votes WHERE proposal_id = ?1 ORDER BY at, voter";
+
 const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = ?1";
 
 struct Tx(Transaction<'static, Sqlite>);
@@ -126,6 +139,36 @@ impl BatchTx for Tx {
                 .execute(&mut *self.0)
                 .await?;
         }
+        Ok(())
+    }
+
+    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError> {
+        let rows = sqlx::query(SELECT_VOTES)
+            .bind(id.as_str())
+            .fetch_all(&mut *self.0)
+            .await?;
+        rows.iter().map(vote_row).collect()
+    }
+
+    async fn insert_vote(
+        &mut self,
+        id: &ProposalId,
+        vote: &Vote,
+        dedupe: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO votes (proposal_id, voter, role, ballot, reason, dedupe, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(id.as_str())
+        .bind(&vote.voter)
+        .bind(&vote.role)
+        .bind(vote.ballot.as_str())
+        .bind(&vote.reason)
+        .bind(dedupe)
+        .bind(format_timestamp(vote.at))
+        .execute(&mut *self.0)
+        .await?;
         Ok(())
     }
 
@@ -416,6 +459,14 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {
+        let rows = sqlx::query(SELECT_VOTES)
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| vote_row(row).map(|(vote, _)| vote)).collect()
     }
 
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {

@@ -126,11 +126,18 @@ impl SlackOutbox {
             .iter()
             .find(|a| a.id == proposal.agent)
             .map(|a| a.owner.clone());
-        let message = card::render(&proposal, &CardContext { owner: owner.as_deref() });
-        let posted = match self.store.posted_cards(&proposal.id).await {
-            Ok(posted) => posted,
+        let (votes, posted) = match tokio::try_join!(
+            self.store.votes(&proposal.id),
+            self.store.posted_cards(&proposal.id)
+        ) {
+            Ok(found) => found,
             Err(error) => return JobOutcome::Retry(BACKOFF[0], error.to_string()),
         };
+        let context = CardContext {
+            owner: owner.as_deref(),
+            votes: &votes,
+        };
+        let message = card::render(&proposal, &context);
         let result = match &job.task {
             SlackTask::PostCard { role } => {
                 if posted.iter().any(|card| &card.role == role) {

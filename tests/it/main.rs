@@ -11,5 +11,8 @@ mod lifecycle;
 mod ops;
 mod policy;
 mod policy_cli;
+mod sandbox_api;
+mod slack_client;
+mod slack_flow;
 mod store_contract;
 mod writer;

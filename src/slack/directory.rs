@@ -1,0 +1,61 @@
+//! Who may approve for a role: the role's named users, and the members of its Slack user group
+//! (usergroups.users.list, cached briefly: membership changes rarely, clicks come in bursts, and
+//! the method is rate-limited at Tier 2).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::SlackApi;
+use crate::manifest::Role;
+
+const TTL: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
+pub struct Directory {
+    api: SlackApi,
+    groups: Arc<Mutex<HashMap<String, (Instant, Arc<Vec<String>>)>>>,
+}
+
+impl Directory {
+    pub fn new(api: SlackApi) -> Self {
+        Self {
+            api,
+            groups: Arc::default(),
+        }
+    }
+
+    /// Is `user` an approver for `role`? A user group that cannot be read counts as empty (and
+    /// is logged): a Slack outage must not widen who may approve.
+    pub async fn approves_for(&self, role: &Role, user: &str) -> bool {
+        if role.approvers.users.iter().any(|u| u == user) {
+            return true;
+        }
+        let Some(group) = &role.approvers.usergroup else {
+            return false;
+        };
+        self.members(group).await.iter().any(|u| u == user)
+    }
+
+    async fn members(&self, group: &str) -> Arc<Vec<String>> {
+        if let Some((at, members)) = self.groups.lock().expect("cache poisoned").get(group)
+            && at.elapsed() < TTL
+        {
+            return members.clone();
+        }
+        match self.api.usergroup_members(group).await {
+            Ok(members) => {
+                let members = Arc::new(members);
+                self.groups
+                    .lock()
+                    .expect("cache poisoned")
+                    .insert(group.to_owned(), (Instant::now(), members.clone()));
+                members
+            }
+            Err(error) => {
+                tracing::warn!(%error, usergroup = group, "cannot read user group members");
+                Arc::default()
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The sandbox's Web API on its own, driven by countersign's real Slack client over HTTP: it
+//! must answer as Slack does, limits and errors included.
+
+use std::sync::Arc;
+
+use countersign::clock::{Clock, ManualClock};
+use countersign::config::Secret;
+use countersign::registry::Registry;
+use countersign::sandbox::{Sandbox, Workspace};
+use countersign::slack::{OutgoingMessage, SlackApi, SlackError};
+use serde_json::{Value, json};
+use slack_morphism::prelude::*;
+
+use crate::common::{manifests_dir, policies_dir, start_time};
+
+const TOKEN: &str = "xoxb-sandbox-test";
+
+struct Standalone {
+    sandbox: Sandbox,
+    api: SlackApi,
+    clock: ManualClock,
+    http: reqwest::Client,
+}
+
+impl Standalone {
+    async fn start() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let registry = Registry::load(&manifests_dir(), &policies_dir()).unwrap();
+        let workspace = Workspace::seed(&registry, &manifests_dir()).unwrap();
+        let clock = ManualClock::new(start_time());
+        let sandbox = Sandbox::new(
+            workspace,
+            Secret::new(TOKEN),
+            Secret::new("signing"),
+            url,
+            Arc::new(clock.clone()) as Arc<dyn Clock>,
+        );
+        let router: axum::Router = sandbox.routes();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN));
+        Self { sandbox, api, clock, http: reqwest::Client::new() }
+    }
+
+    /// A raw Web API call (for methods countersign's client does not wrap).
+    async fn call(&self, method: &str, args: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}/{method}", self.sandbox.api_url()))
+            .bearer_auth(TOKEN)
+            .json(&args)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(response.headers()["content-type"], "application/json", "Slack's content type");
+        (status, response.json().await.unwrap())
+    }
+}
+
+fn message(blocks: Value) -> OutgoingMessage {
+    OutgoingMessage { text: "fallback".into(), blocks: serde_json::from_value(blocks).unwrap() }
+}
+
+fn header(text: &str) -> Value {
+    json!([{"type": "header", "text": {"type": "plain_text", "text": text}}])
+}
+
+#[tokio::test]
+async fn a_card_over_a_block_kit_limit_is_refused_as_slack_refuses_it() {
+    let s = Standalone::start().await;
+    assert!(s.api.post_message("C0FINANCE", &message(header(&"h".repeat(150))), None).await.is_ok());
+    let refused = s.api.post_message("C0FINANCE", &message(header(&"h".repeat(151))), None).await;
+    match refused {
+        Err(SlackError::Api(error)) => {
+            assert!(error.starts_with("invalid_blocks"), "{error}");
+            assert!(error.contains("must be less than 151 characters [json-pointer:/blocks/0/text/text]"), "{error}");
+        }
+        other => panic!("expected invalid_blocks, got {other:?}"),
+    }
+    let too_many = Value::Array(vec![json!({"type": "divider"}); 51]);
+    let (_, body) = s.call("chat.postMessage", json!({"channel": "C0FINANCE", "text": "x", "blocks": too_many})).await;
+    assert_eq!(body["error"], "invalid_blocks");
+    let (_, body) = s.call("chat.postMessage", json!({"channel": "C0FINANCE", "text": "x".repeat(40_001)})).await;
+    assert_eq!(body["error"], "msg_too_long");
+    let (_, body) = s.call("chat.postMessage", json!({"channel": "C0NOPE", "text": "x"})).await;
+    assert_eq!(body["error"], "channel_not_found");
+    assert_eq!(s.sandbox.messages("C0FINANCE", None).len(), 1, "refused messages are not posted");
+}
+
+#[tokio::test]
+async fn only_the_bot_token_is_accepted() {
+    let s = Standalone::start().await;
+    let wrong = SlackApi::new(&s.sandbox.api_url(), &Secret::new("xoxb-guess"));
+    assert_eq!(wrong.auth_test().await, Err(SlackError::Api("invalid_auth".into())));
+    let response = s.http.post(format!("{}/auth.test", s.sandbox.api_url())).send().await.unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"ok": false, "error": "not_authed"}));
+    assert_eq!(s.api.auth_test().await.unwrap(), "U0COUNTERSIGN");
+}
+
+#[tokio::test]
+async fn a_burst_of_posts_to_one_channel_gets_429_with_retry_after() {
+    let s = Standalone::start().await;
+    let text = message(header("hello"));
+    for _ in 0..4 {
+        s.api.post_message("C0FINANCE", &text, None).await.unwrap();
+    }
+    assert_eq!(
+        s.api.post_message("C0FINANCE", &text, None).await,
+        Err(SlackError::RateLimited(std::time::Duration::from_secs(1)))
+    );
+    let (status, body) = s.call("chat.postMessage", json!({"channel": "C0FINANCE", "text": "x"})).await;
+    assert_eq!((status, body["error"].as_str()), (429, Some("ratelimited")));
+    // Other channels have their own budget; a second later this one has room again.
+    s.api.post_message("C0LEGAL", &text, None).await.unwrap();
+    s.clock.advance(chrono::Duration::seconds(1));
+    s.api.post_message("C0FINANCE", &text, None).await.unwrap();
+    let limited = s.sandbox.calls().iter().filter(|c| c.status == 429).count();
+    assert_eq!(limited, 2);
+}
+
+fn modal(title: &str) -> SlackModalView {
+    SlackModalView::new(pt!(title.to_owned()), vec![SlackDividerBlock::new().into()])
+}
+
+#[tokio::test]
+async fn trigger_ids_open_one_modal_within_three_seconds() {
+    let s = Standalone::start().await;
+    let trigger = s.sandbox.issue_trigger("U0FIN001");
+    let view_id = s.api.open_view(&trigger, modal("Reject")).await.unwrap();
+    assert_eq!(s.sandbox.open_view("U0FIN001").unwrap().id, view_id);
+    assert_eq!(
+        s.api.open_view(&trigger, modal("Again")).await,
+        Err(SlackError::Api("exchanged_trigger_id".into()))
+    );
+    let late = s.sandbox.issue_trigger("U0FIN001");
+    s.clock.advance(chrono::Duration::milliseconds(3001));
+    assert_eq!(s.api.open_view(&late, modal("Late")).await, Err(SlackError::Api("expired_trigger_id".into())));
+    let fresh = s.sandbox.issue_trigger("U0FIN001");
+    let refused = s.api.open_view(&fresh, modal(&"t".repeat(25))).await;
+    assert!(matches!(refused, Err(SlackError::Api(e)) if e.starts_with("invalid_arguments")));
+    assert_eq!(s.api.open_view("nonsense", modal("x")).await, Err(SlackError::Api("invalid_trigger_id".into())));
+}
+
+#[tokio::test]
+async fn the_workspace_is_seeded_from_the_manifests() {
+    let s = Standalone::start().await;
+    let (_, user) = s.call("users.info", json!({"user": "U0FIN001"})).await;
+    assert_eq!(user["user"]["real_name"], "Priya Natarajan");
+    let (_, found) = s.call("users.lookupByEmail", json!({"email": "amara@acme.example"})).await;
+    assert_eq!(found["user"]["id"], "U0LEG001");
+    let (_, missing) = s.call("users.lookupByEmail", json!({"email": "nobody@acme.example"})).await;
+    assert_eq!(missing["error"], "users_not_found");
+    assert_eq!(
+        s.api.usergroup_members("S0FINAPPR").await.unwrap(),
+        ["U0FIN001", "U0FIN002", "U0MGR001"]
+    );
+    let (_, dm) = s.call("conversations.open", json!({"users": "U0SEC001"})).await;
+    assert_eq!(dm["channel"]["id"], "D0SEC001");
+    // Every role's approvers exist as people, every role's channel as a channel.
+    let registry = Registry::load(&manifests_dir(), &policies_dir()).unwrap();
+    for (_, role) in registry.roles.iter() {
+        assert!(s.sandbox.workspace().channels.contains_key(&role.channel));
+        for user in &role.approvers.users {
+            assert!(s.sandbox.workspace().users.contains_key(user), "{user}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn files_upload_in_three_steps_and_appear_in_the_channel() {
+    let s = Standalone::start().await;
+    let png = b"\x89PNG\r\n\x1a\nnot really";
+    let (_, url) = s.call("files.getUploadURLExternal", json!({"filename": "chart.png", "length": png.len()})).await;
+    let upload = url["upload_url"].as_str().unwrap();
+    let file = url["file_id"].as_str().unwrap();
+    let (_, early) = s.call("files.completeUploadExternal", json!({"files": [{"id": file}], "channel_id": "C0FINANCE"})).await;
+    assert_eq!(early["error"], "file_not_found", "bytes first");
+    let uploaded = s.http.post(upload).body(png.to_vec()).send().await.unwrap();
+    assert_eq!(uploaded.text().await.unwrap(), format!("OK - {}", png.len()));
+    let (_, done) = s
+        .call("files.completeUploadExternal", json!({"files": [{"id": file, "title": "SLA"}], "channel_id": "C0FINANCE", "initial_comment": "Weekly SLA"}))
+        .await;
+    assert_eq!(done["files"][0]["title"], "SLA");
+    let posted = s.sandbox.messages("C0FINANCE", None);
+    assert_eq!(posted.last().unwrap().text, "Weekly SLA");
+    let served = s.http.get(format!("{}sandbox/files/{file}", s.sandbox.page_url().as_str().trim_end_matches("sandbox"))).send().await.unwrap();
+    assert_eq!(served.bytes().await.unwrap().as_ref(), png);
+}

@@ -1,0 +1,218 @@
+//! A small typed client for the sandbox's control API: read channels, click as a person, submit
+//! modals, run slash commands. Waiting is event-driven: the sandbox's change stream
+//! (`/sandbox/events`) wakes the check, with a deadline so a broken build fails instead of hanging.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+const DEADLINE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Message {
+    pub channel: String,
+    pub ts: String,
+    pub text: String,
+    #[serde(default)]
+    pub blocks: Value,
+    pub ephemeral_for: Option<String>,
+}
+
+impl Message {
+    /// Every text in the message's blocks, joined: what a reader sees.
+    pub fn visible_text(&self) -> String {
+        let mut out = vec![self.text.clone()];
+        collect_text(&self.blocks, &mut out);
+        out.join("\n")
+    }
+
+    /// Action ids of the buttons on the message.
+    pub fn buttons(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for block in self.blocks.as_array().into_iter().flatten() {
+            for element in block.get("elements").and_then(Value::as_array).into_iter().flatten() {
+                if element["type"] == "button" {
+                    ids.push(element["action_id"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        ids
+    }
+
+    /// The proposal a card is about (the buttons' value, or the id in its footer).
+    pub fn proposal_id(&self) -> Option<String> {
+        let text = self.visible_text();
+        let start = text.find("prop_")?;
+        Some(text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+    }
+}
+
+fn collect_text(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(text)) = map.get("text") {
+                out.push(text.clone());
+            }
+            for (key, child) in map {
+                if key != "text" || !child.is_string() {
+                    collect_text(child, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_text(item, out)),
+        _ => {}
+    }
+}
+
+/// What a click or a submission gave: countersign's HTTP answer, and the modal it opened.
+#[derive(Debug, Deserialize)]
+pub struct Acted {
+    pub status: u16,
+    pub body: Value,
+    #[serde(default)]
+    pub view: Option<Value>,
+    #[serde(default)]
+    pub errors: Option<Value>,
+}
+
+pub struct Slack<'a> {
+    app: &'a TestApp,
+}
+
+impl TestApp {
+    pub fn slack(&self) -> Slack<'_> {
+        Slack { app: self }
+    }
+}
+
+impl Slack<'_> {
+    /// What `viewer` sees in `channel` (`@U…` for their DM with countersign), oldest first.
+    pub async fn messages(&self, channel: &str, viewer: &str) -> Vec<Message> {
+        let response = self
+            .app
+            .http
+            .get(self.app.url("/sandbox/control/messages"))
+            .query(&[("channel", channel), ("viewer", viewer)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{channel}");
+        response.json().await.unwrap()
+    }
+
+    /// Waits until `check` finds what it looks for among what `viewer` sees in `channel`.
+    pub async fn wait_for<T>(
+        &self,
+        channel: &str,
+        viewer: &str,
+        what: &str,
+        check: impl Fn(&[Message]) -> Option<T>,
+    ) -> T {
+        let events = self
+            .app
+            .http
+            .get(self.app.url("/sandbox/events"))
+            .send()
+            .await
+            .unwrap();
+        let mut events = events.bytes_stream();
+        let waited = tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let Some(found) = check(&self.messages(channel, viewer).await) {
+                    return found;
+                }
+                // Something changed in the sandbox (or the keep-alive ticked): look again.
+                events.next().await.expect("event stream open").unwrap();
+            }
+        })
+        .await;
+        match waited {
+            Ok(found) => found,
+            Err(_) => panic!(
+                "timed out waiting for {what} in {channel}; it holds: {:#?}",
+                self.messages(channel, viewer).await
+            ),
+        }
+    }
+
+    /// Waits for the card about `proposal_id` in `channel` to satisfy `check`.
+    pub async fn wait_for_card(
+        &self,
+        channel: &str,
+        proposal_id: &str,
+        what: &str,
+        check: impl Fn(&Message) -> bool,
+    ) -> Message {
+        self.wait_for(channel, "U0NOBODY", what, |messages| {
+            messages
+                .iter()
+                .find(|m| m.proposal_id().as_deref() == Some(proposal_id) && check(m))
+                .cloned()
+        })
+        .await
+    }
+
+    /// Waits for an ephemeral message to `user` in `channel` containing `needle`.
+    pub async fn wait_for_ephemeral(&self, channel: &str, user: &str, needle: &str) -> Message {
+        self.wait_for(channel, user, &format!("an ephemeral {needle:?} to {user}"), |messages| {
+            messages
+                .iter()
+                .find(|m| m.ephemeral_for.as_deref() == Some(user) && m.text.contains(needle))
+                .cloned()
+        })
+        .await
+    }
+
+    async fn control(&self, path: &str, body: Value) -> Acted {
+        let response = self
+            .app
+            .http
+            .post(self.app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}: {:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    pub async fn click(&self, user: &str, message: &Message, action_id: &str) -> Acted {
+        self.control(
+            "/sandbox/control/click",
+            json!({"user": user, "channel": message.channel, "ts": message.ts, "action_id": action_id}),
+        )
+        .await
+    }
+
+    pub async fn submit(&self, user: &str, view_id: &str, values: Value) -> Acted {
+        self.control(
+            "/sandbox/control/submit",
+            json!({"user": user, "view_id": view_id, "values": values}),
+        )
+        .await
+    }
+
+    pub async fn command(&self, user: &str, channel: &str, text: &str) -> Acted {
+        self.control(
+            "/sandbox/control/command",
+            json!({"user": user, "channel": channel, "text": text}),
+        )
+        .await
+    }
+
+    /// Every Web API call countersign made, in order.
+    pub async fn calls(&self) -> Vec<Value> {
+        let response = self
+            .app
+            .http
+            .get(self.app.url("/sandbox/control/calls"))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+}

@@ -75,11 +75,21 @@ pub async fn run_with_clock(
             "no Slack token configured: the built-in Slack sandbox is on; open it in a browser"
         );
     }
-    let served = axum::serve(listener, http::router(state, sandbox.as_ref()))
+    let router = http::router(state, sandbox.as_ref());
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(sandbox) = sandbox {
+            sandbox.close();
+        }
+    };
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_workers.send(true);
-    if tokio::time::timeout(Duration::from_secs(10), outbox).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), outbox)
+        .await
+        .is_err()
+    {
         tracing::warn!("slack outbox worker did not stop within 10 s");
     }
     purge.abort();
@@ -102,7 +112,8 @@ fn own_url(address: std::net::SocketAddr) -> url::Url {
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
-    url::Url::parse(&format!("http://{host}:{}/", address.port())).expect("host and port make a URL")
+    url::Url::parse(&format!("http://{host}:{}/", address.port()))
+        .expect("host and port make a URL")
 }
 
 /// Slack itself when a bot token is configured; otherwise the built-in sandbox, served by this
@@ -119,14 +130,28 @@ fn connect_slack(
         let api = SlackApi::new(&config.slack_api_url, token);
         return Ok((SlackContext::new(api, signing_secret.clone()), None));
     }
-    let workspace = Workspace::seed(registry, &config.manifests)
-        .context("invalid sandbox workspace")?;
-    let token = Secret::new(format!("xoxb-sandbox-{}", hex::encode(rand::random::<[u8; 16]>())));
+    let workspace =
+        Workspace::seed(registry, &config.manifests).context("invalid sandbox workspace")?;
+    let token = Secret::new(format!(
+        "xoxb-sandbox-{}",
+        hex::encode(rand::random::<[u8; 16]>())
+    ));
     let signing_secret = config
         .slack_signing_secret
         .clone()
         .unwrap_or_else(|| Secret::new(hex::encode(rand::random::<[u8; 32]>())));
-    let sandbox = Sandbox::new(workspace, token.clone(), signing_secret.clone(), own_url, clock);
+    let sandbox = Sandbox::new(
+        workspace,
+        token.clone(),
+        signing_secret.clone(),
+        own_url,
+        clock,
+    );
+    // Beside a SQLite database, the sandbox keeps its messages too: after a restart the cards
+    // are where they were (the database remembers them as posted).
+    if let crate::config::DatabaseUrl::Sqlite(database) = &config.database_url {
+        sandbox.persist_to(database.with_file_name("sandbox-history.json"));
+    }
     let api = SlackApi::new(&sandbox.api_url(), &token);
     Ok((SlackContext::new(api, signing_secret), Some(sandbox)))
 }

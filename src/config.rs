@@ -459,7 +459,10 @@ mod tests {
         let err = load(None, &[("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-1")])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("slack_bot_token") && err.contains("slack_signing_secret"), "{err}");
+        assert!(
+            err.contains("slack_bot_token") && err.contains("slack_signing_secret"),
+            "{err}"
+        );
         assert!(!err.contains("xoxb-1"), "{err}");
     }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod canonical;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;

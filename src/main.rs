@@ -36,8 +36,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the HTTP server (migrates the database first).
-    Serve,
+    /// Run the HTTP server (migrates the database first). Without a Slack token it serves the
+    /// built-in Slack sandbox at /sandbox.
+    Serve {
+        /// Once up, post the example proposals (policies/examples) as the example agents.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Post the example proposals to a running countersign (see `serve --demo`).
+    Demo {
+        /// The countersign to post to (default: public_url from the configuration).
+        #[arg(long)]
+        url: Option<url::Url>,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Manage agents.
@@ -133,13 +144,44 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve => {
+        Command::Serve { demo } => {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| {
                     format!("cannot listen on {} (COUNTERSIGN_LISTEN)", config.listen)
                 })?;
+            if demo {
+                // The listener is bound: these requests wait in its queue until the server is up.
+                let url = url::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
+                let examples = config.policies.join("examples");
+                let sandbox = config.slack_bot_token.is_none();
+                tokio::spawn(async move {
+                    match countersign::demo::post_examples(&url, &examples).await {
+                        Ok(posted) => {
+                            let page = if sandbox {
+                                format!("; open {}sandbox to see the cards", url)
+                            } else {
+                                String::new()
+                            };
+                            println!(
+                                "demo proposals posted{page}:\n{}",
+                                countersign::demo::describe(&posted)
+                            );
+                        }
+                        Err(error) => eprintln!("countersign: demo: {error:#}"),
+                    }
+                });
+            }
             countersign::app::run(config, listener, countersign::app::shutdown_signal()).await?;
+        }
+        Command::Demo { url } => {
+            let url = url.unwrap_or_else(|| config.public_url.clone());
+            let posted =
+                countersign::demo::post_examples(&url, &config.policies.join("examples")).await?;
+            println!("{}", countersign::demo::describe(&posted));
+            if posted.iter().any(|p| p.outcome.is_err()) {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Migrate => {
             let store = countersign::app::open_store(&config).await?;

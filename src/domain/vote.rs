@@ -129,7 +129,12 @@ pub fn role_for(
                 .find(|(r, _)| r == role)
                 .map(|(_, n)| (role, *n))
         })
-        .max_by_key(|(role, n)| (*n, std::cmp::Reverse(eligible.iter().position(|r| r == *role))));
+        .max_by_key(|(role, n)| {
+            (
+                *n,
+                std::cmp::Reverse(eligible.iter().position(|r| r == *role)),
+            )
+        });
     most_lacking
         .map(|(role, _)| role.clone())
         .or_else(|| eligible.first().cloned())
@@ -202,9 +207,15 @@ mod tests {
         let q = quorum(2, true, &[]);
         let r = route(&["finance", "legal"]);
         let both = route(&["finance", "legal"]);
-        assert_eq!(role_for(&q, &r, &[approve("U1", "finance")], &both).as_deref(), Some("legal"));
+        assert_eq!(
+            role_for(&q, &r, &[approve("U1", "finance")], &both).as_deref(),
+            Some("legal")
+        );
         assert_eq!(role_for(&q, &r, &[], &both).as_deref(), Some("finance"));
         let q = quorum(1, false, &[]);
-        assert_eq!(role_for(&q, &r, &[], &route(&["legal"])).as_deref(), Some("legal"));
+        assert_eq!(
+            role_for(&q, &r, &[], &route(&["legal"])).as_deref(),
+            Some("legal")
+        );
     }
 }

@@ -115,7 +115,10 @@ impl Engine {
     /// Applies a command through the writer, waking the Slack worker when it changed anything.
     async fn apply(&self, command: Command) -> Result<CommandResult, EngineError> {
         let result = self.writer.apply(command).await?;
-        if matches!(result, CommandResult::Submitted(_) | CommandResult::Updated(_)) {
+        if matches!(
+            result,
+            CommandResult::Submitted(_) | CommandResult::Updated(_)
+        ) {
             self.slack_work.notify_one();
         }
         Ok(result)
@@ -339,7 +342,11 @@ impl Engine {
                 replay,
             } => {
                 if !replay {
-                    tracing::info!(status = proposal.status.as_str(), votes = votes.len(), "vote recorded");
+                    tracing::info!(
+                        status = proposal.status.as_str(),
+                        votes = votes.len(),
+                        "vote recorded"
+                    );
                 }
                 Voted::Recorded {
                     proposal,

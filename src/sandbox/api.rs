@@ -13,7 +13,9 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
 use super::blockkit::{self, ViewProblem};
-use super::state::{Message, RESPONSE_URL_LIFETIME, RESPONSE_URL_USES, TRIGGER_LIFETIME, UploadedFile, View};
+use super::state::{
+    Message, RESPONSE_URL_LIFETIME, RESPONSE_URL_USES, TRIGGER_LIFETIME, UploadedFile, View,
+};
 use super::workspace::{BOT_ID, BOT_USER};
 use super::{Sandbox, json_argument};
 
@@ -75,12 +77,19 @@ async fn call(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned)
-        .or_else(|| args.remove("token").and_then(|t| t.as_str().map(str::to_owned)));
+        .or_else(|| {
+            args.remove("token")
+                .and_then(|t| t.as_str().map(str::to_owned))
+        });
 
     let reply = match token {
         None => error("not_authed"),
         Some(token)
-            if !bool::from(token.as_bytes().ct_eq(sandbox.0.bot_token.expose().as_bytes())) =>
+            if !bool::from(
+                token
+                    .as_bytes()
+                    .ct_eq(sandbox.0.bot_token.expose().as_bytes()),
+            ) =>
         {
             error("invalid_auth")
         }
@@ -114,7 +123,11 @@ fn envelope(reply: Reply) -> Answer {
     match reply {
         Reply::Ok(mut body) => {
             body["ok"] = Value::Bool(true);
-            Answer { status: StatusCode::OK, retry_after: None, body }
+            Answer {
+                status: StatusCode::OK,
+                retry_after: None,
+                body,
+            }
         }
         Reply::Error(name, errors) => {
             let mut body = json!({"ok": false, "error": name});
@@ -122,7 +135,11 @@ fn envelope(reply: Reply) -> Answer {
                 body["errors"] = json!(errors);
                 body["response_metadata"] = json!({"messages": errors});
             }
-            Answer { status: StatusCode::OK, retry_after: None, body }
+            Answer {
+                status: StatusCode::OK,
+                retry_after: None,
+                body,
+            }
         }
         Reply::RateLimited(seconds) => Answer {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -133,7 +150,9 @@ fn envelope(reply: Reply) -> Answer {
 }
 
 fn text_arg<'a>(args: &'a Args, key: &str) -> Option<&'a str> {
-    args.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    args.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 impl Sandbox {
@@ -168,10 +187,12 @@ impl Sandbox {
                 Some(group) => Reply::Ok(json!({"users": group.users})),
                 None => error("no_such_subteam"),
             },
-            "users.info" => match text_arg(args, "user").and_then(|id| self.0.workspace.users.get(id)) {
-                Some(user) => Reply::Ok(json!({"user": user_json(user)})),
-                None => error("user_not_found"),
-            },
+            "users.info" => {
+                match text_arg(args, "user").and_then(|id| self.0.workspace.users.get(id)) {
+                    Some(user) => Reply::Ok(json!({"user": user_json(user)})),
+                    None => error("user_not_found"),
+                }
+            }
             "users.lookupByEmail" => {
                 match text_arg(args, "email").and_then(|e| self.0.workspace.user_by_email(e)) {
                     Some(user) => Reply::Ok(json!({"user": user_json(user)})),
@@ -207,7 +228,8 @@ impl Sandbox {
     }
 
     fn post_message(&self, args: &Args) -> Reply {
-        let Some(channel) = text_arg(args, "channel").and_then(|c| self.0.workspace.channel(c)) else {
+        let Some(channel) = text_arg(args, "channel").and_then(|c| self.0.workspace.channel(c))
+        else {
             return error("channel_not_found");
         };
         let (text, blocks) = match self.content(args) {
@@ -243,7 +265,8 @@ impl Sandbox {
     }
 
     fn update_message(&self, args: &Args) -> Reply {
-        let Some(channel) = text_arg(args, "channel").and_then(|c| self.0.workspace.channel(c)) else {
+        let Some(channel) = text_arg(args, "channel").and_then(|c| self.0.workspace.channel(c))
+        else {
             return error("channel_not_found");
         };
         let Some(ts) = text_arg(args, "ts") else {
@@ -265,14 +288,18 @@ impl Sandbox {
         message.text = text.clone();
         message.blocks = blocks;
         message.edited = Some(edited);
-        Reply::Ok(json!({"channel": channel.id, "ts": ts, "text": text, "message": message_json(message)}))
+        Reply::Ok(
+            json!({"channel": channel.id, "ts": ts, "text": text, "message": message_json(message)}),
+        )
     }
 
     fn post_ephemeral(&self, args: &Args) -> Reply {
-        let Some(channel) = text_arg(args, "channel").and_then(|c| self.0.workspace.channel(c)) else {
+        let Some(channel) = text_arg(args, "channel").and_then(|c| self.0.workspace.channel(c))
+        else {
             return error("channel_not_found");
         };
-        let Some(user) = text_arg(args, "user").filter(|u| self.0.workspace.users.contains_key(*u)) else {
+        let Some(user) = text_arg(args, "user").filter(|u| self.0.workspace.users.contains_key(*u))
+        else {
             return error("user_not_found");
         };
         let (text, blocks) = match self.content(args) {
@@ -296,7 +323,8 @@ impl Sandbox {
     }
 
     fn permalink(&self, args: &Args) -> Reply {
-        let (Some(channel), Some(ts)) = (text_arg(args, "channel"), text_arg(args, "message_ts")) else {
+        let (Some(channel), Some(ts)) = (text_arg(args, "channel"), text_arg(args, "message_ts"))
+        else {
             return error("channel_not_found");
         };
         if self.state().message(channel, ts).is_none() {
@@ -346,7 +374,13 @@ impl Sandbox {
         let body = view_json(view, &id, &hash, &self.0.workspace.team_id);
         state.views.insert(
             id.clone(),
-            View { id: id.clone(), user: user.clone(), hash, body: body.clone(), opened_from: origin },
+            View {
+                id: id.clone(),
+                user: user.clone(),
+                hash,
+                body: body.clone(),
+                opened_from: origin,
+            },
         );
         state.view_stacks.entry(user).or_default().push(id);
         Reply::Ok(json!({"view": body}))
@@ -386,10 +420,16 @@ impl Sandbox {
     }
 
     fn conversations_open(&self, args: &Args) -> Reply {
-        let users: Vec<&str> = text_arg(args, "users").unwrap_or("").split(',').map(str::trim).collect();
+        let users: Vec<&str> = text_arg(args, "users")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .collect();
         match users.as_slice() {
             [user] if !user.is_empty() => match self.0.workspace.channel(user) {
-                Some(dm) => Reply::Ok(json!({"channel": {"id": dm.id, "is_im": true, "user": user}})),
+                Some(dm) => {
+                    Reply::Ok(json!({"channel": {"id": dm.id, "is_im": true, "user": user}}))
+                }
                 None => error("user_not_found"),
             },
             [""] => error("users_list_not_supplied"),
@@ -411,7 +451,12 @@ impl Sandbox {
         let id = state.next_id("F");
         state.files.insert(
             id.clone(),
-            UploadedFile { name: name.to_owned(), title: None, bytes: None, length: length as usize },
+            UploadedFile {
+                name: name.to_owned(),
+                title: None,
+                bytes: None,
+                length: length as usize,
+            },
         );
         let url = self.url(&format!("sandbox/upload/{id}"));
         Reply::Ok(json!({"upload_url": url.as_str(), "file_id": id}))
@@ -529,16 +574,33 @@ fn multipart_payload(body: &[u8]) -> Option<&[u8]> {
     let boundary = &body[..boundary_end];
     let headers_end = body.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     let rest = &body[headers_end..];
-    let end = rest.windows(boundary.len() + 2).position(|w| w[..2] == *b"\r\n" && w[2..] == *boundary)?;
+    let end = rest
+        .windows(boundary.len() + 2)
+        .position(|w| w[..2] == *b"\r\n" && w[2..] == *boundary)?;
     Some(&rest[..end])
 }
 
 async fn download(State(sandbox): State<Sandbox>, Path(file): Path<String>) -> Response {
     let state = sandbox.state();
-    match state.files.get(&file).and_then(|f| f.bytes.clone().map(|b| (f.name.clone(), b))) {
+    match state
+        .files
+        .get(&file)
+        .and_then(|f| f.bytes.clone().map(|b| (f.name.clone(), b)))
+    {
         Some((name, bytes)) => {
-            let kind = if name.ends_with(".png") { "image/png" } else { "application/octet-stream" };
-            ([(header::CONTENT_TYPE, kind), (header::X_CONTENT_TYPE_OPTIONS, "nosniff")], bytes).into_response()
+            let kind = if name.ends_with(".png") {
+                "image/png"
+            } else {
+                "application/octet-stream"
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, kind),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                bytes,
+            )
+                .into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
     }
@@ -574,14 +636,17 @@ async fn respond(
         let replace = args.get("replace_original").and_then(Value::as_bool) == Some(true);
         let delete = args.get("delete_original").and_then(Value::as_bool) == Some(true);
         match (&url.message_ts, replace, delete) {
-            (Some(ts), _, true) => state.messages.retain(|m| !(m.channel == url.channel && &m.ts == ts)),
+            (Some(ts), _, true) => state
+                .messages
+                .retain(|m| !(m.channel == url.channel && &m.ts == ts)),
             (Some(ts), true, _) => {
                 if let Some(message) = state.message_mut(&url.channel, ts) {
                     (message.text, message.blocks) = content;
                 }
             }
             _ => {
-                let in_channel = args.get("response_type").and_then(Value::as_str) == Some("in_channel");
+                let in_channel =
+                    args.get("response_type").and_then(Value::as_str) == Some("in_channel");
                 let ts = state.next_ts(now);
                 state.messages.push(Message {
                     channel: url.channel.clone(),
@@ -611,11 +676,22 @@ pub(super) fn issue_trigger(
 ) -> (String, String) {
     let now = sandbox.0.clock.now();
     let mut state = sandbox.state();
-    let trigger = format!("{}.{}", state.next_id("T"), hex::encode(rand::random::<[u8; 8]>()));
-    let origin = channel.zip(message_ts).map(|(c, t)| (c.to_owned(), t.to_owned()));
+    let trigger = format!(
+        "{}.{}",
+        state.next_id("T"),
+        hex::encode(rand::random::<[u8; 8]>())
+    );
+    let origin = channel
+        .zip(message_ts)
+        .map(|(c, t)| (c.to_owned(), t.to_owned()));
     state.triggers.insert(
         trigger.clone(),
-        super::state::Trigger { user: user.to_owned(), issued_at: now, used: false, origin },
+        super::state::Trigger {
+            user: user.to_owned(),
+            issued_at: now,
+            used: false,
+            origin,
+        },
     );
     let token = hex::encode(rand::random::<[u8; 16]>());
     if let Some(channel) = channel {

@@ -93,7 +93,10 @@ impl Checker {
     }
 
     fn too_long(&mut self, pointer: &str, limit: usize) {
-        self.fail(pointer, &format!("must be less than {} characters", limit + 1));
+        self.fail(
+            pointer,
+            &format!("must be less than {} characters", limit + 1),
+        );
     }
 
     fn blocks(&mut self, blocks: &Value, at: &str, max: usize, in_view: bool) {
@@ -269,7 +272,14 @@ impl Checker {
         }
     }
 
-    fn required_text(&mut self, parent: &Value, key: &str, at: &str, max: usize, only: Option<&str>) {
+    fn required_text(
+        &mut self,
+        parent: &Value,
+        key: &str,
+        at: &str,
+        max: usize,
+        only: Option<&str>,
+    ) {
         match parent.get(key) {
             Some(text) => self.text(text, &format!("{at}/{key}"), max, only),
             None => self.fail(&format!("{at}/{key}"), "is required"),
@@ -290,7 +300,14 @@ impl Checker {
         }
     }
 
-    fn array(&mut self, parent: &Value, key: &str, at: &str, max: usize, required: bool) -> Vec<Value> {
+    fn array(
+        &mut self,
+        parent: &Value,
+        key: &str,
+        at: &str,
+        max: usize,
+        required: bool,
+    ) -> Vec<Value> {
         let at = format!("{at}/{key}");
         match parent.get(key) {
             Some(Value::Array(items)) => {
@@ -343,41 +360,76 @@ mod tests {
     fn each_limit_is_enforced_with_its_pointer() {
         let long = |n| "x".repeat(n);
         let cases = [
-            (json!([{"type": "header", "text": {"type": "plain_text", "text": long(151)}}]),
-             "must be less than 151 characters [json-pointer:/blocks/0/text/text]"),
-            (json!([{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}]),
-             "must be plain_text [json-pointer:/blocks/0/text/type]"),
-            (json!([{"type": "section", "text": {"type": "mrkdwn", "text": long(3001)}}]),
-             "must be less than 3001 characters [json-pointer:/blocks/0/text/text]"),
-            (json!([{"type": "section", "fields": vec![json!({"type": "mrkdwn", "text": "f"}); 11]}]),
-             "must have at most 10 items [json-pointer:/blocks/0/fields]"),
-            (json!([{"type": "section", "fields": [{"type": "mrkdwn", "text": long(2001)}]}]),
-             "must be less than 2001 characters [json-pointer:/blocks/0/fields/0/text]"),
-            (json!([{"type": "actions", "elements": [button(&long(76))]}]),
-             "must be less than 76 characters [json-pointer:/blocks/0/elements/0/text/text]"),
-            (json!([{"type": "actions", "elements": vec![button("b"); 1].into_iter().chain((0..25).map(|i| button(&format!("b{i}")))).collect::<Vec<_>>()}]),
-             "must have at most 25 items [json-pointer:/blocks/0/elements]"),
-            (json!([{"type": "context", "elements": vec![json!({"type": "mrkdwn", "text": "c"}); 11]}]),
-             "must have at most 10 items [json-pointer:/blocks/0/elements]"),
-            (json!([{"type": "divider", "block_id": long(256)}]),
-             "must be less than 256 characters [json-pointer:/blocks/0/block_id]"),
-            (json!([{"type": "divider", "block_id": "a"}, {"type": "divider", "block_id": "a"}]),
-             "must be unique [json-pointer:/blocks/1/block_id]"),
-            (json!([{"type": "actions", "elements": [button("same"), button("same")]}]),
-             "must be unique [json-pointer:/blocks/0/elements/1/action_id]"),
-            (json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"}, "value": long(2001)}]}]),
-             "must be less than 2001 characters [json-pointer:/blocks/0/elements/0/value]"),
-            (json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"}, "url": long(3001)}]}]),
-             "must be less than 3001 characters [json-pointer:/blocks/0/elements/0/url]"),
-            (json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"},
+            (
+                json!([{"type": "header", "text": {"type": "plain_text", "text": long(151)}}]),
+                "must be less than 151 characters [json-pointer:/blocks/0/text/text]",
+            ),
+            (
+                json!([{"type": "header", "text": {"type": "mrkdwn", "text": "h"}}]),
+                "must be plain_text [json-pointer:/blocks/0/text/type]",
+            ),
+            (
+                json!([{"type": "section", "text": {"type": "mrkdwn", "text": long(3001)}}]),
+                "must be less than 3001 characters [json-pointer:/blocks/0/text/text]",
+            ),
+            (
+                json!([{"type": "section", "fields": vec![json!({"type": "mrkdwn", "text": "f"}); 11]}]),
+                "must have at most 10 items [json-pointer:/blocks/0/fields]",
+            ),
+            (
+                json!([{"type": "section", "fields": [{"type": "mrkdwn", "text": long(2001)}]}]),
+                "must be less than 2001 characters [json-pointer:/blocks/0/fields/0/text]",
+            ),
+            (
+                json!([{"type": "actions", "elements": [button(&long(76))]}]),
+                "must be less than 76 characters [json-pointer:/blocks/0/elements/0/text/text]",
+            ),
+            (
+                json!([{"type": "actions", "elements": vec![button("b"); 1].into_iter().chain((0..25).map(|i| button(&format!("b{i}")))).collect::<Vec<_>>()}]),
+                "must have at most 25 items [json-pointer:/blocks/0/elements]",
+            ),
+            (
+                json!([{"type": "context", "elements": vec![json!({"type": "mrkdwn", "text": "c"}); 11]}]),
+                "must have at most 10 items [json-pointer:/blocks/0/elements]",
+            ),
+            (
+                json!([{"type": "divider", "block_id": long(256)}]),
+                "must be less than 256 characters [json-pointer:/blocks/0/block_id]",
+            ),
+            (
+                json!([{"type": "divider", "block_id": "a"}, {"type": "divider", "block_id": "a"}]),
+                "must be unique [json-pointer:/blocks/1/block_id]",
+            ),
+            (
+                json!([{"type": "actions", "elements": [button("same"), button("same")]}]),
+                "must be unique [json-pointer:/blocks/0/elements/1/action_id]",
+            ),
+            (
+                json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"}, "value": long(2001)}]}]),
+                "must be less than 2001 characters [json-pointer:/blocks/0/elements/0/value]",
+            ),
+            (
+                json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"}, "url": long(3001)}]}]),
+                "must be less than 3001 characters [json-pointer:/blocks/0/elements/0/url]",
+            ),
+            (
+                json!([{"type": "actions", "elements": [{"type": "button", "text": {"type": "plain_text", "text": "b"},
                "confirm": {"title": {"type": "plain_text", "text": long(101)}, "text": {"type": "mrkdwn", "text": "t"},
                            "confirm": {"type": "plain_text", "text": "y"}, "deny": {"type": "plain_text", "text": long(31)}}}]}]),
-             "must be less than 101 characters [json-pointer:/blocks/0/elements/0/confirm/title/text]"),
-            (json!([{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]),
-             "must be more than 0 characters [json-pointer:/blocks/0/text/text]"),
-            (json!([{"type": "marquee"}]), "must be a valid block type [json-pointer:/blocks/0/type]"),
-            (json!([{"type": "input", "label": {"type": "plain_text", "text": "l"}, "element": {"type": "plain_text_input"}}]),
-             "must be a valid block type [json-pointer:/blocks/0/type]"),
+                "must be less than 101 characters [json-pointer:/blocks/0/elements/0/confirm/title/text]",
+            ),
+            (
+                json!([{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]),
+                "must be more than 0 characters [json-pointer:/blocks/0/text/text]",
+            ),
+            (
+                json!([{"type": "marquee"}]),
+                "must be a valid block type [json-pointer:/blocks/0/type]",
+            ),
+            (
+                json!([{"type": "input", "label": {"type": "plain_text", "text": "l"}, "element": {"type": "plain_text_input"}}]),
+                "must be a valid block type [json-pointer:/blocks/0/type]",
+            ),
         ];
         for (blocks, expected) in cases {
             let violations = message_blocks(&blocks).expect_err(expected);
@@ -386,14 +438,20 @@ mod tests {
         let fifty_one = Value::Array(vec![json!({"type": "divider"}); 51]);
         assert_eq!(
             message_blocks(&fifty_one),
-            Err(vec!["must have at most 50 items [json-pointer:/blocks]".to_owned()])
+            Err(vec![
+                "must have at most 50 items [json-pointer:/blocks]".to_owned()
+            ])
         );
-        assert_eq!(message_blocks(&Value::Array(vec![json!({"type": "divider"}); 50])), Ok(()));
+        assert_eq!(
+            message_blocks(&Value::Array(vec![json!({"type": "divider"}); 50])),
+            Ok(())
+        );
     }
 
     #[test]
     fn limits_count_characters_not_bytes() {
-        let header = json!([{"type": "header", "text": {"type": "plain_text", "text": "é".repeat(150)}}]);
+        let header =
+            json!([{"type": "header", "text": {"type": "plain_text", "text": "é".repeat(150)}}]);
         assert_eq!(message_blocks(&header), Ok(()));
     }
 
@@ -413,9 +471,16 @@ mod tests {
                 "must be less than 25 characters [json-pointer:/view/title/text]".into()
             ]))
         );
-        assert!(matches!(view(&modal("t", 3001, input)), Err(ViewProblem::Arguments(_))));
         assert!(matches!(
-            view(&modal("t", 0, Value::Array(vec![json!({"type": "divider"}); 101]))),
+            view(&modal("t", 3001, input)),
+            Err(ViewProblem::Arguments(_))
+        ));
+        assert!(matches!(
+            view(&modal(
+                "t",
+                0,
+                Value::Array(vec![json!({"type": "divider"}); 101])
+            )),
             Err(ViewProblem::Blocks(_))
         ));
     }

@@ -89,15 +89,26 @@ async fn click(State(sandbox): State<Sandbox>, Json(click): Json<Click>) -> Resp
     let Some(message) = sandbox.state().message(&channel, &click.ts).cloned() else {
         return refuse(StatusCode::NOT_FOUND, "message_not_found");
     };
-    if message.ephemeral_for.as_ref().is_some_and(|u| *u != user.id) {
+    if message
+        .ephemeral_for
+        .as_ref()
+        .is_some_and(|u| *u != user.id)
+    {
         return refuse(StatusCode::NOT_FOUND, "message_not_found");
     }
-    let Some((block_id, element)) = find_element(&message, &click.action_id, click.block_id.as_deref()) else {
+    let Some((block_id, element)) =
+        find_element(&message, &click.action_id, click.block_id.as_deref())
+    else {
         return refuse(StatusCode::NOT_FOUND, "no such button on that message");
     };
-    let (trigger_id, response_url) = issue_trigger(&sandbox, &user.id, Some(&channel), Some(&message.ts));
+    let (trigger_id, response_url) =
+        issue_trigger(&sandbox, &user.id, Some(&channel), Some(&message.ts));
     let action_ts = sandbox.state().next_ts(sandbox.0.clock.now());
-    let channel_name = sandbox.workspace().channels.get(&channel).map(|c| c.name.clone());
+    let channel_name = sandbox
+        .workspace()
+        .channels
+        .get(&channel)
+        .map(|c| c.name.clone());
     let payload = json!({
         "type": "block_actions",
         "team": {"id": sandbox.workspace().team_id, "domain": "sandbox"},
@@ -124,21 +135,31 @@ async fn click(State(sandbox): State<Sandbox>, Json(click): Json<Click>) -> Resp
     let view = {
         let state = sandbox.state();
         let opened = state.triggers.get(&trigger_id).is_some_and(|t| t.used);
-        opened.then(|| state.open_view(&user.id).map(|v| v.body.clone())).flatten()
+        opened
+            .then(|| state.open_view(&user.id).map(|v| v.body.clone()))
+            .flatten()
     };
     sandbox.changed();
     Json(json!({"status": status, "body": body, "view": view})).into_response()
 }
 
 /// The element a click targets and the block it sits in: action buttons and section accessories.
-fn find_element(message: &Message, action_id: &str, block_id: Option<&str>) -> Option<(Value, Value)> {
+fn find_element(
+    message: &Message,
+    action_id: &str,
+    block_id: Option<&str>,
+) -> Option<(Value, Value)> {
     for block in message.blocks.as_array()? {
         let this_block = block.get("block_id").cloned().unwrap_or(Value::Null);
         if block_id.is_some_and(|wanted| this_block.as_str() != Some(wanted)) {
             continue;
         }
         let candidates: Vec<&Value> = match block.get("type").and_then(Value::as_str) {
-            Some("actions") => block.get("elements").and_then(Value::as_array).map(|e| e.iter().collect()).unwrap_or_default(),
+            Some("actions") => block
+                .get("elements")
+                .and_then(Value::as_array)
+                .map(|e| e.iter().collect())
+                .unwrap_or_default(),
             Some("section") => block.get("accessory").into_iter().collect(),
             _ => Vec::new(),
         };
@@ -209,8 +230,21 @@ async fn submit(State(sandbox): State<Sandbox>, Json(submit): Json<Submit>) -> R
                     let mut next = next;
                     next["id"] = json!(id);
                     next["hash"] = json!(hash);
-                    state.views.insert(id.clone(), super::View { id: id.clone(), user: user.id.clone(), hash, body: next, opened_from: view.opened_from.clone() });
-                    state.view_stacks.entry(user.id.clone()).or_default().push(id);
+                    state.views.insert(
+                        id.clone(),
+                        super::View {
+                            id: id.clone(),
+                            user: user.id.clone(),
+                            hash,
+                            body: next,
+                            opened_from: view.opened_from.clone(),
+                        },
+                    );
+                    state
+                        .view_stacks
+                        .entry(user.id.clone())
+                        .or_default()
+                        .push(id);
                 }
             }
             Some("clear") => state.close_views(&user.id),
@@ -224,20 +258,35 @@ async fn submit(State(sandbox): State<Sandbox>, Json(submit): Json<Submit>) -> R
 /// The `state.values` Slack builds from what the person entered, keyed like the view's inputs.
 fn state_values(view: &Value, entered: &Map<String, Value>) -> Value {
     let mut values = Map::new();
-    for block in view.get("blocks").and_then(Value::as_array).into_iter().flatten() {
-        let (Some(block_id), Some(element)) = (block.get("block_id").and_then(Value::as_str), block.get("element")) else {
+    for block in view
+        .get("blocks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(block_id), Some(element)) = (
+            block.get("block_id").and_then(Value::as_str),
+            block.get("element"),
+        ) else {
             continue;
         };
         let Some(action_id) = element.get("action_id").and_then(Value::as_str) else {
             continue;
         };
-        let kind = element.get("type").and_then(Value::as_str).unwrap_or("plain_text_input");
+        let kind = element
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("plain_text_input");
         let given = entered.get(block_id).and_then(|b| b.get(action_id));
         let option = |value: &str| {
             element
                 .get("options")
                 .and_then(Value::as_array)
-                .and_then(|options| options.iter().find(|o| o.get("value").and_then(Value::as_str) == Some(value)))
+                .and_then(|options| {
+                    options
+                        .iter()
+                        .find(|o| o.get("value").and_then(Value::as_str) == Some(value))
+                })
                 .cloned()
         };
         let state = match kind {
@@ -270,7 +319,9 @@ struct Close {
 async fn close(State(sandbox): State<Sandbox>, Json(close): Json<Close>) -> Response {
     let closed = {
         let mut state = sandbox.state();
-        let on_top = state.open_view(&close.user).is_some_and(|v| v.id == close.view_id);
+        let on_top = state
+            .open_view(&close.user)
+            .is_some_and(|v| v.id == close.view_id);
         if on_top {
             state.pop_view(&close.user);
         }
@@ -308,7 +359,11 @@ async fn command(State(sandbox): State<Sandbox>, Json(command): Json<Command>) -
         return refuse(StatusCode::NOT_FOUND, "channel_not_found");
     };
     let (trigger_id, response_url) = issue_trigger(&sandbox, &user.id, Some(&channel), None);
-    let channel_name = sandbox.workspace().channels.get(&channel).map_or(String::new(), |c| c.name.clone());
+    let channel_name = sandbox
+        .workspace()
+        .channels
+        .get(&channel)
+        .map_or(String::new(), |c| c.name.clone());
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("token", "sandbox-verification-token")
         .append_pair("team_id", &sandbox.workspace().team_id)
@@ -333,7 +388,11 @@ async fn command(State(sandbox): State<Sandbox>, Json(command): Json<Command>) -
     if (200..300).contains(&status)
         && let Some(reply) = reply
     {
-        let text = reply.get("text").and_then(Value::as_str).unwrap_or("").to_owned();
+        let text = reply
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let blocks = json_argument(reply.get("blocks")).unwrap_or(Value::Null);
         let in_channel = reply.get("response_type").and_then(Value::as_str) == Some("in_channel");
         let mut state = sandbox.state();

@@ -47,6 +47,9 @@ struct Inner {
     /// Bumped on every change; the page listens to redraw without reloading.
     changes: broadcast::Sender<u64>,
     version: std::sync::atomic::AtomicU64,
+    /// Set at shutdown: ends the page's event streams, which would otherwise hold the
+    /// graceful shutdown open forever.
+    closing: tokio::sync::watch::Sender<bool>,
     http: reqwest::Client,
 }
 
@@ -72,8 +75,61 @@ impl Sandbox {
             state: Mutex::default(),
             changes: broadcast::channel(64).0,
             version: std::sync::atomic::AtomicU64::new(0),
+            closing: tokio::sync::watch::channel(false).0,
             http,
         }))
+    }
+
+    /// Keeps the workspace's messages in `path` (loaded now, saved after changes), so cards
+    /// posted before a restart are still there after it, as they would be in Slack.
+    pub fn persist_to(&self, path: std::path::PathBuf) {
+        match std::fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<Vec<Message>>(&bytes) {
+                Ok(messages) => *self.state() = state::State::restore(messages),
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "sandbox history unreadable: starting empty")
+                }
+            },
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot read sandbox history")
+            }
+        }
+        let sandbox = self.clone();
+        let mut changes = self.0.changes.subscribe();
+        let mut closing = self.0.closing.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    changed = changes.recv() => matches!(changed, Err(broadcast::error::RecvError::Closed)),
+                    _ = closing.wait_for(|c| *c) => true,
+                };
+                // Let a burst of changes settle into one write.
+                if !stop {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    changes = changes.resubscribe();
+                }
+                sandbox.save(&path);
+                if stop {
+                    break;
+                }
+            }
+        });
+    }
+
+    fn save(&self, path: &std::path::Path) {
+        let messages = serde_json::to_vec(&self.state().messages).expect("messages serialize");
+        let temporary = path.with_extension("json.tmp");
+        let written =
+            std::fs::write(&temporary, messages).and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = written {
+            tracing::warn!(%error, path = %path.display(), "cannot save sandbox history");
+        }
+    }
+
+    /// Ends every open event stream (call when the server starts shutting down).
+    pub fn close(&self) {
+        self.0.closing.send_replace(true);
     }
 
     /// The Web API base URL to give countersign's Slack client.

@@ -111,9 +111,8 @@ fn render_control(inner: &str, workspace: &Workspace) -> String {
         Some((target, label)) => (target, Some(label)),
         None => (inner, None),
     };
-    let mention = |class: &str, text: &str| {
-        format!("<span class=\"{class}\">{}</span>", escape_html(text))
-    };
+    let mention =
+        |class: &str, text: &str| format!("<span class=\"{class}\">{}</span>", escape_html(text));
     if let Some(user) = target.strip_prefix('@') {
         let name = workspace
             .users
@@ -192,9 +191,18 @@ mod tests {
     #[test]
     fn formatting_and_control_sequences() {
         let w = workspace();
-        assert_eq!(to_html("*Bold* and _it_ ~no~ `c*d`", &w), "<b>Bold</b> and <i>it</i> <s>no</s> <code>c*d</code>");
-        assert_eq!(to_html("hi <@U1>", &w), "hi <span class=\"mention\">@priya</span>");
-        assert_eq!(to_html("<!here>", &w), "<span class=\"mention broadcast\">@here</span>");
+        assert_eq!(
+            to_html("*Bold* and _it_ ~no~ `c*d`", &w),
+            "<b>Bold</b> and <i>it</i> <s>no</s> <code>c*d</code>"
+        );
+        assert_eq!(
+            to_html("hi <@U1>", &w),
+            "hi <span class=\"mention\">@priya</span>"
+        );
+        assert_eq!(
+            to_html("<!here>", &w),
+            "<span class=\"mention broadcast\">@here</span>"
+        );
         assert_eq!(
             to_html("<https://acme.example/x?a=1&amp;b=2|the deal>", &w),
             "<a href=\"https://acme.example/x?a=1&amp;b=2\" target=\"_blank\" rel=\"noopener noreferrer\">the deal</a>"
@@ -222,6 +230,9 @@ mod tests {
             to_html("<javascript:alert(1)|click \"me\">", &w),
             "click &quot;me&quot;"
         );
-        assert_eq!(to_html("\" onmouseover='x'", &w), "&quot; onmouseover=&#39;x&#39;");
+        assert_eq!(
+            to_html("\" onmouseover='x'", &w),
+            "&quot; onmouseover=&#39;x&#39;"
+        );
     }
 }

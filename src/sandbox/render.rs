@@ -45,30 +45,51 @@ pub fn blocks(blocks: &Value, workspace: &Workspace) -> String {
 fn block(block: &Value, w: &Workspace) -> String {
     let block_id = escape_html(str_at(block, "block_id"));
     match str_at(block, "type") {
-        "header" => format!("<h3 class=\"bk-header\">{}</h3>", text(block.get("text"), w)),
+        "header" => format!(
+            "<h3 class=\"bk-header\">{}</h3>",
+            text(block.get("text"), w)
+        ),
         "divider" => "<hr class=\"bk-divider\">".into(),
         "section" => {
-            let mut html = String::from("<div class=\"bk-section\"><div class=\"bk-section-body\">");
+            let mut html =
+                String::from("<div class=\"bk-section\"><div class=\"bk-section-body\">");
             if block.get("text").is_some() {
-                let _ = write!(html, "<div class=\"bk-text\">{}</div>", text(block.get("text"), w));
+                let _ = write!(
+                    html,
+                    "<div class=\"bk-text\">{}</div>",
+                    text(block.get("text"), w)
+                );
             }
             if let Some(fields) = block.get("fields").and_then(Value::as_array) {
                 html.push_str("<div class=\"bk-fields\">");
                 for field in fields {
-                    let _ = write!(html, "<div class=\"bk-field\">{}</div>", text(Some(field), w));
+                    let _ = write!(
+                        html,
+                        "<div class=\"bk-field\">{}</div>",
+                        text(Some(field), w)
+                    );
                 }
                 html.push_str("</div>");
             }
             html.push_str("</div>");
             if let Some(accessory) = block.get("accessory") {
-                let _ = write!(html, "<div class=\"bk-accessory\">{}</div>", element(accessory, &block_id, w));
+                let _ = write!(
+                    html,
+                    "<div class=\"bk-accessory\">{}</div>",
+                    element(accessory, &block_id, w)
+                );
             }
             html.push_str("</div>");
             html
         }
         "context" => {
             let mut html = String::from("<div class=\"bk-context\">");
-            for item in block.get("elements").and_then(Value::as_array).into_iter().flatten() {
+            for item in block
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if str_at(item, "type") == "image" {
                     html.push_str(&image(item, "bk-context-image"));
                 } else {
@@ -80,35 +101,66 @@ fn block(block: &Value, w: &Workspace) -> String {
         }
         "actions" => {
             let mut html = String::from("<div class=\"bk-actions\">");
-            for item in block.get("elements").and_then(Value::as_array).into_iter().flatten() {
+            for item in block
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 html.push_str(&element(item, &block_id, w));
             }
             html.push_str("</div>");
             html
         }
         "image" => {
-            let title = block.get("title").map(|t| text(Some(t), w)).unwrap_or_default();
-            format!("<figure class=\"bk-image\">{}<figcaption>{title}</figcaption></figure>", image(block, ""))
+            let title = block
+                .get("title")
+                .map(|t| text(Some(t), w))
+                .unwrap_or_default();
+            format!(
+                "<figure class=\"bk-image\">{}<figcaption>{title}</figcaption></figure>",
+                image(block, "")
+            )
         }
         "input" => {
             let element = block.get("element").cloned().unwrap_or(Value::Null);
-            let name = format!("{}::{}", str_at(block, "block_id"), str_at(&element, "action_id"));
-            let hint = block.get("hint").map(|h| format!("<small>{}</small>", text(Some(h), w))).unwrap_or_default();
+            let name = format!(
+                "{}::{}",
+                str_at(block, "block_id"),
+                str_at(&element, "action_id")
+            );
+            let hint = block
+                .get("hint")
+                .map(|h| format!("<small>{}</small>", text(Some(h), w)))
+                .unwrap_or_default();
             format!(
                 "<div class=\"bk-input\" data-block-id=\"{block_id}\"><label>{}{}</label>{}{hint}<div class=\"bk-error\"></div></div>",
                 text(block.get("label"), w),
-                if block.get("optional").and_then(Value::as_bool) == Some(true) { " <small>(optional)</small>" } else { "" },
+                if block.get("optional").and_then(Value::as_bool) == Some(true) {
+                    " <small>(optional)</small>"
+                } else {
+                    ""
+                },
                 input(&element, &escape_html(&name), w),
             )
         }
-        other => format!("<div class=\"bk-unknown\">[{} block]</div>", escape_html(other)),
+        other => format!(
+            "<div class=\"bk-unknown\">[{} block]</div>",
+            escape_html(other)
+        ),
     }
 }
 
 fn image(item: &Value, class: &str) -> String {
     match safe_url(str_at(item, "image_url")) {
-        Some(src) => format!("<img class=\"{class}\" src=\"{src}\" alt=\"{}\">", escape_html(str_at(item, "alt_text"))),
-        None => format!("<span class=\"{class}\">[{}]</span>", escape_html(str_at(item, "alt_text"))),
+        Some(src) => format!(
+            "<img class=\"{class}\" src=\"{src}\" alt=\"{}\">",
+            escape_html(str_at(item, "alt_text"))
+        ),
+        None => format!(
+            "<span class=\"{class}\">[{}]</span>",
+            escape_html(str_at(item, "alt_text"))
+        ),
     }
 }
 
@@ -124,7 +176,9 @@ fn element(item: &Value, block_id: &str, w: &Workspace) -> String {
             let label = text(item.get("text"), w);
             if let Some(url) = item.get("url").and_then(Value::as_str) {
                 return match safe_url(url) {
-                    Some(href) => format!("<a class=\"bk-button{style}\" href=\"{href}\" target=\"_blank\" rel=\"noopener noreferrer\">{label}</a>"),
+                    Some(href) => format!(
+                        "<a class=\"bk-button{style}\" href=\"{href}\" target=\"_blank\" rel=\"noopener noreferrer\">{label}</a>"
+                    ),
                     None => format!("<span class=\"bk-button{style}\">{label}</span>"),
                 };
             }
@@ -146,27 +200,49 @@ fn element(item: &Value, block_id: &str, w: &Workspace) -> String {
 
 /// A modal's input element, named `block_id::action_id` for the page to collect.
 fn input(element: &Value, name: &str, w: &Workspace) -> String {
-    let options = || element.get("options").and_then(Value::as_array).cloned().unwrap_or_default();
+    let options = || {
+        element
+            .get("options")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     match str_at(element, "type") {
         "plain_text_input" => {
-            let placeholder = element.get("placeholder").map(|p| escape_html(str_at(p, "text"))).unwrap_or_default();
+            let placeholder = element
+                .get("placeholder")
+                .map(|p| escape_html(str_at(p, "text")))
+                .unwrap_or_default();
             let initial = escape_html(str_at(element, "initial_value"));
             if element.get("multiline").and_then(Value::as_bool) == Some(true) {
-                format!("<textarea name=\"{name}\" placeholder=\"{placeholder}\">{initial}</textarea>")
+                format!(
+                    "<textarea name=\"{name}\" placeholder=\"{placeholder}\">{initial}</textarea>"
+                )
             } else {
-                format!("<input type=\"text\" name=\"{name}\" placeholder=\"{placeholder}\" value=\"{initial}\">")
+                format!(
+                    "<input type=\"text\" name=\"{name}\" placeholder=\"{placeholder}\" value=\"{initial}\">"
+                )
             }
         }
         "static_select" => {
             let mut html = format!("<select name=\"{name}\"><option value=\"\">Choose…</option>");
             for option in options() {
-                let _ = write!(html, "<option value=\"{}\">{}</option>", escape_html(str_at(&option, "value")), text(option.get("text"), w));
+                let _ = write!(
+                    html,
+                    "<option value=\"{}\">{}</option>",
+                    escape_html(str_at(&option, "value")),
+                    text(option.get("text"), w)
+                );
             }
             html.push_str("</select>");
             html
         }
         kind @ ("radio_buttons" | "checkboxes") => {
-            let input_type = if kind == "radio_buttons" { "radio" } else { "checkbox" };
+            let input_type = if kind == "radio_buttons" {
+                "radio"
+            } else {
+                "checkbox"
+            };
             let mut html = String::new();
             for option in options() {
                 let _ = write!(
@@ -187,25 +263,48 @@ pub fn message(message: &Message, reply_count: usize, w: &Workspace) -> String {
     let author = if message.user == BOT_USER {
         "countersign <span class=\"badge\">APP</span>".to_owned()
     } else {
-        escape_html(w.users.get(&message.user).map_or(message.user.as_str(), |u| u.name.as_str()))
+        escape_html(
+            w.users
+                .get(&message.user)
+                .map_or(message.user.as_str(), |u| u.name.as_str()),
+        )
     };
     let mut html = format!(
         "<article class=\"msg{}\" data-channel=\"{}\" data-ts=\"{}\"><header><b>{author}</b> <time data-unix=\"{}\"></time>{}{}</header>",
-        if message.ephemeral_for.is_some() { " ephemeral" } else { "" },
+        if message.ephemeral_for.is_some() {
+            " ephemeral"
+        } else {
+            ""
+        },
         escape_html(&message.channel),
         escape_html(&message.ts),
         escape_html(message.ts.split('.').next().unwrap_or("")),
-        if message.edited.is_some() { " <small>(edited)</small>" } else { "" },
-        if message.ephemeral_for.is_some() { " <small class=\"only-you\">Only visible to you</small>" } else { "" },
+        if message.edited.is_some() {
+            " <small>(edited)</small>"
+        } else {
+            ""
+        },
+        if message.ephemeral_for.is_some() {
+            " <small class=\"only-you\">Only visible to you</small>"
+        } else {
+            ""
+        },
     );
     if message.blocks.as_array().is_some_and(|b| !b.is_empty()) {
         html.push_str(&blocks(&message.blocks, w));
     } else {
-        let _ = write!(html, "<div class=\"bk-text\">{}</div>", mrkdwn::to_html(&message.text, w));
+        let _ = write!(
+            html,
+            "<div class=\"bk-text\">{}</div>",
+            mrkdwn::to_html(&message.text, w)
+        );
     }
     for file in &message.files {
         let id = escape_html(file);
-        let _ = write!(html, "<img class=\"file\" src=\"/sandbox/files/{id}\" alt=\"file {id}\">");
+        let _ = write!(
+            html,
+            "<img class=\"file\" src=\"/sandbox/files/{id}\" alt=\"file {id}\">"
+        );
     }
     if reply_count > 0 {
         let _ = write!(
@@ -252,11 +351,17 @@ mod tests {
             ]}
         ]);
         let html = super::blocks(&blocks, &workspace());
-        assert!(html.contains("<h3 class=\"bk-header\">Pay &lt;b&gt;invoice&lt;/b&gt;</h3>"), "{html}");
+        assert!(
+            html.contains("<h3 class=\"bk-header\">Pay &lt;b&gt;invoice&lt;/b&gt;</h3>"),
+            "{html}"
+        );
         assert!(html.contains("<b>Amount</b>"));
         assert!(html.contains("data-action-id=\"approve\" data-block-id=\"decide\""));
         assert!(html.contains("<div class=\"bk-confirm\" hidden><h4>Sure?</h4>"));
-        assert!(!html.contains("javascript:"), "unsafe link schemes are not rendered as links");
+        assert!(
+            !html.contains("javascript:"),
+            "unsafe link schemes are not rendered as links"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub const TRIGGER_LIFETIME: chrono::Duration = chrono::Duration::seconds(3);
 pub const RESPONSE_URL_USES: u32 = 5;
 pub const RESPONSE_URL_LIFETIME: chrono::Duration = chrono::Duration::minutes(30);
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Message {
     pub channel: String,
     pub ts: String,
@@ -28,9 +28,9 @@ pub struct Message {
     /// Set for an ephemeral message: only this user sees it.
     pub ephemeral_for: Option<String>,
     /// Uploaded files shared with the message.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edited: Option<String>,
 }
 
@@ -102,6 +102,23 @@ pub struct State {
 }
 
 impl State {
+    /// Starts from messages kept by an earlier run; new timestamps continue after theirs.
+    pub fn restore(messages: Vec<Message>) -> Self {
+        let last_ts = messages
+            .iter()
+            .filter_map(|m| {
+                let (secs, micros) = m.ts.split_once('.')?;
+                Some((secs.parse().ok()?, micros.parse().ok()?))
+            })
+            .max()
+            .unwrap_or((0, 0));
+        Self {
+            messages,
+            last_ts,
+            ..Self::default()
+        }
+    }
+
     /// A message timestamp: unique and increasing, in Slack's `seconds.micros` form.
     pub fn next_ts(&mut self, now: DateTime<Utc>) -> String {
         let mut ts = (now.timestamp(), now.timestamp_subsec_micros());
@@ -128,7 +145,11 @@ impl State {
             tokens: POST_BURST,
             updated: now,
         });
-        let elapsed = (now - bucket.updated).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        let elapsed = (now - bucket.updated)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(0) as f64
+            / 1e6;
         bucket.tokens = (bucket.tokens + elapsed * POSTS_PER_SECOND).min(POST_BURST);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
@@ -198,7 +219,11 @@ mod tests {
             assert_eq!(state.take_post_token("C1", now), Ok(()));
         }
         assert_eq!(state.take_post_token("C1", now), Err(1));
-        assert_eq!(state.take_post_token("C2", now), Ok(()), "budgets are per channel");
+        assert_eq!(
+            state.take_post_token("C2", now),
+            Ok(()),
+            "budgets are per channel"
+        );
         let later = now + chrono::Duration::seconds(1);
         assert_eq!(state.take_post_token("C1", later), Ok(()));
         assert_eq!(state.take_post_token("C1", later), Err(1));

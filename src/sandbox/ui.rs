@@ -11,9 +11,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::Sandbox;
@@ -44,7 +44,11 @@ async fn page() -> Response {
 }
 
 async fn script() -> Response {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
 }
 
 async fn style() -> Response {
@@ -59,11 +63,15 @@ struct ConversationQuery {
     thread: Option<String>,
 }
 
-async fn conversation(State(sandbox): State<Sandbox>, Query(q): Query<ConversationQuery>) -> Json<Value> {
+async fn conversation(
+    State(sandbox): State<Sandbox>,
+    Query(q): Query<ConversationQuery>,
+) -> Json<Value> {
     let messages = sandbox.messages(&q.channel, Some(&q.viewer));
     let workspace = sandbox.workspace();
     let mut html = String::new();
-    let in_thread = |m: &super::Message, parent: &str| m.ts == parent || m.thread_ts.as_deref() == Some(parent);
+    let in_thread =
+        |m: &super::Message, parent: &str| m.ts == parent || m.thread_ts.as_deref() == Some(parent);
     for message in &messages {
         let is_reply = message.thread_ts.as_ref().is_some_and(|t| *t != message.ts);
         let shown = match &q.thread {
@@ -72,7 +80,10 @@ async fn conversation(State(sandbox): State<Sandbox>, Query(q): Query<Conversati
         };
         if shown {
             let replies = if q.thread.is_none() {
-                messages.iter().filter(|m| m.thread_ts.as_deref() == Some(&message.ts) && m.ts != message.ts).count()
+                messages
+                    .iter()
+                    .filter(|m| m.thread_ts.as_deref() == Some(&message.ts) && m.ts != message.ts)
+                    .count()
             } else {
                 0
             };
@@ -93,7 +104,12 @@ async fn view(State(sandbox): State<Sandbox>, Query(q): Query<ViewQuery>) -> Jso
         return Json(json!({"view": null}));
     };
     let body = &view.body;
-    let label = |key: &str| body.get(key).and_then(|t| t.get("text")).and_then(Value::as_str).map(escape_html);
+    let label = |key: &str| {
+        body.get(key)
+            .and_then(|t| t.get("text"))
+            .and_then(Value::as_str)
+            .map(escape_html)
+    };
     Json(json!({"view": {
         "id": view.id,
         "title": label("title").unwrap_or_default(),
@@ -104,11 +120,19 @@ async fn view(State(sandbox): State<Sandbox>, Query(q): Query<ViewQuery>) -> Jso
 }
 
 /// One event per change (its data is a version number); the page refetches what it shows.
-async fn events(State(sandbox): State<Sandbox>) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let stream = BroadcastStream::new(sandbox.0.changes.subscribe()).map(|version| {
-        // A lagging page only missed intermediate versions; any event makes it refetch.
-        let data = version.map_or_else(|_| "lagged".to_owned(), |v| v.to_string());
-        Ok(Event::default().event("changed").data(data))
-    });
+async fn events(
+    State(sandbox): State<Sandbox>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let mut closing = sandbox.0.closing.subscribe();
+    let closed = async move {
+        let _ = closing.wait_for(|closing| *closing).await;
+    };
+    let stream = BroadcastStream::new(sandbox.0.changes.subscribe())
+        .map(|version| {
+            // A lagging page only missed intermediate versions; any event makes it refetch.
+            let data = version.map_or_else(|_| "lagged".to_owned(), |v| v.to_string());
+            Ok(Event::default().event("changed").data(data))
+        })
+        .take_until(closed);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -98,7 +98,10 @@ impl Workspace {
         };
 
         let mut workspace = Self {
-            team_id: file.team.as_ref().map_or("T0SANDBOX".into(), |t| t.id.clone()),
+            team_id: file
+                .team
+                .as_ref()
+                .map_or("T0SANDBOX".into(), |t| t.id.clone()),
             team_name: file.team.map_or("countersign sandbox".into(), |t| t.name),
             users: BTreeMap::new(),
             channels: BTreeMap::new(),
@@ -107,7 +110,9 @@ impl Workspace {
         for (id, spec) in file.users {
             workspace.add_user(User {
                 real_name: spec.real_name.unwrap_or_else(|| spec.name.clone()),
-                email: spec.email.unwrap_or_else(|| format!("{}@sandbox.example", spec.name)),
+                email: spec
+                    .email
+                    .unwrap_or_else(|| format!("{}@sandbox.example", spec.name)),
                 name: spec.name,
                 is_admin: spec.is_admin,
                 id,

@@ -33,11 +33,18 @@ fn status_line(proposal: &Proposal) -> String {
             crate::domain::ActorKind::Reviewer => format!("<@{}>", d.by.id),
             _ => mrkdwn(&d.by.audit_name()),
         };
-        format!(" by {who} <!date^{}^{{date_short_pretty}} {{time}}|{}>", d.at.timestamp(), d.at.to_rfc3339())
+        format!(
+            " by {who} <!date^{}^{{date_short_pretty}} {{time}}|{}>",
+            d.at.timestamp(),
+            d.at.to_rfc3339()
+        )
     });
     match proposal.status {
         Status::Pending => ":hourglass_flowing_sand: *Pending review*".to_owned(),
-        Status::Approved => format!(":white_check_mark: *Approved*{}", decided.unwrap_or_default()),
+        Status::Approved => format!(
+            ":white_check_mark: *Approved*{}",
+            decided.unwrap_or_default()
+        ),
         Status::Rejected => format!(":x: *Rejected*{}", decided.unwrap_or_default()),
         Status::Expired => ":hourglass: *Expired*: nobody decided in time".to_owned(),
         Status::Cancelled => format!(":no_entry_sign: *Cancelled*{}", decided.unwrap_or_default()),
@@ -59,14 +66,21 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
     let mut blocks: Vec<SlackBlock> = Vec::new();
 
     blocks.push(SlackHeaderBlock::new(pt!(summary.clone())).into());
-    blocks.push(SlackSectionBlock::new().with_text(md!(status_line(proposal))).into());
+    blocks.push(
+        SlackSectionBlock::new()
+            .with_text(md!(status_line(proposal)))
+            .into(),
+    );
 
     let mut who = format!("*Agent* `{}` proposes `{}`", proposal.agent, content.action);
     if let Some(owner) = context.owner {
         who.push_str(&format!(" · owner <@{owner}>"));
     }
     if let Some(requested_by) = &content.requested_by {
-        who.push_str(&format!(" · on behalf of {}", mrkdwn(&truncate(requested_by, 80))));
+        who.push_str(&format!(
+            " · on behalf of {}",
+            mrkdwn(&truncate(requested_by, 80))
+        ));
     }
     blocks.push(SlackSectionBlock::new().with_text(md!(who)).into());
 
@@ -77,7 +91,12 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
             mrkdwn(&truncate(&target.kind, 80)),
             mrkdwn(&truncate(&target.id, 120))
         );
-        if let Some(host) = target.url.as_deref().and_then(|u| url::Url::parse(u).ok()).and_then(|u| u.host_str().map(str::to_owned)) {
+        if let Some(host) = target
+            .url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
+        {
             line.push_str(&format!(" (link on {})", mrkdwn(&host)));
         }
         blocks.push(SlackSectionBlock::new().with_text(md!(line)).into());
@@ -88,47 +107,86 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
             .changes
             .iter()
             .take(CHANGES_SHOWN)
-            .map(|c| format!("• `{}`: {} → {}", mrkdwn(&truncate(&c.path, 120)), value_text(&c.before), value_text(&c.after)))
+            .map(|c| {
+                format!(
+                    "• `{}`: {} → {}",
+                    mrkdwn(&truncate(&c.path, 120)),
+                    value_text(&c.before),
+                    value_text(&c.after)
+                )
+            })
             .collect();
         if content.changes.len() > CHANGES_SHOWN {
-            lines.push(format!("…and {} more", content.changes.len() - CHANGES_SHOWN));
+            lines.push(format!(
+                "…and {} more",
+                content.changes.len() - CHANGES_SHOWN
+            ));
         }
         let text = truncate(&format!("*Changes*\n{}", lines.join("\n")), 3000);
         blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
     }
 
     if let Some(rationale) = &content.rationale {
-        let text = format!("*Why the agent wants this*\n{}", mrkdwn(&truncate(rationale, 2500)));
+        let text = format!(
+            "*Why the agent wants this*\n{}",
+            mrkdwn(&truncate(rationale, 2500))
+        );
         blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
     }
 
     let verdict = &content.verdict;
     if !verdict.reasons.is_empty() {
-        let reasons: Vec<String> = verdict.reasons.iter().map(|r| format!("• {}", mrkdwn(r))).collect();
-        let text = truncate(&format!("*Why this needs you*\n{}", reasons.join("\n")), 3000);
+        let reasons: Vec<String> = verdict
+            .reasons
+            .iter()
+            .map(|r| format!("• {}", mrkdwn(r)))
+            .collect();
+        let text = truncate(
+            &format!("*Why this needs you*\n{}", reasons.join("\n")),
+            3000,
+        );
         blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
     }
     let mut facts = vec![format!(
         "{} approval{} needed from {}",
         verdict.quorum.approvals,
-        if verdict.quorum.approvals == 1 { "" } else { "s" },
+        if verdict.quorum.approvals == 1 {
+            ""
+        } else {
+            "s"
+        },
         verdict.route.join(" and ")
     )];
     if let Some(expires_at) = content.expires_at {
-        facts.push(format!("expires <!date^{}^{{date_short_pretty}} {{time}}|{}>", expires_at.timestamp(), expires_at.to_rfc3339()));
+        facts.push(format!(
+            "expires <!date^{}^{{date_short_pretty}} {{time}}|{}>",
+            expires_at.timestamp(),
+            expires_at.to_rfc3339()
+        ));
     }
     facts.push(format!("rules: {}", verdict.rules.join(", ")));
-    blocks.push(SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(truncate(&facts.join(" · "), 3000)))]).into());
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(truncate(&facts.join(" · "), 3000)),
+        )])
+        .into(),
+    );
 
     if !context.votes.is_empty() || proposal.status == Status::Pending {
         let mut lines: Vec<String> = context
             .votes
             .iter()
             .map(|vote| {
-                let role = vote.role.as_deref().map(|r| format!(" for {r}")).unwrap_or_default();
+                let role = vote
+                    .role
+                    .as_deref()
+                    .map(|r| format!(" for {r}"))
+                    .unwrap_or_default();
                 let when = super::review::slack_date(vote.at);
                 match vote.ballot {
-                    Ballot::Approve => format!(":white_check_mark: <@{}> approved{role} {when}", vote.voter),
+                    Ballot::Approve => {
+                        format!(":white_check_mark: <@{}> approved{role} {when}", vote.voter)
+                    }
                     Ballot::Reject => format!(
                         ":x: <@{}> rejected {when}: {}",
                         vote.voter,
@@ -161,7 +219,12 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
                 .into(),
         );
     }
-    blocks.push(SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(SlackBlockMarkDownText::new(format!("`{}`", proposal.id)))]).into());
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
+            SlackBlockMarkDownText::new(format!("`{}`", proposal.id)),
+        )])
+        .into(),
+    );
 
     let text = format!("{} — {}", status_plain(proposal.status), mrkdwn(&summary));
     OutgoingMessage { text, blocks }

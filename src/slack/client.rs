@@ -105,8 +105,7 @@ impl SlackApi {
         message: &OutgoingMessage,
         thread_ts: Option<&str>,
     ) -> Result<String, SlackError> {
-        let mut request =
-            SlackApiChatPostMessageRequest::new(channel.into(), message.content());
+        let mut request = SlackApiChatPostMessageRequest::new(channel.into(), message.content());
         request.thread_ts = thread_ts.map(|ts| SlackTs::new(ts.to_owned()));
         let response = self.session().chat_post_message(&request).await?;
         Ok(response.ts.to_string())
@@ -145,9 +144,12 @@ impl SlackApi {
     }
 
     /// Opens a modal with a click's trigger id (valid for three seconds: call this first).
-    pub async fn open_view(&self, trigger_id: &str, view: SlackModalView) -> Result<String, SlackError> {
-        let request =
-            SlackApiViewsOpenRequest::new(trigger_id.into(), SlackView::Modal(view));
+    pub async fn open_view(
+        &self,
+        trigger_id: &str,
+        view: SlackModalView,
+    ) -> Result<String, SlackError> {
+        let request = SlackApiViewsOpenRequest::new(trigger_id.into(), SlackView::Modal(view));
         let response = self.session().views_open(&request).await?;
         Ok(response.view.state_params.id.to_string())
     }

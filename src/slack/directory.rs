@@ -11,10 +11,13 @@ use crate::manifest::Role;
 
 const TTL: Duration = Duration::from_secs(60);
 
+/// A user group's members, and when they were read.
+type CachedGroup = (Instant, Arc<Vec<String>>);
+
 #[derive(Clone, Debug)]
 pub struct Directory {
     api: SlackApi,
-    groups: Arc<Mutex<HashMap<String, (Instant, Arc<Vec<String>>)>>>,
+    groups: Arc<Mutex<HashMap<String, CachedGroup>>>,
 }
 
 impl Directory {

@@ -147,8 +147,14 @@ mod tests {
         let Interaction::ViewSubmission(submission) = serde_json::from_str(payload).unwrap() else {
             panic!("view_submission expected");
         };
-        assert_eq!(submission.view.state.value("reason", "text"), Some("too big"));
-        assert_eq!(submission.view.state.value("preset", "choice"), Some("duplicate"));
+        assert_eq!(
+            submission.view.state.value("reason", "text"),
+            Some("too big")
+        );
+        assert_eq!(
+            submission.view.state.value("preset", "choice"),
+            Some("duplicate")
+        );
         assert_eq!(submission.view.state.value("nope", "text"), None);
     }
 }

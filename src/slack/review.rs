@@ -16,7 +16,7 @@ use slack_morphism::prelude::*;
 use super::card;
 use super::escape::{mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
-use crate::domain::{Ballot, Proposal, ProposalId, Status, Vote};
+use crate::domain::{Ballot, Proposal, ProposalId, Status, StepUp, Vote};
 use crate::engine::Voted;
 use crate::http::AppState;
 use crate::store::VoteRefusal;
@@ -51,17 +51,31 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
             }
         }
     };
-    let Some(id) = action.value.as_deref().and_then(|v| ProposalId::parse(v).ok()) else {
-        tokio::spawn(reply("That button does not name a countersign proposal.".into()));
+    let Some(id) = action
+        .value
+        .as_deref()
+        .and_then(|v| ProposalId::parse(v).ok())
+    else {
+        tokio::spawn(reply(
+            "That button does not name a countersign proposal.".into(),
+        ));
         return;
     };
 
     if action.action_id == card::REJECT {
         // The trigger id lives three seconds: the modal opens before anything else.
         let metadata = format!("{id} {}", channel.as_deref().unwrap_or(""));
-        if let Err(error) = state.slack.api.open_view(&click.trigger_id, reject_modal(&metadata)).await {
+        if let Err(error) = state
+            .slack
+            .api
+            .open_view(&click.trigger_id, reject_modal(&metadata))
+            .await
+        {
             tracing::warn!(%error, proposal_id = %id, "cannot open the rejection modal");
-            tokio::spawn(reply("Slack did not let me open the rejection form in time; please click Reject again.".into()));
+            tokio::spawn(reply(
+                "Slack did not let me open the rejection form in time; please click Reject again."
+                    .into(),
+            ));
         }
         return;
     }
@@ -91,7 +105,9 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Respons
     };
     let channel = metadata.next().filter(|c| !c.is_empty()).map(str::to_owned);
     let state_values = &submission.view.state;
-    let preset = state_values.value(PRESET_BLOCK, PRESET_INPUT).filter(|p| !p.is_empty());
+    let preset = state_values
+        .value(PRESET_BLOCK, PRESET_INPUT)
+        .filter(|p| !p.is_empty());
     let text = state_values
         .value(REASON_BLOCK, REASON_INPUT)
         .map(str::trim)
@@ -137,7 +153,8 @@ async fn vote(
 ) -> Result<Option<String>, String> {
     let unavailable = |error: &dyn std::fmt::Display| {
         tracing::error!(%error, proposal_id = %id, "cannot record a vote");
-        "countersign could not record that just now; nothing was recorded. Please try again.".to_owned()
+        "countersign could not record that just now; nothing was recorded. Please try again."
+            .to_owned()
     };
     let proposal = match state.engine.store().proposal(id).await {
         Ok(Some(proposal)) => proposal,
@@ -151,7 +168,7 @@ async fn vote(
             proposal.content.verdict.route.join(" or ")
         ))
     } else if ballot == Ballot::Approve {
-        separation_of_duties(state, &proposal, user)
+        separation_of_duties(state, &proposal, user).or_else(|| step_up_unavailable(&proposal))
     } else {
         None
     };
@@ -163,16 +180,29 @@ async fn vote(
     }
     match state
         .engine
-        .vote(id.clone(), user.to_owned(), eligible, ballot, reason, dedupe)
+        .vote(
+            id.clone(),
+            user.to_owned(),
+            eligible,
+            ballot,
+            reason,
+            dedupe,
+        )
         .await
     {
         Ok(Voted::Recorded { replay: true, .. }) => Ok(None),
-        Ok(Voted::Recorded { proposal, votes, .. }) => Ok(Some(recorded(&proposal, &votes, ballot))),
+        Ok(Voted::Recorded {
+            proposal, votes, ..
+        }) => Ok(Some(recorded(&proposal, &votes, ballot))),
         Ok(Voted::Refused { proposal, reason }) => Err(match reason {
             VoteRefusal::NotPending => already_decided(&proposal),
             VoteRefusal::AlreadyVoted(earlier) => format!(
                 "You already {} this {}; one vote per person.",
-                if earlier.ballot == Ballot::Approve { "approved" } else { "rejected" },
+                if earlier.ballot == Ballot::Approve {
+                    "approved"
+                } else {
+                    "rejected"
+                },
                 slack_date(earlier.at)
             ),
         }),
@@ -216,6 +246,20 @@ fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str) -> Op
     None
 }
 
+/// Step-up confirmation (a typed value or a TOTP code, asked in a modal) is not built yet. Until
+/// it is, a proposal whose policy demands it cannot be approved from Slack at all: failing closed
+/// is the only safe reading of `step_up`. Rejecting stays possible.
+fn step_up_unavailable(proposal: &Proposal) -> Option<String> {
+    let factor = match proposal.content.verdict.step_up {
+        StepUp::None => return None,
+        StepUp::Confirm => "a typed confirmation",
+        StepUp::Totp => "a code from your authenticator (TOTP)",
+    };
+    Some(format!(
+        "Policy requires {factor} to approve this, which this version of countersign cannot ask for yet, so it cannot be approved from Slack. Nothing was recorded; you can still reject it."
+    ))
+}
+
 fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {
     match (ballot, proposal.status) {
         (Ballot::Reject, _) => format!(
@@ -229,7 +273,10 @@ fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {
         _ => {
             let verdict = &proposal.content.verdict;
             let missing = crate::domain::vote::shortfall(&verdict.quorum, &verdict.route, votes);
-            format!("Your approval is recorded. Still needed: {}.", missing.describe())
+            format!(
+                "Your approval is recorded. Still needed: {}.",
+                missing.describe()
+            )
         }
     }
 }
@@ -248,7 +295,10 @@ fn already_decided(proposal: &Proposal) -> String {
                 crate::domain::ActorKind::Reviewer => format!("<@{}>", decision.by.id),
                 _ => mrkdwn(&decision.by.audit_name()),
             };
-            format!("Already {status} by {who} {}; nothing was recorded.", slack_date(decision.at))
+            format!(
+                "Already {status} by {who} {}; nothing was recorded.",
+                slack_date(decision.at)
+            )
         }
         None => format!("This proposal is {status}; nothing was recorded."),
     }
@@ -289,7 +339,9 @@ fn reject_modal(metadata: &str) -> SlackModalView {
     )
     .with_block_id(REASON_BLOCK.into())
     .with_optional(true)
-    .with_hint(pt!("Pick a reason, write one, or both. The agent receives it."));
+    .with_hint(pt!(
+        "Pick a reason, write one, or both. The agent receives it."
+    ));
     SlackModalView::new(pt!("Reject proposal"), vec![preset.into(), text.into()])
         .with_submit(pt!("Reject"))
         .with_close(pt!("Cancel"))

@@ -39,7 +39,9 @@ fn mac(secret: &Secret, timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 /// The `X-Slack-Signature` value for a body sent at `timestamp` (unix seconds). The sandbox uses
 /// it to sign what it delivers, exactly as Slack does.
 pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
-    let digest = mac(secret, &timestamp.to_string(), body).finalize().into_bytes();
+    let digest = mac(secret, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
     format!("v0={}", hex::encode(digest))
 }
 
@@ -84,7 +86,10 @@ mod tests {
 
     #[test]
     fn signs_slacks_published_example() {
-        assert_eq!(sign(&Secret::new(SECRET), TIMESTAMP, BODY.as_bytes()), EXPECTED);
+        assert_eq!(
+            sign(&Secret::new(SECRET), TIMESTAMP, BODY.as_bytes()),
+            EXPECTED
+        );
     }
 
     #[test]
@@ -95,21 +100,57 @@ mod tests {
             verify(&secret, signature, timestamp, body.as_bytes(), at(now))
         };
         assert_eq!(check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP), Ok(()));
-        assert_eq!(check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP + 300), Ok(()));
-        assert_eq!(check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP + 301), Err(SignatureError::Stale));
-        assert_eq!(check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP - 301), Err(SignatureError::Stale));
+        assert_eq!(
+            check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP + 300),
+            Ok(())
+        );
+        assert_eq!(
+            check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP + 301),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            check(Some(EXPECTED), Some(&ts), BODY, TIMESTAMP - 301),
+            Err(SignatureError::Stale)
+        );
         let tampered = BODY.replace("roadrunner", "coyote");
-        assert_eq!(check(Some(EXPECTED), Some(&ts), &tampered, TIMESTAMP), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(Some(EXPECTED), Some(&ts), &tampered, TIMESTAMP),
+            Err(SignatureError::Mismatch)
+        );
         let other_ts = (TIMESTAMP + 1).to_string();
-        assert_eq!(check(Some(EXPECTED), Some(&other_ts), BODY, TIMESTAMP), Err(SignatureError::Mismatch));
-        assert_eq!(check(Some("v1=abc"), Some(&ts), BODY, TIMESTAMP), Err(SignatureError::Mismatch));
-        assert_eq!(check(Some("v0=zz"), Some(&ts), BODY, TIMESTAMP), Err(SignatureError::Mismatch));
-        assert_eq!(check(None, Some(&ts), BODY, TIMESTAMP), Err(SignatureError::Missing));
-        assert_eq!(check(Some(EXPECTED), None, BODY, TIMESTAMP), Err(SignatureError::Missing));
-        assert_eq!(check(Some(EXPECTED), Some("soon"), BODY, TIMESTAMP), Err(SignatureError::Stale));
+        assert_eq!(
+            check(Some(EXPECTED), Some(&other_ts), BODY, TIMESTAMP),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check(Some("v1=abc"), Some(&ts), BODY, TIMESTAMP),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check(Some("v0=zz"), Some(&ts), BODY, TIMESTAMP),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check(None, Some(&ts), BODY, TIMESTAMP),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            check(Some(EXPECTED), None, BODY, TIMESTAMP),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            check(Some(EXPECTED), Some("soon"), BODY, TIMESTAMP),
+            Err(SignatureError::Stale)
+        );
         let wrong_secret = Secret::new("another secret");
         assert_eq!(
-            verify(&wrong_secret, Some(EXPECTED), Some(&ts), BODY.as_bytes(), at(TIMESTAMP)),
+            verify(
+                &wrong_secret,
+                Some(EXPECTED),
+                Some(&ts),
+                BODY.as_bytes(),
+                at(TIMESTAMP)
+            ),
             Err(SignatureError::Mismatch)
         );
     }

@@ -190,7 +190,8 @@ async fn run_one(
             if proposal.status == Status::Pending {
                 for role in &proposal.content.verdict.route {
                     let task = SlackTask::PostCard { role: role.clone() };
-                    tx.slack_jobs.push(SlackJobRow::new(&proposal.id, &task, at)?);
+                    tx.slack_jobs
+                        .push(SlackJobRow::new(&proposal.id, &task, at)?);
                 }
             }
             let mut events = vec![event];
@@ -326,19 +327,34 @@ async fn run_one(
             let shortfall = shortfall(&verdict.quorum, &verdict.route, &votes);
             let decided = match ballot {
                 Ballot::Reject => Some((Status::Rejected, reason)),
-                Ballot::Approve if shortfall.is_met() => Some((Status::Approved, Some(quorum_reason(&votes)))),
+                Ballot::Approve if shortfall.is_met() => {
+                    Some((Status::Approved, Some(quorum_reason(&votes))))
+                }
                 Ballot::Approve => None,
             };
             let proposal = match decided {
                 Some((status, reason)) => {
-                    let decision = Decision { by: actor, at, reason };
-                    let (result, more) =
-                        transition(tx, proposal, status, decision, kinds::DECIDED, ballot.as_str()).await?;
+                    let decision = Decision {
+                        by: actor,
+                        at,
+                        reason,
+                    };
+                    let (result, more) = transition(
+                        tx,
+                        proposal,
+                        status,
+                        decision,
+                        kinds::DECIDED,
+                        ballot.as_str(),
+                    )
+                    .await?;
                     events.extend(more);
                     match result {
                         CommandResult::Updated(proposal) => proposal,
                         // Cannot happen: the proposal was pending in this very transaction.
-                        other => return Err(StoreError::Other(format!("vote: unexpected {other:?}"))),
+                        other => {
+                            return Err(StoreError::Other(format!("vote: unexpected {other:?}")));
+                        }
                     }
                 }
                 None => {
@@ -477,5 +493,8 @@ fn refusal_of(
 }
 
 fn decision_at(proposal: &Proposal) -> DateTime<Utc> {
-    proposal.decision.as_ref().map_or(proposal.updated_at, |d| d.at)
+    proposal
+        .decision
+        .as_ref()
+        .map_or(proposal.updated_at, |d| d.at)
 }

@@ -12,7 +12,7 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{
-    INSERT_CHUNK, ballot, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, encode, slack_job,
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, ballot, encode, slack_job,
     status_count,
 };
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
@@ -454,7 +454,9 @@ impl Store for PostgresStore {
             .bind(id.as_str())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| vote_row(row).map(|(vote, _)| vote)).collect()
+        rows.iter()
+            .map(|row| vote_row(row).map(|(vote, _)| vote))
+            .collect()
     }
 
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {

@@ -16,7 +16,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{
-    INSERT_CHUNK, ballot, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, encode, slack_job,
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, ballot, encode, slack_job,
     status_count,
 };
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
@@ -174,8 +174,9 @@ impl BatchTx for Tx {
 
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO slack_outbox (proposal_id, task, due_at) ");
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO slack_outbox (proposal_id, task, due_at) ",
+            );
             insert.push_values(chunk, |mut row, job| {
                 row.push_bind(&job.proposal_id)
                     .push_bind(&job.task)
@@ -466,7 +467,9 @@ impl Store for SqliteStore {
             .bind(id.as_str())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| vote_row(row).map(|(vote, _)| vote)).collect()
+        rows.iter()
+            .map(|row| vote_row(row).map(|(vote, _)| vote))
+            .collect()
     }
 
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {

@@ -93,7 +93,9 @@ impl SlackOutbox {
             let now = self.clock.now();
             match outcome {
                 JobOutcome::Done(posted) => {
-                    self.store.finish_slack_job(&job, posted.as_ref(), now).await?;
+                    self.store
+                        .finish_slack_job(&job, posted.as_ref(), now)
+                        .await?;
                     pass.done += 1;
                 }
                 JobOutcome::Retry(after, error) => {
@@ -149,12 +151,22 @@ impl SlackOutbox {
                 self.api
                     .post_message(&channel, &message, None)
                     .await
-                    .map(|ts| Some(PostedCard { role: role.clone(), channel, ts }))
+                    .map(|ts| {
+                        Some(PostedCard {
+                            role: role.clone(),
+                            channel,
+                            ts,
+                        })
+                    })
             }
             SlackTask::RefreshCards => {
                 let mut result = Ok(None);
                 for card in &posted {
-                    if let Err(error) = self.api.update_message(&card.channel, &card.ts, &message).await {
+                    if let Err(error) = self
+                        .api
+                        .update_message(&card.channel, &card.ts, &message)
+                        .await
+                    {
                         result = Err(error);
                         break;
                     }

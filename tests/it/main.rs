@@ -7,6 +7,7 @@ mod fixture;
 
 mod api;
 mod audit_cli;
+mod browser;
 mod lifecycle;
 mod ops;
 mod policy;

@@ -40,7 +40,12 @@ impl Standalone {
         let router: axum::Router = sandbox.routes();
         tokio::spawn(async move { axum::serve(listener, router).await });
         let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN));
-        Self { sandbox, api, clock, http: reqwest::Client::new() }
+        Self {
+            sandbox,
+            api,
+            clock,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// A raw Web API call (for methods countersign's client does not wrap).
@@ -54,13 +59,20 @@ impl Standalone {
             .await
             .unwrap();
         let status = response.status().as_u16();
-        assert_eq!(response.headers()["content-type"], "application/json", "Slack's content type");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/json",
+            "Slack's content type"
+        );
         (status, response.json().await.unwrap())
     }
 }
 
 fn message(blocks: Value) -> OutgoingMessage {
-    OutgoingMessage { text: "fallback".into(), blocks: serde_json::from_value(blocks).unwrap() }
+    OutgoingMessage {
+        text: "fallback".into(),
+        blocks: serde_json::from_value(blocks).unwrap(),
+    }
 }
 
 fn header(text: &str) -> Value {
@@ -70,31 +82,71 @@ fn header(text: &str) -> Value {
 #[tokio::test]
 async fn a_card_over_a_block_kit_limit_is_refused_as_slack_refuses_it() {
     let s = Standalone::start().await;
-    assert!(s.api.post_message("C0FINANCE", &message(header(&"h".repeat(150))), None).await.is_ok());
-    let refused = s.api.post_message("C0FINANCE", &message(header(&"h".repeat(151))), None).await;
+    assert!(
+        s.api
+            .post_message("C0FINANCE", &message(header(&"h".repeat(150))), None)
+            .await
+            .is_ok()
+    );
+    let refused = s
+        .api
+        .post_message("C0FINANCE", &message(header(&"h".repeat(151))), None)
+        .await;
     match refused {
         Err(SlackError::Api(error)) => {
             assert!(error.starts_with("invalid_blocks"), "{error}");
-            assert!(error.contains("must be less than 151 characters [json-pointer:/blocks/0/text/text]"), "{error}");
+            assert!(
+                error.contains(
+                    "must be less than 151 characters [json-pointer:/blocks/0/text/text]"
+                ),
+                "{error}"
+            );
         }
         other => panic!("expected invalid_blocks, got {other:?}"),
     }
     let too_many = Value::Array(vec![json!({"type": "divider"}); 51]);
-    let (_, body) = s.call("chat.postMessage", json!({"channel": "C0FINANCE", "text": "x", "blocks": too_many})).await;
+    let (_, body) = s
+        .call(
+            "chat.postMessage",
+            json!({"channel": "C0FINANCE", "text": "x", "blocks": too_many}),
+        )
+        .await;
     assert_eq!(body["error"], "invalid_blocks");
-    let (_, body) = s.call("chat.postMessage", json!({"channel": "C0FINANCE", "text": "x".repeat(40_001)})).await;
+    let (_, body) = s
+        .call(
+            "chat.postMessage",
+            json!({"channel": "C0FINANCE", "text": "x".repeat(40_001)}),
+        )
+        .await;
     assert_eq!(body["error"], "msg_too_long");
-    let (_, body) = s.call("chat.postMessage", json!({"channel": "C0NOPE", "text": "x"})).await;
+    let (_, body) = s
+        .call(
+            "chat.postMessage",
+            json!({"channel": "C0NOPE", "text": "x"}),
+        )
+        .await;
     assert_eq!(body["error"], "channel_not_found");
-    assert_eq!(s.sandbox.messages("C0FINANCE", None).len(), 1, "refused messages are not posted");
+    assert_eq!(
+        s.sandbox.messages("C0FINANCE", None).len(),
+        1,
+        "refused messages are not posted"
+    );
 }
 
 #[tokio::test]
 async fn only_the_bot_token_is_accepted() {
     let s = Standalone::start().await;
     let wrong = SlackApi::new(&s.sandbox.api_url(), &Secret::new("xoxb-guess"));
-    assert_eq!(wrong.auth_test().await, Err(SlackError::Api("invalid_auth".into())));
-    let response = s.http.post(format!("{}/auth.test", s.sandbox.api_url())).send().await.unwrap();
+    assert_eq!(
+        wrong.auth_test().await,
+        Err(SlackError::Api("invalid_auth".into()))
+    );
+    let response = s
+        .http
+        .post(format!("{}/auth.test", s.sandbox.api_url()))
+        .send()
+        .await
+        .unwrap();
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"ok": false, "error": "not_authed"}));
     assert_eq!(s.api.auth_test().await.unwrap(), "U0COUNTERSIGN");
@@ -111,7 +163,12 @@ async fn a_burst_of_posts_to_one_channel_gets_429_with_retry_after() {
         s.api.post_message("C0FINANCE", &text, None).await,
         Err(SlackError::RateLimited(std::time::Duration::from_secs(1)))
     );
-    let (status, body) = s.call("chat.postMessage", json!({"channel": "C0FINANCE", "text": "x"})).await;
+    let (status, body) = s
+        .call(
+            "chat.postMessage",
+            json!({"channel": "C0FINANCE", "text": "x"}),
+        )
+        .await;
     assert_eq!((status, body["error"].as_str()), (429, Some("ratelimited")));
     // Other channels have their own budget; a second later this one has room again.
     s.api.post_message("C0LEGAL", &text, None).await.unwrap();
@@ -137,11 +194,17 @@ async fn trigger_ids_open_one_modal_within_three_seconds() {
     );
     let late = s.sandbox.issue_trigger("U0FIN001");
     s.clock.advance(chrono::Duration::milliseconds(3001));
-    assert_eq!(s.api.open_view(&late, modal("Late")).await, Err(SlackError::Api("expired_trigger_id".into())));
+    assert_eq!(
+        s.api.open_view(&late, modal("Late")).await,
+        Err(SlackError::Api("expired_trigger_id".into()))
+    );
     let fresh = s.sandbox.issue_trigger("U0FIN001");
     let refused = s.api.open_view(&fresh, modal(&"t".repeat(25))).await;
     assert!(matches!(refused, Err(SlackError::Api(e)) if e.starts_with("invalid_arguments")));
-    assert_eq!(s.api.open_view("nonsense", modal("x")).await, Err(SlackError::Api("invalid_trigger_id".into())));
+    assert_eq!(
+        s.api.open_view("nonsense", modal("x")).await,
+        Err(SlackError::Api("invalid_trigger_id".into()))
+    );
 }
 
 #[tokio::test]
@@ -149,15 +212,27 @@ async fn the_workspace_is_seeded_from_the_manifests() {
     let s = Standalone::start().await;
     let (_, user) = s.call("users.info", json!({"user": "U0FIN001"})).await;
     assert_eq!(user["user"]["real_name"], "Priya Natarajan");
-    let (_, found) = s.call("users.lookupByEmail", json!({"email": "amara@acme.example"})).await;
+    let (_, found) = s
+        .call(
+            "users.lookupByEmail",
+            json!({"email": "amara@acme.example"}),
+        )
+        .await;
     assert_eq!(found["user"]["id"], "U0LEG001");
-    let (_, missing) = s.call("users.lookupByEmail", json!({"email": "nobody@acme.example"})).await;
+    let (_, missing) = s
+        .call(
+            "users.lookupByEmail",
+            json!({"email": "nobody@acme.example"}),
+        )
+        .await;
     assert_eq!(missing["error"], "users_not_found");
     assert_eq!(
         s.api.usergroup_members("S0FINAPPR").await.unwrap(),
         ["U0FIN001", "U0FIN002", "U0MGR001"]
     );
-    let (_, dm) = s.call("conversations.open", json!({"users": "U0SEC001"})).await;
+    let (_, dm) = s
+        .call("conversations.open", json!({"users": "U0SEC001"}))
+        .await;
     assert_eq!(dm["channel"]["id"], "D0SEC001");
     // Every role's approvers exist as people, every role's channel as a channel.
     let registry = Registry::load(&manifests_dir(), &policies_dir()).unwrap();
@@ -173,19 +248,40 @@ async fn the_workspace_is_seeded_from_the_manifests() {
 async fn files_upload_in_three_steps_and_appear_in_the_channel() {
     let s = Standalone::start().await;
     let png = b"\x89PNG\r\n\x1a\nnot really";
-    let (_, url) = s.call("files.getUploadURLExternal", json!({"filename": "chart.png", "length": png.len()})).await;
+    let (_, url) = s
+        .call(
+            "files.getUploadURLExternal",
+            json!({"filename": "chart.png", "length": png.len()}),
+        )
+        .await;
     let upload = url["upload_url"].as_str().unwrap();
     let file = url["file_id"].as_str().unwrap();
-    let (_, early) = s.call("files.completeUploadExternal", json!({"files": [{"id": file}], "channel_id": "C0FINANCE"})).await;
+    let (_, early) = s
+        .call(
+            "files.completeUploadExternal",
+            json!({"files": [{"id": file}], "channel_id": "C0FINANCE"}),
+        )
+        .await;
     assert_eq!(early["error"], "file_not_found", "bytes first");
     let uploaded = s.http.post(upload).body(png.to_vec()).send().await.unwrap();
-    assert_eq!(uploaded.text().await.unwrap(), format!("OK - {}", png.len()));
+    assert_eq!(
+        uploaded.text().await.unwrap(),
+        format!("OK - {}", png.len())
+    );
     let (_, done) = s
         .call("files.completeUploadExternal", json!({"files": [{"id": file, "title": "SLA"}], "channel_id": "C0FINANCE", "initial_comment": "Weekly SLA"}))
         .await;
     assert_eq!(done["files"][0]["title"], "SLA");
     let posted = s.sandbox.messages("C0FINANCE", None);
     assert_eq!(posted.last().unwrap().text, "Weekly SLA");
-    let served = s.http.get(format!("{}sandbox/files/{file}", s.sandbox.page_url().as_str().trim_end_matches("sandbox"))).send().await.unwrap();
+    let served = s
+        .http
+        .get(format!(
+            "{}sandbox/files/{file}",
+            s.sandbox.page_url().as_str().trim_end_matches("sandbox")
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(served.bytes().await.unwrap().as_ref(), png);
 }

@@ -34,7 +34,12 @@ impl Message {
     pub fn buttons(&self) -> Vec<String> {
         let mut ids = Vec::new();
         for block in self.blocks.as_array().into_iter().flatten() {
-            for element in block.get("elements").and_then(Value::as_array).into_iter().flatten() {
+            for element in block
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if element["type"] == "button" {
                     ids.push(element["action_id"].as_str().unwrap_or_default().to_owned());
                 }
@@ -47,7 +52,12 @@ impl Message {
     pub fn proposal_id(&self) -> Option<String> {
         let text = self.visible_text();
         let start = text.find("prop_")?;
-        Some(text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+        Some(
+            text[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect(),
+        )
     }
 }
 
@@ -112,6 +122,47 @@ impl Slack<'_> {
         what: &str,
         check: impl Fn(&[Message]) -> Option<T>,
     ) -> T {
+        let found = self
+            .wait_until(|| async { check(&self.messages(channel, viewer).await) })
+            .await;
+        match found {
+            Some(found) => found,
+            None => panic!(
+                "timed out waiting for {what} in {channel}; it holds: {:#?}",
+                self.messages(channel, viewer).await
+            ),
+        }
+    }
+
+    /// Waits until countersign has made `count` calls of `method` answered with `status`.
+    pub async fn wait_for_calls(&self, method: &str, status: u16, count: usize) -> Vec<Value> {
+        let matching = |calls: Vec<Value>| -> Vec<Value> {
+            calls
+                .into_iter()
+                .filter(|c| c["method"] == method && c["status"] == status)
+                .collect()
+        };
+        let found = self
+            .wait_until(|| async {
+                let calls = matching(self.calls().await);
+                (calls.len() >= count).then_some(calls)
+            })
+            .await;
+        match found {
+            Some(calls) => calls,
+            None => panic!(
+                "timed out waiting for {count} {method} answered {status}: {:#?}",
+                self.calls().await
+            ),
+        }
+    }
+
+    /// Re-runs `check` after every change in the sandbox until it answers, or the deadline.
+    async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
+        &self,
+        check: impl Fn() -> F,
+    ) -> Option<T> {
+        // Subscribed before the first look, so no change can slip between a look and the wait.
         let events = self
             .app
             .http
@@ -120,23 +171,16 @@ impl Slack<'_> {
             .await
             .unwrap();
         let mut events = events.bytes_stream();
-        let waited = tokio::time::timeout(DEADLINE, async {
+        tokio::time::timeout(DEADLINE, async {
             loop {
-                if let Some(found) = check(&self.messages(channel, viewer).await) {
+                if let Some(found) = check().await {
                     return found;
                 }
-                // Something changed in the sandbox (or the keep-alive ticked): look again.
                 events.next().await.expect("event stream open").unwrap();
             }
         })
-        .await;
-        match waited {
-            Ok(found) => found,
-            Err(_) => panic!(
-                "timed out waiting for {what} in {channel}; it holds: {:#?}",
-                self.messages(channel, viewer).await
-            ),
-        }
+        .await
+        .ok()
     }
 
     /// Waits for the card about `proposal_id` in `channel` to satisfy `check`.
@@ -158,12 +202,17 @@ impl Slack<'_> {
 
     /// Waits for an ephemeral message to `user` in `channel` containing `needle`.
     pub async fn wait_for_ephemeral(&self, channel: &str, user: &str, needle: &str) -> Message {
-        self.wait_for(channel, user, &format!("an ephemeral {needle:?} to {user}"), |messages| {
-            messages
-                .iter()
-                .find(|m| m.ephemeral_for.as_deref() == Some(user) && m.text.contains(needle))
-                .cloned()
-        })
+        self.wait_for(
+            channel,
+            user,
+            &format!("an ephemeral {needle:?} to {user}"),
+            |messages| {
+                messages
+                    .iter()
+                    .find(|m| m.ephemeral_for.as_deref() == Some(user) && m.text.contains(needle))
+                    .cloned()
+            },
+        )
         .await
     }
 
@@ -176,7 +225,12 @@ impl Slack<'_> {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 200, "{path}: {:?}", response.text().await);
+        assert_eq!(
+            response.status(),
+            200,
+            "{path}: {:?}",
+            response.text().await
+        );
         response.json().await.unwrap()
     }
 

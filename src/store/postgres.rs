@@ -12,8 +12,8 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{
-    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, ballot, encode, slack_job,
-    status_count,
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, ballot, encode,
+    posted_cards, slack_jobs, status_count,
 };
 use super::{Command, CommandResult, PoolSettings, Store, StoreError};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
@@ -369,19 +369,7 @@ impl Store for PostgresStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        let mut jobs = rows
-            .iter()
-            .map(|row| {
-                slack_job(
-                    row.try_get("id")?,
-                    row.try_get("proposal_id")?,
-                    row.try_get("task")?,
-                    row.try_get("attempts")?,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|job| job.id);
-        Ok(jobs)
+        slack_jobs(&rows)
     }
 
     async fn finish_slack_job(
@@ -466,15 +454,7 @@ impl Store for PostgresStore {
         .bind(id.as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PostedCard {
-                    role: row.try_get("role")?,
-                    channel: row.try_get("channel")?,
-                    ts: row.try_get("ts")?,
-                })
-            })
-            .collect()
+        posted_cards(&rows)
     }
 
     async fn close(&self) {

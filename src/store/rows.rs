@@ -135,22 +135,57 @@ impl SlackJobRow {
     }
 }
 
-/// Decodes a claimed outbox row.
-pub(super) fn slack_job(
-    id: i64,
-    proposal_id: &str,
-    task: &str,
-    attempts: i32,
-) -> Result<crate::domain::SlackJob, StoreError> {
-    let corrupt = |what: &str, detail: String| {
-        StoreError::Corrupt(format!("slack_outbox {id}: {what}: {detail}"))
-    };
-    Ok(crate::domain::SlackJob {
-        id,
-        proposal_id: ProposalId::parse(proposal_id).map_err(|e| corrupt("proposal_id", e.0))?,
-        task: serde_json::from_str(task).map_err(|e| corrupt("task", e.to_string()))?,
-        attempts,
-    })
+/// Claimed outbox rows (`id, proposal_id, task, attempts`), oldest first; the same columns
+/// decode alike from either backend's rows.
+pub(super) fn slack_jobs<R: sqlx::Row>(
+    rows: &[R],
+) -> Result<Vec<crate::domain::SlackJob>, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    let mut jobs = rows
+        .iter()
+        .map(|row| {
+            let id: i64 = row.try_get("id")?;
+            let proposal_id: String = row.try_get("proposal_id")?;
+            let task: String = row.try_get("task")?;
+            let corrupt = |what: &str, detail: String| {
+                StoreError::Corrupt(format!("slack_outbox {id}: {what}: {detail}"))
+            };
+            Ok(crate::domain::SlackJob {
+                id,
+                proposal_id: ProposalId::parse(&proposal_id)
+                    .map_err(|e| corrupt("proposal_id", e.0))?,
+                task: serde_json::from_str(&task).map_err(|e| corrupt("task", e.to_string()))?,
+                attempts: row.try_get("attempts")?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // UPDATE … RETURNING promises no order.
+    jobs.sort_by_key(|job| job.id);
+    Ok(jobs)
+}
+
+/// `slack_messages` rows (`role, channel, ts`).
+pub(super) fn posted_cards<R: sqlx::Row>(
+    rows: &[R],
+) -> Result<Vec<crate::domain::PostedCard>, StoreError>
+where
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> &'r str: sqlx::ColumnIndex<R>,
+{
+    rows.iter()
+        .map(|row| {
+            Ok(crate::domain::PostedCard {
+                role: row.try_get("role")?,
+                channel: row.try_get("channel")?,
+                ts: row.try_get("ts")?,
+            })
+        })
+        .collect()
 }
 
 /// A stored ballot.

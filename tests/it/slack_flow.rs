@@ -31,6 +31,22 @@ fn is_pending(card: &Message) -> bool {
     card.buttons() == ["approve", "reject"]
 }
 
+/// Submits `body` and waits for its card, pending, in `channel`.
+async fn card_for(app: &TestApp, token: &str, body: &Value, channel: &str) -> (String, Message) {
+    let created = app.create(token, body).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let card = app
+        .slack()
+        .wait_for_card(channel, &id, "the card", is_pending)
+        .await;
+    (id, card)
+}
+
+async fn votes_of(db: &TestDb, id: &str) -> Vec<countersign::domain::Vote> {
+    let id = countersign::domain::ProposalId::parse(id).unwrap();
+    db.store().await.votes(&id).await.unwrap()
+}
+
 async fn status_of(app: &TestApp, token: &str, id: &str) -> Value {
     app.get(token, id).await.json().await.unwrap()
 }
@@ -87,12 +103,9 @@ both_backends!(cards_reach_every_routed_role_channel);
 
 async fn an_approver_approves_and_every_copy_of_the_card_follows(db: TestDb) {
     let app = TestApp::start(&db).await;
-    let created = app.create(REVOPS, &discount_with_pii()).await;
-    let id = created["id"].as_str().unwrap();
+    let (id, finance) = card_for(&app, REVOPS, &discount_with_pii(), "C0FINANCE").await;
+    let id = id.as_str();
     let slack = app.slack();
-    let finance = slack
-        .wait_for_card("C0FINANCE", id, "the card", is_pending)
-        .await;
 
     // One approval of the two needed (finance and legal, one each).
     let acted = slack.click("U0FIN002", &finance, "approve").await;
@@ -159,12 +172,9 @@ both_backends!(an_approver_approves_and_every_copy_of_the_card_follows);
 
 async fn reject_asks_why_in_a_modal_and_the_reason_is_kept(db: TestDb) {
     let app = TestApp::start(&db).await;
-    let created = app.create(REVOPS, &discount_proposal()).await;
-    let id = created["id"].as_str().unwrap();
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let id = id.as_str();
     let slack = app.slack();
-    let card = slack
-        .wait_for_card("C0FINANCE", id, "the card", is_pending)
-        .await;
 
     let acted = slack.click("U0FIN001", &card, "reject").await;
     let view = acted.view.expect("the click opened the rejection modal");
@@ -209,12 +219,9 @@ both_backends!(reject_asks_why_in_a_modal_and_the_reason_is_kept);
 async fn clicks_from_people_who_may_not_approve_are_refused_and_audited(db: TestDb) {
     let app = TestApp::start(&db).await;
     // billing's owner is U0FIN001, a finance approver: separation of duties refuses them.
-    let created = app.create(BILLING, &large_payment()).await;
-    let id = created["id"].as_str().unwrap();
+    let (id, card) = card_for(&app, BILLING, &large_payment(), "C0FINANCE").await;
+    let id = id.as_str();
     let slack = app.slack();
-    let card = slack
-        .wait_for_card("C0FINANCE", id, "the card", is_pending)
-        .await;
 
     slack.click("U0SEC001", &card, "approve").await;
     slack
@@ -252,26 +259,16 @@ async fn clicks_from_people_who_may_not_approve_are_refused_and_audited(db: Test
             .unwrap()
             .contains("separation of duties")
     );
-    assert_eq!(
-        db.store()
-            .await
-            .votes(&countersign::domain::ProposalId::parse(id).unwrap())
-            .await
-            .unwrap(),
-        vec![]
-    );
+    assert_eq!(votes_of(&db, id).await, vec![]);
     app.stop().await.unwrap();
 }
 both_backends!(clicks_from_people_who_may_not_approve_are_refused_and_audited);
 
 async fn a_usergroup_member_may_approve_and_a_repeated_click_counts_once(db: TestDb) {
     let app = TestApp::start(&db).await;
-    let created = app.create(REVOPS, &discount_proposal()).await;
-    let id = created["id"].as_str().unwrap();
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let id = id.as_str();
     let slack = app.slack();
-    let card = slack
-        .wait_for_card("C0FINANCE", id, "the card", is_pending)
-        .await;
     // U0MGR001 is not listed in roles.yaml but is in the finance approvers' user group.
     slack.click("U0MGR001", &card, "approve").await;
     slack
@@ -281,12 +278,7 @@ async fn a_usergroup_member_may_approve_and_a_repeated_click_counts_once(db: Tes
     slack
         .wait_for_ephemeral("C0FINANCE", "U0MGR001", "Already approved by <@U0MGR001>")
         .await;
-    let votes = db
-        .store()
-        .await
-        .votes(&countersign::domain::ProposalId::parse(id).unwrap())
-        .await
-        .unwrap();
+    let votes = votes_of(&db, id).await;
     assert_eq!(votes.len(), 1);
     assert_eq!(votes[0].role.as_deref(), Some("finance"));
     app.stop().await.unwrap();
@@ -295,12 +287,9 @@ both_backends!(a_usergroup_member_may_approve_and_a_repeated_click_counts_once);
 
 async fn racing_clicks_make_exactly_one_decision(db: TestDb) {
     let app = TestApp::start(&db).await;
-    let created = app.create(REVOPS, &discount_proposal()).await;
-    let id = created["id"].as_str().unwrap();
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let id = id.as_str();
     let slack = app.slack();
-    let card = slack
-        .wait_for_card("C0FINANCE", id, "the card", is_pending)
-        .await;
     let clicks = ["U0FIN001", "U0FIN002", "U0MGR001"]
         .iter()
         .flat_map(|user| std::iter::repeat_n(*user, 5))

@@ -413,3 +413,208 @@ async fn postgres_chain_holds_under_a_stricter_default_isolation() {
         .unwrap();
     assert_eq!(verified.events, 100);
 }
+
+async fn the_slack_outbox_is_claimed_under_a_lease(db: TestDb) {
+    let store = db.store().await;
+    let p = proposal("revops-crm");
+    apply_one(store.as_ref(), submit(&p, None)).await;
+    let at = start_time();
+    let lease = at + Duration::seconds(60);
+
+    // The pending proposal owes one card (its route is finance).
+    let jobs = store.claim_slack_jobs(at, lease, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        jobs[0].task,
+        SlackTask::PostCard {
+            role: "finance".into()
+        }
+    );
+    assert_eq!(
+        (jobs[0].proposal_id.clone(), jobs[0].attempts),
+        (p.id.clone(), 0)
+    );
+    // Leased: nobody else gets it until the lease ends (a worker that died loses only that).
+    assert!(
+        store
+            .claim_slack_jobs(at, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_slack_jobs(lease, lease + Duration::seconds(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+
+    // A retry comes back when due, counted; a finished job records where the card went.
+    store
+        .retry_slack_job(&again[0], lease + Duration::seconds(5), "rate limited")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_slack_jobs(lease, lease, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retried = store
+        .claim_slack_jobs(
+            lease + Duration::seconds(5),
+            lease + Duration::seconds(65),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(retried[0].attempts, 1);
+    let card = PostedCard {
+        role: "finance".into(),
+        channel: "C0FINANCE".into(),
+        ts: "1.000001".into(),
+    };
+    store
+        .finish_slack_job(&retried[0], Some(&card), lease)
+        .await
+        .unwrap();
+    assert_eq!(store.posted_cards(&p.id).await.unwrap(), vec![card.clone()]);
+    assert!(
+        store
+            .claim_slack_jobs(lease + Duration::days(1), lease + Duration::days(2), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A decision owes a refresh of the cards; a job given up is not claimed again.
+    apply_one(store.as_ref(), decide(&p, Status::Rejected)).await;
+    let refresh = store
+        .claim_slack_jobs(lease + Duration::days(1), lease + Duration::days(2), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        refresh.iter().map(|j| &j.task).collect::<Vec<_>>(),
+        [&SlackTask::RefreshCards]
+    );
+    store
+        .fail_slack_job(&refresh[0], lease, "channel_not_found")
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_slack_jobs(lease + Duration::days(9), lease + Duration::days(10), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+both_backends!(the_slack_outbox_is_claimed_under_a_lease);
+
+async fn replicas_claim_different_outbox_rows(db: TestDb) {
+    let store = db.store().await;
+    let proposals: Vec<Proposal> = (0..40).map(|_| proposal("revops-crm")).collect();
+    store
+        .apply(
+            proposals.iter().map(|p| submit(p, None)).collect(),
+            start_time(),
+        )
+        .await
+        .unwrap();
+    let at = start_time();
+    let claims = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_slack_jobs(at, at + Duration::seconds(60), 7)
+                .await
+                .unwrap()
+        })
+    });
+    let mut ids: Vec<i64> = Vec::new();
+    for claim in claims {
+        ids.extend(claim.await.unwrap().into_iter().map(|j| j.id));
+    }
+    let claimed = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "no row claimed twice");
+    assert_eq!(claimed, 28);
+}
+both_backends!(replicas_claim_different_outbox_rows);
+
+async fn votes_count_once_per_person_and_the_quorum_decides(db: TestDb) {
+    let store = db.store().await;
+    let mut p = proposal("billing");
+    p.content.verdict.route = vec!["finance".into(), "legal".into()];
+    p.content.verdict.quorum = Quorum {
+        approvals: 2,
+        each_role: true,
+        per_role: Default::default(),
+    };
+    apply_one(store.as_ref(), submit(&p, None)).await;
+    let vote = |voter: &str, eligible: &[&str], ballot: Ballot, dedupe: &str| Command::Vote {
+        id: p.id.clone(),
+        voter: voter.into(),
+        eligible: eligible.iter().map(|r| r.to_string()).collect(),
+        ballot,
+        reason: None,
+        dedupe: dedupe.into(),
+    };
+    let first = apply_one(
+        store.as_ref(),
+        vote("U1", &["finance"], Ballot::Approve, "a"),
+    )
+    .await;
+    assert!(
+        matches!(first, CommandResult::Voted { ref proposal, replay: false, .. } if proposal.status == Status::Pending)
+    );
+    let replay = apply_one(
+        store.as_ref(),
+        vote("U1", &["finance"], Ballot::Approve, "a"),
+    )
+    .await;
+    assert!(matches!(replay, CommandResult::Voted { replay: true, .. }));
+    let twice = apply_one(
+        store.as_ref(),
+        vote("U1", &["finance"], Ballot::Approve, "b"),
+    )
+    .await;
+    assert!(matches!(twice, CommandResult::VoteRefused { .. }));
+    // A second finance approval does not stand in for legal.
+    let finance = apply_one(
+        store.as_ref(),
+        vote("U2", &["finance"], Ballot::Approve, "c"),
+    )
+    .await;
+    assert!(
+        matches!(finance, CommandResult::Voted { ref proposal, .. } if proposal.status == Status::Pending)
+    );
+    let legal = apply_one(
+        store.as_ref(),
+        vote("U3", &["finance", "legal"], Ballot::Approve, "d"),
+    )
+    .await;
+    let CommandResult::Voted {
+        proposal, votes, ..
+    } = legal
+    else {
+        panic!("{legal:?}")
+    };
+    assert_eq!(proposal.status, Status::Approved);
+    assert_eq!(
+        votes.last().unwrap().role.as_deref(),
+        Some("legal"),
+        "counted where it was needed"
+    );
+    let late = apply_one(store.as_ref(), vote("U4", &["legal"], Ballot::Reject, "e")).await;
+    assert!(matches!(
+        late,
+        CommandResult::VoteRefused {
+            reason: countersign::store::VoteRefusal::NotPending,
+            ..
+        }
+    ));
+    assert_eq!(store.votes(&p.id).await.unwrap().len(), 3);
+}
+both_backends!(votes_count_once_per_person_and_the_quorum_decides);

@@ -1,6 +1,10 @@
-//! Reviewers' votes and the quorum arithmetic: which role a vote counts for, and whether the
-//! approvals so far meet the verdict's quorum. Pure functions; the store applies them inside
+//! Reviewers' votes and the quorum arithmetic: which role each approval counts for, and whether
+//! the approvals so far meet the verdict's quorum. Pure functions; the store applies them inside
 //! the transaction that records the vote, so racing clicks see each other.
+//!
+//! A person may approve for several routed roles but counts for one. Which one is not fixed when
+//! they vote: the roles are assigned over all approvals together (a maximum matching of approvers
+//! to the roles' required seats), so an early vote never blocks a quorum a later one completes.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,9 +33,8 @@ impl Ballot {
 pub struct Vote {
     /// Slack user id.
     pub voter: String,
-    /// The role an approval counts for (a person counts for one role only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    /// The routed roles the voter may approve for, in route order (checked when they voted).
+    pub eligible: Vec<String>,
     pub ballot: Ballot,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -88,20 +91,49 @@ fn minimums(quorum: &Quorum, route: &[String]) -> Vec<(String, u32)> {
         .collect()
 }
 
-fn approvals_for<'a>(votes: &'a [Vote], role: &'a str) -> impl Iterator<Item = &'a Vote> {
-    votes
-        .iter()
-        .filter(move |v| v.ballot == Ballot::Approve && v.role.as_deref() == Some(role))
+/// Which role each vote counts for (`None` for a rejection), and what is still missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub roles: Vec<Option<String>>,
+    pub shortfall: Shortfall,
 }
 
-/// What the approvals in `votes` still lack.
-pub fn shortfall(quorum: &Quorum, route: &[String], votes: &[Vote]) -> Shortfall {
-    let per_role: Vec<(String, u32)> = minimums(quorum, route)
-        .into_iter()
-        .filter_map(|(role, min)| {
-            let have = approvals_for(votes, &role).count() as u32;
-            (have < min).then(|| (role, min - have))
+/// Assigns approvals to roles so that as many per-role minimums as possible are met (augmenting
+/// paths: a voter already seated may move to another of their roles to make room), then seats
+/// everyone else in their first role.
+pub fn tally(quorum: &Quorum, route: &[String], votes: &[Vote]) -> Tally {
+    let minimums = minimums(quorum, route);
+    let role_index = |name: &str| minimums.iter().position(|(role, _)| role == name);
+    let mut seat: Vec<Option<usize>> = vec![None; votes.len()];
+    let mut load = vec![0u32; minimums.len()];
+    for voter in 0..votes.len() {
+        if votes[voter].ballot == Ballot::Approve {
+            let mut visited = vec![false; minimums.len()];
+            seat_voter(
+                voter,
+                votes,
+                &minimums,
+                &role_index,
+                &mut seat,
+                &mut load,
+                &mut visited,
+            );
+        }
+    }
+    let roles = votes
+        .iter()
+        .zip(&seat)
+        .map(|(vote, seat)| match (vote.ballot, seat) {
+            (Ballot::Reject, _) => None,
+            (Ballot::Approve, Some(role)) => Some(minimums[*role].0.clone()),
+            (Ballot::Approve, None) => vote.eligible.first().cloned(),
         })
+        .collect();
+    let per_role: Vec<(String, u32)> = minimums
+        .iter()
+        .zip(&load)
+        .filter(|((_, min), have)| *have < min)
+        .map(|((role, min), have)| (role.clone(), min - have))
         .collect();
     let approvals = votes.iter().filter(|v| v.ballot == Ballot::Approve).count() as u32;
     let still_needed_by_roles: u32 = per_role.iter().map(|(_, n)| n).sum();
@@ -109,35 +141,54 @@ pub fn shortfall(quorum: &Quorum, route: &[String], votes: &[Vote]) -> Shortfall
         .approvals
         .saturating_sub(approvals)
         .saturating_sub(still_needed_by_roles);
-    Shortfall { per_role, overall }
+    Tally {
+        roles,
+        shortfall: Shortfall { per_role, overall },
+    }
 }
 
-/// The role a new approval from someone who may approve for `eligible` (in route order) counts
-/// for: the role that still lacks the most, else the first.
-pub fn role_for(
-    quorum: &Quorum,
-    route: &[String],
+/// What the approvals in `votes` still lack.
+pub fn shortfall(quorum: &Quorum, route: &[String], votes: &[Vote]) -> Shortfall {
+    tally(quorum, route, votes).shortfall
+}
+
+/// Finds `voter` a seat in one of their roles with room, moving seated voters along if that
+/// frees one (Kuhn's augmenting path).
+fn seat_voter(
+    voter: usize,
     votes: &[Vote],
-    eligible: &[String],
-) -> Option<String> {
-    let lacking = shortfall(quorum, route, votes).per_role;
-    let most_lacking = eligible
-        .iter()
-        .filter_map(|role| {
-            lacking
-                .iter()
-                .find(|(r, _)| r == role)
-                .map(|(_, n)| (role, *n))
-        })
-        .max_by_key(|(role, n)| {
-            (
-                *n,
-                std::cmp::Reverse(eligible.iter().position(|r| r == *role)),
-            )
-        });
-    most_lacking
-        .map(|(role, _)| role.clone())
-        .or_else(|| eligible.first().cloned())
+    minimums: &[(String, u32)],
+    role_index: &dyn Fn(&str) -> Option<usize>,
+    seat: &mut [Option<usize>],
+    load: &mut [u32],
+    visited: &mut [bool],
+) -> bool {
+    for role in votes[voter].eligible.iter().filter_map(|r| role_index(r)) {
+        if visited[role] || minimums[role].1 == 0 {
+            continue;
+        }
+        visited[role] = true;
+        if load[role] < minimums[role].1 {
+            seat[voter] = Some(role);
+            load[role] += 1;
+            return true;
+        }
+        let seated: Vec<usize> = (0..votes.len())
+            .filter(|&v| seat[v] == Some(role))
+            .collect();
+        for other in seated {
+            load[role] -= 1;
+            seat[other] = None;
+            if seat_voter(other, votes, minimums, role_index, seat, load, visited) {
+                seat[voter] = Some(role);
+                load[role] += 1;
+                return true;
+            }
+            seat[other] = Some(role);
+            load[role] += 1;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -157,10 +208,10 @@ mod tests {
         }
     }
 
-    fn approve(voter: &str, role: &str) -> Vote {
+    fn approve(voter: &str, roles: &[&str]) -> Vote {
         Vote {
             voter: voter.into(),
-            role: Some(role.into()),
+            eligible: route(roles),
             ballot: Ballot::Approve,
             reason: None,
             at: Utc::now(),
@@ -176,46 +227,71 @@ mod tests {
         let q = quorum(1, false, &[]);
         let r = route(&["finance"]);
         assert_eq!(shortfall(&q, &r, &[]).describe(), "1 more approval");
-        assert!(shortfall(&q, &r, &[approve("U1", "finance")]).is_met());
+        assert!(shortfall(&q, &r, &[approve("U1", &["finance"])]).is_met());
     }
 
     #[test]
     fn each_role_needs_every_role_and_one_person_counts_once() {
         let q = quorum(2, true, &[]);
         let r = route(&["finance", "legal"]);
-        let one = [approve("U1", "finance")];
+        let one = [approve("U1", &["finance"])];
         assert_eq!(shortfall(&q, &r, &one).describe(), "1 more from legal");
         // A second finance approval does not stand in for legal.
-        let two_finance = [approve("U1", "finance"), approve("U2", "finance")];
+        let two_finance = [approve("U1", &["finance"]), approve("U2", &["finance"])];
         assert!(!shortfall(&q, &r, &two_finance).is_met());
-        let both = [approve("U1", "finance"), approve("U3", "legal")];
-        assert!(shortfall(&q, &r, &both).is_met());
+        // One person in both roles is one approval, not two.
+        let both = [approve("U1", &["finance", "legal"])];
+        assert_eq!(shortfall(&q, &r, &both).describe(), "1 more from legal");
+        let done = [approve("U1", &["finance"]), approve("U3", &["legal"])];
+        assert!(shortfall(&q, &r, &done).is_met());
+    }
+
+    #[test]
+    fn an_early_voter_in_two_roles_moves_aside_for_a_later_one() {
+        let q = quorum(2, true, &[]);
+        let r = route(&["finance", "legal"]);
+        // U1 could sit in finance or legal and is seated in finance first; U2 can only be
+        // finance: U1 moves to legal and the quorum is met.
+        let votes = [
+            approve("U1", &["finance", "legal"]),
+            approve("U2", &["finance"]),
+        ];
+        let tally = tally(&q, &r, &votes);
+        assert!(tally.shortfall.is_met(), "{:?}", tally.shortfall);
+        assert_eq!(
+            tally.roles,
+            [Some("legal".to_owned()), Some("finance".to_owned())]
+        );
     }
 
     #[test]
     fn per_role_minimums_and_an_overall_count_combine() {
         let q = quorum(3, false, &[("security", 2)]);
         let r = route(&["security", "revops"]);
-        let s = shortfall(&q, &r, &[approve("U1", "revops")]);
+        let s = shortfall(&q, &r, &[approve("U1", &["revops"])]);
         assert_eq!(s.describe(), "2 more from security");
-        let s = shortfall(&q, &r, &[approve("U1", "security")]);
+        let s = shortfall(&q, &r, &[approve("U1", &["security"])]);
         assert_eq!(s.describe(), "1 more from security, 1 more approval");
+        let s = shortfall(
+            &q,
+            &r,
+            &[
+                approve("U1", &["security"]),
+                approve("U2", &["security"]),
+                approve("U3", &["revops"]),
+            ],
+        );
+        assert!(s.is_met());
     }
 
     #[test]
-    fn a_voter_in_two_roles_counts_where_needed_most() {
-        let q = quorum(2, true, &[]);
-        let r = route(&["finance", "legal"]);
-        let both = route(&["finance", "legal"]);
-        assert_eq!(
-            role_for(&q, &r, &[approve("U1", "finance")], &both).as_deref(),
-            Some("legal")
-        );
-        assert_eq!(role_for(&q, &r, &[], &both).as_deref(), Some("finance"));
+    fn rejections_sit_nowhere() {
         let q = quorum(1, false, &[]);
-        assert_eq!(
-            role_for(&q, &r, &[], &route(&["legal"])).as_deref(),
-            Some("legal")
-        );
+        let r = route(&["finance"]);
+        let mut no = approve("U1", &["finance"]);
+        no.ballot = Ballot::Reject;
+        let tally = tally(&q, &r, &[no]);
+        assert_eq!(tally.roles, [None]);
+        assert!(!tally.shortfall.is_met());
     }
 }

@@ -5,8 +5,8 @@
 use slack_morphism::prelude::*;
 
 use super::client::OutgoingMessage;
-use super::escape::{mrkdwn, truncate};
-use crate::domain::vote::shortfall;
+use super::escape::{fit, mrkdwn, truncate};
+use crate::domain::vote::tally;
 use crate::domain::{Ballot, Proposal, Status, Vote};
 
 /// Action ids of the card's buttons; the interaction handler matches on them.
@@ -122,14 +122,14 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
                 content.changes.len() - CHANGES_SHOWN
             ));
         }
-        let text = truncate(&format!("*Changes*\n{}", lines.join("\n")), 3000);
+        let text = fit(&format!("*Changes*\n{}", lines.join("\n")), 3000);
         blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
     }
 
     if let Some(rationale) = &content.rationale {
         let text = format!(
             "*Why the agent wants this*\n{}",
-            mrkdwn(&truncate(rationale, 2500))
+            fit(&mrkdwn(rationale), 2900)
         );
         blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
     }
@@ -141,7 +141,7 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
             .iter()
             .map(|r| format!("• {}", mrkdwn(r)))
             .collect();
-        let text = truncate(
+        let text = fit(
             &format!("*Why this needs you*\n{}", reasons.join("\n")),
             3000,
         );
@@ -167,18 +167,19 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
     facts.push(format!("rules: {}", verdict.rules.join(", ")));
     blocks.push(
         SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
-            SlackBlockMarkDownText::new(truncate(&facts.join(" · "), 3000)),
+            SlackBlockMarkDownText::new(fit(&facts.join(" · "), 3000)),
         )])
         .into(),
     );
 
     if !context.votes.is_empty() || proposal.status == Status::Pending {
+        let tally = tally(&verdict.quorum, &verdict.route, context.votes);
         let mut lines: Vec<String> = context
             .votes
             .iter()
-            .map(|vote| {
-                let role = vote
-                    .role
+            .zip(&tally.roles)
+            .map(|(vote, role)| {
+                let role = role
                     .as_deref()
                     .map(|r| format!(" for {r}"))
                     .unwrap_or_default();
@@ -196,10 +197,9 @@ pub fn render(proposal: &Proposal, context: &CardContext<'_>) -> OutgoingMessage
             })
             .collect();
         if proposal.status == Status::Pending {
-            let missing = shortfall(&verdict.quorum, &verdict.route, context.votes);
-            lines.push(format!("Still needed: {}", missing.describe()));
+            lines.push(format!("Still needed: {}", tally.shortfall.describe()));
         }
-        let text = truncate(&format!("*Votes*\n{}", lines.join("\n")), 3000);
+        let text = fit(&format!("*Votes*\n{}", lines.join("\n")), 3000);
         blocks.push(SlackSectionBlock::new().with_text(md!(text)).into());
     }
 
@@ -237,5 +237,96 @@ fn status_plain(status: Status) -> &'static str {
         Status::Rejected => "Rejected",
         Status::Expired => "Expired",
         Status::Cancelled => "Cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::sandbox::blockkit;
+
+    fn proposal(summary: &str, rationale: &str, texts: &[String]) -> Proposal {
+        let changes: Vec<Value> = texts
+            .iter()
+            .map(|t| json!({"path": t, "before": t, "after": {"nested": t}}))
+            .collect();
+        let evidence: Vec<Value> = texts
+            .iter()
+            .take(3)
+            .map(|t| json!({"label": t, "excerpt": t}))
+            .collect();
+        let value = json!({
+            "id": "prop_01kaf3yq5x8m2n4p6r8t0v2w4y", "agent": "revops-crm", "status": "pending",
+            "action": "crm.opportunity.update", "summary": summary, "rationale": rationale,
+            "target": {"system": texts.first().cloned().unwrap_or_default(), "type": "T", "id": summary,
+                       "url": "https://evil.example/<!here>"},
+            "changes": changes, "params": {}, "evidence": evidence, "data_classes": [],
+            "requested_by": rationale, "metadata": {},
+            "expires_at": "2026-11-21T17:00:00Z",
+            "verdict": {"outcome": "needs_review", "rules": ["r"], "reasons": texts, "route": ["finance"],
+                        "quorum": {"approvals": 1, "each_role": false}, "step_up": "none"},
+            "created_at": "2026-11-21T09:00:00Z", "updated_at": "2026-11-21T09:00:00Z"
+        });
+        serde_json::from_value(value).unwrap()
+    }
+
+    /// Every mrkdwn text of the card.
+    fn mrkdwn_texts(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type") == Some(&json!("mrkdwn"))
+                    && let Some(Value::String(text)) = map.get("text")
+                {
+                    out.push(text.clone());
+                }
+                map.values().for_each(|v| mrkdwn_texts(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| mrkdwn_texts(v, out)),
+            _ => {}
+        }
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop::string::string_regex(r"([&<>*_~`|!@#^]|<!channel>|<!here>|<@U0FIN001>|<!subteam\^S1>|<https://evil\.example\|bank>|&amp;|[a-zé ]){0,400}").unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_proposal_renders_within_limits_and_without_live_control_sequences(
+            summary in hostile(),
+            rationale in prop::collection::vec(hostile(), 1..12).prop_map(|parts| parts.concat()),
+            texts in prop::collection::vec(hostile(), 0..30),
+        ) {
+            let p = proposal(if summary.is_empty() { "s" } else { &summary }, &rationale, &texts);
+            let card = render(&p, &CardContext { owner: None, votes: &[] });
+            let blocks = serde_json::to_value(&card.blocks).unwrap();
+            prop_assert_eq!(blockkit::message_blocks(&blocks), Ok(()));
+            let mut texts = vec![card.text.clone()];
+            mrkdwn_texts(&blocks, &mut texts);
+            for text in texts {
+                // The only control sequence on an unvoted card is countersign's own date.
+                for (at, _) in text.match_indices('<') {
+                    prop_assert!(text[at..].starts_with("<!date^"), "live sequence in {text:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_rationale_full_of_ampersands_still_fits() {
+        let p = proposal("s", &"R&D ".repeat(625), &[]);
+        let card = render(
+            &p,
+            &CardContext {
+                owner: None,
+                votes: &[],
+            },
+        );
+        let blocks = serde_json::to_value(&card.blocks).unwrap();
+        assert_eq!(blockkit::message_blocks(&blocks), Ok(()));
     }
 }

@@ -11,6 +11,9 @@ use url::Url;
 
 use crate::config::Secret;
 
+/// The longest any one Web API call may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A Slack call that did not succeed, in the terms the callers act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlackError {
@@ -98,6 +101,19 @@ impl SlackApi {
         self.client.open_session(&self.token)
     }
 
+    /// Every call is bounded: the client itself has no timeout, and a hung call would hold a
+    /// worker (and its lease) or a reviewer's click.
+    async fn bounded<T>(
+        call: impl std::future::Future<Output = Result<T, SlackClientError>>,
+    ) -> Result<T, SlackError> {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(result) => result.map_err(SlackError::from),
+            Err(_) => Err(SlackError::Transport(format!(
+                "no answer within {CALL_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     /// Posts in a channel (or a thread of it); answers the message's `ts`.
     pub async fn post_message(
         &self,
@@ -107,7 +123,7 @@ impl SlackApi {
     ) -> Result<String, SlackError> {
         let mut request = SlackApiChatPostMessageRequest::new(channel.into(), message.content());
         request.thread_ts = thread_ts.map(|ts| SlackTs::new(ts.to_owned()));
-        let response = self.session().chat_post_message(&request).await?;
+        let response = Self::bounded(self.session().chat_post_message(&request)).await?;
         Ok(response.ts.to_string())
     }
 
@@ -123,7 +139,7 @@ impl SlackApi {
             message.content(),
             SlackTs::new(ts.to_owned()),
         );
-        self.session().chat_update(&request).await?;
+        Self::bounded(self.session().chat_update(&request)).await?;
         Ok(())
     }
 
@@ -139,7 +155,7 @@ impl SlackApi {
             user.into(),
             SlackMessageContent::new().with_text(text.to_owned()),
         );
-        self.session().chat_post_ephemeral(&request).await?;
+        Self::bounded(self.session().chat_post_ephemeral(&request)).await?;
         Ok(())
     }
 
@@ -150,20 +166,20 @@ impl SlackApi {
         view: SlackModalView,
     ) -> Result<String, SlackError> {
         let request = SlackApiViewsOpenRequest::new(trigger_id.into(), SlackView::Modal(view));
-        let response = self.session().views_open(&request).await?;
+        let response = Self::bounded(self.session().views_open(&request)).await?;
         Ok(response.view.state_params.id.to_string())
     }
 
     /// Members of a user group.
     pub async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, SlackError> {
         let request = SlackApiUserGroupsUsersListRequest::new(usergroup.into());
-        let response = self.session().usergroups_users_list(&request).await?;
+        let response = Self::bounded(self.session().usergroups_users_list(&request)).await?;
         Ok(response.users.into_iter().map(|u| u.to_string()).collect())
     }
 
     /// Who the token belongs to: a cheap check that the token works.
     pub async fn auth_test(&self) -> Result<String, SlackError> {
-        let response = self.session().auth_test().await?;
+        let response = Self::bounded(self.session().auth_test()).await?;
         Ok(response.user_id.to_string())
     }
 }

@@ -26,6 +26,23 @@ pub fn truncate(text: &str, max: usize) -> String {
     cut
 }
 
+/// Cuts mrkdwn (escaped text, possibly with countersign's own `<@U…>` or `<!date…>`) to at most
+/// `max` characters without leaving half an entity (`&am…`) or half a control sequence (`<!da…`):
+/// the cut backs off to before either.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    let open_entity = cut.rfind('&').filter(|&at| !cut[at..].contains(';'));
+    let open_control = cut.rfind('<').filter(|&at| !cut[at..].contains('>'));
+    if let Some(at) = open_entity.into_iter().chain(open_control).min() {
+        cut.truncate(at);
+    }
+    cut.push('…');
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +55,16 @@ mod tests {
         );
         // Already-escaped text is escaped again: it shows literally, as the agent wrote it.
         assert_eq!(mrkdwn("&lt;"), "&amp;lt;");
+    }
+
+    #[test]
+    fn fitting_never_splits_an_entity_or_a_control_sequence() {
+        let escaped = mrkdwn("R&D R&D");
+        assert_eq!(escaped, "R&amp;D R&amp;D");
+        assert_eq!(fit(&escaped, 12), "R&amp;D R…");
+        assert_eq!(fit("ok <@U123> done", 8), "ok …");
+        assert_eq!(fit("short", 10), "short");
+        assert!(fit(&"&amp;".repeat(1000), 3000).chars().count() <= 3000);
     }
 
     #[test]

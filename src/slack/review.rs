@@ -196,6 +196,14 @@ async fn vote(
         }) => Ok(Some(recorded(&proposal, &votes, ballot))),
         Ok(Voted::Refused { proposal, reason }) => Err(match reason {
             VoteRefusal::NotPending => already_decided(&proposal),
+            VoteRefusal::Expired => format!(
+                "This proposal expired {}; it can no longer be decided. Nothing was recorded.",
+                proposal
+                    .content
+                    .expires_at
+                    .map(slack_date)
+                    .unwrap_or_default()
+            ),
             VoteRefusal::AlreadyVoted(earlier) => format!(
                 "You already {} this {}; one vote per person.",
                 if earlier.ballot == Ballot::Approve {

@@ -57,7 +57,7 @@ pub fn verify(
         return Err(SignatureError::Missing);
     };
     let sent: i64 = timestamp.parse().map_err(|_| SignatureError::Stale)?;
-    if (now.timestamp() - sent).abs() > MAX_SKEW_SECONDS {
+    if now.timestamp().abs_diff(sent) > MAX_SKEW_SECONDS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let digest = signature

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey};
 use super::{Command, CommandResult, StoreError, VoteRefusal};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
-use crate::domain::vote::{role_for, shortfall};
+use crate::domain::vote::tally;
 use crate::domain::{
     Actor, ActorKind, AgentId, Ballot, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
 };
@@ -290,8 +290,14 @@ async fn run_one(
                 };
                 return Ok((replay, vec![]));
             }
+            let expired = proposal
+                .content
+                .expires_at
+                .is_some_and(|expiry| at >= expiry);
             let refusal = if proposal.status != Status::Pending {
                 Some(("proposal is no longer pending", VoteRefusal::NotPending))
+            } else if expired {
+                Some(("proposal has expired", VoteRefusal::Expired))
             } else {
                 earlier.map(|(vote, _)| ("already voted", VoteRefusal::AlreadyVoted(vote.clone())))
             };
@@ -304,13 +310,9 @@ async fn run_one(
                 return Ok((result, vec![event]));
             }
             let verdict = &proposal.content.verdict;
-            let role = match ballot {
-                Ballot::Approve => role_for(&verdict.quorum, &verdict.route, &votes, &eligible),
-                Ballot::Reject => eligible.first().cloned(),
-            };
             let vote = Vote {
                 voter: voter.clone(),
-                role,
+                eligible,
                 ballot,
                 reason: reason.clone(),
                 at,
@@ -321,14 +323,14 @@ async fn run_one(
                 kinds::VOTED,
                 Some(&id),
                 actor.audit_name(),
-                json!({"ballot": ballot, "role": vote.role, "reason": reason, "dedupe": dedupe}),
+                json!({"ballot": ballot, "eligible": vote.eligible, "reason": reason, "dedupe": dedupe}),
             )];
             votes.push(vote);
-            let shortfall = shortfall(&verdict.quorum, &verdict.route, &votes);
+            let tally = tally(&verdict.quorum, &verdict.route, &votes);
             let decided = match ballot {
                 Ballot::Reject => Some((Status::Rejected, reason)),
-                Ballot::Approve if shortfall.is_met() => {
-                    Some((Status::Approved, Some(quorum_reason(&votes))))
+                Ballot::Approve if tally.shortfall.is_met() => {
+                    Some((Status::Approved, Some(quorum_reason(&votes, &tally.roles))))
                 }
                 Ballot::Approve => None,
             };
@@ -375,11 +377,12 @@ async fn run_one(
 }
 
 /// The decision reason when approvals complete the quorum: who approved for which role.
-fn quorum_reason(votes: &[Vote]) -> String {
+fn quorum_reason(votes: &[Vote], roles: &[Option<String>]) -> String {
     let approvals: Vec<String> = votes
         .iter()
-        .filter(|v| v.ballot == Ballot::Approve)
-        .map(|v| match &v.role {
+        .zip(roles)
+        .filter(|(v, _)| v.ballot == Ballot::Approve)
+        .map(|(v, role)| match role {
             Some(role) => format!("{} ({role})", v.voter),
             None => v.voter.clone(),
         })

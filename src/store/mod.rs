@@ -130,6 +130,8 @@ pub enum Command {
 pub enum VoteRefusal {
     /// The proposal was decided (or cancelled, or expired) already.
     NotPending,
+    /// Its `expires_at` has passed: too late to decide, whatever the SLA worker has done yet.
+    Expired,
     /// This person voted already (with a different click).
     AlreadyVoted(Vote),
 }
@@ -216,12 +218,14 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// Puts a job back to be tried again at `due_at`, counting the attempt.
+    /// Puts a job back to be tried again at `due_at`, counting the attempt when `counted`
+    /// (a rate limit is not a failed attempt).
     async fn retry_slack_job(
         &self,
         job: &SlackJob,
         due_at: DateTime<Utc>,
         error: &str,
+        counted: bool,
     ) -> Result<(), StoreError>;
 
     /// Gives up on a job after its last attempt; it stays in the table with its error.

@@ -88,7 +88,7 @@ fn audit_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
 fn vote_row(row: &SqliteRow) -> Result<(Vote, String), StoreError> {
     let vote = Vote {
         voter: row.try_get("voter")?,
-        role: row.try_get("role")?,
+        eligible: serde_json::from_str(&row.try_get::<String, _>("eligible")?)?,
         ballot: ballot(&row.try_get::<String, _>("ballot")?)?,
         reason: row.try_get("reason")?,
         at: timestamp(row, "at")?,
@@ -96,7 +96,7 @@ fn vote_row(row: &SqliteRow) -> Result<(Vote, String), StoreError> {
     Ok((vote, row.try_get("dedupe")?))
 }
 
-const SELECT_VOTES: &str = "SELECT voter, role, ballot, reason, dedupe, at FROM votes WHERE proposal_id = ?1 ORDER BY at, voter";
+const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at FROM votes WHERE proposal_id = ?1 ORDER BY at, voter";
 
 const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = ?1";
 
@@ -157,12 +157,12 @@ impl BatchTx for Tx {
         dedupe: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO votes (proposal_id, voter, role, ballot, reason, dedupe, at) \
+            "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .bind(id.as_str())
         .bind(&vote.voter)
-        .bind(&vote.role)
+        .bind(serde_json::to_string(&vote.eligible)?)
         .bind(vote.ballot.as_str())
         .bind(&vote.reason)
         .bind(dedupe)
@@ -419,12 +419,14 @@ impl Store for SqliteStore {
         job: &SlackJob,
         due_at: DateTime<Utc>,
         error: &str,
+        counted: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE slack_outbox SET due_at = ?1, attempts = attempts + 1, leased_until = NULL, \
-             last_error = ?2 WHERE id = ?3",
+            "UPDATE slack_outbox SET due_at = ?1, attempts = attempts + ?2, leased_until = NULL, \
+             last_error = ?3 WHERE id = ?4",
         )
         .bind(format_timestamp(due_at))
+        .bind(i32::from(counted))
         .bind(error)
         .bind(job.id)
         .execute(&self.pool)

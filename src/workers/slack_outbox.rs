@@ -28,10 +28,12 @@ pub const BACKOFF: &[Duration] = &[
     Duration::from_secs(600),
     Duration::from_secs(1800),
 ];
-/// How long a claimed row is ours before another worker may take it.
-const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+/// How long a claimed row is ours before another worker may take it: longer than a pass can
+/// take ([`BATCH`] rows, each bounded by the client's per-call timeout), so a slow Slack does not
+/// make a second worker post the same card.
+const LEASE: chrono::Duration = chrono::Duration::seconds(180);
 /// Rows claimed per pass.
-const BATCH: i64 = 32;
+const BATCH: i64 = 8;
 /// Idle poll, for rows that become due while nobody rings (retries, other replicas' work).
 const POLL: Duration = Duration::from_millis(500);
 
@@ -52,7 +54,12 @@ impl Pass {
 /// What became of one job.
 enum JobOutcome {
     Done(Option<PostedCard>),
-    Retry(Duration, String),
+    /// Try again after this long; `counted` against [`BACKOFF`] (a 429 is not).
+    Retry {
+        after: Duration,
+        error: String,
+        counted: bool,
+    },
     Fail(String),
 }
 
@@ -98,10 +105,16 @@ impl SlackOutbox {
                         .await?;
                     pass.done += 1;
                 }
-                JobOutcome::Retry(after, error) => {
+                JobOutcome::Retry {
+                    after,
+                    error,
+                    counted,
+                } => {
                     let due = now + chrono::Duration::from_std(after).unwrap_or(LEASE);
                     tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
-                    self.store.retry_slack_job(&job, due, &error).await?;
+                    self.store
+                        .retry_slack_job(&job, due, &error, counted)
+                        .await?;
                     pass.retried += 1;
                 }
                 JobOutcome::Fail(error) => {
@@ -119,7 +132,7 @@ impl SlackOutbox {
         let proposal = match self.store.proposal(&job.proposal_id).await {
             Ok(Some(proposal)) => proposal,
             Ok(None) => return JobOutcome::Fail("proposal not found".into()),
-            Err(error) => return JobOutcome::Retry(BACKOFF[0], error.to_string()),
+            Err(error) => return transient(job, error.to_string()),
         };
         let registry = self.registry.current();
         let owner = registry
@@ -133,7 +146,7 @@ impl SlackOutbox {
             self.store.posted_cards(&proposal.id)
         ) {
             Ok(found) => found,
-            Err(error) => return JobOutcome::Retry(BACKOFF[0], error.to_string()),
+            Err(error) => return transient(job, error.to_string()),
         };
         let context = CardContext {
             owner: owner.as_deref(),
@@ -160,28 +173,58 @@ impl SlackOutbox {
                     })
             }
             SlackTask::RefreshCards => {
-                let mut result = Ok(None);
+                // Every copy is updated even if one fails: a deleted message must not leave
+                // the other channels showing live buttons.
+                let mut outcome = JobOutcome::Done(None);
                 for card in &posted {
-                    if let Err(error) = self
+                    match self
                         .api
                         .update_message(&card.channel, &card.ts, &message)
                         .await
                     {
-                        result = Err(error);
-                        break;
+                        Ok(()) => {}
+                        Err(SlackError::Api(error)) if error.starts_with("message_not_found") => {
+                            tracing::warn!(channel = %card.channel, ts = %card.ts, "a card was deleted in Slack; not updating it");
+                        }
+                        Err(error) => {
+                            let this = self.outcome_of(job, error);
+                            // Prefer a retry (which redoes every copy) over giving up.
+                            if !matches!(outcome, JobOutcome::Retry { .. }) {
+                                outcome = this;
+                            }
+                        }
                     }
                 }
-                result
+                return outcome;
             }
         };
         match result {
             Ok(posted) => JobOutcome::Done(posted),
-            Err(SlackError::RateLimited(after)) => JobOutcome::Retry(after, "rate limited".into()),
-            Err(SlackError::Api(error)) => JobOutcome::Fail(error),
-            Err(SlackError::Transport(error)) => match BACKOFF.get(job.attempts as usize) {
-                Some(delay) => JobOutcome::Retry(*delay, error),
-                None => JobOutcome::Fail(error),
-            },
+            Err(error) => self.outcome_of(job, error),
         }
+    }
+
+    fn outcome_of(&self, job: &SlackJob, error: SlackError) -> JobOutcome {
+        match error {
+            SlackError::RateLimited(after) => JobOutcome::Retry {
+                after,
+                error: "rate limited".into(),
+                counted: false,
+            },
+            SlackError::Api(error) => JobOutcome::Fail(error),
+            SlackError::Transport(error) => transient(job, error),
+        }
+    }
+}
+
+/// A failure that may pass: retried on [`BACKOFF`], then given up.
+fn transient(job: &SlackJob, error: String) -> JobOutcome {
+    match BACKOFF.get(usize::try_from(job.attempts).unwrap_or(usize::MAX)) {
+        Some(after) => JobOutcome::Retry {
+            after: *after,
+            error,
+            counted: true,
+        },
+        None => JobOutcome::Fail(error),
     }
 }

@@ -264,6 +264,21 @@ async fn clicks_from_people_who_may_not_approve_are_refused_and_audited(db: Test
 }
 both_backends!(clicks_from_people_who_may_not_approve_are_refused_and_audited);
 
+async fn an_expired_proposal_cannot_be_decided(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    // discount_proposal() expires in 8 hours.
+    app.clock.advance(chrono::Duration::hours(8));
+    app.slack().click("U0FIN002", &card, "approve").await;
+    app.slack()
+        .wait_for_ephemeral("C0FINANCE", "U0FIN002", "it can no longer be decided")
+        .await;
+    assert_eq!(votes_of(&db, &id).await, vec![]);
+    assert_eq!(status_of(&app, REVOPS, &id).await["status"], "pending");
+    app.stop().await.unwrap();
+}
+both_backends!(an_expired_proposal_cannot_be_decided);
+
 async fn a_usergroup_member_may_approve_and_a_repeated_click_counts_once(db: TestDb) {
     let app = TestApp::start(&db).await;
     let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
@@ -280,7 +295,7 @@ async fn a_usergroup_member_may_approve_and_a_repeated_click_counts_once(db: Tes
         .await;
     let votes = votes_of(&db, id).await;
     assert_eq!(votes.len(), 1);
-    assert_eq!(votes[0].role.as_deref(), Some("finance"));
+    assert_eq!(votes[0].eligible, ["finance"]);
     app.stop().await.unwrap();
 }
 both_backends!(a_usergroup_member_may_approve_and_a_repeated_click_counts_once);

@@ -74,6 +74,11 @@ pub async fn run_with_clock(
             url = %sandbox.page_url(),
             "no Slack token configured: the built-in Slack sandbox is on; open it in a browser"
         );
+        // In the sandbox anyone who reaches the port can click as anyone: fine on a laptop,
+        // not on a network.
+        if !address.ip().is_loopback() {
+            tracing::warn!(%address, "the Slack sandbox is reachable beyond this machine: anyone who can reach it can approve as any sandbox user; configure a Slack token, or listen on 127.0.0.1");
+        }
     }
     let router = http::router(state, sandbox.as_ref());
     let shutdown = async move {

@@ -177,6 +177,16 @@ impl SlackApi {
         Ok(response.users.into_iter().map(|u| u.to_string()).collect())
     }
 
+    /// The workspace member with this email, if there is one.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
+        let request = SlackApiUsersLookupByEmailRequest::new(EmailAddress(email.to_owned()));
+        match Self::bounded(self.session().users_lookup_by_email(&request)).await {
+            Ok(response) => Ok(Some(response.user.id.to_string())),
+            Err(SlackError::Api(error)) if error.starts_with("users_not_found") => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Who the token belongs to: a cheap check that the token works.
     pub async fn auth_test(&self) -> Result<String, SlackError> {
         let response = Self::bounded(self.session().auth_test()).await?;

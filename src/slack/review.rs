@@ -168,7 +168,10 @@ async fn vote(
             proposal.content.verdict.route.join(" or ")
         ))
     } else if ballot == Ballot::Approve {
-        separation_of_duties(state, &proposal, user).or_else(|| step_up_unavailable(&proposal))
+        match separation_of_duties(state, &proposal, user).await {
+            Some(conflict) => Some(conflict),
+            None => step_up_unavailable(&proposal),
+        }
     } else {
         None
     };
@@ -233,8 +236,10 @@ async fn eligible_roles(state: &AppState, proposal: &Proposal, user: &str) -> Ve
     eligible
 }
 
-/// The agent's owner and the person the agent acts for may not approve it.
-fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str) -> Option<String> {
+/// The agent's owner and the person the agent acts for may not approve it. `requested_by` is
+/// the agent's word: a Slack user id is compared as is, an email is looked up in the workspace
+/// (if Slack cannot answer, the approval is refused rather than risk it).
+async fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str) -> Option<String> {
     let registry = state.registry.current();
     let owner = registry
         .agents
@@ -248,8 +253,20 @@ fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str) -> Op
             proposal.agent
         ));
     }
-    if proposal.content.requested_by.as_deref() == Some(user) {
-        return Some("The agent is acting for you, so someone else must approve this (separation of duties); nothing was recorded.".into());
+    let acting_for_you = "The agent is acting for you, so someone else must approve this (separation of duties); nothing was recorded.";
+    let requester = proposal.content.requested_by.as_deref()?.trim();
+    if requester == user {
+        return Some(acting_for_you.into());
+    }
+    if requester.contains('@') {
+        match state.slack.api.user_by_email(requester).await {
+            Ok(Some(id)) if id == user => return Some(acting_for_you.into()),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up requested_by for separation of duties");
+                return Some("Slack could not tell whether the agent is acting for you, so the approval was not recorded; please try again.".into());
+            }
+        }
     }
     None
 }

@@ -264,6 +264,25 @@ async fn clicks_from_people_who_may_not_approve_are_refused_and_audited(db: Test
 }
 both_backends!(clicks_from_people_who_may_not_approve_are_refused_and_audited);
 
+async fn the_person_the_agent_acts_for_may_not_approve_by_email_either(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let mut body = discount_proposal();
+    body["requested_by"] = json!("Tomas@Acme.example");
+    let (id, card) = card_for(&app, REVOPS, &body, "C0FINANCE").await;
+    // tomas@acme.example is U0FIN002 in the workspace, a finance approver.
+    app.slack().click("U0FIN002", &card, "approve").await;
+    app.slack()
+        .wait_for_ephemeral("C0FINANCE", "U0FIN002", "The agent is acting for you")
+        .await;
+    assert_eq!(votes_of(&db, &id).await, vec![]);
+    app.slack().click("U0FIN001", &card, "approve").await;
+    app.slack()
+        .wait_for_ephemeral("C0FINANCE", "U0FIN001", "completed the quorum")
+        .await;
+    app.stop().await.unwrap();
+}
+both_backends!(the_person_the_agent_acts_for_may_not_approve_by_email_either);
+
 async fn an_expired_proposal_cannot_be_decided(db: TestDb) {
     let app = TestApp::start(&db).await;
     let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;

@@ -12,6 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Secret};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
+use crate::links::LinkSigner;
 use crate::registry::{Registry, SharedRegistry};
 use crate::sandbox::{Sandbox, Workspace};
 use crate::slack::{SlackApi, SlackContext};
@@ -51,11 +52,20 @@ pub async fn run_with_clock(
     let store = open_store(&config).await?;
     let engine = Engine::start(store.clone(), clock.clone());
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    if config.secret_key.is_none() {
+        tracing::warn!(
+            "secret_key is not set: links on cards (the full diff) stop working when countersign restarts"
+        );
+    }
+    let links = LinkSigner::new(config.secret_key.as_ref());
     let outbox = SlackOutbox {
         store: store.clone(),
         api: slack.api.clone(),
+        directory: slack.directory.clone(),
         registry: registry.clone(),
         clock: clock.clone(),
+        links: links.clone(),
+        public_url: config.public_url.clone(),
     };
     let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
@@ -66,6 +76,7 @@ pub async fn run_with_clock(
         public_url: config.public_url.clone(),
         metrics: http::ops_metrics_handle(),
         slack,
+        links,
     };
 
     tracing::info!(%address, config = %config.describe(), "countersign listening");

@@ -118,6 +118,9 @@ pub struct Config {
     pub policies: PathBuf,
     pub manifests: PathBuf,
     pub admin_token: Option<Secret>,
+    /// The key countersign signs its own links with (the full-diff page); ≥ 32 characters.
+    /// Unset: a random key per run, so links stop working at a restart.
+    pub secret_key: Option<Secret>,
     pub log_format: LogFormat,
 }
 
@@ -134,6 +137,7 @@ pub const KEYS: &[&str] = &[
     "policies",
     "manifests",
     "admin_token",
+    "secret_key",
     "log_format",
 ];
 
@@ -290,6 +294,17 @@ impl Config {
             Some((v, _)) => Some(Secret::new(v)),
             None => None,
         };
+        let secret_key = match take("secret_key") {
+            Some((v, src)) if v.len() < 32 => {
+                return Err(invalid(
+                    "secret_key",
+                    &src,
+                    "must be at least 32 characters (e.g. `openssl rand -base64 32`)".into(),
+                ));
+            }
+            Some((v, _)) => Some(Secret::new(v)),
+            None => None,
+        };
         let log_format = match take("log_format") {
             Some((v, src)) => match v.as_str() {
                 "pretty" => LogFormat::Pretty,
@@ -311,6 +326,7 @@ impl Config {
             policies,
             manifests,
             admin_token,
+            secret_key,
             log_format,
         })
     }
@@ -324,7 +340,7 @@ impl Config {
     pub fn describe(&self) -> String {
         let secret = |s: &Option<Secret>| if s.is_some() { "(set)" } else { "(unset)" };
         format!(
-            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} redis_url={} admin_token={}",
+            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} redis_url={} admin_token={} secret_key={}",
             self.listen,
             self.database_url,
             self.public_url,
@@ -335,6 +351,7 @@ impl Config {
             secret(&self.slack_signing_secret),
             secret(&self.redis_url),
             secret(&self.admin_token),
+            secret(&self.secret_key),
         )
     }
 }
@@ -475,6 +492,7 @@ mod tests {
                 ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-very-secret"),
                 ("COUNTERSIGN_SLACK_SIGNING_SECRET", "signing-very-secret"),
                 ("COUNTERSIGN_ADMIN_TOKEN", "admin-token-that-is-long-enough"),
+                ("COUNTERSIGN_SECRET_KEY", "secret-key-that-is-long-enough-for-hmac"),
             ],
         )
         .unwrap();
@@ -486,6 +504,7 @@ mod tests {
             "xoxb-very-secret",
             "signing-very-secret",
             "admin-token-that-is-long-enough",
+            "secret-key-that-is-long-enough-for-hmac",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }

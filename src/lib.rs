@@ -13,6 +13,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod links;
 pub mod manifest;
 pub mod policy;
 pub mod registry;

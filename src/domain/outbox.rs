@@ -13,6 +13,10 @@ pub enum SlackTask {
     PostCard { role: String },
     /// Bring every posted copy of the card up to date (after a vote or a decision).
     RefreshCards,
+    /// Say in each card's thread how this person voted.
+    AnnounceVote { voter: String },
+    /// Tell the person the agent acted for (when Slack knows them) how it was decided.
+    NotifyRequester,
 }
 
 /// A claimed outbox row.

@@ -3,6 +3,8 @@
 
 mod auth;
 mod body;
+mod diff_page;
+pub mod html;
 mod ops;
 pub mod problem;
 mod proposals;
@@ -35,6 +37,7 @@ pub struct AppState {
     pub public_url: url::Url,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub slack: crate::slack::SlackContext,
+    pub links: crate::links::LinkSigner,
 }
 
 #[derive(OpenApi)]
@@ -81,7 +84,9 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Router {
     let (routes, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
-    let mut routes = routes.merge(crate::slack::routes());
+    let mut routes = routes
+        .merge(crate::slack::routes())
+        .route("/p/{id}", axum::routing::get(diff_page::show));
     if let Some(sandbox) = sandbox {
         routes = routes.merge(sandbox.routes());
     }

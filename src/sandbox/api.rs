@@ -420,11 +420,15 @@ impl Sandbox {
     }
 
     fn conversations_open(&self, args: &Args) -> Reply {
-        let users: Vec<&str> = text_arg(args, "users")
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .collect();
+        // A comma-separated string (form calls) or a JSON array (slack-morphism sends one).
+        let users: Vec<&str> = match args.get("users") {
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => text_arg(args, "users")
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .collect(),
+        };
         match users.as_slice() {
             [user] if !user.is_empty() => match self.0.workspace.channel(user) {
                 Some(dm) => {
@@ -432,7 +436,7 @@ impl Sandbox {
                 }
                 None => error("user_not_found"),
             },
-            [""] => error("users_list_not_supplied"),
+            [""] | [] => error("users_list_not_supplied"),
             _ => error("not_supported"),
         }
     }

@@ -9,21 +9,7 @@ use regex::Regex;
 
 use super::workspace::Workspace;
 
-/// Escapes text for HTML content and attribute values.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::http::html::escape as escape_html;
 
 /// Slack's own three escapes, undone (the text is HTML-escaped again right after).
 fn unescape_slack(text: &str) -> String {

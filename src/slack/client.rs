@@ -170,6 +170,13 @@ impl SlackApi {
         Ok(response.view.state_params.id.to_string())
     }
 
+    /// The bot's DM channel with `user`.
+    pub async fn open_dm(&self, user: &str) -> Result<String, SlackError> {
+        let request = SlackApiConversationsOpenRequest::new().with_users(vec![user.into()]);
+        let response = Self::bounded(self.session().conversations_open(&request)).await?;
+        Ok(response.channel.id.to_string())
+    }
+
     /// Members of a user group.
     pub async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, SlackError> {
         let request = SlackApiUserGroupsUsersListRequest::new(usergroup.into());

@@ -13,11 +13,15 @@ const TTL: Duration = Duration::from_secs(60);
 
 /// A user group's members, and when they were read.
 type CachedGroup = (Instant, Arc<Vec<String>>);
+/// Whom an email belongs to (if anyone), and when that was asked.
+type CachedPerson = (Instant, Option<String>);
 
 #[derive(Clone, Debug)]
 pub struct Directory {
     api: SlackApi,
     groups: Arc<Mutex<HashMap<String, CachedGroup>>>,
+    /// Email → Slack user id (or none), for the requester's mention on cards.
+    people: Arc<Mutex<HashMap<String, CachedPerson>>>,
 }
 
 impl Directory {
@@ -25,6 +29,35 @@ impl Directory {
         Self {
             api,
             groups: Arc::default(),
+            people: Arc::default(),
+        }
+    }
+
+    /// The workspace member a proposal's `requested_by` names, when it is an email Slack knows
+    /// (cached; a lookup that fails is `None` and not cached). An agent's text is never
+    /// trusted to be a user id: `U…` text is not turned into a mention.
+    pub async fn person(&self, requested_by: &str) -> Option<String> {
+        let email = requested_by.trim().to_ascii_lowercase();
+        if !email.contains('@') {
+            return None;
+        }
+        if let Some((at, found)) = self.people.lock().expect("cache poisoned").get(&email)
+            && at.elapsed() < TTL * 10
+        {
+            return found.clone();
+        }
+        match self.api.user_by_email(&email).await {
+            Ok(found) => {
+                self.people
+                    .lock()
+                    .expect("cache poisoned")
+                    .insert(email, (Instant::now(), found.clone()));
+                found
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up a requester");
+                None
+            }
         }
     }
 

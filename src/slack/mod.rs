@@ -5,6 +5,7 @@
 pub mod card;
 mod client;
 mod commands;
+mod diff;
 mod directory;
 pub mod escape;
 mod interactions;

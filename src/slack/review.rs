@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use slack_morphism::prelude::*;
 
-use super::card;
+use super::card::{self, slack_date};
 use super::escape::{mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
 use crate::domain::{Ballot, Proposal, ProposalId, Status, StepUp, Vote};
@@ -327,15 +327,6 @@ fn already_decided(proposal: &Proposal) -> String {
         }
         None => format!("This proposal is {status}; nothing was recorded."),
     }
-}
-
-/// A time every reader sees in their own time zone.
-pub fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
-    format!(
-        "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
-        at.timestamp(),
-        at.format("%Y-%m-%d %H:%M UTC")
-    )
 }
 
 fn reject_modal(metadata: &str) -> SlackModalView {

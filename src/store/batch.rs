@@ -319,6 +319,10 @@ async fn run_one(
             };
             tx.flush().await?;
             tx.tx.insert_vote(&id, &vote, &dedupe).await?;
+            let announce = SlackTask::AnnounceVote {
+                voter: voter.clone(),
+            };
+            tx.slack_jobs.push(SlackJobRow::new(&id, &announce, at)?);
             let mut events = vec![AuditDraft::new(
                 kinds::VOTED,
                 Some(&id),
@@ -449,12 +453,14 @@ async fn transition(
             .map_or(Status::Pending, |p| p.status);
         return Ok((CommandResult::WrongState(current), vec![]));
     }
-    // Every posted copy of the card must now show the outcome.
-    tx.slack_jobs.push(SlackJobRow::new(
-        &proposal.id,
-        &SlackTask::RefreshCards,
-        decision_at(&proposal),
-    )?);
+    // Every posted copy of the card must now show the outcome, and the requester hear of it.
+    for task in [SlackTask::RefreshCards, SlackTask::NotifyRequester] {
+        tx.slack_jobs.push(SlackJobRow::new(
+            &proposal.id,
+            &task,
+            decision_at(&proposal),
+        )?);
+    }
     let event = AuditDraft::new(
         kind,
         Some(&proposal.id),

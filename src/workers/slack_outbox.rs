@@ -15,9 +15,10 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::domain::{PostedCard, SlackJob, SlackTask};
+use crate::links::LinkSigner;
 use crate::registry::SharedRegistry;
 use crate::slack::card::{self, CardContext};
-use crate::slack::{SlackApi, SlackError};
+use crate::slack::{Directory, SlackApi, SlackError};
 use crate::store::{Store, StoreError};
 
 /// Delays between attempts when Slack cannot be reached.
@@ -67,8 +68,12 @@ enum JobOutcome {
 pub struct SlackOutbox {
     pub store: Arc<dyn Store>,
     pub api: SlackApi,
+    pub directory: Directory,
     pub registry: SharedRegistry,
     pub clock: Arc<dyn Clock>,
+    pub links: LinkSigner,
+    /// Base of the links cards carry (the full-diff page).
+    pub public_url: url::Url,
 }
 
 impl SlackOutbox {
@@ -135,12 +140,22 @@ impl SlackOutbox {
             Err(error) => return transient(job, error.to_string()),
         };
         let registry = self.registry.current();
-        let owner = registry
+        let agent = registry
             .agents
             .agents()
             .iter()
             .find(|a| a.id == proposal.agent)
-            .map(|a| a.owner.clone());
+            .cloned();
+        let requester = match &proposal.content.requested_by {
+            Some(text) => self.directory.person(text).await,
+            None => None,
+        };
+        let full_diff = format!(
+            "{}p/{}?{}",
+            self.public_url.as_str().trim_end_matches('/').to_owned() + "/",
+            proposal.id,
+            self.links.query(&proposal.id, self.clock.now())
+        );
         let (votes, posted) = match tokio::try_join!(
             self.store.votes(&proposal.id),
             self.store.posted_cards(&proposal.id)
@@ -149,8 +164,13 @@ impl SlackOutbox {
             Err(error) => return transient(job, error.to_string()),
         };
         let context = CardContext {
-            owner: owner.as_deref(),
+            owner: agent.as_ref().map(|a| a.owner.as_str()),
+            requester: requester.as_deref(),
+            catalog: agent
+                .as_ref()
+                .and_then(|a| a.actions.get(&proposal.content.action)),
             votes: &votes,
+            full_diff: Some(&full_diff),
         };
         let message = card::render(&proposal, &context);
         let result = match &job.task {
@@ -171,6 +191,53 @@ impl SlackOutbox {
                             ts,
                         })
                     })
+            }
+            SlackTask::AnnounceVote { voter } => {
+                let tally = crate::domain::vote::tally(
+                    &proposal.content.verdict.quorum,
+                    &proposal.content.verdict.route,
+                    &votes,
+                );
+                let Some((vote, role)) = votes
+                    .iter()
+                    .zip(&tally.roles)
+                    .find(|(v, _)| &v.voter == voter)
+                else {
+                    return JobOutcome::Fail(format!("no vote by {voter}"));
+                };
+                let text = card::vote_reply(vote, role.as_deref());
+                let reply = crate::slack::OutgoingMessage {
+                    text,
+                    blocks: Vec::new(),
+                };
+                for card in &posted {
+                    if let Err(error) = self
+                        .api
+                        .post_message(&card.channel, &reply, Some(&card.ts))
+                        .await
+                    {
+                        return self.outcome_of(job, error);
+                    }
+                }
+                Ok(None)
+            }
+            SlackTask::NotifyRequester => {
+                let Some(user) = requester.as_deref() else {
+                    return JobOutcome::Done(None);
+                };
+                let text = card::outcome_notice(&proposal);
+                let notice = crate::slack::OutgoingMessage {
+                    text,
+                    blocks: Vec::new(),
+                };
+                match self.api.open_dm(user).await {
+                    Ok(channel) => self
+                        .api
+                        .post_message(&channel, &notice, None)
+                        .await
+                        .map(|_| None),
+                    Err(error) => Err(error),
+                }
             }
             SlackTask::RefreshCards => {
                 // Every copy is updated even if one fails: a deleted message must not leave

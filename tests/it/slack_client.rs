@@ -16,6 +16,7 @@ const DEADLINE: Duration = Duration::from_secs(15);
 pub struct Message {
     pub channel: String,
     pub ts: String,
+    pub thread_ts: Option<String>,
     pub text: String,
     #[serde(default)]
     pub blocks: Value,

@@ -520,3 +520,168 @@ async fn with_a_slack_token_the_sandbox_does_not_exist() {
     assert_eq!(unsigned.status(), 401);
     app.stop().await.unwrap();
 }
+
+async fn votes_are_replies_in_the_cards_thread_and_the_requester_hears_the_outcome(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let mut body = discount_with_pii();
+    body["requested_by"] = json!("sam@acme.example"); // U0SALES02 in the sandbox workspace
+    let (id, finance) = card_for(&app, REVOPS, &body, "C0FINANCE").await;
+    assert!(
+        finance.visible_text().contains("for <@U0SALES02>"),
+        "a resolved requester is a mention"
+    );
+    let slack = app.slack();
+    slack.click("U0FIN002", &finance, "approve").await;
+    let legal = slack
+        .wait_for_card("C0LEGAL", &id, "the legal card", is_pending)
+        .await;
+    let reply = |card: &Message, needle: &'static str| {
+        let ts = card.ts.clone();
+        move |messages: &[Message]| {
+            messages
+                .iter()
+                .find(|m| {
+                    m.thread_ts.as_deref() == Some(ts.as_str())
+                        && m.ts != ts
+                        && m.text.contains(needle)
+                })
+                .cloned()
+        }
+    };
+    // The vote is a reply under both copies of the card.
+    slack
+        .wait_for(
+            "C0FINANCE",
+            "U0NOBODY",
+            "the vote in the thread",
+            reply(&finance, "<@U0FIN002> approved for finance"),
+        )
+        .await;
+    slack
+        .wait_for(
+            "C0LEGAL",
+            "U0NOBODY",
+            "the vote in the thread",
+            reply(&legal, "<@U0FIN002> approved for finance"),
+        )
+        .await;
+    slack.click("U0LEG001", &legal, "approve").await;
+    let dm = slack
+        .wait_for(
+            "@U0SALES02",
+            "U0SALES02",
+            "the requester's DM",
+            |messages| {
+                messages
+                    .iter()
+                    .find(|m| m.text.contains("*Approved*"))
+                    .cloned()
+            },
+        )
+        .await;
+    assert!(dm.text.contains("asked on your behalf"), "{}", dm.text);
+    app.stop().await.unwrap();
+}
+both_backends!(votes_are_replies_in_the_cards_thread_and_the_requester_hears_the_outcome);
+
+async fn a_bulk_change_stays_within_limits_and_links_to_the_full_diff(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let mut body = discount_proposal();
+    body["action"] = json!("crm.records.merge");
+    body["summary"] = json!("Merge 5,000 duplicate leads");
+    body["changes"] = json!(
+        (0..5000)
+            .map(|n| json!({"path": format!("l{n}.o"), "after": n}))
+            .collect::<Vec<_>>()
+    );
+    body["params"] = json!({"record_count": 5000});
+    let created = app.create(REVOPS, &body).await;
+    let id = created["id"].as_str().unwrap();
+    let route = created["verdict"]["route"][0].as_str().unwrap().to_owned();
+    let channel = if route == "revops" {
+        "C0REVOPS"
+    } else {
+        "C0LEGAL"
+    };
+    let card = app
+        .slack()
+        .wait_for_card(channel, id, "the bulk card", |_| true)
+        .await;
+    assert_eq!(blockkit::message_blocks(&card.blocks), Ok(()));
+    let seen = card.visible_text();
+    assert!(
+        seen.contains("*Changes* (5000)") && seen.contains("…and 4992 more"),
+        "{seen}"
+    );
+
+    let link = card
+        .blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["action_id"] == "full_diff")
+        .and_then(|e| e["url"].as_str().map(str::to_owned))
+        .expect("a link to the full diff");
+    let page = app.http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert_eq!(
+        html.matches("<tr>").count(),
+        5001,
+        "every change, and the header row"
+    );
+    // Tampered or expired links show nothing.
+    let tampered = link.replace("sig=", "sig=00");
+    assert_eq!(app.http.get(&tampered).send().await.unwrap().status(), 403);
+    let unsigned = link.split('?').next().unwrap().to_owned();
+    assert_eq!(app.http.get(&unsigned).send().await.unwrap().status(), 403);
+    app.clock.advance(chrono::Duration::days(8));
+    assert_eq!(app.http.get(&link).send().await.unwrap().status(), 403);
+    app.stop().await.unwrap();
+}
+both_backends!(a_bulk_change_stays_within_limits_and_links_to_the_full_diff);
+
+async fn twenty_racing_approvals_and_rejections_make_one_decision(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let slack = app.slack();
+    // Two reviewers have the rejection form open; then everyone acts at once.
+    let mut views = Vec::new();
+    for user in ["U0FIN001", "U0FIN002"] {
+        let opened = slack.click(user, &card, "reject").await;
+        views.push((
+            user,
+            opened.view.unwrap()["id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let rejections = views
+        .iter()
+        .map(|(user, view)| slack.submit(user, view, json!({"reason": {"text": "no"}})));
+    let approvals = ["U0FIN001", "U0FIN002", "U0MGR001"]
+        .iter()
+        .cycle()
+        .take(18)
+        .map(|user| slack.click(user, &card, "approve"));
+    let (rejected, approved) = tokio::join!(
+        futures_util::future::join_all(rejections),
+        futures_util::future::join_all(approvals)
+    );
+    assert!(
+        rejected
+            .iter()
+            .chain(approved.iter())
+            .all(|a| a.status == 200)
+    );
+    let decided: Vec<_> = db
+        .audit_of(&id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "proposal.decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    let status = status_of(&app, REVOPS, &id).await["status"].clone();
+    assert!(status == "approved" || status == "rejected", "{status}");
+    app.stop().await.unwrap();
+}
+both_backends!(twenty_racing_approvals_and_rejections_make_one_decision);

@@ -487,20 +487,23 @@ async fn the_slack_outbox_is_claimed_under_a_lease(db: TestDb) {
             .is_empty()
     );
 
-    // A decision owes a refresh of the cards; a job given up is not claimed again.
+    // A decision owes a refresh of the cards and a word to the requester; a job given up is
+    // not claimed again.
     apply_one(store.as_ref(), decide(&p, Status::Rejected)).await;
-    let refresh = store
+    let owed = store
         .claim_slack_jobs(lease + Duration::days(1), lease + Duration::days(2), 10)
         .await
         .unwrap();
     assert_eq!(
-        refresh.iter().map(|j| &j.task).collect::<Vec<_>>(),
-        [&SlackTask::RefreshCards]
+        owed.iter().map(|j| &j.task).collect::<Vec<_>>(),
+        [&SlackTask::RefreshCards, &SlackTask::NotifyRequester]
     );
-    store
-        .fail_slack_job(&refresh[0], lease, "channel_not_found")
-        .await
-        .unwrap();
+    for job in &owed {
+        store
+            .fail_slack_job(job, lease, "channel_not_found")
+            .await
+            .unwrap();
+    }
     assert!(
         store
             .claim_slack_jobs(lease + Duration::days(9), lease + Duration::days(10), 10)

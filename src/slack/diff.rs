@@ -1,0 +1,226 @@
+//! One line per change of a proposal's diff, as a reviewer reads it: `field: before → after`,
+//! with the difference spelled out for numbers (`+$4,500`, `+10 pts`) and additions and removals
+//! marked. Returns mrkdwn with every agent-supplied part escaped.
+
+use serde_json::Value;
+
+use super::escape::{mrkdwn, truncate};
+use crate::domain::Change;
+
+/// Longest rendering of one value on a card.
+const VALUE_CHARS: usize = 200;
+
+/// How a field's numbers read: money in a currency, percentages, or plain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit<'a> {
+    Money(&'a str),
+    Percent,
+    Plain,
+}
+
+fn unit_of<'a>(path: &str, currency: Option<&'a str>) -> Unit<'a> {
+    let leaf = path
+        .rsplit(['.', '/'])
+        .next()
+        .unwrap_or(path)
+        .to_ascii_lowercase();
+    if leaf.contains("percent") || leaf.ends_with("pct") || leaf.ends_with("rate") {
+        return Unit::Percent;
+    }
+    const MONEY: &[&str] = &[
+        "amount",
+        "price",
+        "cost",
+        "total",
+        "arr",
+        "mrr",
+        "acv",
+        "tcv",
+        "revenue",
+        "budget",
+        "fee",
+        "balance",
+        "credit",
+        "refund",
+        "discount_amount",
+        "value",
+    ];
+    match currency {
+        Some(currency) if MONEY.iter().any(|m| leaf.contains(m)) => Unit::Money(currency),
+        _ => Unit::Plain,
+    }
+}
+
+/// `1234567.5` → `1,234,567.5`.
+fn grouped(number: f64) -> String {
+    let negative = number < 0.0;
+    let magnitude = number.abs();
+    let text = if magnitude.fract() == 0.0 && magnitude < 1e15 {
+        format!("{magnitude:.0}")
+    } else {
+        format!("{magnitude:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+    };
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let mut out = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if !fraction.is_empty() {
+        out.push('.');
+        out.push_str(fraction);
+    }
+    if negative { format!("-{out}") } else { out }
+}
+
+fn symbol(currency: &str) -> String {
+    match currency.to_ascii_uppercase().as_str() {
+        "USD" => "$".into(),
+        "EUR" => "€".into(),
+        "GBP" => "£".into(),
+        "JPY" => "¥".into(),
+        other => format!("{} ", mrkdwn(&truncate(other, 5))),
+    }
+}
+
+fn number(value: f64, unit: Unit<'_>) -> String {
+    match unit {
+        Unit::Money(currency) => {
+            let sign = if value < 0.0 { "-" } else { "" };
+            format!("{sign}{}{}", symbol(currency), grouped(value.abs()))
+        }
+        Unit::Percent => format!("{}%", grouped(value)),
+        Unit::Plain => grouped(value),
+    }
+}
+
+fn delta(before: f64, after: f64, unit: Unit<'_>) -> String {
+    let change = after - before;
+    let sign = if change >= 0.0 { "+" } else { "−" };
+    let magnitude = change.abs();
+    match unit {
+        Unit::Money(currency) => format!("{sign}{}{}", symbol(currency), grouped(magnitude)),
+        Unit::Percent => format!("{sign}{} pts", grouped(magnitude)),
+        Unit::Plain => format!("{sign}{}", grouped(magnitude)),
+    }
+}
+
+/// A value as shown on the card (escaped).
+fn shown(value: &Value, unit: Unit<'_>) -> String {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .map_or_else(|| n.to_string(), |f| number(f, unit)),
+        Value::String(s) if s.is_empty() => "(empty)".into(),
+        Value::String(s) => format!("“{}”", mrkdwn(&truncate(s, VALUE_CHARS))),
+        Value::Null => "null".into(),
+        other => format!(
+            "`{}`",
+            mrkdwn(&truncate(&other.to_string(), VALUE_CHARS)).replace('`', "'")
+        ),
+    }
+}
+
+/// One change as a mrkdwn line.
+pub fn line(change: &Change, currency: Option<&str>) -> String {
+    let unit = unit_of(&change.path, currency);
+    let path = mrkdwn(&truncate(&change.path, 120)).replace('`', "'");
+    match (&change.before, &change.after) {
+        (None, Some(after)) => format!("➕ `{path}`: {} (added)", shown(after, unit)),
+        (Some(before), None) => format!("➖ `{path}`: ~{}~ (removed)", shown(before, unit)),
+        (Some(before), Some(after)) => {
+            let mut text = format!(
+                "• `{path}`: {} → {}",
+                shown(before, unit),
+                shown(after, unit)
+            );
+            if let (Some(b), Some(a)) = (before.as_f64(), after.as_f64())
+                && a != b
+            {
+                text.push_str(&format!(" (*{}*)", delta(b, a, unit)));
+            }
+            text
+        }
+        (None, None) => format!("• `{path}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn change(path: &str, before: Option<Value>, after: Option<Value>) -> Change {
+        Change {
+            path: path.into(),
+            before,
+            after,
+        }
+    }
+
+    #[test]
+    fn money_and_percentages_show_their_difference() {
+        let amount = change("amount", Some(json!(45000)), Some(json!(49500)));
+        assert_eq!(
+            line(&amount, Some("USD")),
+            "• `amount`: $45,000 → $49,500 (*+$4,500*)"
+        );
+        let cut = change(
+            "opportunity.amount",
+            Some(json!(45000)),
+            Some(json!(40500.5)),
+        );
+        assert_eq!(
+            line(&cut, Some("EUR")),
+            "• `opportunity.amount`: €45,000 → €40,500.5 (*−€4,499.5*)"
+        );
+        let discount = change("discount_percent", Some(json!(5)), Some(json!(15)));
+        assert_eq!(
+            line(&discount, Some("USD")),
+            "• `discount_percent`: 5% → 15% (*+10 pts*)"
+        );
+        let seats = change("seats", Some(json!(1200)), Some(json!(1000)));
+        assert_eq!(line(&seats, None), "• `seats`: 1,200 → 1,000 (*−200*)");
+    }
+
+    #[test]
+    fn additions_removals_and_text() {
+        assert_eq!(
+            line(&change("tags", None, Some(json!("hot"))), None),
+            "➕ `tags`: “hot” (added)"
+        );
+        assert_eq!(
+            line(&change("owner", Some(json!("bob")), None), None),
+            "➖ `owner`: ~“bob”~ (removed)"
+        );
+        assert_eq!(
+            line(
+                &change("stage", Some(json!("Prospect")), Some(json!(null))),
+                None
+            ),
+            "• `stage`: “Prospect” → null"
+        );
+    }
+
+    #[test]
+    fn agent_text_is_escaped_everywhere() {
+        let hostile = change(
+            "<!here>`x",
+            Some(json!("<@U1>")),
+            Some(json!({"a": "<!channel>"})),
+        );
+        let text = line(&hostile, Some("<b>"));
+        assert!(!text.contains('<'), "{text}");
+        assert_eq!(
+            text.matches('`').count(),
+            4,
+            "code spans stay closed: {text}"
+        );
+    }
+}

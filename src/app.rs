@@ -66,6 +66,7 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         links: links.clone(),
         public_url: config.public_url.clone(),
+        budget: crate::workers::ChannelBudget::default(),
     };
     let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));

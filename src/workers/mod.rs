@@ -1,6 +1,8 @@
 //! Durable background loops. Each claims rows from the database, does the work, and marks it
 //! done; each has a `run_once` that tests call to step it deterministically.
 
+pub mod channel_budget;
 pub mod slack_outbox;
 
+pub use channel_budget::ChannelBudget;
 pub use slack_outbox::SlackOutbox;

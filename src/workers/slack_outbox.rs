@@ -74,6 +74,8 @@ pub struct SlackOutbox {
     pub links: LinkSigner,
     /// Base of the links cards carry (the full-diff page).
     pub public_url: url::Url,
+    /// Posting budget per channel, shared by every pass of this worker.
+    pub budget: super::ChannelBudget,
 }
 
 impl SlackOutbox {
@@ -181,16 +183,13 @@ impl SlackOutbox {
                 let Some(channel) = registry.roles.get(role).map(|r| r.channel.clone()) else {
                     return JobOutcome::Fail(format!("role {role:?} is no longer declared"));
                 };
-                self.api
-                    .post_message(&channel, &message, None)
-                    .await
-                    .map(|ts| {
-                        Some(PostedCard {
-                            role: role.clone(),
-                            channel,
-                            ts,
-                        })
+                self.post(&channel, &message, None).await.map(|ts| {
+                    Some(PostedCard {
+                        role: role.clone(),
+                        channel,
+                        ts,
                     })
+                })
             }
             SlackTask::AnnounceVote { voter } => {
                 let tally = crate::domain::vote::tally(
@@ -210,6 +209,13 @@ impl SlackOutbox {
                     text,
                     blocks: Vec::new(),
                 };
+                // Budget for every thread first, so a retry does not repeat a reply already made.
+                let now = self.clock.now();
+                for card in &posted {
+                    if let Err(wait) = self.budget.take(&card.channel, now) {
+                        return self.outcome_of(job, SlackError::RateLimited(wait));
+                    }
+                }
                 for card in &posted {
                     if let Err(error) = self
                         .api
@@ -231,11 +237,7 @@ impl SlackOutbox {
                     blocks: Vec::new(),
                 };
                 match self.api.open_dm(user).await {
-                    Ok(channel) => self
-                        .api
-                        .post_message(&channel, &notice, None)
-                        .await
-                        .map(|_| None),
+                    Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
                     Err(error) => Err(error),
                 }
             }
@@ -269,6 +271,19 @@ impl SlackOutbox {
             Ok(posted) => JobOutcome::Done(posted),
             Err(error) => self.outcome_of(job, error),
         }
+    }
+
+    /// Posts within the channel's budget; an empty budget reads like Slack's 429.
+    async fn post(
+        &self,
+        channel: &str,
+        message: &crate::slack::OutgoingMessage,
+        thread_ts: Option<&str>,
+    ) -> Result<String, SlackError> {
+        self.budget
+            .take(channel, self.clock.now())
+            .map_err(SlackError::RateLimited)?;
+        self.api.post_message(channel, message, thread_ts).await
     }
 
     fn outcome_of(&self, job: &SlackJob, error: SlackError) -> JobOutcome {

@@ -220,13 +220,18 @@ async fn a_person_approves_a_card_in_the_sandbox_page() {
 
     driver.click(&approve).await;
     // The card turns approved without a reload, and its buttons go.
-    driver
+    let status = driver
         .find(
             "xpath",
-            "//article[contains(@class,'msg')]//b[text()='Approved']",
+            "//article[contains(@class,'msg')]//div[b[text()='Approved']]",
         )
         .await
         .expect("the card shows it is approved");
+    let line = driver.get(&format!("element/{status}/text")).await;
+    assert!(
+        line.as_str().unwrap().starts_with("✅ Approved by @tomas"),
+        "{line}"
+    );
     let artifact =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/sandbox.png");
     driver.screenshot(&artifact).await;

@@ -15,5 +15,6 @@ mod policy_cli;
 mod sandbox_api;
 mod slack_client;
 mod slack_flow;
+mod slack_outbox;
 mod store_contract;
 mod writer;

@@ -15,15 +15,15 @@ use crate::common::{manifests_dir, policies_dir, start_time};
 
 const TOKEN: &str = "xoxb-sandbox-test";
 
-struct Standalone {
-    sandbox: Sandbox,
-    api: SlackApi,
-    clock: ManualClock,
+pub struct Standalone {
+    pub sandbox: Sandbox,
+    pub api: SlackApi,
+    pub clock: ManualClock,
     http: reqwest::Client,
 }
 
 impl Standalone {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();

@@ -13,9 +13,12 @@ use chrono::{DateTime, Utc};
 pub const BURST: f64 = 3.0;
 pub const PER_SECOND: f64 = 1.0;
 
+/// Tokens left in a channel's bucket, and when they were counted.
+type Bucket = (f64, DateTime<Utc>);
+
 #[derive(Clone, Default)]
 pub struct ChannelBudget {
-    buckets: Arc<Mutex<HashMap<String, (f64, DateTime<Utc>)>>>,
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
 }
 
 impl ChannelBudget {

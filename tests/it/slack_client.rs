@@ -135,29 +135,6 @@ impl Slack<'_> {
         }
     }
 
-    /// Waits until countersign has made `count` calls of `method` answered with `status`.
-    pub async fn wait_for_calls(&self, method: &str, status: u16, count: usize) -> Vec<Value> {
-        let matching = |calls: Vec<Value>| -> Vec<Value> {
-            calls
-                .into_iter()
-                .filter(|c| c["method"] == method && c["status"] == status)
-                .collect()
-        };
-        let found = self
-            .wait_until(|| async {
-                let calls = matching(self.calls().await);
-                (calls.len() >= count).then_some(calls)
-            })
-            .await;
-        match found {
-            Some(calls) => calls,
-            None => panic!(
-                "timed out waiting for {count} {method} answered {status}: {:#?}",
-                self.calls().await
-            ),
-        }
-    }
-
     /// Re-runs `check` after every change in the sandbox until it answers, or the deadline.
     async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
         &self,

@@ -56,6 +56,9 @@ pub struct Verdict {
     pub escalation: Vec<EscalationLevel>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_timeout: Option<OnTimeout>,
+    /// Reasons a reviewer can pick when rejecting, from the matched rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reject_reasons: Vec<String>,
 }
 
 /// Whom an escalation level reaches.

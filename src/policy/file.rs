@@ -43,6 +43,9 @@ struct Spec {
     escalation: Vec<EscalationLevel>,
     on_timeout: Option<OnTimeout>,
     expires_in: Option<String>,
+    /// Reasons a reviewer can pick when rejecting (shown in the rejection form).
+    #[serde(default)]
+    reject_reasons: Vec<String>,
 }
 
 /// A loaded rule.
@@ -300,6 +303,21 @@ fn requirement(spec: Spec, roles: &Roles) -> Result<Requirement, (&'static str, 
             format!("{approvals} approvals, but the route's roles name only {reachable} approvers"),
         ));
     }
+    if let Some(long) = spec
+        .reject_reasons
+        .iter()
+        .find(|r| r.trim().is_empty() || r.chars().count() > 75)
+    {
+        return Err((
+            "reject_reasons",
+            format!(
+                "{long:?}: each reason is 1 to 75 characters (it becomes a menu option in Slack)"
+            ),
+        ));
+    }
+    if spec.reject_reasons.len() > 20 {
+        return Err(("reject_reasons", "at most 20 reasons".into()));
+    }
     for level in &spec.escalation {
         duration("escalation", &level.after)?;
         if level.remind.is_none() == level.notify.is_none() {
@@ -332,6 +350,7 @@ fn requirement(spec: Spec, roles: &Roles) -> Result<Requirement, (&'static str, 
         step_up: spec.step_up.unwrap_or(StepUp::None),
         escalation: spec.escalation,
         on_timeout: spec.on_timeout,
+        reject_reasons: spec.reject_reasons,
         expires_in: spec
             .expires_in
             .as_deref()

@@ -29,6 +29,7 @@ pub struct Requirement {
     pub escalation: Vec<EscalationLevel>,
     pub on_timeout: Option<OnTimeout>,
     pub expires_in: Option<Duration>,
+    pub reject_reasons: Vec<String>,
 }
 
 impl Requirement {
@@ -45,6 +46,7 @@ impl Requirement {
             escalation: Vec::new(),
             on_timeout: None,
             expires_in: None,
+            reject_reasons: Vec::new(),
         }
     }
 
@@ -92,6 +94,7 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
         step_up: StepUp::None,
         escalation: Vec::new(),
         on_timeout: None,
+        reject_reasons: Vec::new(),
     };
 
     if matched
@@ -166,6 +169,16 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
             .max_by_key(|s| strength(*s))
             .unwrap_or(StepUp::None),
         escalation: ladder.map(|r| r.escalation.clone()).unwrap_or_default(),
+        // Every review rule's preset rejection reasons, once each, in rule order.
+        reject_reasons: reviews.iter().flat_map(|r| &r.reject_reasons).fold(
+            Vec::new(),
+            |mut all, reason| {
+                if !all.contains(reason) {
+                    all.push(reason.clone());
+                }
+                all
+            },
+        ),
         // The ladder's own ending, else the strictest any review rule asks for.
         on_timeout: ladder.and_then(|r| r.on_timeout).or_else(|| {
             reviews

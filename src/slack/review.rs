@@ -28,7 +28,11 @@ const REASON_INPUT: &str = "text";
 const PRESET_BLOCK: &str = "preset";
 const PRESET_INPUT: &str = "choice";
 
-/// Reasons a reviewer can pick instead of typing one (they may add detail).
+/// How long the rejection form may wait for the proposal's preset reasons.
+const PRESET_LOOKUP: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reasons a reviewer can pick instead of typing one (they may add detail), when the policy
+/// gave none (`reject_reasons` on a rule).
 const PRESET_REASONS: &[&str] = &[
     "Amount or scope is too large",
     "Wrong target",
@@ -63,12 +67,20 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
     };
 
     if action.action_id == card::REJECT {
-        // The trigger id lives three seconds: the modal opens before anything else.
+        // The trigger id lives three seconds: the modal opens before anything slow. Reading the
+        // policy's preset reasons is one indexed read, bounded; without it the form still opens.
+        let presets = tokio::time::timeout(PRESET_LOOKUP, state.engine.store().proposal(&id))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .map(|p| p.content.verdict.reject_reasons)
+            .unwrap_or_default();
         let metadata = format!("{id} {}", channel.as_deref().unwrap_or(""));
         if let Err(error) = state
             .slack
             .api
-            .open_view(&click.trigger_id, reject_modal(&metadata))
+            .open_view(&click.trigger_id, reject_modal(&metadata, &presets))
             .await
         {
             tracing::warn!(%error, proposal_id = %id, "cannot open the rejection modal");
@@ -329,10 +341,15 @@ fn already_decided(proposal: &Proposal) -> String {
     }
 }
 
-fn reject_modal(metadata: &str) -> SlackModalView {
-    let options: Vec<SlackBlockChoiceItem<SlackBlockPlainTextOnly>> = PRESET_REASONS
+fn reject_modal(metadata: &str, presets: &[String]) -> SlackModalView {
+    let presets: Vec<String> = if presets.is_empty() {
+        PRESET_REASONS.iter().map(|r| (*r).to_owned()).collect()
+    } else {
+        presets.to_vec()
+    };
+    let options: Vec<SlackBlockChoiceItem<SlackBlockPlainTextOnly>> = presets
         .iter()
-        .map(|reason| SlackBlockChoiceItem::new(pt!(*reason), (*reason).to_owned()))
+        .map(|reason| SlackBlockChoiceItem::new(pt!(reason.clone()), reason.clone()))
         .collect();
     let preset = SlackInputBlock::new(
         pt!("Reason"),

@@ -236,6 +236,10 @@ fn broken_policies_are_refused_naming_file_line_and_rule() {
             "rules:\n  - name: bad\n    when: 'true'\n    route: [finance]\n    colour: red\n",
             "colour",
         ),
+        (
+            "rules:\n  - name: bad\n    when: 'true'\n    route: [finance]\n    reject_reasons: ['']\n",
+            "bad.yaml:2: rules[0].reject_reasons: rule bad: \"\": each reason is 1 to 75 characters",
+        ),
     ];
     for (text, expected) in cases {
         let fixture = Fixture::new();

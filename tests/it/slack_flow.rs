@@ -179,6 +179,16 @@ async fn reject_asks_why_in_a_modal_and_the_reason_is_kept(db: TestDb) {
     let acted = slack.click("U0FIN001", &card, "reject").await;
     let view = acted.view.expect("the click opened the rejection modal");
     assert_eq!(view["callback_id"], "reject");
+    let presets: Vec<&str> = view["blocks"][0]["element"]["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        presets[0], "Above the discount playbook",
+        "the policy's reasons"
+    );
     let view_id = view["id"].as_str().unwrap();
 
     // Nothing said: the modal stays open with an error, nothing is recorded.
@@ -191,14 +201,14 @@ async fn reject_asks_why_in_a_modal_and_the_reason_is_kept(db: TestDb) {
     );
     assert_eq!(status_of(&app, REVOPS, id).await["status"], "pending");
 
-    let values = json!({"preset": {"choice": "Wrong target"}, "reason": {"text": "This is the <!here> wrong account"}});
+    let values = json!({"preset": {"choice": "Needs a deal desk review first"}, "reason": {"text": "This is the <!here> wrong account"}});
     let done = slack.submit("U0FIN001", view_id, values).await;
     assert_eq!((done.status, done.errors), (200, None));
     let decided = status_of(&app, REVOPS, id).await;
     assert_eq!(decided["status"], "rejected");
     assert_eq!(
         decided["decision"]["reason"],
-        "Wrong target: This is the <!here> wrong account"
+        "Needs a deal desk review first: This is the <!here> wrong account"
     );
 
     let card = slack

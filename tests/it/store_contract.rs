@@ -37,6 +37,7 @@ pub fn proposal(agent: &str) -> Proposal {
                 step_up: StepUp::None,
                 escalation: Vec::new(),
                 on_timeout: None,
+                reject_reasons: Vec::new(),
             },
             Some(at + Duration::hours(8)),
         ),

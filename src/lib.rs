@@ -19,6 +19,7 @@ pub mod policy;
 pub mod registry;
 pub mod sandbox;
 pub mod slack;
+pub mod stepup;
 pub mod store;
 pub mod telemetry;
 pub mod workers;

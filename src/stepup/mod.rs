@@ -1,0 +1,13 @@
+//! Step-up confirmation: the fresh factor a high-risk approval needs beyond a Slack click — a
+//! typed value from the action (`confirm`) or a TOTP code from the reviewer's enrolled
+//! authenticator (`totp`). Pure parts live here; the Slack flow is `slack::step_up`.
+
+pub mod confirm;
+pub mod token;
+pub mod totp;
+pub mod vault;
+
+/// Wrong codes within [`FAILURE_WINDOW`] that lock a reviewer's step-up for [`LOCKOUT`].
+pub const MAX_FAILURES: i64 = 5;
+pub const FAILURE_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+pub const LOCKOUT: chrono::Duration = chrono::Duration::minutes(15);

@@ -242,7 +242,56 @@ pub trait Store: Send + Sync + 'static {
     /// Every card posted for a proposal.
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError>;
 
+    /// A reviewer's TOTP enrollment, if any.
+    async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError>;
+
+    /// Starts (or restarts) an enrollment, inactive until confirmed; an active one is left alone
+    /// (answers false).
+    async fn begin_totp_enrollment(
+        &self,
+        user: &str,
+        sealed_secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Activates a pending enrollment with the step of its first code.
+    async fn activate_totp(
+        &self,
+        user: &str,
+        step: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Spends a time step of an active enrollment: false if it (or a later one) was used.
+    async fn use_totp_step(&self, user: &str, step: i64) -> Result<bool, StoreError>;
+
+    /// Forgets an enrollment; false if there was none.
+    async fn delete_totp(&self, user: &str) -> Result<bool, StoreError>;
+
+    /// Counts a wrong answer at `at`; when it makes [`crate::stepup::MAX_FAILURES`] within the
+    /// window, locks the reviewer and answers until when.
+    async fn step_up_failure(
+        &self,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Until when the reviewer's step-up is locked, if it is at `now`.
+    async fn step_up_locked_until(
+        &self,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
+
     async fn close(&self);
+}
+
+/// A stored TOTP enrollment (the secret still sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpEnrollment {
+    pub sealed_secret: String,
+    pub active: bool,
+    pub last_step: Option<i64>,
 }
 
 /// Connection settings that are not in the URL.

@@ -628,3 +628,96 @@ async fn votes_count_once_per_person_and_the_quorum_decides(db: TestDb) {
     assert_eq!(store.votes(&p.id).await.unwrap().len(), 3);
 }
 both_backends!(votes_count_once_per_person_and_the_quorum_decides);
+
+async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
+    let store = db.store().await;
+    let at = start_time();
+    assert_eq!(store.totp_enrollment("U1").await.unwrap(), None);
+    assert!(
+        store
+            .begin_totp_enrollment("U1", "sealed-1", at)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .begin_totp_enrollment("U1", "sealed-2", at)
+            .await
+            .unwrap(),
+        "a pending one restarts"
+    );
+    assert!(
+        !store.use_totp_step("U1", 10).await.unwrap(),
+        "not active yet"
+    );
+    assert!(store.activate_totp("U1", 10, at).await.unwrap());
+    assert!(!store.activate_totp("U1", 11, at).await.unwrap(), "once");
+    assert!(
+        !store
+            .begin_totp_enrollment("U1", "sealed-3", at)
+            .await
+            .unwrap(),
+        "an active one stays"
+    );
+    let enrollment = store.totp_enrollment("U1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            enrollment.sealed_secret.as_str(),
+            enrollment.active,
+            enrollment.last_step
+        ),
+        ("sealed-2", true, Some(10))
+    );
+    assert!(
+        !store.use_totp_step("U1", 10).await.unwrap(),
+        "the first code's step is spent"
+    );
+    assert!(store.use_totp_step("U1", 11).await.unwrap());
+    assert!(!store.use_totp_step("U1", 11).await.unwrap(), "a replay");
+    assert!(
+        !store.use_totp_step("U1", 9).await.unwrap(),
+        "an older code"
+    );
+    assert!(store.delete_totp("U1").await.unwrap());
+    assert!(!store.delete_totp("U1").await.unwrap());
+
+    // Four wrong answers in the window do not lock; the fifth does, for 15 minutes.
+    for n in 0..4 {
+        assert_eq!(
+            store
+                .step_up_failure("U2", at + Duration::minutes(n))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    // One long before does not count.
+    assert_eq!(
+        store
+            .step_up_failure("U3", at - Duration::hours(1))
+            .await
+            .unwrap(),
+        None
+    );
+    let locked = store
+        .step_up_failure("U2", at + Duration::minutes(4))
+        .await
+        .unwrap();
+    assert_eq!(locked, Some(at + Duration::minutes(19)));
+    assert_eq!(
+        store
+            .step_up_locked_until("U2", at + Duration::minutes(10))
+            .await
+            .unwrap(),
+        locked
+    );
+    assert_eq!(
+        store
+            .step_up_locked_until("U2", at + Duration::minutes(20))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.step_up_locked_until("U3", at).await.unwrap(), None);
+}
+both_backends!(totp_steps_are_spent_once_and_failures_lock);

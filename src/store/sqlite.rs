@@ -598,7 +598,7 @@ impl Store for SqliteStore {
             .bind(format_timestamp(now))
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| Ok(timestamp(&row, "until")?)).transpose()
+        row.map(|row| timestamp(&row, "until")).transpose()
     }
 
     async fn close(&self) {

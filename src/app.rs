@@ -145,7 +145,10 @@ fn connect_slack(
         (&config.slack_bot_token, &config.slack_signing_secret)
     {
         let api = SlackApi::new(&config.slack_api_url, token);
-        return Ok((SlackContext::new(api, signing_secret.clone()), None));
+        return Ok((
+            SlackContext::new(api, signing_secret.clone(), config.secret_key.as_ref()),
+            None,
+        ));
     }
     let workspace =
         Workspace::seed(registry, &config.manifests).context("invalid sandbox workspace")?;
@@ -170,7 +173,10 @@ fn connect_slack(
         sandbox.persist_to(database.with_file_name("sandbox-history.json"));
     }
     let api = SlackApi::new(&sandbox.api_url(), &token);
-    Ok((SlackContext::new(api, signing_secret), Some(sandbox)))
+    Ok((
+        SlackContext::new(api, signing_secret, config.secret_key.as_ref()),
+        Some(sandbox),
+    ))
 }
 
 fn warn_about(registry: &Registry) {

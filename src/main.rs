@@ -60,6 +60,18 @@ enum Command {
     /// Validate, explain and test the policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage reviewers' TOTP enrollments.
+    #[command(subcommand)]
+    Totp(TotpCommand),
+}
+
+#[derive(Subcommand)]
+enum TotpCommand {
+    /// Remove a reviewer's enrollment (a lost phone); they enroll again with /countersign enroll.
+    Reset {
+        /// The reviewer's Slack user id (U…).
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +221,28 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("actions: {{}}");
         }
         Command::Policy(command) => return policy(command, &config),
+        Command::Totp(TotpCommand::Reset { user }) => {
+            let store = countersign::app::open_store(&config).await?;
+            let removed = store.delete_totp(&user).await?;
+            if removed {
+                let event = countersign::audit::AuditDraft::new(
+                    countersign::audit::kinds::TOTP_RESET,
+                    None,
+                    "operator:cli".into(),
+                    serde_json::json!({"user": user}),
+                );
+                store
+                    .apply(
+                        vec![countersign::store::Command::Audit(event)],
+                        countersign::clock::Clock::now(&countersign::clock::SystemClock),
+                    )
+                    .await?;
+                println!("{user}: enrollment removed; they can run /countersign enroll again");
+            } else {
+                println!("{user} was not enrolled");
+            }
+            store.close().await;
+        }
         Command::Audit(AuditCommand::Verify { anchor }) => {
             let anchor = anchor.as_deref().map(parse_anchor).transpose()?;
             let store = countersign::app::open_store(&config).await?;

@@ -118,6 +118,15 @@ pub mod kinds {
     pub const OUTCOME_RECORDED: &str = "proposal.outcome_recorded";
     /// A reviewer's approve or reject was recorded.
     pub const VOTED: &str = "proposal.voted";
+    /// Step-up confirmation before an approval: passed, failed (and why), locked out.
+    pub const STEP_UP_PASSED: &str = "step_up.passed";
+    pub const STEP_UP_FAILED: &str = "step_up.failed";
+    pub const STEP_UP_LOCKED: &str = "step_up.locked";
+    /// TOTP enrollment: started, confirmed, removed by the reviewer, reset by an operator.
+    pub const TOTP_ENROLLMENT_STARTED: &str = "totp.enrollment_started";
+    pub const TOTP_ENROLLED: &str = "totp.enrolled";
+    pub const TOTP_UNENROLLED: &str = "totp.unenrolled";
+    pub const TOTP_RESET: &str = "totp.reset";
     /// A request that named a proposal and was refused (wrong state, another agent's proposal).
     pub const REQUEST_REFUSED: &str = "request.refused";
 }

@@ -378,4 +378,17 @@ impl Engine {
         self.apply(Command::Audit(event)).await?;
         Ok(())
     }
+
+    /// Appends an audit event that goes with no state change (step-up outcomes, enrollments).
+    pub async fn audit(
+        &self,
+        kind: &'static str,
+        proposal: Option<&ProposalId>,
+        actor: String,
+        data: Value,
+    ) -> Result<(), EngineError> {
+        self.apply(Command::Audit(AuditDraft::new(kind, proposal, actor, data)))
+            .await?;
+        Ok(())
+    }
 }

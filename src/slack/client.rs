@@ -177,6 +177,30 @@ impl SlackApi {
         Ok(response.channel.id.to_string())
     }
 
+    /// Shares a PNG in `channel` with a comment, by Slack's three-step upload.
+    pub async fn upload_png(
+        &self,
+        channel: &str,
+        filename: &str,
+        title: &str,
+        comment: &str,
+        png: Vec<u8>,
+    ) -> Result<(), SlackError> {
+        let session = self.session();
+        let request = SlackApiFilesGetUploadUrlExternalRequest::new(filename.to_owned(), png.len());
+        let target = Self::bounded(session.get_upload_url_external(&request)).await?;
+        let upload =
+            SlackApiFilesUploadViaUrlRequest::new(target.upload_url, png, "image/png".into());
+        Self::bounded(session.files_upload_via_url(&upload)).await?;
+        let complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
+            SlackApiFilesComplete::new(target.file_id).with_title(title.to_owned()),
+        ])
+        .with_channel_id(channel.into())
+        .with_initial_comment(comment.to_owned());
+        Self::bounded(session.files_complete_upload_external(&complete)).await?;
+        Ok(())
+    }
+
     /// Members of a user group.
     pub async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, SlackError> {
         let request = SlackApiUserGroupsUsersListRequest::new(usergroup.into());

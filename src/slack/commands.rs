@@ -13,6 +13,8 @@ use crate::http::problem::ApiError;
 
 const HELP: &str = "*countersign* — approvals for AI agents\n\
 • Cards arrive in your role's channel; *Approve* or *Reject* them there.\n\
+• `/countersign enroll` — set up an authenticator for approvals that need a code; confirm with `/countersign enroll 123456`\n\
+• `/countersign unenroll 123456` — remove it (needs a current code)\n\
 • `/countersign help` — this message";
 
 pub async fn handle(
@@ -22,10 +24,14 @@ pub async fn handle(
 ) -> Result<Json<Value>, ApiError> {
     verified(&state, &headers, &body)?;
     let command: SlashCommand = serde_urlencoded_form(&body)?;
-    let word = command.text.split_whitespace().next().unwrap_or("help");
+    let mut words = command.text.split_whitespace();
+    let word = words.next().unwrap_or("help");
+    // Only the first word is logged: what follows may be a one-time code.
     tracing::info!(user = %command.user_id, channel = %command.channel_id, command = %command.command, word, "slash command");
     let text = match word {
         "help" => HELP.to_owned(),
+        "enroll" => super::step_up::enroll(&state, &command.user_id, words.next()).await,
+        "unenroll" => super::step_up::unenroll(&state, &command.user_id, words.next()).await,
         other => format!(
             "I don't know `{}`.\n{HELP}",
             super::escape::mrkdwn(&super::escape::truncate(other, 40))

@@ -12,6 +12,7 @@ mod interactions;
 pub mod payload;
 mod review;
 pub mod signature;
+pub mod step_up;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -31,14 +32,17 @@ pub struct SlackContext {
     pub api: SlackApi,
     pub signing_secret: Secret,
     pub directory: Directory,
+    pub step_up: step_up::StepUpKeys,
 }
 
 impl SlackContext {
-    pub fn new(api: SlackApi, signing_secret: Secret) -> Self {
+    /// `secret_key` seals TOTP secrets (without it TOTP step-up is off) and signs step-up forms.
+    pub fn new(api: SlackApi, signing_secret: Secret, secret_key: Option<&Secret>) -> Self {
         Self {
             directory: Directory::new(api.clone()),
             api,
             signing_secret,
+            step_up: step_up::StepUpKeys::new(secret_key),
         }
     }
 }

@@ -92,12 +92,44 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
         return;
     }
 
+    // A policy that asks for step-up gets its modal instead of a vote, once the clicker is
+    // known to be someone who may approve at all.
+    let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.store().proposal(&id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    if let Some(proposal) = proposal.filter(|p| {
+        p.content.verdict.step_up != StepUp::None && p.status == crate::domain::Status::Pending
+    }) {
+        let refusal = match refusal_for(state, &proposal, &user, Ballot::Approve).await {
+            Some(refusal) => {
+                if let Err(error) = state
+                    .engine
+                    .refuse_click(&id, &user, Ballot::Approve, &refusal)
+                    .await
+                {
+                    tracing::error!(%error, "cannot audit a refused click");
+                }
+                Some(refusal)
+            }
+            None => {
+                super::step_up::open(state, click, &proposal, channel.as_deref().unwrap_or(""))
+                    .await
+            }
+        };
+        if let Some(text) = refusal {
+            tokio::spawn(reply(text));
+        }
+        return;
+    }
+
     let dedupe = format!(
         "click:{user}:{}:{}",
         action.action_id,
         action.action_ts.as_deref().unwrap_or("")
     );
-    let text = match vote(state, &id, &user, Ballot::Approve, None, dedupe).await {
+    let text = match vote(state, &id, &user, Ballot::Approve, None, dedupe, false).await {
         Ok(Some(text)) => text,
         Ok(None) => return,
         Err(text) => text,
@@ -108,6 +140,9 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
 /// A modal was submitted. Only the rejection modal is ours; its answer goes back in the
 /// acknowledgement (`response_action: errors` keeps it open with the message).
 pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Response {
+    if submission.view.callback_id == super::step_up::VIEW {
+        return super::step_up::submitted(state, submission).await;
+    }
     if submission.view.callback_id != REJECT_VIEW {
         return StatusCode::OK.into_response();
     }
@@ -133,7 +168,17 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Respons
     let reason = truncate(&reason, 2000);
     let user = submission.user.id.clone();
     let dedupe = format!("view:{}", submission.view.id);
-    match vote(state, &id, &user, Ballot::Reject, Some(reason), dedupe).await {
+    match vote(
+        state,
+        &id,
+        &user,
+        Ballot::Reject,
+        Some(reason),
+        dedupe,
+        false,
+    )
+    .await
+    {
         Ok(message) => {
             if let (Some(channel), Some(text)) = (channel, message) {
                 let api = state.slack.api.clone();
@@ -155,13 +200,15 @@ fn errors(message: &str) -> Response {
 
 /// Checks the voter and records the vote. `Ok(Some(text))`: recorded, tell them `text`;
 /// `Ok(None)`: the same click again, say nothing; `Err(text)`: refused, tell them why.
-async fn vote(
+/// `stepped_up`: the reviewer has just passed the step-up the policy asks for.
+pub(super) async fn vote(
     state: &AppState,
     id: &ProposalId,
     user: &str,
     ballot: Ballot,
     reason: Option<String>,
     dedupe: String,
+    stepped_up: bool,
 ) -> Result<Option<String>, String> {
     let unavailable = |error: &dyn std::fmt::Display| {
         tracing::error!(%error, proposal_id = %id, "cannot record a vote");
@@ -173,20 +220,16 @@ async fn vote(
         Ok(None) => return Err("That proposal does not exist.".into()),
         Err(error) => return Err(unavailable(&error)),
     };
+    let mut refusal = refusal_for(state, &proposal, user, ballot).await;
+    // Defence in depth: an approval of a step-up proposal only ever comes through the modal.
+    if refusal.is_none()
+        && ballot == Ballot::Approve
+        && !stepped_up
+        && proposal.content.verdict.step_up != StepUp::None
+    {
+        refusal = Some("This approval needs step-up confirmation: click Approve on the card to get the form. Nothing was recorded.".into());
+    }
     let eligible = eligible_roles(state, &proposal, user).await;
-    let refusal = if eligible.is_empty() {
-        Some(format!(
-            "Only approvers for {} can decide this; nothing was recorded.",
-            proposal.content.verdict.route.join(" or ")
-        ))
-    } else if ballot == Ballot::Approve {
-        match separation_of_duties(state, &proposal, user).await {
-            Some(conflict) => Some(conflict),
-            None => step_up_unavailable(&proposal),
-        }
-    } else {
-        None
-    };
     if let Some(refusal) = refusal {
         if let Err(error) = state.engine.refuse_click(id, user, ballot, &refusal).await {
             return Err(unavailable(&error));
@@ -283,18 +326,24 @@ async fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str)
     None
 }
 
-/// Step-up confirmation (a typed value or a TOTP code, asked in a modal) is not built yet. Until
-/// it is, a proposal whose policy demands it cannot be approved from Slack at all: failing closed
-/// is the only safe reading of `step_up`. Rejecting stays possible.
-fn step_up_unavailable(proposal: &Proposal) -> Option<String> {
-    let factor = match proposal.content.verdict.step_up {
-        StepUp::None => return None,
-        StepUp::Confirm => "a typed confirmation",
-        StepUp::Totp => "a code from your authenticator (TOTP)",
-    };
-    Some(format!(
-        "Policy requires {factor} to approve this, which this version of countersign cannot ask for yet, so it cannot be approved from Slack. Nothing was recorded; you can still reject it."
-    ))
+/// Why `user` may not cast this ballot at all, whatever the proposal's state: not an approver
+/// of a routed role, or (for an approval) a conflict of duties.
+async fn refusal_for(
+    state: &AppState,
+    proposal: &Proposal,
+    user: &str,
+    ballot: Ballot,
+) -> Option<String> {
+    if eligible_roles(state, proposal, user).await.is_empty() {
+        return Some(format!(
+            "Only approvers for {} can decide this; nothing was recorded.",
+            proposal.content.verdict.route.join(" or ")
+        ));
+    }
+    if ballot == Ballot::Approve {
+        return separation_of_duties(state, proposal, user).await;
+    }
+    None
 }
 
 fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {

@@ -16,8 +16,9 @@ pub const LIFETIME: chrono::Duration = chrono::Duration::minutes(5);
 pub struct Binding {
     pub proposal: ProposalId,
     pub user: String,
-    /// The proposal's `updated_at` in microseconds: any state change makes it stale.
-    pub version: i64,
+    /// The card's version: the proposal's status and last change (`pending@1795…`); any state
+    /// change makes the form stale.
+    pub version: String,
     /// Where the card was clicked, for the answer.
     pub channel: String,
 }
@@ -86,7 +87,7 @@ impl TokenSigner {
         Ok(Binding {
             proposal: ProposalId::parse(proposal).map_err(|_| TokenError::Invalid)?,
             user: (*user).to_owned(),
-            version: version.parse().map_err(|_| TokenError::Invalid)?,
+            version: (*version).to_owned(),
             channel: (*channel).to_owned(),
         })
     }
@@ -102,7 +103,7 @@ mod tests {
         let binding = Binding {
             proposal: ProposalId::generate(),
             user: "U1".into(),
-            version: 42,
+            version: "pending@42".into(),
             channel: "C1".into(),
         };
         let now = Utc::now();

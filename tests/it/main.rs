@@ -16,5 +16,6 @@ mod sandbox_api;
 mod slack_client;
 mod slack_flow;
 mod slack_outbox;
+mod step_up;
 mod store_contract;
 mod writer;

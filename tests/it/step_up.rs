@@ -1,0 +1,448 @@
+//! Step-up through the sandbox: typed confirmation and TOTP, enrollment, replays, lockouts,
+//! forms bound to their reviewer and proposal. Every outcome is checked in the audit trail.
+
+use countersign::clock::Clock;
+use countersign::config::Secret;
+use countersign::stepup::totp::Authenticator;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::{BILLING, REVOPS, TestApp, TestDb, discount_proposal, test_config};
+use crate::slack_client::Message;
+
+const SIGNING_SECRET: &str = "step-up-test-signing-secret";
+
+async fn start(db: &TestDb) -> TestApp {
+    let mut config = test_config(db);
+    config.secret_key = Some(Secret::new("a-test-secret-key-of-at-least-32-chars"));
+    config.slack_signing_secret = Some(Secret::new(SIGNING_SECRET));
+    TestApp::start_with(config).await
+}
+
+fn kinds_of(events: &[countersign::audit::AuditEvent]) -> Vec<(String, Value)> {
+    events
+        .iter()
+        .map(|e| (e.kind.clone(), serde_json::from_str(&e.data).unwrap()))
+        .collect()
+}
+
+async fn card_for(app: &TestApp, token: &str, body: &Value, channel: &str) -> (String, Message) {
+    let created = app.create(token, body).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let card = app
+        .slack()
+        .wait_for_card(channel, &id, "the card", |m| {
+            m.buttons().first().map(String::as_str) == Some("approve")
+        })
+        .await;
+    (id, card)
+}
+
+fn merge() -> Value {
+    let mut body = discount_proposal();
+    body["action"] = json!("crm.records.merge");
+    body["summary"] = json!("Merge 120 duplicate Acme leads");
+    body["params"] = json!({"record_count": 120});
+    body["data_classes"] = json!([]);
+    body
+}
+
+fn payment() -> Value {
+    json!({"action": "billing.invoice.pay", "summary": "Pay Initech invoice INV-2291",
+           "target": {"system": "netsuite", "type": "VendorBill", "id": "INV-2291"},
+           "params": {"amount": 25000, "currency": "USD"}})
+}
+
+async fn confirm_asks_for_a_value_from_the_action(db: TestDb) {
+    let app = start(&db).await;
+    let (id, card) = card_for(&app, REVOPS, &merge(), "C0REVOPS").await;
+    let slack = app.slack();
+    let opened = slack.click("U0REVOPS02", &card, "approve").await;
+    let view = opened.view.expect("Approve opens the confirmation form");
+    assert_eq!(view["callback_id"], "step_up");
+    assert!(
+        view.to_string()
+            .contains("Type the number of records to confirm")
+    );
+    let view_id = view["id"].as_str().unwrap();
+
+    let wrong = slack
+        .submit("U0REVOPS02", view_id, json!({"answer": {"value": "12"}}))
+        .await;
+    assert!(
+        wrong.errors.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the number of records")
+    );
+    assert_eq!(
+        db.store()
+            .await
+            .votes(&countersign::domain::ProposalId::parse(&id).unwrap())
+            .await
+            .unwrap(),
+        vec![]
+    );
+
+    let right = slack
+        .submit("U0REVOPS02", view_id, json!({"answer": {"value": "120"}}))
+        .await;
+    assert_eq!((right.status, right.errors), (200, None));
+    // The merge touches PII, so legal must approve too: the confirmed approval is one vote.
+    slack
+        .wait_for_ephemeral("C0REVOPS", "U0REVOPS02", "Still needed: 1 more from legal")
+        .await;
+    let votes = db
+        .store()
+        .await
+        .votes(&countersign::domain::ProposalId::parse(&id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(votes.len(), 1);
+    let audit = kinds_of(&db.audit_of(&id).await);
+    let step_ups: Vec<(&str, &Value)> = audit
+        .iter()
+        .filter(|(k, _)| k.starts_with("step_up"))
+        .map(|(k, d)| (k.as_str(), d))
+        .collect();
+    assert_eq!(step_ups[0].0, "step_up.failed");
+    assert_eq!(step_ups[0].1["reason"], "wrong confirmation value");
+    assert_eq!(step_ups[1].0, "step_up.passed");
+    app.stop().await.unwrap();
+}
+both_backends!(confirm_asks_for_a_value_from_the_action);
+
+/// Enrolls `user` through the slash commands and the DM, as a person would.
+async fn enroll(app: &TestApp, user: &str) -> Authenticator {
+    let slack = app.slack();
+    let started = slack.command(user, "C0FINANCE", "enroll").await;
+    assert!(
+        started.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("I sent you a DM")
+    );
+    let dm = format!("@{user}");
+    let uri = slack
+        .wait_for(&dm, user, "the enrollment DM", |messages| {
+            messages.iter().find_map(|m| {
+                let start = m.text.find("otpauth://")?;
+                Some(m.text[start..].split('`').next().unwrap().to_owned())
+            })
+        })
+        .await;
+    // The QR code arrives as an uploaded image in the same DM.
+    slack
+        .wait_for(&dm, user, "the QR code", |messages| {
+            messages
+                .iter()
+                .find(|m| m.text == "Scan with your authenticator app")
+                .cloned()
+        })
+        .await;
+    let secret = url::Url::parse(&uri)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let secret = totp_rs::Secret::Encoded(secret).to_bytes().unwrap();
+    let authenticator = Authenticator::new(secret, user).unwrap();
+    let code = authenticator.code_at(app.clock.now().timestamp() as u64);
+    let confirmed = slack
+        .command(user, "C0FINANCE", &format!("enroll {code}"))
+        .await;
+    assert!(
+        confirmed.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Enrolled"),
+        "{}",
+        confirmed.body
+    );
+    // The first code's time step is spent: move to the next one.
+    app.clock.advance(chrono::Duration::seconds(30));
+    authenticator
+}
+
+async fn totp_codes_approve_once_and_replays_and_old_codes_are_refused(db: TestDb) {
+    let app = start(&db).await;
+    let (id, card) = card_for(&app, BILLING, &payment(), "C0FINANCE").await;
+    let slack = app.slack();
+
+    // Not enrolled: told how, and nothing is recorded.
+    let opened = slack.click("U0FIN002", &card, "approve").await;
+    assert!(opened.view.is_none());
+    slack
+        .wait_for_ephemeral("C0FINANCE", "U0FIN002", "/countersign enroll")
+        .await;
+
+    let authenticator = enroll(&app, "U0FIN002").await;
+    let code = |app: &TestApp| authenticator.code_at(app.clock.now().timestamp() as u64);
+
+    // A code from two steps ago is refused.
+    let view = slack
+        .click("U0FIN002", &card, "approve")
+        .await
+        .view
+        .unwrap();
+    let view_id = view["id"].as_str().unwrap();
+    let stale = authenticator.code_at((app.clock.now().timestamp() - 60) as u64);
+    let refused = slack
+        .submit("U0FIN002", view_id, json!({"answer": {"value": stale}}))
+        .await;
+    assert!(
+        refused.errors.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("not valid now")
+    );
+
+    // The current code is a vote.
+    let current = code(&app);
+    let accepted = slack
+        .submit("U0FIN002", view_id, json!({"answer": {"value": current}}))
+        .await;
+    assert_eq!((accepted.status, accepted.errors), (200, None));
+    let votes = db
+        .store()
+        .await
+        .votes(&countersign::domain::ProposalId::parse(&id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(votes.len(), 1);
+
+    // The same code again — even by the same person on another form — is a replay.
+    let legal_card = slack
+        .wait_for_card("C0LEGAL", &id, "the legal card", |_| true)
+        .await;
+    let _ = legal_card;
+    let other = slack
+        .click("U0FIN002", &card, "approve")
+        .await
+        .view
+        .unwrap();
+    let replay = slack
+        .submit(
+            "U0FIN002",
+            other["id"].as_str().unwrap(),
+            json!({"answer": {"value": current}}),
+        )
+        .await;
+    assert!(
+        replay.errors.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("already used")
+    );
+
+    let audit = kinds_of(&db.audit_of(&id).await);
+    let reasons: Vec<String> = audit
+        .iter()
+        .filter(|(k, _)| k == "step_up.failed")
+        .map(|(_, d)| d["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(reasons, ["not enrolled", "wrong code", "code already used"]);
+    assert_eq!(
+        audit.iter().filter(|(k, _)| k == "step_up.passed").count(),
+        1
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(totp_codes_approve_once_and_replays_and_old_codes_are_refused);
+
+async fn a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was(db: TestDb) {
+    let app = start(&db).await;
+    let (id, card) = card_for(&app, REVOPS, &merge(), "C0REVOPS").await;
+    let slack = app.slack();
+    let view = slack
+        .click("U0REVOPS02", &card, "approve")
+        .await
+        .view
+        .unwrap();
+
+    // Someone else submits U0REVOPS02's form (Slack would not let them; a forger might try).
+    let payload = json!({
+        "type": "view_submission", "user": {"id": "U0MGR001"},
+        "view": {"id": view["id"], "callback_id": "step_up", "private_metadata": view["private_metadata"],
+                 "state": {"values": {"answer": {"value": {"type": "plain_text_input", "value": "120"}}}}}
+    });
+    let body = format!(
+        "payload={}",
+        url::form_urlencoded::byte_serialize(payload.to_string().as_bytes()).collect::<String>()
+    );
+    let now = app.clock.now().timestamp();
+    let signature =
+        countersign::slack::signature::sign(&Secret::new(SIGNING_SECRET), now, body.as_bytes());
+    let answer: Value = app
+        .http
+        .post(app.url("/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", now.to_string())
+        .header("x-slack-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        answer["errors"]["answer"]
+            .as_str()
+            .unwrap()
+            .contains("opened by someone else"),
+        "{answer}"
+    );
+
+    // The agent cancels while the form is open: the form is stale.
+    let cancel = app
+        .post(REVOPS, &format!("/v1/proposals/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancel.status(), 200);
+    let stale = slack
+        .submit(
+            "U0REVOPS02",
+            view["id"].as_str().unwrap(),
+            json!({"answer": {"value": "120"}}),
+        )
+        .await;
+    assert!(
+        stale.errors.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("changed since you opened")
+    );
+
+    // And forms expire after five minutes.
+    let (_, card) = card_for(&app, REVOPS, &merge(), "C0REVOPS").await;
+    let view = slack
+        .click("U0REVOPS02", &card, "approve")
+        .await
+        .view
+        .unwrap();
+    app.clock.advance(chrono::Duration::minutes(6));
+    let late = slack
+        .submit(
+            "U0REVOPS02",
+            view["id"].as_str().unwrap(),
+            json!({"answer": {"value": "120"}}),
+        )
+        .await;
+    assert!(
+        late.errors.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
+
+    let reasons: Vec<String> = kinds_of(&db.audit_of(&id).await)
+        .into_iter()
+        .filter(|(k, _)| k == "step_up.failed")
+        .map(|(_, d)| d["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "form opened by another reviewer",
+            "proposal changed since the form opened"
+        ]
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was);
+
+async fn five_wrong_codes_lock_the_reviewer_and_alert_the_channel(db: TestDb) {
+    let app = start(&db).await;
+    let (id, card) = card_for(&app, BILLING, &payment(), "C0FINANCE").await;
+    let slack = app.slack();
+    let authenticator = enroll(&app, "U0FIN002").await;
+    let view = slack
+        .click("U0FIN002", &card, "approve")
+        .await
+        .view
+        .unwrap();
+    let view_id = view["id"].as_str().unwrap();
+    for n in 0..5 {
+        let wrong = slack
+            .submit(
+                "U0FIN002",
+                view_id,
+                json!({"answer": {"value": format!("00000{n}")}}),
+            )
+            .await;
+        let message = wrong.errors.unwrap()["answer"].as_str().unwrap().to_owned();
+        assert_eq!(message.contains("locked until"), n == 4, "{n}: {message}");
+    }
+    slack
+        .wait_for("C0FINANCE", "U0NOBODY", "the lockout alert", |messages| {
+            messages
+                .iter()
+                .find(|m| m.text.contains("<@U0FIN002>'s step-up is locked"))
+                .cloned()
+        })
+        .await;
+    // Even the right code is refused while locked: no new form, no vote.
+    let right = authenticator.code_at(app.clock.now().timestamp() as u64);
+    let locked = slack
+        .submit("U0FIN002", view_id, json!({"answer": {"value": right}}))
+        .await;
+    assert!(
+        locked.errors.unwrap()["answer"]
+            .as_str()
+            .unwrap()
+            .contains("locked until")
+    );
+    assert!(
+        slack
+            .click("U0FIN002", &card, "approve")
+            .await
+            .view
+            .is_none()
+    );
+    let audit = kinds_of(&db.audit_of(&id).await);
+    assert_eq!(
+        audit.iter().filter(|(k, _)| k == "step_up.locked").count(),
+        1
+    );
+    assert_eq!(
+        audit.iter().filter(|(k, _)| k == "proposal.voted").count(),
+        0
+    );
+    // Fifteen minutes later the lock is gone.
+    app.clock.advance(chrono::Duration::minutes(16));
+    assert!(
+        slack
+            .click("U0FIN002", &card, "approve")
+            .await
+            .view
+            .is_some()
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(five_wrong_codes_lock_the_reviewer_and_alert_the_channel);
+
+#[tokio::test]
+async fn without_a_secret_key_totp_is_off_and_says_so() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let (_, card) = card_for(&app, BILLING, &payment(), "C0FINANCE").await;
+    let enroll = app.slack().command("U0FIN002", "C0FINANCE", "enroll").await;
+    assert!(
+        enroll.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("no `secret_key` configured")
+    );
+    assert!(
+        app.slack()
+            .click("U0FIN002", &card, "approve")
+            .await
+            .view
+            .is_none()
+    );
+    app.slack()
+        .wait_for_ephemeral("C0FINANCE", "U0FIN002", "TOTP step-up is off")
+        .await;
+    app.stop().await.unwrap();
+}

@@ -56,6 +56,17 @@ pub async fn run_with_clock(
         tracing::warn!(
             "secret_key is not set: links on cards (the full diff) stop working when countersign restarts"
         );
+        let totp_rules: Vec<String> = registry
+            .current()
+            .policies
+            .rules()
+            .iter()
+            .filter(|rule| rule.requirement.step_up == crate::domain::StepUp::Totp)
+            .map(|rule| rule.name.clone())
+            .collect();
+        if !totp_rules.is_empty() {
+            tracing::warn!(rules = %totp_rules.join(", "), "secret_key is not set, so TOTP step-up is off: proposals these rules route cannot be approved until it is set");
+        }
     }
     let links = LinkSigner::new(config.secret_key.as_ref());
     let outbox = SlackOutbox {

@@ -115,6 +115,24 @@ both_backends!(confirm_asks_for_a_value_from_the_action);
 /// Enrolls `user` through the slash commands and the DM, as a person would.
 async fn enroll(app: &TestApp, user: &str) -> Authenticator {
     let slack = app.slack();
+    let dm = format!("@{user}");
+    let uris = |messages: &[Message]| -> Vec<String> {
+        messages
+            .iter()
+            .filter_map(|m| {
+                let start = m.text.find("otpauth://")?;
+                Some(m.text[start..].split('`').next().unwrap().to_owned())
+            })
+            .collect()
+    };
+    let qr_codes = |messages: &[Message]| {
+        messages
+            .iter()
+            .filter(|m| m.text == "Scan with your authenticator app")
+            .count()
+    };
+    let before = slack.messages(&dm, user).await;
+    let (uris_before, qr_before) = (uris(&before).len(), qr_codes(&before));
     let started = slack.command(user, "C0FINANCE", "enroll").await;
     assert!(
         started.body["text"]
@@ -122,22 +140,16 @@ async fn enroll(app: &TestApp, user: &str) -> Authenticator {
             .unwrap()
             .contains("I sent you a DM")
     );
-    let dm = format!("@{user}");
+    // This enrollment's DM: a new URI, then the QR code as an uploaded image.
     let uri = slack
         .wait_for(&dm, user, "the enrollment DM", |messages| {
-            messages.iter().find_map(|m| {
-                let start = m.text.find("otpauth://")?;
-                Some(m.text[start..].split('`').next().unwrap().to_owned())
-            })
+            let all = uris(messages);
+            (all.len() > uris_before).then(|| all.last().unwrap().clone())
         })
         .await;
-    // The QR code arrives as an uploaded image in the same DM.
     slack
         .wait_for(&dm, user, "the QR code", |messages| {
-            messages
-                .iter()
-                .find(|m| m.text == "Scan with your authenticator app")
-                .cloned()
+            (qr_codes(messages) > qr_before).then_some(())
         })
         .await;
     let secret = url::Url::parse(&uri)
@@ -446,3 +458,136 @@ async fn without_a_secret_key_totp_is_off_and_says_so() {
         .await;
     app.stop().await.unwrap();
 }
+
+async fn all_audit(db: &TestDb) -> Vec<countersign::audit::AuditEvent> {
+    let filter = countersign::audit::AuditFilter {
+        since: None,
+        proposal_id: None,
+    };
+    db.store()
+        .await
+        .audit_page(&filter, 0, 10_000)
+        .await
+        .unwrap()
+}
+
+async fn enrollment_is_confirmed_removed_with_a_code_and_reset_by_an_operator(db: TestDb) {
+    let app = start(&db).await;
+    let slack = app.slack();
+    // A code is needed to confirm; a wrong one does not activate.
+    slack.command("U0LEG001", "C0LEGAL", "enroll").await;
+    let wrong = slack.command("U0LEG001", "C0LEGAL", "enroll 000000").await;
+    assert!(
+        wrong.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("does not match")
+    );
+    assert!(
+        !db.store()
+            .await
+            .totp_enrollment("U0LEG001")
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+    );
+
+    let authenticator = enroll(&app, "U0LEG001").await;
+    assert!(
+        db.store()
+            .await
+            .totp_enrollment("U0LEG001")
+            .await
+            .unwrap()
+            .unwrap()
+            .active
+    );
+    let stored = db
+        .store()
+        .await
+        .totp_enrollment("U0LEG001")
+        .await
+        .unwrap()
+        .unwrap();
+    let secret_b32 = {
+        let uri = authenticator.uri();
+        url::Url::parse(&uri)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "secret")
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    assert!(
+        !stored.sealed_secret.contains(&secret_b32),
+        "the secret is not stored in clear"
+    );
+
+    let refused = slack
+        .command("U0LEG001", "C0LEGAL", "unenroll 000000")
+        .await;
+    assert!(
+        refused.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("does not match")
+    );
+    let code = authenticator.code_at(app.clock.now().timestamp() as u64);
+    let removed = slack
+        .command("U0LEG001", "C0LEGAL", &format!("unenroll {code}"))
+        .await;
+    assert!(
+        removed.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Unenrolled")
+    );
+    assert_eq!(
+        db.store().await.totp_enrollment("U0LEG001").await.unwrap(),
+        None
+    );
+
+    // An operator resets a lost phone from the command line.
+    enroll(&app, "U0FIN002").await;
+    app.stop().await.unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["totp", "reset", "U0FIN002"])
+        .env("COUNTERSIGN_DATABASE_URL", db.url_string())
+        .env("COUNTERSIGN_MANIFESTS", crate::common::manifests_dir())
+        .env("COUNTERSIGN_POLICIES", crate::common::policies_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("enrollment removed"));
+    assert_eq!(
+        db.store().await.totp_enrollment("U0FIN002").await.unwrap(),
+        None
+    );
+
+    let kinds: Vec<(String, String)> = all_audit(&db)
+        .await
+        .into_iter()
+        .filter(|e| e.kind.starts_with("totp."))
+        .map(|e| (e.kind, e.actor))
+        .collect();
+    let expect = |kind: &str, actor: &str| (kind.to_owned(), actor.to_owned());
+    assert_eq!(
+        kinds,
+        [
+            expect("totp.enrollment_started", "reviewer:U0LEG001"),
+            expect("totp.enrollment_started", "reviewer:U0LEG001"),
+            expect("totp.enrolled", "reviewer:U0LEG001"),
+            expect("totp.unenrolled", "reviewer:U0LEG001"),
+            expect("totp.enrollment_started", "reviewer:U0FIN002"),
+            expect("totp.enrolled", "reviewer:U0FIN002"),
+            expect("totp.reset", "operator:cli"),
+        ]
+    );
+}
+both_backends!(enrollment_is_confirmed_removed_with_a_code_and_reset_by_an_operator);

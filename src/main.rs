@@ -63,6 +63,20 @@ enum Command {
     /// Manage reviewers' TOTP enrollments.
     #[command(subcommand)]
     Totp(TotpCommand),
+    /// On-call schedules (manifests/oncall.yaml).
+    #[command(subcommand)]
+    Oncall(OncallCommand),
+}
+
+#[derive(Subcommand)]
+enum OncallCommand {
+    /// Print who is on call on SCHEDULE (now, or at --at).
+    Who {
+        schedule: String,
+        /// An RFC 3339 time, e.g. 2026-12-24T10:00:00Z.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,6 +235,29 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("actions: {{}}");
         }
         Command::Policy(command) => return policy(command, &config),
+        Command::Oncall(OncallCommand::Who { schedule, at }) => {
+            let registry = Registry::load(&config.manifests, &config.policies)?;
+            let at = match at {
+                Some(text) => countersign::clock::parse_timestamp(&text).map_err(|e| {
+                    anyhow::anyhow!("--at {text:?}: {e} (want e.g. 2026-12-24T10:00:00Z)")
+                })?,
+                None => chrono::Utc::now(),
+            };
+            let Some(found) = registry.oncall.get(&schedule) else {
+                let known: Vec<&str> = registry.oncall.names().collect();
+                anyhow::bail!(
+                    "no schedule named {schedule:?} (known: {})",
+                    known.join(", ")
+                );
+            };
+            match found.who(at) {
+                Some(user) => println!("{user}"),
+                None => {
+                    eprintln!("nobody is on call on {schedule} at {at} (before its first shift)");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
         Command::Totp(TotpCommand::Reset { user }) => {
             let store = countersign::app::open_store(&config).await?;
             let removed = store.delete_totp(&user).await?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::auth::AgentDirectory;
-use crate::manifest::{ManifestError, Manifests, Roles};
+use crate::manifest::{ManifestError, Manifests, Roles, Schedules};
 use crate::policy::PolicySet;
 
 /// One consistent set of manifests and policies.
@@ -16,17 +16,23 @@ use crate::policy::PolicySet;
 pub struct Registry {
     pub agents: AgentDirectory,
     pub roles: Roles,
+    pub oncall: Schedules,
     pub policies: PolicySet,
 }
 
 impl Registry {
     /// Loads `manifests/` (agents, roles) and `policies/`, checking policies against the roles.
     pub fn load(manifests: &Path, policies: &Path) -> Result<Self, ManifestError> {
-        let Manifests { agents, roles } = Manifests::load(manifests)?;
+        let Manifests {
+            agents,
+            roles,
+            oncall,
+        } = Manifests::load(manifests)?;
         let policies = PolicySet::load(policies, &roles)?;
         Ok(Self {
             agents: AgentDirectory::new(agents),
             roles,
+            oncall,
             policies,
         })
     }

@@ -2,9 +2,11 @@
 //! error names the file, the line and the key.
 
 mod agents;
+mod oncall;
 mod roles;
 
 pub use agents::{Agent, AgentMode, Autonomy, CatalogEntry, Impact, Refusal, load_agents};
+pub use oncall::{Schedule, Schedules, load_oncall};
 pub use roles::{Approvers, Role, Roles, load_roles};
 
 use std::fmt;
@@ -53,15 +55,35 @@ impl fmt::Display for ManifestError {
 pub struct Manifests {
     pub agents: Vec<Agent>,
     pub roles: Roles,
+    pub oncall: Schedules,
 }
 
 impl Manifests {
     /// Loads `dir/agents/*.yaml` and `dir/roles.yaml`. A missing `agents` directory is an empty set (countersign then
     /// accepts no agent until one is declared); a broken file is an error.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let roles = load_roles(&dir.join("roles.yaml"))?;
+        let oncall_path = dir.join("oncall.yaml");
+        let oncall = load_oncall(&oncall_path)?;
+        // Once there are schedules, every role's `oncall` must name one.
+        if oncall_path.exists() {
+            for (name, role) in roles.iter() {
+                if let Some(schedule) = &role.oncall
+                    && oncall.get(schedule).is_none()
+                {
+                    return Err(ManifestError::new(
+                        &dir.join("roles.yaml"),
+                        None,
+                        Some(&format!("roles.{name}.oncall")),
+                        format!("no schedule named {schedule:?} in oncall.yaml"),
+                    ));
+                }
+            }
+        }
         Ok(Self {
             agents: load_agents(&dir.join("agents"))?,
-            roles: load_roles(&dir.join("roles.yaml"))?,
+            roles,
+            oncall,
         })
     }
 }

@@ -58,7 +58,7 @@ impl Roles {
     }
 }
 
-fn slack_id(text: &str, prefixes: &[char]) -> bool {
+pub(super) fn slack_id(text: &str, prefixes: &[char]) -> bool {
     text.len() >= 3
         && text.len() <= 24
         && text.starts_with(prefixes)

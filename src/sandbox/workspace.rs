@@ -162,6 +162,17 @@ impl Workspace {
         for agent in registry.agents.agents() {
             workspace.mention(&agent.owner);
         }
+        for name in registry.oncall.names() {
+            let schedule = registry.oncall.get(name).expect("listed");
+            let people = schedule
+                .layers
+                .iter()
+                .flat_map(|layer| &layer.users)
+                .chain(schedule.overrides.iter().map(|o| &o.user));
+            for user in people {
+                workspace.mention(user);
+            }
+        }
         Ok(workspace)
     }
 

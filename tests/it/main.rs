@@ -9,6 +9,7 @@ mod api;
 mod audit_cli;
 mod browser;
 mod lifecycle;
+mod oncall;
 mod ops;
 mod policy;
 mod policy_cli;

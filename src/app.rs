@@ -79,6 +79,12 @@ pub async fn run_with_clock(
         public_url: config.public_url.clone(),
         budget: crate::workers::ChannelBudget::default(),
     };
+    let sla = crate::workers::SlaWorker {
+        engine: engine.clone(),
+        registry: registry.clone(),
+        clock: clock.clone(),
+    };
+    let sla = tokio::spawn(sla.run(stopped(workers_stopped.clone())));
     let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
     let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
@@ -119,6 +125,12 @@ pub async fn run_with_clock(
         .is_err()
     {
         tracing::warn!("slack outbox worker did not stop within 10 s");
+    }
+    if tokio::time::timeout(Duration::from_secs(10), sla)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sla worker did not stop within 10 s");
     }
     purge.abort();
     reload.abort();

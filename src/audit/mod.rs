@@ -118,6 +118,9 @@ pub mod kinds {
     pub const OUTCOME_RECORDED: &str = "proposal.outcome_recorded";
     /// A reviewer's approve or reject was recorded.
     pub const VOTED: &str = "proposal.voted";
+    /// SLA: approvers reminded; an escalation rung notified.
+    pub const REMINDED: &str = "proposal.reminded";
+    pub const ESCALATED: &str = "proposal.escalated";
     /// Step-up confirmation before an approval: passed, failed (and why), locked out.
     pub const STEP_UP_PASSED: &str = "step_up.passed";
     pub const STEP_UP_FAILED: &str = "step_up.failed";

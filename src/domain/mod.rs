@@ -5,6 +5,7 @@ pub mod ids;
 pub mod outbox;
 pub mod proposal;
 pub mod request;
+pub mod timer;
 pub mod verdict;
 pub mod vote;
 
@@ -14,6 +15,7 @@ pub use proposal::{
     Actor, ActorKind, Change, DataClass, Decision, Evidence, ExecutionOutcome, ExecutionResult,
     Proposal, ProposalContent, Status, Target,
 };
+pub use timer::{DueTimer, Timer};
 pub use verdict::{
     EscalationLevel, EscalationTarget, OnTimeout, Quorum, RemindWhom, StepUp, Verdict,
     VerdictOutcome,

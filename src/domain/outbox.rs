@@ -17,6 +17,17 @@ pub enum SlackTask {
     AnnounceVote { voter: String },
     /// Tell the person the agent acted for (when Slack knows them) how it was decided.
     NotifyRequester,
+    /// An SLA reminder in each card's thread, mentioning who has not voted.
+    Remind { mentions: Vec<String> },
+    /// An escalation rung: a thread reply mentioning the target, a DM to each person, and a
+    /// post in the target role's channel when the target is a role.
+    Escalate {
+        level: usize,
+        label: String,
+        users: Vec<String>,
+        mentions: Vec<String>,
+        channel: Option<String>,
+    },
 }
 
 /// A claimed outbox row.

@@ -391,4 +391,22 @@ impl Engine {
             .await?;
         Ok(())
     }
+
+    /// Fires a due SLA timer with the effect the worker resolved; answers what happened.
+    #[tracing::instrument(skip_all, fields(proposal_id = %timer.proposal_id, timer = timer.id))]
+    pub async fn fire_timer(
+        &self,
+        timer: crate::domain::DueTimer,
+        effect: crate::store::TimerEffect,
+    ) -> Result<&'static str, EngineError> {
+        Ok(
+            match self.apply(Command::FireTimer { timer, effect }).await? {
+                CommandResult::TimerHandled(outcome) => outcome,
+                other => {
+                    tracing::error!(?other, "unexpected answer to a timer");
+                    "unexpected"
+                }
+            },
+        )
+    }
 }

@@ -374,6 +374,36 @@ pub fn outcome_notice(proposal: &Proposal) -> String {
     )
 }
 
+/// An SLA reminder in the card's thread.
+pub fn reminder(proposal: &Proposal, mentions: &[String]) -> String {
+    let who = if mentions.is_empty() {
+        "Approvers".to_owned()
+    } else {
+        mentions.join(" ")
+    };
+    format!(
+        ":bell: Reminder: {who}, *{}* is still waiting for a decision.",
+        mrkdwn(&truncate(&proposal.content.summary, 150))
+    )
+}
+
+/// An escalation rung, in the card's thread, a DM and (for a role) its channel.
+pub fn escalation(proposal: &Proposal, level: usize, label: &str, mentions: &[String]) -> String {
+    format!(
+        ":rotating_light: Escalation {} ({}): {} — *{}* from `{}` has not been decided in time (`{}`).",
+        level + 1,
+        mrkdwn(label),
+        if mentions.is_empty() {
+            "please take a look".to_owned()
+        } else {
+            format!("{} please take a look", mentions.join(" "))
+        },
+        mrkdwn(&truncate(&proposal.content.summary, 150)),
+        proposal.agent,
+        proposal.id
+    )
+}
+
 fn status_plain(status: Status) -> &'static str {
     match status {
         Status::Pending => "Approval needed",

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey};
-use super::{Command, CommandResult, StoreError, VoteRefusal};
+use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow};
+use super::{Command, CommandResult, StoreError, TimerEffect, VoteRefusal};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
 use crate::domain::vote::tally;
 use crate::domain::{
@@ -24,6 +24,17 @@ pub(super) trait BatchTx: Send {
     async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError>;
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError>;
+    async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError>;
+    /// Marks every unfired timer of a proposal disarmed (it was decided).
+    async fn disarm_timers(&mut self, id: &ProposalId, at: DateTime<Utc>)
+    -> Result<(), StoreError>;
+    /// Marks one timer fired, if it has not fired yet: the guard that makes it fire once.
+    async fn fire_timer(
+        &mut self,
+        timer: i64,
+        at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Result<bool, StoreError>;
     /// Votes on a proposal with the dedupe key each was cast with, oldest first.
     async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError>;
     async fn insert_vote(
@@ -57,6 +68,7 @@ struct Batch<'a> {
     keys: Vec<IdempotencyRow>,
     events: Vec<AuditEvent>,
     slack_jobs: Vec<SlackJobRow>,
+    timers: Vec<TimerRow>,
 }
 
 impl Batch<'_> {
@@ -76,6 +88,10 @@ impl Batch<'_> {
         if !self.slack_jobs.is_empty() {
             self.tx.insert_slack_jobs(&self.slack_jobs).await?;
             self.slack_jobs.clear();
+        }
+        if !self.timers.is_empty() {
+            self.tx.insert_timers(&self.timers).await?;
+            self.timers.clear();
         }
         Ok(())
     }
@@ -117,6 +133,7 @@ pub(super) async fn run(
         keys: Vec::new(),
         events: Vec::new(),
         slack_jobs: Vec::new(),
+        timers: Vec::new(),
     };
     let mut results = Vec::with_capacity(commands.len());
     for command in commands {
@@ -192,6 +209,14 @@ async fn run_one(
                     let task = SlackTask::PostCard { role: role.clone() };
                     tx.slack_jobs
                         .push(SlackJobRow::new(&proposal.id, &task, at)?);
+                }
+                // Its SLA timers, armed with it: nothing accepted goes unwatched.
+                for (timer, due_at) in crate::domain::timer::arm(&proposal) {
+                    tx.timers.push(TimerRow {
+                        proposal_id: proposal.id.to_string(),
+                        timer: serde_json::to_string(&timer)?,
+                        due_at,
+                    });
                 }
             }
             let mut events = vec![event];
@@ -376,6 +401,53 @@ async fn run_one(
             };
             Ok((result, events))
         }
+        Command::FireTimer { timer, effect } => {
+            let proposal = tx.load_proposal(&timer.proposal_id).await?;
+            let pending = proposal
+                .as_ref()
+                .is_some_and(|p| p.status == Status::Pending);
+            let outcome = if pending { "fired" } else { "disarmed" };
+            if !tx.tx.fire_timer(timer.id, at, outcome).await? {
+                return Ok((CommandResult::TimerHandled("already fired"), vec![]));
+            }
+            let Some(proposal) = proposal.filter(|_| pending) else {
+                return Ok((CommandResult::TimerHandled("disarmed"), vec![]));
+            };
+            match effect {
+                TimerEffect::Notify { task, kind, data } => {
+                    tx.slack_jobs
+                        .push(SlackJobRow::new(&proposal.id, &task, at)?);
+                    let event =
+                        AuditDraft::new(kind, Some(&proposal.id), "system:sla".into(), data);
+                    Ok((CommandResult::TimerHandled("fired"), vec![event]))
+                }
+                TimerEffect::Expire => {
+                    let decision = Decision {
+                        by: Actor {
+                            kind: ActorKind::System,
+                            id: "sla".into(),
+                        },
+                        at,
+                        reason: Some("nobody decided in time".into()),
+                    };
+                    let (result, events) = transition(
+                        tx,
+                        proposal,
+                        Status::Expired,
+                        decision,
+                        kinds::DECIDED,
+                        "expire",
+                    )
+                    .await?;
+                    let handled = if matches!(result, CommandResult::Updated(_)) {
+                        "fired"
+                    } else {
+                        "disarmed"
+                    };
+                    Ok((CommandResult::TimerHandled(handled), events))
+                }
+            }
+        }
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
     }
 }
@@ -453,6 +525,11 @@ async fn transition(
             .map_or(Status::Pending, |p| p.status);
         return Ok((CommandResult::WrongState(current), vec![]));
     }
+    // Decided: its timers are disarmed.
+    tx.flush().await?;
+    tx.tx
+        .disarm_timers(&proposal.id, decision_at(&proposal))
+        .await?;
     // Every posted copy of the card must now show the outcome, and the requester hear of it.
     for task in [SlackTask::RefreshCards, SlackTask::NotifyRequester] {
         tx.slack_jobs.push(SlackJobRow::new(

@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    AgentId, Ballot, Decision, ExecutionOutcome, PostedCard, Proposal, ProposalId, SlackJob,
-    Status, Vote,
+    AgentId, Ballot, Decision, DueTimer, ExecutionOutcome, PostedCard, Proposal, ProposalId,
+    SlackJob, SlackTask, Status, Vote,
 };
 
 pub use postgres::PostgresStore;
@@ -121,8 +121,28 @@ pub enum Command {
         /// Identifies the click (Slack's action_ts, user and action) or the modal submission.
         dedupe: String,
     },
+    /// An SLA timer is due. Fires once (a conditional update in this transaction, so two
+    /// replicas cannot both fire it), only for a pending proposal, with the effect the worker
+    /// resolved (who to remind or notify).
+    FireTimer {
+        timer: DueTimer,
+        effect: TimerEffect,
+    },
     /// Only an audit event: a refused request that named a proposal.
     Audit(AuditDraft),
+}
+
+/// What a firing timer does, resolved by the SLA worker against the manifests at firing time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimerEffect {
+    /// Slack work (a reminder or an escalation), audited as `kind` with `data`.
+    Notify {
+        task: SlackTask,
+        kind: &'static str,
+        data: serde_json::Value,
+    },
+    /// The proposal expires.
+    Expire,
 }
 
 /// Why a vote was not recorded.
@@ -161,6 +181,9 @@ pub enum CommandResult {
         votes: Vec<Vote>,
         replay: bool,
     },
+    /// A timer was handled: `fired`, `disarmed` (the proposal is no longer pending) or
+    /// `already fired` (another worker did).
+    TimerHandled(&'static str),
     /// The vote was refused (audited).
     VoteRefused {
         proposal: Box<Proposal>,
@@ -235,6 +258,15 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` timers due at `now` that no live lease holds (oldest first), leasing
+    /// them until `lease_until`.
+    async fn claim_timers(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueTimer>, StoreError>;
 
     /// Every vote on a proposal, oldest first.
     async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError>;

@@ -12,12 +12,12 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{
-    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, ballot, encode,
-    posted_cards, slack_jobs, status_count,
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, ballot, due_timer,
+    encode, posted_cards, slack_jobs, status_count,
 };
 use super::{Command, CommandResult, PoolSettings, Store, StoreError, TotpEnrollment};
 use crate::audit::{AuditEvent, AuditFilter, ChainTip};
-use crate::domain::{AgentId, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote};
+use crate::domain::{AgentId, DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -173,6 +173,49 @@ impl BatchTx for Tx {
         .execute(&mut *self.0)
         .await?;
         Ok(())
+    }
+
+    async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO timers (proposal_id, timer, due_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
+            )
+            .bind(column(chunk, |t| &t.proposal_id))
+            .bind(column(chunk, |t| &t.timer))
+            .bind(chunk.iter().map(|t| t.due_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn disarm_timers(
+        &mut self,
+        id: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE timers SET fired_at = $1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = $2 AND fired_at IS NULL")
+            .bind(at)
+            .bind(id.as_str())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn fire_timer(
+        &mut self,
+        timer: i64,
+        at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE timers SET fired_at = $1, outcome = $2, leased_until = NULL WHERE id = $3 AND fired_at IS NULL")
+            .bind(at)
+            .bind(outcome)
+            .bind(timer)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
@@ -437,6 +480,38 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn claim_timers(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE timers SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM timers WHERE fired_at IS NULL AND due_at <= $2 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             RETURNING id, proposal_id, timer, due_at",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut timers = rows
+            .iter()
+            .map(|row| {
+                due_timer(
+                    row.try_get("id")?,
+                    row.try_get("proposal_id")?,
+                    row.try_get("timer")?,
+                    row.try_get("due_at")?,
+                )
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        timers.sort_by_key(|t| (t.due_at, t.id));
+        Ok(timers)
     }
 
     async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {

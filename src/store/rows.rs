@@ -196,3 +196,28 @@ pub(super) fn ballot(text: &str) -> Result<crate::domain::Ballot, StoreError> {
         other => Err(StoreError::Corrupt(format!("ballot {other:?}"))),
     }
 }
+
+/// A timer row about to be armed.
+pub(super) struct TimerRow {
+    pub proposal_id: String,
+    /// The [`Timer`](crate::domain::Timer), as JSON.
+    pub timer: String,
+    pub due_at: DateTime<Utc>,
+}
+
+/// Claimed timer rows (`id, proposal_id, timer`, with `due_at` already decoded by the backend).
+pub(super) fn due_timer(
+    id: i64,
+    proposal_id: &str,
+    timer: &str,
+    due_at: DateTime<Utc>,
+) -> Result<crate::domain::DueTimer, StoreError> {
+    let corrupt =
+        |what: &str, detail: String| StoreError::Corrupt(format!("timers {id}: {what}: {detail}"));
+    Ok(crate::domain::DueTimer {
+        id,
+        proposal_id: ProposalId::parse(proposal_id).map_err(|e| corrupt("proposal_id", e.0))?,
+        timer: serde_json::from_str(timer).map_err(|e| corrupt("timer", e.to_string()))?,
+        due_at,
+    })
+}

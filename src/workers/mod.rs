@@ -2,7 +2,9 @@
 //! done; each has a `run_once` that tests call to step it deterministically.
 
 pub mod channel_budget;
+pub mod sla;
 pub mod slack_outbox;
 
 pub use channel_budget::ChannelBudget;
+pub use sla::SlaWorker;
 pub use slack_outbox::SlackOutbox;

@@ -227,6 +227,40 @@ impl SlackOutbox {
                 }
                 Ok(None)
             }
+            SlackTask::Remind { mentions } => {
+                let text = card::reminder(&proposal, mentions);
+                match self.thread_replies(job, &posted, &text).await {
+                    Ok(result) => result,
+                    Err(outcome) => return outcome,
+                }
+            }
+            SlackTask::Escalate {
+                level,
+                label,
+                users,
+                mentions,
+                channel,
+            } => {
+                let text = card::escalation(&proposal, *level, label, mentions);
+                if let Some(channel) = channel
+                    && let Err(error) = self.post(channel, &plain(text.clone()), None).await
+                {
+                    return self.outcome_of(job, error);
+                }
+                for user in users {
+                    let dm = match self.api.open_dm(user).await {
+                        Ok(dm) => dm,
+                        Err(error) => return self.outcome_of(job, error),
+                    };
+                    if let Err(error) = self.post(&dm, &plain(text.clone()), None).await {
+                        return self.outcome_of(job, error);
+                    }
+                }
+                match self.thread_replies(job, &posted, &text).await {
+                    Ok(result) => result,
+                    Err(outcome) => return outcome,
+                }
+            }
             SlackTask::NotifyRequester => {
                 let Some(user) = requester.as_deref() else {
                     return JobOutcome::Done(None);
@@ -273,6 +307,31 @@ impl SlackOutbox {
         }
     }
 
+    /// A reply in every card's thread (budgeted for all threads first, so a retry repeats none).
+    async fn thread_replies(
+        &self,
+        job: &SlackJob,
+        posted: &[PostedCard],
+        text: &str,
+    ) -> Result<Result<Option<PostedCard>, SlackError>, JobOutcome> {
+        let now = self.clock.now();
+        for card in posted {
+            if let Err(wait) = self.budget.take(&card.channel, now) {
+                return Err(self.outcome_of(job, SlackError::RateLimited(wait)));
+            }
+        }
+        for card in posted {
+            if let Err(error) = self
+                .api
+                .post_message(&card.channel, &plain(text.to_owned()), Some(&card.ts))
+                .await
+            {
+                return Err(self.outcome_of(job, error));
+            }
+        }
+        Ok(Ok(None))
+    }
+
     /// Posts within the channel's budget; an empty budget reads like Slack's 429.
     async fn post(
         &self,
@@ -308,5 +367,12 @@ fn transient(job: &SlackJob, error: String) -> JobOutcome {
             counted: true,
         },
         None => JobOutcome::Fail(error),
+    }
+}
+
+fn plain(text: String) -> crate::slack::OutgoingMessage {
+    crate::slack::OutgoingMessage {
+        text,
+        blocks: Vec::new(),
     }
 }

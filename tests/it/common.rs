@@ -215,12 +215,17 @@ impl TestApp {
         Self::start_with(test_config(db)).await
     }
 
-    pub async fn start_with(mut config: Config) -> Self {
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_at(config, start_time()).await
+    }
+
+    /// Starts with the app's clock at `now` (a restart later in time).
+    pub async fn start_at(mut config: Config, now: DateTime<Utc>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         config.listen = address;
         config.public_url = url::Url::parse(&format!("http://{address}")).unwrap();
-        let clock = ManualClock::new(start_time());
+        let clock = ManualClock::new(now);
         let (shutdown, signal) = oneshot::channel::<()>();
         let server = tokio::spawn(countersign::app::run_with_clock(
             config,

@@ -14,6 +14,7 @@ mod ops;
 mod policy;
 mod policy_cli;
 mod sandbox_api;
+mod sla;
 mod slack_client;
 mod slack_flow;
 mod slack_outbox;

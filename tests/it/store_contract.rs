@@ -626,6 +626,32 @@ async fn votes_count_once_per_person_and_the_quorum_decides(db: TestDb) {
         }
     ));
     assert_eq!(store.votes(&p.id).await.unwrap().len(), 3);
+
+    // Past its expires_at a proposal takes no vote, even before the SLA worker expires it.
+    let mut late = self::proposal("billing");
+    late.content.expires_at = Some(start_time());
+    apply_one(store.as_ref(), submit(&late, None)).await;
+    let refused = store
+        .apply(
+            vec![Command::Vote {
+                id: late.id.clone(),
+                voter: "U9".into(),
+                eligible: vec!["finance".into()],
+                ballot: Ballot::Approve,
+                reason: None,
+                dedupe: "x".into(),
+            }],
+            start_time(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        refused[0],
+        CommandResult::VoteRefused {
+            reason: countersign::store::VoteRefusal::Expired,
+            ..
+        }
+    ));
 }
 both_backends!(votes_count_once_per_person_and_the_quorum_decides);
 
@@ -721,3 +747,14 @@ async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
     assert_eq!(store.step_up_locked_until("U3", at).await.unwrap(), None);
 }
 both_backends!(totp_steps_are_spent_once_and_failures_lock);
+
+async fn timers_are_armed_with_a_pending_proposal(db: TestDb) {
+    let store = db.store().await;
+    let p = proposal("revops-crm");
+    apply_one(store.as_ref(), submit(&p, None)).await;
+    let later = start_time() + Duration::hours(9);
+    let due = store.claim_timers(later, later, 10).await.unwrap();
+    assert_eq!(due.len(), 1, "the hard expiry");
+    assert_eq!(due[0].timer, Timer::Expire);
+}
+both_backends!(timers_are_armed_with_a_pending_proposal);

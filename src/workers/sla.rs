@@ -1,0 +1,158 @@
+//! The SLA worker: claims due timers (under a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+//! replicas share the work), resolves whom a reminder or escalation reaches from the manifests
+//! as they are now (the on-call person at firing time), and fires each timer through the engine,
+//! where a conditional update makes it fire exactly once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::audit::kinds;
+use crate::clock::Clock;
+use crate::domain::{DueTimer, EscalationTarget, Proposal, SlackTask, Timer};
+use crate::engine::{Engine, EngineError};
+use crate::registry::{Registry, SharedRegistry};
+use crate::store::TimerEffect;
+
+const LEASE: chrono::Duration = chrono::Duration::seconds(60);
+const BATCH: i64 = 256;
+/// How often an idle worker looks for due timers (it only reads an index when nothing is due).
+const POLL: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct SlaWorker {
+    pub engine: Engine,
+    pub registry: SharedRegistry,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl SlaWorker {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.run_once().await {
+                Ok(fired) if fired > 0 => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "sla worker: cannot fire timers"),
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+        tracing::info!("sla worker stopped");
+    }
+
+    /// Fires every due timer it can claim; answers how many it handled.
+    pub async fn run_once(&self) -> Result<usize, EngineError> {
+        let now = self.clock.now();
+        let due = self
+            .engine
+            .store()
+            .claim_timers(now, now + LEASE, BATCH)
+            .await?;
+        let registry = self.registry.current();
+        let count = due.len();
+        for timer in due {
+            let Some(proposal) = self.engine.store().proposal(&timer.proposal_id).await? else {
+                self.engine.fire_timer(timer, TimerEffect::Expire).await?;
+                continue;
+            };
+            let effect = self.effect(&registry, &proposal, &timer).await?;
+            let outcome = self.engine.fire_timer(timer.clone(), effect).await?;
+            tracing::info!(proposal_id = %timer.proposal_id, timer = ?timer.timer, outcome, "sla timer");
+        }
+        Ok(count)
+    }
+
+    async fn effect(
+        &self,
+        registry: &Registry,
+        proposal: &Proposal,
+        timer: &DueTimer,
+    ) -> Result<TimerEffect, EngineError> {
+        let route = &proposal.content.verdict.route;
+        Ok(match &timer.timer {
+            Timer::Expire => TimerEffect::Expire,
+            Timer::Remind { level } => {
+                // Everyone who may approve and has not voted; a user group is mentioned whole.
+                let voted: Vec<String> = self
+                    .engine
+                    .store()
+                    .votes(&proposal.id)
+                    .await?
+                    .into_iter()
+                    .map(|v| v.voter)
+                    .collect();
+                let mut mentions = Vec::new();
+                for role in route.iter().filter_map(|r| registry.roles.get(r)) {
+                    for user in role.approvers.users.iter().filter(|u| !voted.contains(u)) {
+                        let mention = format!("<@{user}>");
+                        if !mentions.contains(&mention) {
+                            mentions.push(mention);
+                        }
+                    }
+                    if let Some(group) = &role.approvers.usergroup {
+                        mentions.push(format!("<!subteam^{group}>"));
+                    }
+                }
+                TimerEffect::Notify {
+                    kind: kinds::REMINDED,
+                    data: json!({"level": level, "mentions": mentions}),
+                    task: SlackTask::Remind { mentions },
+                }
+            }
+            Timer::Escalate {
+                level,
+                target,
+                grants_approval,
+            } => {
+                let now = self.clock.now();
+                let (label, users, channel) = match target {
+                    EscalationTarget::Oncall => {
+                        let mut users = Vec::new();
+                        let mut schedules = Vec::new();
+                        for role in route.iter().filter_map(|r| registry.roles.get(r)) {
+                            if let Some(schedule) = &role.oncall {
+                                schedules.push(schedule.clone());
+                                if let Some(user) = registry.oncall.who(schedule, now)
+                                    && !users.iter().any(|u| u == user)
+                                {
+                                    users.push(user.to_owned());
+                                }
+                            }
+                        }
+                        (format!("on call: {}", schedules.join(", ")), users, None)
+                    }
+                    EscalationTarget::User(user) => {
+                        (format!("<@{user}>"), vec![user.clone()], None)
+                    }
+                    EscalationTarget::Usergroup(group) => {
+                        (format!("<!subteam^{group}>"), Vec::new(), None)
+                    }
+                    EscalationTarget::Role(role) => (
+                        format!("role {role}"),
+                        Vec::new(),
+                        registry.roles.get(role).map(|r| r.channel.clone()),
+                    ),
+                };
+                let mut mentions: Vec<String> = users.iter().map(|u| format!("<@{u}>")).collect();
+                if let EscalationTarget::Usergroup(group) = target {
+                    mentions.push(format!("<!subteam^{group}>"));
+                }
+                TimerEffect::Notify {
+                    kind: kinds::ESCALATED,
+                    data: json!({"level": level, "target": target, "notified": users, "channel": channel, "grants_approval": grants_approval}),
+                    task: SlackTask::Escalate {
+                        level: *level,
+                        label,
+                        users,
+                        mentions,
+                        channel,
+                    },
+                }
+            }
+        })
+    }
+}

@@ -38,6 +38,8 @@ pub struct CardContext<'a> {
     pub votes: &'a [Vote],
     /// A signed link to every change (`/p/{id}?…`).
     pub full_diff: Option<&'a str>,
+    /// The latest SLA event while pending: "reminded" or "escalated (level N)", and when.
+    pub sla_note: Option<(String, chrono::DateTime<chrono::Utc>)>,
 }
 
 /// A time every reader sees in their own time zone.
@@ -139,7 +141,13 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
     let mut blocks: Vec<SlackBlock> = Vec::new();
 
     blocks.push(SlackHeaderBlock::new(pt!(summary.clone())).into());
-    blocks.push(section(status_line(proposal)));
+    let mut status = status_line(proposal);
+    if proposal.status == Status::Pending
+        && let Some((note, at)) = &ctx.sla_note
+    {
+        status.push_str(&format!(" · :rotating_light: {note} {}", slack_date(*at)));
+    }
+    blocks.push(section(status));
 
     // Who: the agent, its accountable owner, and the human it acts for.
     let mut who = format!("*Agent* `{}` proposes `{}`", proposal.agent, content.action);

@@ -417,6 +417,12 @@ async fn run_one(
                 TimerEffect::Notify { task, kind, data } => {
                     tx.slack_jobs
                         .push(SlackJobRow::new(&proposal.id, &task, at)?);
+                    // The card's status line says it was reminded or escalated.
+                    tx.slack_jobs.push(SlackJobRow::new(
+                        &proposal.id,
+                        &SlackTask::RefreshCards,
+                        at,
+                    )?);
                     let event =
                         AuditDraft::new(kind, Some(&proposal.id), "system:sla".into(), data);
                     Ok((CommandResult::TimerHandled("fired"), vec![event]))

@@ -165,6 +165,7 @@ impl SlackOutbox {
             Ok(found) => found,
             Err(error) => return transient(job, error.to_string()),
         };
+        let sla_note = self.sla_note(&proposal.id).await;
         let context = CardContext {
             owner: agent.as_ref().map(|a| a.owner.as_str()),
             requester: requester.as_deref(),
@@ -173,6 +174,7 @@ impl SlackOutbox {
                 .and_then(|a| a.actions.get(&proposal.content.action)),
             votes: &votes,
             full_diff: Some(&full_diff),
+            sla_note,
         };
         let message = card::render(&proposal, &context);
         let result = match &job.task {
@@ -305,6 +307,31 @@ impl SlackOutbox {
             Ok(posted) => JobOutcome::Done(posted),
             Err(error) => self.outcome_of(job, error),
         }
+    }
+
+    /// The latest reminder or escalation of a proposal, from its audit trail.
+    async fn sla_note(
+        &self,
+        id: &crate::domain::ProposalId,
+    ) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
+        let filter = crate::audit::AuditFilter {
+            since: None,
+            proposal_id: Some(id.to_string()),
+        };
+        let events = self.store.audit_page(&filter, 0, 1000).await.ok()?;
+        let last = events.iter().rev().find(|e| {
+            e.kind == crate::audit::kinds::REMINDED || e.kind == crate::audit::kinds::ESCALATED
+        })?;
+        let data: serde_json::Value = serde_json::from_str(&last.data).ok()?;
+        let note = if last.kind == crate::audit::kinds::REMINDED {
+            "approvers reminded".to_owned()
+        } else {
+            format!(
+                "escalated (level {})",
+                data["level"].as_u64().unwrap_or(0) + 1
+            )
+        };
+        Some((note, last.at))
     }
 
     /// A reply in every card's thread (budgeted for all threads first, so a retry repeats none).

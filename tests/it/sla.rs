@@ -82,6 +82,12 @@ async fn the_ladder_reminds_escalates_and_expires(db: TestDb) {
         })
         .await;
 
+    slack
+        .wait_for_card("C0FINANCE", id, "the card's status line", |m| {
+            m.visible_text().contains("escalated (level 2)")
+        })
+        .await;
+
     app.clock.advance(Duration::minutes(30));
     slack
         .wait_for("C0REVOPS", "U0NOBODY", "the escalation to revops", |m| {

@@ -10,8 +10,9 @@ use super::{EscalationTarget, OnTimeout, Proposal};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Timer {
-    /// Remind the approvers who have not voted.
-    Remind { level: usize },
+    /// Remind the approvers who have not voted: a ladder rung, or (`None`) the default reminder
+    /// at half the SLA.
+    Remind { level: Option<usize> },
     /// Notify a rung's target.
     Escalate {
         level: usize,
@@ -38,7 +39,7 @@ fn duration(text: &str) -> Option<chrono::Duration> {
 }
 
 /// Every timer a pending proposal needs, measured from its submission: each rung of the ladder
-/// (and its repeats, `after` apart), then — when the ladder ends in `expire` — expiry one more
+/// (and its repeats, `after` apart), a reminder at half the SLA if no rung reminds, then — when the ladder ends in `expire` — expiry one more
 /// `after` past the last rung (or at the SLA when there is no ladder), and always the hard
 /// `expires_at`.
 pub fn arm(proposal: &Proposal) -> Vec<(Timer, DateTime<Utc>)> {
@@ -56,7 +57,7 @@ pub fn arm(proposal: &Proposal) -> Vec<(Timer, DateTime<Utc>)> {
                 target: target.clone(),
                 grants_approval: rung.grants_approval,
             },
-            _ => Timer::Remind { level },
+            _ => Timer::Remind { level: Some(level) },
         };
         for repeat in 0..=rung.repeat.unwrap_or(0) {
             let due = start + after * (repeat as i32 + 1);
@@ -66,8 +67,17 @@ pub fn arm(proposal: &Proposal) -> Vec<(Timer, DateTime<Utc>)> {
             }
         }
     }
+    // Without a reminder rung, approvers are reminded halfway through the SLA.
+    let sla = verdict.sla.as_deref().and_then(duration);
+    if let Some(sla) = sla
+        && !timers
+            .iter()
+            .any(|(t, _)| matches!(t, Timer::Remind { .. }))
+    {
+        timers.push((Timer::Remind { level: None }, start + sla / 2));
+    }
     if verdict.on_timeout == Some(OnTimeout::Expire) {
-        let sla = verdict.sla.as_deref().and_then(duration).map(|d| start + d);
+        let sla = sla.map(|d| start + d);
         let end = match (last, sla) {
             (Some((at, after)), _) => Some(at + after),
             (None, sla) => sla,
@@ -84,4 +94,78 @@ pub fn arm(proposal: &Proposal) -> Vec<(Timer, DateTime<Utc>)> {
         timers.push((Timer::Expire, hard));
     }
     timers
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use serde_json::json;
+
+    use super::*;
+
+    fn proposal(verdict: serde_json::Value, expires_at: Option<&str>) -> Proposal {
+        serde_json::from_value(json!({
+            "id": "prop_01kaf3yq5x8m2n4p6r8t0v2w4y", "agent": "a", "status": "pending",
+            "action": "x.y", "summary": "s", "changes": [], "params": {}, "evidence": [],
+            "data_classes": [], "metadata": {}, "expires_at": expires_at, "verdict": verdict,
+            "created_at": "2026-11-21T09:00:00Z", "updated_at": "2026-11-21T09:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-21T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+            + Duration::minutes(minutes)
+    }
+
+    fn verdict(extra: serde_json::Value) -> serde_json::Value {
+        let mut v = json!({"outcome": "needs_review", "rules": [], "reasons": [], "route": ["finance"],
+                           "quorum": {"approvals": 1, "each_role": false}, "step_up": "none"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v
+    }
+
+    #[test]
+    fn a_ladder_with_repeats_then_expiry_one_step_past_its_end() {
+        let p = proposal(
+            verdict(json!({"sla": "30m", "on_timeout": "expire", "escalation": [
+                {"after": "15m", "remind": "approvers"},
+                {"after": "30m", "notify": "oncall", "repeat": 2}
+            ]})),
+            Some("2026-11-21T17:00:00Z"),
+        );
+        let oncall = |level| Timer::Escalate {
+            level,
+            target: crate::domain::EscalationTarget::Oncall,
+            grants_approval: false,
+        };
+        assert_eq!(
+            arm(&p),
+            [
+                (Timer::Remind { level: Some(0) }, at(15)),
+                (oncall(1), at(30)),
+                (oncall(1), at(60)),
+                (oncall(1), at(90)),
+                (Timer::Expire, at(120)),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_reminder_rung_approvers_are_reminded_halfway_and_the_hard_expiry_stands() {
+        let p = proposal(verdict(json!({"sla": "4h"})), Some("2026-11-21T17:00:00Z"));
+        assert_eq!(
+            arm(&p),
+            [
+                (Timer::Remind { level: None }, at(120)),
+                (Timer::Expire, at(480))
+            ]
+        );
+        let no_sla = proposal(verdict(json!({})), None);
+        assert_eq!(arm(&no_sla), []);
+    }
 }

@@ -754,7 +754,18 @@ async fn timers_are_armed_with_a_pending_proposal(db: TestDb) {
     apply_one(store.as_ref(), submit(&p, None)).await;
     let later = start_time() + Duration::hours(9);
     let due = store.claim_timers(later, later, 10).await.unwrap();
-    assert_eq!(due.len(), 1, "the hard expiry");
-    assert_eq!(due[0].timer, Timer::Expire);
+    // Its SLA is 30 minutes without a ladder: a reminder at 15 minutes, and the hard expiry.
+    let timers: Vec<(Timer, chrono::DateTime<chrono::Utc>)> =
+        due.into_iter().map(|t| (t.timer, t.due_at)).collect();
+    assert_eq!(
+        timers,
+        [
+            (
+                Timer::Remind { level: None },
+                start_time() + Duration::minutes(15)
+            ),
+            (Timer::Expire, start_time() + Duration::hours(8)),
+        ]
+    );
 }
 both_backends!(timers_are_armed_with_a_pending_proposal);

@@ -288,7 +288,34 @@ async fn eligible_roles(state: &AppState, proposal: &Proposal, user: &str) -> Ve
             eligible.push(name.clone());
         }
     }
+    if eligible.is_empty() && escalation_granted(state, proposal, user).await {
+        // Brought in by an escalation rung with `grants_approval`: may approve for any routed
+        // role (still one vote, counted where it is needed).
+        eligible = proposal.content.verdict.route.clone();
+    }
     eligible
+}
+
+/// Was `user` notified by an escalation rung of this proposal that grants approval? Read from
+/// the proposal's audit trail, where the SLA worker recorded whom each rung reached.
+async fn escalation_granted(state: &AppState, proposal: &Proposal, user: &str) -> bool {
+    let filter = crate::audit::AuditFilter {
+        since: None,
+        proposal_id: Some(proposal.id.to_string()),
+    };
+    let Ok(events) = state.engine.store().audit_page(&filter, 0, 1000).await else {
+        return false;
+    };
+    events
+        .iter()
+        .filter(|e| e.kind == crate::audit::kinds::ESCALATED)
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
+        .any(|data| {
+            data["grants_approval"] == true
+                && data["notified"]
+                    .as_array()
+                    .is_some_and(|users| users.iter().any(|u| u == user))
+        })
 }
 
 /// The agent's owner and the person the agent acts for may not approve it. `requested_by` is

@@ -270,3 +270,44 @@ async fn two_replicas_on_one_postgres_fire_each_timer_once() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+async fn an_escalation_that_grants_approval_makes_the_on_call_person_an_approver(db: TestDb) {
+    let fixture = crate::fixture::Fixture::new();
+    fixture.edit(
+        "policies/finance.yaml",
+        "{after: 30m, notify: oncall}",
+        "{after: 30m, notify: oncall, grants_approval: true}",
+    );
+    // On call for finance that day: someone who is not a finance approver.
+    fixture.edit(
+        "manifests/oncall.yaml",
+        "      - {user: U0MGR001, start: \"2026-12-24T00:00\", end: \"2026-12-28T00:00\"}",
+        "      - {user: U0MGR001, start: \"2026-12-24T00:00\", end: \"2026-12-28T00:00\"}\n      - {user: U0SALES02, start: \"2026-11-21T00:00\", end: \"2026-11-22T00:00\"}",
+    );
+    let app = TestApp::start_with(fixture.config(&db)).await;
+    let created = app.create(REVOPS, &discount_proposal()).await;
+    let id = created["id"].as_str().unwrap();
+    let slack = app.slack();
+    let card = slack
+        .wait_for_card("C0FINANCE", id, "the card", |_| true)
+        .await;
+    slack.click("U0SALES02", &card, "approve").await;
+    slack
+        .wait_for_ephemeral("C0FINANCE", "U0SALES02", "Only approvers for finance")
+        .await;
+
+    app.clock.advance(Duration::minutes(30));
+    slack
+        .wait_for("@U0SALES02", "U0SALES02", "the escalation DM", |m| {
+            m.iter().find(|m| m.text.contains("Escalation 2")).cloned()
+        })
+        .await;
+    slack.click("U0SALES02", &card, "approve").await;
+    slack
+        .wait_for_ephemeral("C0FINANCE", "U0SALES02", "completed the quorum")
+        .await;
+    let proposal: Value = app.get(REVOPS, id).await.json().await.unwrap();
+    assert_eq!(proposal["status"], "approved");
+    app.stop().await.unwrap();
+}
+both_backends!(an_escalation_that_grants_approval_makes_the_on_call_person_an_approver);

@@ -13,9 +13,7 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 
 use super::blockkit::{self, ViewProblem};
-use super::state::{
-    Message, RESPONSE_URL_LIFETIME, RESPONSE_URL_USES, TRIGGER_LIFETIME, UploadedFile, View,
-};
+use super::state::{Message, TRIGGER_LIFETIME, UploadedFile, View};
 use super::workspace::{BOT_ID, BOT_USER};
 use super::{Sandbox, json_argument};
 
@@ -27,13 +25,16 @@ const VIEW_STACK_LIMIT: usize = 3;
 pub fn routes() -> Router<Sandbox> {
     Router::new()
         .route("/sandbox/api/{method}", get(call).post(call))
-        .route("/sandbox/upload/{file}", post(upload))
-        .route("/sandbox/files/{file}", get(download))
-        .route("/sandbox/response/{token}", post(respond))
+        .route("/sandbox/upload/{file}", post(super::files::upload))
+        .route("/sandbox/files/{file}", get(super::files::download))
+        .route(
+            "/sandbox/response/{token}",
+            post(super::interactivity::respond),
+        )
 }
 
 /// What a method answers.
-enum Reply {
+pub(super) enum Reply {
     Ok(Value),
     Error(&'static str, Option<Vec<String>>),
     RateLimited(u64),
@@ -101,7 +102,7 @@ async fn call(
 }
 
 /// An answer ready to send, kept as parts so the call log can record it.
-struct Answer {
+pub(super) struct Answer {
     status: StatusCode,
     retry_after: Option<u64>,
     body: Value,
@@ -119,7 +120,7 @@ impl IntoResponse for Answer {
     }
 }
 
-fn envelope(reply: Reply) -> Answer {
+pub(super) fn envelope(reply: Reply) -> Answer {
     match reply {
         Reply::Ok(mut body) => {
             body["ok"] = Value::Bool(true);
@@ -149,7 +150,7 @@ fn envelope(reply: Reply) -> Answer {
     }
 }
 
-fn text_arg<'a>(args: &'a Args, key: &str) -> Option<&'a str> {
+pub(super) fn text_arg<'a>(args: &'a Args, key: &str) -> Option<&'a str> {
     args.get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
@@ -207,7 +208,7 @@ impl Sandbox {
 
     /// The message content common to postMessage, postEphemeral and update: text and blocks,
     /// checked as Slack checks them.
-    fn content(&self, args: &Args) -> Result<(String, Value), Reply> {
+    pub(super) fn content(&self, args: &Args) -> Result<(String, Value), Reply> {
         let text = text_arg(args, "text").unwrap_or("").to_owned();
         let blocks = match args.get("blocks") {
             None | Some(Value::Null) => Value::Null,
@@ -553,163 +554,4 @@ fn message_json(message: &Message) -> Value {
         body["thread_ts"] = json!(thread);
     }
     body
-}
-
-/// The upload URL from files.getUploadURLExternal: takes the bytes (raw or multipart), answers
-/// as Slack does with plain text.
-async fn upload(State(sandbox): State<Sandbox>, Path(file): Path<String>, body: Bytes) -> Response {
-    let mut state = sandbox.state();
-    let Some(stored) = state.files.get_mut(&file) else {
-        return (StatusCode::NOT_FOUND, "file not found").into_response();
-    };
-    let bytes = multipart_payload(&body).unwrap_or(&body).to_vec();
-    let length = bytes.len();
-    stored.bytes = Some(bytes);
-    stored.length = length;
-    (StatusCode::OK, format!("OK - {length}")).into_response()
-}
-
-/// The file part of a multipart body, if the body is multipart (Slack accepts either).
-fn multipart_payload(body: &[u8]) -> Option<&[u8]> {
-    if !body.starts_with(b"--") {
-        return None;
-    }
-    let boundary_end = body.windows(2).position(|w| w == b"\r\n")?;
-    let boundary = &body[..boundary_end];
-    let headers_end = body.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    let rest = &body[headers_end..];
-    let end = rest
-        .windows(boundary.len() + 2)
-        .position(|w| w[..2] == *b"\r\n" && w[2..] == *boundary)?;
-    Some(&rest[..end])
-}
-
-async fn download(State(sandbox): State<Sandbox>, Path(file): Path<String>) -> Response {
-    let state = sandbox.state();
-    match state
-        .files
-        .get(&file)
-        .and_then(|f| f.bytes.clone().map(|b| (f.name.clone(), b)))
-    {
-        Some((name, bytes)) => {
-            let kind = if name.ends_with(".png") {
-                "image/png"
-            } else {
-                "application/octet-stream"
-            };
-            (
-                [
-                    (header::CONTENT_TYPE, kind),
-                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                ],
-                bytes,
-            )
-                .into_response()
-        }
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// A `response_url` from an interaction or a command: posts ephemerally to the person who
-/// acted, in channel, or replaces the original message; five uses within thirty minutes.
-async fn respond(
-    State(sandbox): State<Sandbox>,
-    Path(token): Path<String>,
-    body: Bytes,
-) -> Response {
-    let Ok(Value::Object(args)) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "invalid_payload").into_response();
-    };
-    let now = sandbox.0.clock.now();
-    let answer = {
-        let mut state = sandbox.state();
-        let Some(url) = state.response_urls.get_mut(&token) else {
-            return (StatusCode::NOT_FOUND, "no_such_response_url").into_response();
-        };
-        if url.uses >= RESPONSE_URL_USES || now - url.issued_at > RESPONSE_URL_LIFETIME {
-            return (StatusCode::NOT_FOUND, "expired_url").into_response();
-        }
-        url.uses += 1;
-        let url = url.clone();
-        drop(state);
-        let content = match sandbox.content(&args) {
-            Ok(content) => content,
-            Err(reply) => return envelope(reply).into_response(),
-        };
-        let mut state = sandbox.state();
-        let replace = args.get("replace_original").and_then(Value::as_bool) == Some(true);
-        let delete = args.get("delete_original").and_then(Value::as_bool) == Some(true);
-        match (&url.message_ts, replace, delete) {
-            (Some(ts), _, true) => state
-                .messages
-                .retain(|m| !(m.channel == url.channel && &m.ts == ts)),
-            (Some(ts), true, _) => {
-                if let Some(message) = state.message_mut(&url.channel, ts) {
-                    (message.text, message.blocks) = content;
-                }
-            }
-            _ => {
-                let in_channel =
-                    args.get("response_type").and_then(Value::as_str) == Some("in_channel");
-                let ts = state.next_ts(now);
-                state.messages.push(Message {
-                    channel: url.channel.clone(),
-                    ts,
-                    thread_ts: text_arg(&args, "thread_ts").map(str::to_owned),
-                    user: BOT_USER.into(),
-                    text: content.0,
-                    blocks: content.1,
-                    ephemeral_for: (!in_channel).then(|| url.user.clone()),
-                    files: Vec::new(),
-                    edited: None,
-                });
-            }
-        }
-        envelope(Reply::Ok(json!({})))
-    };
-    sandbox.changed();
-    answer.into_response()
-}
-
-/// Issues what Slack attaches to an interaction: a trigger id and a response URL.
-pub(super) fn issue_trigger(
-    sandbox: &Sandbox,
-    user: &str,
-    channel: Option<&str>,
-    message_ts: Option<&str>,
-) -> (String, String) {
-    let now = sandbox.0.clock.now();
-    let mut state = sandbox.state();
-    let trigger = format!(
-        "{}.{}",
-        state.next_id("T"),
-        hex::encode(rand::random::<[u8; 8]>())
-    );
-    let origin = channel
-        .zip(message_ts)
-        .map(|(c, t)| (c.to_owned(), t.to_owned()));
-    state.triggers.insert(
-        trigger.clone(),
-        super::state::Trigger {
-            user: user.to_owned(),
-            issued_at: now,
-            used: false,
-            origin,
-        },
-    );
-    let token = hex::encode(rand::random::<[u8; 16]>());
-    if let Some(channel) = channel {
-        state.response_urls.insert(
-            token.clone(),
-            super::state::ResponseUrl {
-                channel: channel.to_owned(),
-                user: user.to_owned(),
-                message_ts: message_ts.map(str::to_owned),
-                issued_at: now,
-                uses: 0,
-            },
-        );
-    }
-    let url = sandbox.url(&format!("sandbox/response/{token}"));
-    (trigger, url.to_string())
 }

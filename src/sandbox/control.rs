@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::api::issue_trigger;
+use super::interactivity::issue_trigger;
 use super::state::Message;
 use super::workspace::{BOT_ID, BOT_USER};
 use super::{Sandbox, json_argument};

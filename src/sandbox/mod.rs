@@ -14,6 +14,8 @@
 mod api;
 pub mod blockkit;
 mod control;
+mod files;
+mod interactivity;
 mod mrkdwn;
 mod render;
 mod state;
@@ -203,7 +205,7 @@ impl Sandbox {
 
     /// A trigger id as a click by `user` would carry (for scripts and tests of views.open).
     pub fn issue_trigger(&self, user: &str) -> String {
-        api::issue_trigger(self, user, None, None).0
+        interactivity::issue_trigger(self, user, None, None).0
     }
 
     /// The modal `user` has open, if any.

@@ -18,6 +18,7 @@ mod sla;
 mod slack_client;
 mod slack_flow;
 mod slack_outbox;
+mod slack_votes;
 mod step_up;
 mod store_contract;
 mod writer;

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::common::TestApp;
+use crate::common::{TestApp, TestDb, discount_proposal};
 
 const DEADLINE: Duration = Duration::from_secs(15);
 
@@ -247,4 +247,52 @@ impl Slack<'_> {
             .unwrap();
         response.json().await.unwrap()
     }
+}
+
+// Proposals and cards the Slack tests share.
+
+pub fn large_payment() -> Value {
+    json!({
+        "action": "billing.invoice.pay",
+        "summary": "Pay Initech invoice INV-2291",
+        "target": {"system": "netsuite", "type": "VendorBill", "id": "INV-2291"},
+        "params": {"amount": 25000, "currency": "USD", "vendor": "Initech"}
+    })
+}
+
+/// A discount that touches personal data: finance (the discount) and legal (PII), one each, no
+/// step-up.
+pub fn discount_with_pii() -> Value {
+    let mut body = discount_proposal();
+    body["data_classes"] = json!(["financial", "pii"]);
+    body
+}
+
+pub fn is_pending(card: &Message) -> bool {
+    card.buttons() == ["approve", "reject"]
+}
+
+/// Submits `body` and waits for its card, pending, in `channel`.
+pub async fn card_for(
+    app: &TestApp,
+    token: &str,
+    body: &Value,
+    channel: &str,
+) -> (String, Message) {
+    let created = app.create(token, body).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let card = app
+        .slack()
+        .wait_for_card(channel, &id, "the card", is_pending)
+        .await;
+    (id, card)
+}
+
+pub async fn votes_of(db: &TestDb, id: &str) -> Vec<countersign::domain::Vote> {
+    let id = countersign::domain::ProposalId::parse(id).unwrap();
+    db.store().await.votes(&id).await.unwrap()
+}
+
+pub async fn status_of(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get(token, id).await.json().await.unwrap()
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::common::{BILLING, REVOPS, TestApp, TestDb, discount_proposal, test_config};
-use crate::slack_client::Message;
+use crate::slack_client::{Message, card_for, large_payment, votes_of};
 
 const SIGNING_SECRET: &str = "step-up-test-signing-secret";
 
@@ -26,18 +26,6 @@ fn kinds_of(events: &[countersign::audit::AuditEvent]) -> Vec<(String, Value)> {
         .collect()
 }
 
-async fn card_for(app: &TestApp, token: &str, body: &Value, channel: &str) -> (String, Message) {
-    let created = app.create(token, body).await;
-    let id = created["id"].as_str().unwrap().to_owned();
-    let card = app
-        .slack()
-        .wait_for_card(channel, &id, "the card", |m| {
-            m.buttons().first().map(String::as_str) == Some("approve")
-        })
-        .await;
-    (id, card)
-}
-
 fn merge() -> Value {
     let mut body = discount_proposal();
     body["action"] = json!("crm.records.merge");
@@ -45,12 +33,6 @@ fn merge() -> Value {
     body["params"] = json!({"record_count": 120});
     body["data_classes"] = json!([]);
     body
-}
-
-fn payment() -> Value {
-    json!({"action": "billing.invoice.pay", "summary": "Pay Initech invoice INV-2291",
-           "target": {"system": "netsuite", "type": "VendorBill", "id": "INV-2291"},
-           "params": {"amount": 25000, "currency": "USD"}})
 }
 
 async fn confirm_asks_for_a_value_from_the_action(db: TestDb) {
@@ -66,38 +48,20 @@ async fn confirm_asks_for_a_value_from_the_action(db: TestDb) {
     );
     let view_id = view["id"].as_str().unwrap();
 
-    let wrong = slack
-        .submit("U0REVOPS02", view_id, json!({"answer": {"value": "12"}}))
-        .await;
     assert!(
-        wrong.errors.unwrap()["answer"]
-            .as_str()
-            .unwrap()
+        answer(&app, "U0REVOPS02", view_id, "12")
+            .await
+            .unwrap_err()
             .contains("does not match the number of records")
     );
-    assert_eq!(
-        db.store()
-            .await
-            .votes(&countersign::domain::ProposalId::parse(&id).unwrap())
-            .await
-            .unwrap(),
-        vec![]
-    );
+    assert_eq!(votes_of(&db, &id).await, vec![]);
 
-    let right = slack
-        .submit("U0REVOPS02", view_id, json!({"answer": {"value": "120"}}))
-        .await;
-    assert_eq!((right.status, right.errors), (200, None));
+    answer(&app, "U0REVOPS02", view_id, "120").await.unwrap();
     // The merge touches PII, so legal must approve too: the confirmed approval is one vote.
     slack
         .wait_for_ephemeral("C0REVOPS", "U0REVOPS02", "Still needed: 1 more from legal")
         .await;
-    let votes = db
-        .store()
-        .await
-        .votes(&countersign::domain::ProposalId::parse(&id).unwrap())
-        .await
-        .unwrap();
+    let votes = votes_of(&db, &id).await;
     assert_eq!(votes.len(), 1);
     let audit = kinds_of(&db.audit_of(&id).await);
     let step_ups: Vec<(&str, &Value)> = audit
@@ -111,6 +75,28 @@ async fn confirm_asks_for_a_value_from_the_action(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(confirm_asks_for_a_value_from_the_action);
+
+/// Submits `value` in `user`'s open step-up form: Ok if accepted, else the error the form shows.
+async fn answer(
+    app: &TestApp,
+    user: &str,
+    view_id: &str,
+    value: impl std::fmt::Display,
+) -> Result<(), String> {
+    let acted = app
+        .slack()
+        .submit(
+            user,
+            view_id,
+            json!({"answer": {"value": value.to_string()}}),
+        )
+        .await;
+    match acted.errors {
+        None if acted.status == 200 => Ok(()),
+        None => Err(format!("HTTP {}", acted.status)),
+        Some(errors) => Err(errors["answer"].as_str().unwrap_or_default().to_owned()),
+    }
+}
 
 /// Enrolls `user` through the slash commands and the DM, as a person would.
 async fn enroll(app: &TestApp, user: &str) -> Authenticator {
@@ -179,7 +165,7 @@ async fn enroll(app: &TestApp, user: &str) -> Authenticator {
 
 async fn totp_codes_approve_once_and_replays_and_old_codes_are_refused(db: TestDb) {
     let app = start(&db).await;
-    let (id, card) = card_for(&app, BILLING, &payment(), "C0FINANCE").await;
+    let (id, card) = card_for(&app, BILLING, &large_payment(), "C0FINANCE").await;
     let slack = app.slack();
 
     // Not enrolled: told how, and nothing is recorded.
@@ -200,28 +186,17 @@ async fn totp_codes_approve_once_and_replays_and_old_codes_are_refused(db: TestD
         .unwrap();
     let view_id = view["id"].as_str().unwrap();
     let stale = authenticator.code_at((app.clock.now().timestamp() - 60) as u64);
-    let refused = slack
-        .submit("U0FIN002", view_id, json!({"answer": {"value": stale}}))
-        .await;
     assert!(
-        refused.errors.unwrap()["answer"]
-            .as_str()
-            .unwrap()
+        answer(&app, "U0FIN002", view_id, stale)
+            .await
+            .unwrap_err()
             .contains("not valid now")
     );
 
     // The current code is a vote.
     let current = code(&app);
-    let accepted = slack
-        .submit("U0FIN002", view_id, json!({"answer": {"value": current}}))
-        .await;
-    assert_eq!((accepted.status, accepted.errors), (200, None));
-    let votes = db
-        .store()
-        .await
-        .votes(&countersign::domain::ProposalId::parse(&id).unwrap())
-        .await
-        .unwrap();
+    answer(&app, "U0FIN002", view_id, &current).await.unwrap();
+    let votes = votes_of(&db, &id).await;
     assert_eq!(votes.len(), 1);
 
     // The same code again — even by the same person on another form — is a replay.
@@ -234,17 +209,10 @@ async fn totp_codes_approve_once_and_replays_and_old_codes_are_refused(db: TestD
         .await
         .view
         .unwrap();
-    let replay = slack
-        .submit(
-            "U0FIN002",
-            other["id"].as_str().unwrap(),
-            json!({"answer": {"value": current}}),
-        )
-        .await;
     assert!(
-        replay.errors.unwrap()["answer"]
-            .as_str()
-            .unwrap()
+        answer(&app, "U0FIN002", other["id"].as_str().unwrap(), current)
+            .await
+            .unwrap_err()
             .contains("already used")
     );
 
@@ -286,7 +254,7 @@ async fn a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was(db: TestDb) 
     let now = app.clock.now().timestamp();
     let signature =
         countersign::slack::signature::sign(&Secret::new(SIGNING_SECRET), now, body.as_bytes());
-    let answer: Value = app
+    let forged: Value = app
         .http
         .post(app.url("/slack/interactions"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -300,11 +268,11 @@ async fn a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was(db: TestDb) 
         .await
         .unwrap();
     assert!(
-        answer["errors"]["answer"]
+        forged["errors"]["answer"]
             .as_str()
             .unwrap()
             .contains("opened by someone else"),
-        "{answer}"
+        "{forged}"
     );
 
     // The agent cancels while the form is open: the form is stale.
@@ -312,17 +280,10 @@ async fn a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was(db: TestDb) 
         .post(REVOPS, &format!("/v1/proposals/{id}/cancel"), None)
         .await;
     assert_eq!(cancel.status(), 200);
-    let stale = slack
-        .submit(
-            "U0REVOPS02",
-            view["id"].as_str().unwrap(),
-            json!({"answer": {"value": "120"}}),
-        )
-        .await;
     assert!(
-        stale.errors.unwrap()["answer"]
-            .as_str()
-            .unwrap()
+        answer(&app, "U0REVOPS02", view["id"].as_str().unwrap(), "120")
+            .await
+            .unwrap_err()
             .contains("changed since you opened")
     );
 
@@ -334,17 +295,10 @@ async fn a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was(db: TestDb) 
         .view
         .unwrap();
     app.clock.advance(chrono::Duration::minutes(6));
-    let late = slack
-        .submit(
-            "U0REVOPS02",
-            view["id"].as_str().unwrap(),
-            json!({"answer": {"value": "120"}}),
-        )
-        .await;
     assert!(
-        late.errors.unwrap()["answer"]
-            .as_str()
-            .unwrap()
+        answer(&app, "U0REVOPS02", view["id"].as_str().unwrap(), "120")
+            .await
+            .unwrap_err()
             .contains("expired")
     );
 
@@ -366,7 +320,7 @@ both_backends!(a_form_is_bound_to_its_reviewer_and_the_proposal_as_it_was);
 
 async fn five_wrong_codes_lock_the_reviewer_and_alert_the_channel(db: TestDb) {
     let app = start(&db).await;
-    let (id, card) = card_for(&app, BILLING, &payment(), "C0FINANCE").await;
+    let (id, card) = card_for(&app, BILLING, &large_payment(), "C0FINANCE").await;
     let slack = app.slack();
     let authenticator = enroll(&app, "U0FIN002").await;
     let view = slack
@@ -396,13 +350,10 @@ async fn five_wrong_codes_lock_the_reviewer_and_alert_the_channel(db: TestDb) {
         .await;
     // Even the right code is refused while locked: no new form, no vote.
     let right = authenticator.code_at(app.clock.now().timestamp() as u64);
-    let locked = slack
-        .submit("U0FIN002", view_id, json!({"answer": {"value": right}}))
-        .await;
     assert!(
-        locked.errors.unwrap()["answer"]
-            .as_str()
-            .unwrap()
+        answer(&app, "U0FIN002", view_id, right)
+            .await
+            .unwrap_err()
             .contains("locked until")
     );
     assert!(
@@ -438,7 +389,7 @@ both_backends!(five_wrong_codes_lock_the_reviewer_and_alert_the_channel);
 async fn without_a_secret_key_totp_is_off_and_says_so() {
     let db = TestDb::sqlite();
     let app = TestApp::start(&db).await;
-    let (_, card) = card_for(&app, BILLING, &payment(), "C0FINANCE").await;
+    let (_, card) = card_for(&app, BILLING, &large_payment(), "C0FINANCE").await;
     let enroll = app.slack().command("U0FIN002", "C0FINANCE", "enroll").await;
     assert!(
         enroll.body["text"]

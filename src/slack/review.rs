@@ -102,8 +102,8 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
     if let Some(proposal) = proposal.filter(|p| {
         p.content.verdict.step_up != StepUp::None && p.status == crate::domain::Status::Pending
     }) {
-        let refusal = match refusal_for(state, &proposal, &user, Ballot::Approve).await {
-            Some(refusal) => {
+        let refusal = match admit(state, &proposal, &user, Ballot::Approve).await {
+            Err(refusal) => {
                 if let Err(error) = state
                     .engine
                     .refuse_click(&id, &user, Ballot::Approve, &refusal)
@@ -113,7 +113,7 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
                 }
                 Some(refusal)
             }
-            None => {
+            Ok(_) => {
                 super::step_up::open(state, click, &proposal, channel.as_deref().unwrap_or(""))
                     .await
             }
@@ -220,22 +220,24 @@ pub(super) async fn vote(
         Ok(None) => return Err("That proposal does not exist.".into()),
         Err(error) => return Err(unavailable(&error)),
     };
-    let mut refusal = refusal_for(state, &proposal, user, ballot).await;
+    let mut admitted = admit(state, &proposal, user, ballot).await;
     // Defence in depth: an approval of a step-up proposal only ever comes through the modal.
-    if refusal.is_none()
+    if admitted.is_ok()
         && ballot == Ballot::Approve
         && !stepped_up
         && proposal.content.verdict.step_up != StepUp::None
     {
-        refusal = Some("This approval needs step-up confirmation: click Approve on the card to get the form. Nothing was recorded.".into());
+        admitted = Err("This approval needs step-up confirmation: click Approve on the card to get the form. Nothing was recorded.".into());
     }
-    let eligible = eligible_roles(state, &proposal, user).await;
-    if let Some(refusal) = refusal {
-        if let Err(error) = state.engine.refuse_click(id, user, ballot, &refusal).await {
-            return Err(unavailable(&error));
+    let eligible = match admitted {
+        Ok(eligible) => eligible,
+        Err(refusal) => {
+            if let Err(error) = state.engine.refuse_click(id, user, ballot, &refusal).await {
+                return Err(unavailable(&error));
+            }
+            return Err(refusal);
         }
-        return Err(refusal);
-    }
+    };
     match state
         .engine
         .vote(
@@ -353,24 +355,28 @@ async fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str)
     None
 }
 
-/// Why `user` may not cast this ballot at all, whatever the proposal's state: not an approver
+/// Whether `user` may cast this ballot at all, whatever the proposal's state: not an approver
 /// of a routed role, or (for an approval) a conflict of duties.
-async fn refusal_for(
+/// Answers the routed roles the voter may cast it for, or why they may not.
+async fn admit(
     state: &AppState,
     proposal: &Proposal,
     user: &str,
     ballot: Ballot,
-) -> Option<String> {
-    if eligible_roles(state, proposal, user).await.is_empty() {
-        return Some(format!(
+) -> Result<Vec<String>, String> {
+    let eligible = eligible_roles(state, proposal, user).await;
+    if eligible.is_empty() {
+        return Err(format!(
             "Only approvers for {} can decide this; nothing was recorded.",
             proposal.content.verdict.route.join(" or ")
         ));
     }
-    if ballot == Ballot::Approve {
-        return separation_of_duties(state, proposal, user).await;
+    if ballot == Ballot::Approve
+        && let Some(conflict) = separation_of_duties(state, proposal, user).await
+    {
+        return Err(conflict);
     }
-    None
+    Ok(eligible)
 }
 
 fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {

@@ -208,11 +208,8 @@ async fn a_person_approves_a_card_in_the_sandbox_page() {
         0,
         "agent text never becomes markup"
     );
-    let header = driver
-        .find("css selector", "article.msg .bk-header")
-        .await
-        .unwrap();
-    let shown = driver.get(&format!("element/{header}/text")).await;
+    let script = json!({"script": "return document.querySelector('article.msg .bk-header').innerText", "args": []});
+    let shown = driver.command("execute/sync", script).await;
     assert_eq!(
         shown,
         "Discount <img src=x id=injected onerror=alert(1)> <!channel>"
@@ -220,16 +217,20 @@ async fn a_person_approves_a_card_in_the_sandbox_page() {
 
     driver.click(&approve).await;
     // The card turns approved without a reload, and its buttons go.
-    let status = driver
+    driver
         .find(
             "xpath",
             "//article[contains(@class,'msg')]//div[b[text()='Approved']]",
         )
         .await
         .expect("the card shows it is approved");
-    let line = driver.get(&format!("element/{status}/text")).await;
+    // Read the line in one script: the page may redraw (a fresh event) between two commands,
+    // which would leave an element handle stale.
+    let script = json!({"script": "const line = [...document.querySelectorAll('article.msg .bk-text')].find(e => e.innerText.includes('Approved by')); return line ? line.innerText : null", "args": []});
+    let line = driver.command("execute/sync", script).await;
     assert!(
-        line.as_str().unwrap().starts_with("✅ Approved by @tomas"),
+        line.as_str()
+            .is_some_and(|l| l.starts_with("✅ Approved by @tomas")),
         "{line}"
     );
     let artifact =

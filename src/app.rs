@@ -84,6 +84,16 @@ pub async fn run_with_clock(
         registry: registry.clone(),
         clock: clock.clone(),
     };
+    let report_work = Arc::new(tokio::sync::Notify::new());
+    let reports = crate::workers::ReportWorker {
+        engine: engine.clone(),
+        api: slack.api.clone(),
+        registry: registry.clone(),
+        clock: clock.clone(),
+        digest: config.report_digest,
+        scheduled: Default::default(),
+    };
+    let reports = tokio::spawn(reports.run(report_work.clone(), stopped(workers_stopped.clone())));
     let sla = tokio::spawn(sla.run(stopped(workers_stopped.clone())));
     let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
@@ -95,6 +105,8 @@ pub async fn run_with_clock(
         metrics: http::ops_metrics_handle(),
         slack,
         links,
+        admin_token: config.admin_token.clone(),
+        reports: report_work,
     };
 
     tracing::info!(%address, config = %config.describe(), "countersign listening");
@@ -126,11 +138,13 @@ pub async fn run_with_clock(
     {
         tracing::warn!("slack outbox worker did not stop within 10 s");
     }
-    if tokio::time::timeout(Duration::from_secs(10), sla)
-        .await
-        .is_err()
-    {
-        tracing::warn!("sla worker did not stop within 10 s");
+    for (name, worker) in [("sla", sla), ("report", reports)] {
+        if tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!("{name} worker did not stop within 10 s");
+        }
     }
     purge.abort();
     reload.abort();

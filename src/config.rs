@@ -122,7 +122,13 @@ pub struct Config {
     /// Unset: a random key per run, so links stop working at a restart.
     pub secret_key: Option<Secret>,
     pub log_format: LogFormat,
+    /// When the weekly SLA digest goes to every role channel (`mon 09:00 Europe/London`);
+    /// `None` (`off`): no digest.
+    pub report_digest: Option<crate::report::DigestSchedule>,
 }
+
+/// The weekly digest's slot unless configured otherwise.
+const DEFAULT_DIGEST: &str = "mon 09:00 UTC";
 
 /// Every key, in the file's spelling; the env var is `COUNTERSIGN_` + the key in capitals.
 pub const KEYS: &[&str] = &[
@@ -139,6 +145,7 @@ pub const KEYS: &[&str] = &[
     "admin_token",
     "secret_key",
     "log_format",
+    "report_digest",
 ];
 
 /// A configuration problem, naming the key and where its value came from.
@@ -313,6 +320,11 @@ impl Config {
             },
             None => LogFormat::Pretty,
         };
+        let report_digest = match take("report_digest") {
+            Some((v, _)) if v.trim() == "off" => None,
+            Some((v, src)) => Some(v.parse().map_err(|e| invalid("report_digest", &src, e))?),
+            None => Some(DEFAULT_DIGEST.parse().expect("valid default")),
+        };
 
         Ok(Config {
             listen,
@@ -328,6 +340,7 @@ impl Config {
             admin_token,
             secret_key,
             log_format,
+            report_digest,
         })
     }
 
@@ -340,7 +353,7 @@ impl Config {
     pub fn describe(&self) -> String {
         let secret = |s: &Option<Secret>| if s.is_some() { "(set)" } else { "(unset)" };
         format!(
-            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} redis_url={} admin_token={} secret_key={}",
+            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} redis_url={} admin_token={} secret_key={} report_digest={}",
             self.listen,
             self.database_url,
             self.public_url,
@@ -352,6 +365,8 @@ impl Config {
             secret(&self.redis_url),
             secret(&self.admin_token),
             secret(&self.secret_key),
+            self.report_digest
+                .map_or_else(|| "off".to_owned(), |d| d.to_string()),
         )
     }
 }

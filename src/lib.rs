@@ -17,6 +17,7 @@ pub mod links;
 pub mod manifest;
 pub mod policy;
 pub mod registry;
+pub mod report;
 pub mod sandbox;
 pub mod slack;
 pub mod stepup;

@@ -132,6 +132,8 @@ pub mod kinds {
     pub const TOTP_RESET: &str = "totp.reset";
     /// A request that named a proposal and was refused (wrong state, another agent's proposal).
     pub const REQUEST_REFUSED: &str = "request.refused";
+    /// An SLA report (a digest or an answer to `/countersign report`) was posted.
+    pub const REPORT_POSTED: &str = "report.posted";
 }
 
 /// Events per page when reading the whole log.

@@ -1,6 +1,7 @@
 //! HTTP: the agent API, operations endpoints and the OpenAPI document. Handlers translate
 //! between HTTP and the engine; they hold no business rules.
 
+mod admin;
 mod auth;
 mod body;
 mod diff_page;
@@ -38,13 +39,17 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub slack: crate::slack::SlackContext,
     pub links: crate::links::LinkSigner,
+    /// Bearer token of the admin API; `None`: the admin API is off.
+    pub admin_token: Option<crate::config::Secret>,
+    /// Wakes the report worker when a report is asked for.
+    pub reports: std::sync::Arc<tokio::sync::Notify>,
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "countersign", description = "Approval gateway for AI agents: agents propose, people decide."),
     modifiers(&BearerAuth),
-    tags((name = "proposals", description = "The agent API"), (name = "operations", description = "Health and metrics"))
+    tags((name = "proposals", description = "The agent API"), (name = "operations", description = "Health and metrics"), (name = "admin", description = "Operators' API (admin token)"))
 )]
 struct ApiDoc;
 
@@ -67,6 +72,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(proposals::get))
         .routes(routes!(proposals::cancel))
         .routes(routes!(proposals::outcome))
+        .routes(routes!(admin::sla_report))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

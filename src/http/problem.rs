@@ -16,6 +16,10 @@ pub const TYPE_PREFIX: &str = "urn:countersign:problem:";
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    #[error("missing or invalid admin token")]
+    AdminUnauthorized,
+    #[error("admin API disabled")]
+    AdminDisabled,
     #[error("Slack request refused: {0}")]
     SlackSignature(crate::slack::signature::SignatureError),
     #[error("malformed Slack payload: {0}")]
@@ -73,6 +77,10 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => base(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid bearer token")
                 .detail("Send `Authorization: Bearer <token>` with a token declared in manifests/agents."),
+            ApiError::AdminUnauthorized => base(StatusCode::UNAUTHORIZED, "unauthorized", "Missing or invalid admin token")
+                .detail("Send `Authorization: Bearer <admin_token>` (the admin_token configuration key)."),
+            ApiError::AdminDisabled => base(StatusCode::FORBIDDEN, "admin-api-disabled", "The admin API is disabled")
+                .detail("Set admin_token (COUNTERSIGN_ADMIN_TOKEN, at least 24 characters) to use the admin API."),
             ApiError::SlackSignature(error) => base(StatusCode::UNAUTHORIZED, "bad-signature", "Invalid Slack request signature")
                 .detail(format!("{error}. Slack requests are signed with the app's signing secret (X-Slack-Signature, X-Slack-Request-Timestamp).")),
             ApiError::SlackPayload(detail) => base(StatusCode::BAD_REQUEST, "invalid-slack-payload", "Malformed Slack payload")
@@ -122,7 +130,7 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let mut response = self.problem().into_response();
-        if matches!(self, ApiError::Unauthorized) {
+        if matches!(self, ApiError::Unauthorized | ApiError::AdminUnauthorized) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),

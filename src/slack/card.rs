@@ -119,13 +119,15 @@ fn risk_badges(proposal: &Proposal, catalog: Option<&CatalogEntry>) -> Vec<Strin
     badges
 }
 
-fn section(text: String) -> SlackBlock {
+/// A mrkdwn section, cut to Slack's limit.
+pub(super) fn section(text: String) -> SlackBlock {
     SlackSectionBlock::new()
         .with_text(md!(fit(&text, 3000)))
         .into()
 }
 
-fn context(text: String) -> SlackBlock {
+/// A mrkdwn context line, cut to Slack's limit.
+pub(super) fn context(text: String) -> SlackBlock {
     SlackContextBlock::new(vec![SlackContextBlockElement::MarkDown(
         SlackBlockMarkDownText::new(fit(&text, 3000)),
     )])

@@ -201,6 +201,14 @@ impl SlackApi {
         Ok(())
     }
 
+    /// A link to a message that opens it in Slack.
+    pub async fn permalink(&self, channel: &str, ts: &str) -> Result<String, SlackError> {
+        let request =
+            SlackApiChatGetPermalinkRequest::new(channel.into(), SlackTs::new(ts.to_owned()));
+        let response = Self::bounded(self.session().chat_get_permalink(&request)).await?;
+        Ok(response.permalink.to_string())
+    }
+
     /// Members of a user group.
     pub async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, SlackError> {
         let request = SlackApiUserGroupsUsersListRequest::new(usergroup.into());

@@ -15,6 +15,8 @@ const HELP: &str = "*countersign* — approvals for AI agents\n\
 • Cards arrive in your role's channel; *Approve* or *Reject* them there.\n\
 • `/countersign enroll` — set up an authenticator for approvals that need a code; confirm with `/countersign enroll 123456`\n\
 • `/countersign unenroll 123456` — remove it (needs a current code)\n\
+• `/countersign report [7d|30d|90d] [role]` — the role's SLA report, posted in its channel
+\
 • `/countersign help` — this message";
 
 pub async fn handle(
@@ -32,6 +34,10 @@ pub async fn handle(
         "help" => HELP.to_owned(),
         "enroll" => super::step_up::enroll(&state, &command.user_id, words.next()).await,
         "unenroll" => super::step_up::unenroll(&state, &command.user_id, words.next()).await,
+        "report" => {
+            let rest: Vec<&str> = words.collect();
+            super::report::request(&state, &command, &rest).await
+        }
         other => format!(
             "I don't know `{}`.\n{HELP}",
             super::escape::mrkdwn(&super::escape::truncate(other, 40))

@@ -10,6 +10,7 @@ mod directory;
 pub mod escape;
 mod interactions;
 pub mod payload;
+pub mod report;
 mod review;
 pub mod signature;
 pub mod step_up;

@@ -22,6 +22,7 @@ use crate::domain::{
     AgentId, Ballot, Decision, DueTimer, ExecutionOutcome, PostedCard, Proposal, ProposalId,
     SlackJob, SlackTask, Status, Vote,
 };
+use crate::report::ReportPost;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -315,8 +316,33 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
 
+    /// When the oldest proposal still pending was submitted (reports reach back to it).
+    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Records a report owed to a channel; false when its `dedupe` is already there (another
+    /// replica scheduled the same digest).
+    async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError>;
+
+    /// Claims up to `limit` unposted reports that no live lease holds and that have failed
+    /// fewer than [`REPORT_ATTEMPTS`] times, leasing them until `lease_until`. Oldest first.
+    async fn claim_report_posts(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ReportPost>, StoreError>;
+
+    /// Marks a report posted.
+    async fn finish_report_post(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Counts a failed attempt; the row comes back when its lease ends.
+    async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError>;
+
     async fn close(&self);
 }
+
+/// Attempts at posting a report before it is given up (it stays in the table with its error).
+pub const REPORT_ATTEMPTS: i32 = 5;
 
 /// A stored TOTP enrollment (the secret still sealed).
 #[derive(Debug, Clone, PartialEq, Eq)]

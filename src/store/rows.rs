@@ -221,3 +221,32 @@ pub(super) fn due_timer(
         due_at,
     })
 }
+
+/// A `report_posts` row as read.
+pub(super) struct ReportPostRow {
+    pub id: i64,
+    pub dedupe: String,
+    pub role: String,
+    pub channel: String,
+    pub period: String,
+    pub as_of: DateTime<Utc>,
+    pub requested_by: Option<String>,
+    pub attempts: i32,
+}
+
+pub(super) fn report_post(row: ReportPostRow) -> Result<crate::report::ReportPost, StoreError> {
+    let period = row
+        .period
+        .parse()
+        .map_err(|e| StoreError::Corrupt(format!("report_posts {}: period: {e}", row.id)))?;
+    Ok(crate::report::ReportPost {
+        id: row.id,
+        dedupe: row.dedupe,
+        role: row.role,
+        channel: row.channel,
+        period,
+        as_of: row.as_of,
+        requested_by: row.requested_by,
+        attempts: row.attempts,
+    })
+}

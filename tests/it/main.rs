@@ -13,6 +13,7 @@ mod oncall;
 mod ops;
 mod policy;
 mod policy_cli;
+mod reports;
 mod sandbox_api;
 mod sla;
 mod slack_client;

@@ -21,6 +21,9 @@ pub struct Message {
     #[serde(default)]
     pub blocks: Value,
     pub ephemeral_for: Option<String>,
+    /// Files shared with the message (ids; `/sandbox/files/{id}` serves them).
+    #[serde(default)]
+    pub files: Vec<String>,
 }
 
 impl Message {

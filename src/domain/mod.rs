@@ -1,6 +1,7 @@
 //! Plain domain types: no I/O, no HTTP, no SQL. Everything untrusted is parsed into one of these
 //! at the edge.
 
+pub mod callback;
 pub mod ids;
 pub mod outbox;
 pub mod proposal;
@@ -9,6 +10,7 @@ pub mod timer;
 pub mod verdict;
 pub mod vote;
 
+pub use callback::WebhookDelivery;
 pub use ids::{ActionId, AgentId, ProposalId};
 pub use outbox::{PostedCard, SlackJob, SlackTask};
 pub use proposal::{

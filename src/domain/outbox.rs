@@ -28,6 +28,12 @@ pub enum SlackTask {
         mentions: Vec<String>,
         channel: Option<String>,
     },
+    /// Tell the agent's owner (by DM) that its callback could not be delivered.
+    CallbackFailed {
+        event: String,
+        url: String,
+        error: String,
+    },
 }
 
 /// A claimed outbox row.

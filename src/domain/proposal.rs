@@ -160,6 +160,10 @@ pub struct Decision {
     pub at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For an approval: what the agent presents, once, with its outcome
+    /// (`POST /v1/proposals/{id}/outcome`), so one approval is acted on at most once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

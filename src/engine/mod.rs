@@ -48,6 +48,8 @@ pub enum Transition {
     Done(Box<Proposal>),
     NotFound,
     WrongState(Status),
+    /// An outcome presented a token that is not the approval's.
+    WrongToken,
 }
 
 impl From<CommandResult> for Transition {
@@ -55,6 +57,7 @@ impl From<CommandResult> for Transition {
         match result {
             CommandResult::Updated(p) => Transition::Done(p),
             CommandResult::WrongState(s) => Transition::WrongState(s),
+            CommandResult::WrongToken => Transition::WrongToken,
             _ => Transition::NotFound,
         }
     }
@@ -189,6 +192,8 @@ impl Engine {
                         by,
                         at: now,
                         reason,
+                        execution_token: (status == Status::Approved)
+                            .then(crate::domain::callback::new_execution_token),
                     }),
                 )
             }
@@ -279,10 +284,12 @@ impl Engine {
             ),
             "decide() moves a proposal to approved, rejected or expired"
         );
+        // An approval's execution token is issued by the transition itself.
         let decision = Decision {
             by,
             at: self.clock.now(),
             reason,
+            execution_token: None,
         };
         Ok(self
             .apply(Command::Decide {
@@ -302,6 +309,7 @@ impl Engine {
         id: ProposalId,
         result: ExecutionResult,
         details: Option<Value>,
+        token: String,
     ) -> Result<Transition, EngineError> {
         let outcome = ExecutionOutcome {
             result,
@@ -312,6 +320,7 @@ impl Engine {
             id,
             agent: agent.id.clone(),
             outcome,
+            token,
         };
         Ok(self.apply(command).await?.into())
     }

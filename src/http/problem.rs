@@ -45,6 +45,8 @@ pub enum ApiError {
         status: Status,
         detail: &'static str,
     },
+    #[error("wrong execution token")]
+    WrongExecutionToken,
     #[error("idempotency key reused with a different body")]
     IdempotencyKeyReused,
     #[error("service unavailable: {0}")]
@@ -114,6 +116,9 @@ impl ApiError {
             ApiError::WrongState { status, detail } => base(StatusCode::CONFLICT, "invalid-state", "Proposal is not in a state that allows this")
                 .detail(format!("The proposal is {}; {detail}.", status.as_str()))
                 .value("proposal_status", status),
+            ApiError::WrongExecutionToken => base(StatusCode::FORBIDDEN, "wrong-execution-token", "Wrong execution token")
+                .detail("Present the execution_token of this proposal's approval (from the proposal.decided callback or the proposal's decision).")
+                .value("field", &"execution_token"),
             ApiError::IdempotencyKeyReused => base(StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused with a different body")
                 .detail("This Idempotency-Key was already used with a different request body; use a new key for a new request.")
                 .value("field", &"Idempotency-Key"),

@@ -161,7 +161,7 @@ pub async fn cancel(
     }
     match state.engine.cancel(&agent, id, request.reason).await? {
         Transition::Done(proposal) => Ok(Json(state.view(&proposal)).into_response()),
-        Transition::NotFound => Err(ApiError::NotFound),
+        Transition::NotFound | Transition::WrongToken => Err(ApiError::NotFound),
         Transition::WrongState(status) => Err(ApiError::WrongState {
             status,
             detail: "only a pending proposal can be cancelled",
@@ -173,6 +173,9 @@ pub async fn cancel(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeRequest {
+    /// The approval's `execution_token` (in the callback and in the proposal's `decision`):
+    /// accepted once, so one approval is acted on at most once.
+    pub execution_token: String,
     pub result: ExecutionResult,
     /// Anything useful to a later reader (error message, external ids); at most 16 KiB of JSON.
     #[schema(value_type = Option<Object>)]
@@ -187,7 +190,8 @@ pub struct OutcomeRequest {
     responses(
         (status = 200, body = Proposal),
         (status = 404, content_type = "application/problem+json"),
-        (status = 409, description = "Not approved, or outcome already recorded", content_type = "application/problem+json"),
+        (status = 403, description = "Wrong execution token", content_type = "application/problem+json"),
+        (status = 409, description = "Not approved, or the token was already used", content_type = "application/problem+json"),
         (status = 422, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
@@ -209,15 +213,22 @@ pub async fn outcome(
     }
     match state
         .engine
-        .record_outcome(&agent, id, request.result, request.details)
+        .record_outcome(
+            &agent,
+            id,
+            request.result,
+            request.details,
+            request.execution_token,
+        )
         .await?
     {
         Transition::Done(proposal) => Ok(Json(state.view(&proposal)).into_response()),
         Transition::NotFound => Err(ApiError::NotFound),
         Transition::WrongState(status) => Err(ApiError::WrongState {
             status,
-            detail: "an outcome is recorded once, after approval",
+            detail: "an outcome is recorded once, after approval (this execution token was already used, or there is none yet)",
         }),
+        Transition::WrongToken => Err(ApiError::WrongExecutionToken),
     }
 }
 

@@ -42,6 +42,21 @@ pub struct CardContext<'a> {
     pub sla_note: Option<(String, chrono::DateTime<chrono::Utc>)>,
 }
 
+/// The DM to an agent's owner when the agent could not be told of a decision. The URL and the
+/// error come from the agent's manifest or proposal and the receiver's answer: escaped.
+pub fn callback_failed(proposal: &Proposal, event: &str, url: &str, error: &str) -> String {
+    format!(
+        ":warning: countersign could not tell agent `{}` that *{}* was {}: the callback to `{}` failed ({}). \
+         It will not be retried; an operator can redeliver it: `POST /v1/admin/deliveries/{}/redeliver`.",
+        mrkdwn(proposal.agent.as_str()),
+        mrkdwn(&truncate(&proposal.content.summary, 150)),
+        proposal.status.as_str(),
+        mrkdwn(&truncate(url, 200)),
+        mrkdwn(&truncate(error, 300)),
+        mrkdwn(event)
+    )
+}
+
 /// A time every reader sees in their own time zone.
 pub fn slack_date(at: chrono::DateTime<chrono::Utc>) -> String {
     format!(

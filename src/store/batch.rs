@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow};
+use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow};
 use super::{Command, CommandResult, StoreError, TimerEffect, VoteRefusal};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
 use crate::domain::vote::tally;
@@ -25,6 +25,7 @@ pub(super) trait BatchTx: Send {
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError>;
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError>;
     async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError>;
+    async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError>;
     /// Marks every unfired timer of a proposal disarmed (it was decided).
     async fn disarm_timers(&mut self, id: &ProposalId, at: DateTime<Utc>)
     -> Result<(), StoreError>;
@@ -69,6 +70,7 @@ struct Batch<'a> {
     events: Vec<AuditEvent>,
     slack_jobs: Vec<SlackJobRow>,
     timers: Vec<TimerRow>,
+    webhooks: Vec<WebhookRow>,
 }
 
 impl Batch<'_> {
@@ -92,6 +94,10 @@ impl Batch<'_> {
         if !self.timers.is_empty() {
             self.tx.insert_timers(&self.timers).await?;
             self.timers.clear();
+        }
+        if !self.webhooks.is_empty() {
+            self.tx.insert_webhooks(&self.webhooks).await?;
+            self.webhooks.clear();
         }
         Ok(())
     }
@@ -134,6 +140,7 @@ pub(super) async fn run(
         events: Vec::new(),
         slack_jobs: Vec::new(),
         timers: Vec::new(),
+        webhooks: Vec::new(),
     };
     let mut results = Vec::with_capacity(commands.len());
     for command in commands {
@@ -220,8 +227,10 @@ async fn run_one(
                 }
             }
             let mut events = vec![event];
-            // Decided by policy at submission (auto-approved or denied): say so in the trail too.
+            // Decided by policy at submission (auto-approved or denied): say so in the trail too,
+            // and to the agent's callback.
             if let Some(decision) = &proposal.decision {
+                tx.webhooks.extend(WebhookRow::decided(&proposal, &[], at));
                 events.push(AuditDraft::new(
                     kinds::DECIDED,
                     Some(&proposal.id),
@@ -236,6 +245,7 @@ async fn run_one(
                 by: Actor::agent(&agent),
                 at,
                 reason,
+                execution_token: None,
             };
             let owned = match owned_by(tx, &id, &agent, "cancel").await? {
                 Ok(proposal) => proposal,
@@ -261,19 +271,48 @@ async fn run_one(
                 transition(tx, proposal, status, decision, kinds::DECIDED, "decide").await
             }
         },
-        Command::RecordOutcome { id, agent, outcome } => {
+        Command::RecordOutcome {
+            id,
+            agent,
+            outcome,
+            token,
+        } => {
             let mut proposal = match owned_by(tx, &id, &agent, "outcome").await? {
                 Ok(proposal) => proposal,
                 Err(refusal) => return Ok(refusal),
             };
             let actor = Actor::agent(&agent).audit_name();
-            if proposal.status != Status::Approved || proposal.outcome.is_some() {
-                let reason = if proposal.outcome.is_some() {
-                    "outcome already recorded"
-                } else {
-                    "proposal is not approved"
-                };
-                return Ok(refused(&proposal, actor, "outcome", reason));
+            if proposal.status != Status::Approved {
+                return Ok(refused(
+                    &proposal,
+                    actor,
+                    "outcome",
+                    "proposal is not approved",
+                ));
+            }
+            let issued = proposal
+                .decision
+                .as_ref()
+                .and_then(|d| d.execution_token.as_deref());
+            let token_matches = issued.is_some_and(|issued| {
+                subtle::ConstantTimeEq::ct_eq(issued.as_bytes(), token.as_bytes()).into()
+            });
+            if !token_matches {
+                return Ok(refusal_of(
+                    &proposal,
+                    actor,
+                    "outcome",
+                    "wrong execution token",
+                    CommandResult::WrongToken,
+                ));
+            }
+            if proposal.outcome.is_some() {
+                return Ok(refused(
+                    &proposal,
+                    actor,
+                    "outcome",
+                    "execution token already used",
+                ));
             }
             proposal.outcome = Some(outcome);
             proposal.updated_at = at;
@@ -369,6 +408,7 @@ async fn run_one(
                         by: actor,
                         at,
                         reason,
+                        execution_token: None,
                     };
                     let (result, more) = transition(
                         tx,
@@ -435,6 +475,7 @@ async fn run_one(
                         },
                         at,
                         reason: Some("nobody decided in time".into()),
+                        execution_token: None,
                     };
                     let (result, events) = transition(
                         tx,
@@ -522,7 +563,11 @@ async fn transition(
     }
     proposal.status = to;
     proposal.updated_at = decision.at;
-    proposal.decision = Some(decision);
+    proposal.decision = Some(Decision {
+        execution_token: (to == Status::Approved)
+            .then(crate::domain::callback::new_execution_token),
+        ..decision
+    });
     // The conditional update is the guard of record: of two racing transitions exactly one wins.
     if !tx.update_lifecycle(&proposal, Status::Pending).await? {
         let current = tx
@@ -536,6 +581,19 @@ async fn transition(
     tx.tx
         .disarm_timers(&proposal.id, decision_at(&proposal))
         .await?;
+    // The agent is told (by the callback worker), with every vote.
+    let votes: Vec<Vote> = tx
+        .tx
+        .load_votes(&proposal.id)
+        .await?
+        .into_iter()
+        .map(|(vote, _)| vote)
+        .collect();
+    tx.webhooks.extend(WebhookRow::decided(
+        &proposal,
+        &votes,
+        decision_at(&proposal),
+    ));
     // Every posted copy of the card must now show the outcome, and the requester hear of it.
     for task in [SlackTask::RefreshCards, SlackTask::NotifyRequester] {
         tx.slack_jobs.push(SlackJobRow::new(

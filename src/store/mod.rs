@@ -20,7 +20,7 @@ use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::config::DatabaseUrl;
 use crate::domain::{
     AgentId, Ballot, Decision, DueTimer, ExecutionOutcome, PostedCard, Proposal, ProposalId,
-    SlackJob, SlackTask, Status, Vote,
+    SlackJob, SlackTask, Status, Vote, WebhookDelivery,
 };
 use crate::report::ReportPost;
 
@@ -107,6 +107,8 @@ pub enum Command {
         id: ProposalId,
         agent: AgentId,
         outcome: ExecutionOutcome,
+        /// The approval's execution token, as the agent presented it.
+        token: String,
     },
     /// A reviewer approves or rejects. Who may vote (`eligible`: the routed roles the voter
     /// approves for) and separation of duties are the caller's checks; whether the proposal is
@@ -182,6 +184,8 @@ pub enum CommandResult {
         votes: Vec<Vote>,
         replay: bool,
     },
+    /// An outcome came with the wrong execution token (audited).
+    WrongToken,
     /// A timer was handled: `fired`, `disarmed` (the proposal is no longer pending) or
     /// `already fired` (another worker did).
     TimerHandled(&'static str),
@@ -338,7 +342,78 @@ pub trait Store: Send + Sync + 'static {
     /// Counts a failed attempt; the row comes back when its lease ends.
     async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError>;
 
+    /// Claims up to `limit` callback events due at `now` that no live lease holds, leasing them
+    /// until `lease_until`. Oldest first.
+    async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Records one delivery attempt and what follows from it, in one transaction; a failed
+    /// delivery also queues the Slack message that tells the agent's owner.
+    async fn record_webhook_attempt(
+        &self,
+        delivery: &WebhookDelivery,
+        attempt: &WebhookAttempt,
+        next: &WebhookNext,
+    ) -> Result<(), StoreError>;
+
+    /// Has this endpoint answered 410 Gone?
+    async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError>;
+
+    /// Every callback event for a proposal with its attempts, oldest first (the admin API).
+    async fn webhook_events(&self, id: &ProposalId) -> Result<Vec<WebhookRecord>, StoreError>;
+
+    /// Starts a delivered or failed event over (same webhook id, a fresh schedule) and lifts a
+    /// 410 block on its endpoint; false if there is no such event.
+    async fn redeliver_webhook(&self, event: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
     async fn close(&self);
+}
+
+/// One delivery attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookAttempt {
+    /// 1 for the first attempt of the event.
+    pub attempt: i32,
+    pub at: DateTime<Utc>,
+    /// The HTTP status, when an answer came.
+    pub status_code: Option<i32>,
+    /// Why the attempt failed without (or despite) an answer.
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// What happens to an event after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookNext {
+    Delivered,
+    Retry {
+        at: DateTime<Utc>,
+    },
+    /// Given up: the schedule ran out, or the endpoint is gone (`disable`: it answered 410).
+    Failed {
+        error: String,
+        disable: bool,
+    },
+}
+
+/// A callback event and its attempts (the admin API).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookRecord {
+    /// The `webhook-id`.
+    pub id: String,
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    /// When the next attempt is due, while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub attempts: Vec<WebhookAttempt>,
 }
 
 /// Attempts at posting a report before it is given up (it stays in the table with its error).

@@ -250,3 +250,68 @@ pub(super) fn report_post(row: ReportPostRow) -> Result<crate::report::ReportPos
         attempts: row.attempts,
     })
 }
+
+/// A `proposal.decided` event to deliver, as inserted.
+pub(super) struct WebhookRow {
+    pub id: String,
+    pub proposal_id: String,
+    pub agent_id: String,
+    pub url: String,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl WebhookRow {
+    /// The callback owed for a decided proposal, if it names a callback URL.
+    pub fn decided(
+        proposal: &crate::domain::Proposal,
+        votes: &[crate::domain::Vote],
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        let url = proposal.content.callback_url.clone()?;
+        let body = crate::domain::callback::decided_body(proposal, votes, at);
+        Some(Self {
+            id: crate::domain::callback::new_event_id(),
+            proposal_id: proposal.id.to_string(),
+            agent_id: proposal.agent.to_string(),
+            url,
+            body: body.to_string(),
+            created_at: at,
+        })
+    }
+}
+
+/// A claimed `webhook_events` row (`id, proposal_id, agent_id, url, body, attempts`).
+pub(super) fn webhook_delivery<R: sqlx::Row>(
+    row: &R,
+) -> Result<crate::domain::WebhookDelivery, StoreError>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'q> String: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+    for<'q> i32: sqlx::Decode<'q, R::Database> + sqlx::Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let proposal_id: String = row.try_get("proposal_id")?;
+    Ok(crate::domain::WebhookDelivery {
+        proposal_id: ProposalId::parse(&proposal_id).map_err(|e| {
+            StoreError::Corrupt(format!("webhook_events {id}: proposal_id: {}", e.0))
+        })?,
+        agent: row.try_get("agent_id")?,
+        url: row.try_get("url")?,
+        body: row.try_get("body")?,
+        attempts: row.try_get("attempts")?,
+        id,
+    })
+}
+
+/// The Slack task that tells an agent's owner its callback failed.
+pub(super) fn callback_failed(
+    delivery: &crate::domain::WebhookDelivery,
+    error: &str,
+) -> crate::domain::SlackTask {
+    crate::domain::SlackTask::CallbackFailed {
+        event: delivery.id.clone(),
+        url: delivery.url.clone(),
+        error: error.to_owned(),
+    }
+}

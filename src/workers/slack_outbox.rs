@@ -263,6 +263,19 @@ impl SlackOutbox {
                     Err(outcome) => return outcome,
                 }
             }
+            SlackTask::CallbackFailed { event, url, error } => {
+                let Some(owner) = agent.as_ref().map(|a| a.owner.clone()) else {
+                    return JobOutcome::Done(None);
+                };
+                let notice = crate::slack::OutgoingMessage {
+                    text: card::callback_failed(&proposal, event, url, error),
+                    blocks: Vec::new(),
+                };
+                match self.api.open_dm(&owner).await {
+                    Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
+                    Err(error) => Err(error),
+                }
+            }
             SlackTask::NotifyRequester => {
                 let Some(user) = requester.as_deref() else {
                     return JobOutcome::Done(None);

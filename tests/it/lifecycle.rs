@@ -53,9 +53,9 @@ async fn outcome_only_after_approval(db: TestDb) {
         .unwrap()
         .to_owned();
     let outcome = format!("/v1/proposals/{id}/outcome");
-    let executed = json!({"result": "executed", "details": {"crm_revision": 42}});
+    let early_try = json!({"result": "executed", "execution_token": "cxt_guess"});
 
-    let early = problem(app.post(REVOPS, &outcome, Some(&executed)).await, 409).await;
+    let early = problem(app.post(REVOPS, &outcome, Some(&early_try)).await, 409).await;
     assert_eq!(early["proposal_status"], "pending");
 
     // Approve the way the decision path will: a Decide command, here from a second "replica".
@@ -67,17 +67,53 @@ async fn outcome_only_after_approval(db: TestDb) {
             by: Actor::policy(),
             at: crate::common::start_time(),
             reason: None,
+            execution_token: None,
         },
     };
     let results = store
         .apply(vec![approve], crate::common::start_time())
         .await
         .unwrap();
-    assert!(matches!(&results[0], CommandResult::Updated(p) if p.status == Status::Approved));
+    let CommandResult::Updated(approved) = &results[0] else {
+        panic!("{results:?}")
+    };
+    assert_eq!(approved.status, Status::Approved);
+    // The approval issued an execution token; the agent reads it in the decision.
+    let read: Value = app.get(REVOPS, &id).await.json().await.unwrap();
+    let token = read["decision"]["execution_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        Some(token.as_str()),
+        approved
+            .decision
+            .as_ref()
+            .unwrap()
+            .execution_token
+            .as_deref()
+    );
+    let executed =
+        json!({"result": "executed", "details": {"crm_revision": 42}, "execution_token": token});
+
+    let wrong = json!({"result": "executed", "execution_token": "cxt_not-the-token"});
+    let refused = problem(app.post(REVOPS, &outcome, Some(&wrong)).await, 403).await;
+    assert_eq!(refused["field"], "execution_token");
+    let missing = problem(
+        app.post(REVOPS, &outcome, Some(&json!({"result": "executed"})))
+            .await,
+        422,
+    )
+    .await;
+    assert_eq!(missing["field"], "execution_token");
 
     let bad = problem(
-        app.post(REVOPS, &outcome, Some(&json!({"result": "done"})))
-            .await,
+        app.post(
+            REVOPS,
+            &outcome,
+            Some(&json!({"result": "done", "execution_token": token})),
+        )
+        .await,
         422,
     )
     .await;
@@ -94,8 +130,12 @@ async fn outcome_only_after_approval(db: TestDb) {
     assert_eq!(recorded["outcome"]["details"]["crm_revision"], 42);
 
     let twice = problem(
-        app.post(REVOPS, &outcome, Some(&json!({"result": "failed"})))
-            .await,
+        app.post(
+            REVOPS,
+            &outcome,
+            Some(&json!({"result": "failed", "execution_token": token})),
+        )
+        .await,
         409,
     )
     .await;

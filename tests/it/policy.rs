@@ -55,7 +55,7 @@ async fn auto_approved_proposals_are_decided_at_once(db: TestDb) {
         .post(
             REVOPS,
             &format!("/v1/proposals/{id}/outcome"),
-            Some(&json!({"result": "executed"})),
+            Some(&json!({"result": "executed", "execution_token": created["decision"]["execution_token"]})),
         )
         .await;
     assert_eq!(outcome.status(), 200);

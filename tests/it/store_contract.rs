@@ -66,6 +66,7 @@ fn decide(p: &Proposal, status: Status) -> Command {
             by: Actor::policy(),
             at: start_time(),
             reason: Some("test".into()),
+            execution_token: None,
         },
     }
 }
@@ -184,7 +185,7 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
     let store = db.store().await;
     let p = proposal("revops-crm");
     apply_one(store.as_ref(), submit(&p, None)).await;
-    let outcome = |agent: &str| Command::RecordOutcome {
+    let outcome = |agent: &str, token: &str| Command::RecordOutcome {
         id: p.id.clone(),
         agent: AgentId::parse(agent).unwrap(),
         outcome: ExecutionOutcome {
@@ -192,17 +193,28 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
             details: Some(json!({"ok": true})),
             at: start_time(),
         },
+        token: token.to_owned(),
     };
     assert_eq!(
-        apply_one(store.as_ref(), outcome("revops-crm")).await,
+        apply_one(store.as_ref(), outcome("revops-crm", "cxt_x")).await,
         CommandResult::WrongState(Status::Pending)
     );
-    apply_one(store.as_ref(), decide(&p, Status::Approved)).await;
+    let CommandResult::Updated(approved) =
+        apply_one(store.as_ref(), decide(&p, Status::Approved)).await
+    else {
+        panic!()
+    };
+    let token = approved.decision.unwrap().execution_token.unwrap();
     assert_eq!(
-        apply_one(store.as_ref(), outcome("billing")).await,
+        apply_one(store.as_ref(), outcome("billing", &token)).await,
         CommandResult::NotFound
     );
-    let CommandResult::Updated(done) = apply_one(store.as_ref(), outcome("revops-crm")).await
+    assert_eq!(
+        apply_one(store.as_ref(), outcome("revops-crm", "cxt_wrong")).await,
+        CommandResult::WrongToken
+    );
+    let CommandResult::Updated(done) =
+        apply_one(store.as_ref(), outcome("revops-crm", &token)).await
     else {
         panic!()
     };
@@ -211,7 +223,7 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
         ExecutionResult::Executed
     );
     assert_eq!(
-        apply_one(store.as_ref(), outcome("revops-crm")).await,
+        apply_one(store.as_ref(), outcome("revops-crm", &token)).await,
         CommandResult::WrongState(Status::Approved)
     );
     assert_eq!(store.proposal(&p.id).await.unwrap().unwrap(), *done);

@@ -1,0 +1,4 @@
+//! Calling agents back: Standard Webhooks signatures, the SSRF guard, and delivery.
+
+pub mod signature;
+pub mod ssrf;

@@ -94,6 +94,15 @@ pub async fn run_with_clock(
         scheduled: Default::default(),
     };
     let reports = tokio::spawn(reports.run(report_work.clone(), stopped(workers_stopped.clone())));
+    let callbacks = crate::workers::CallbackWorker::new(
+        engine.clone(),
+        registry.clone(),
+        clock.clone(),
+        crate::callbacks::ssrf::Guard::new(config.callback_allowlist.clone()),
+        config.callback_timeout,
+    );
+    let callbacks =
+        tokio::spawn(callbacks.run(engine.callback_work(), stopped(workers_stopped.clone())));
     let sla = tokio::spawn(sla.run(stopped(workers_stopped.clone())));
     let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
@@ -138,7 +147,7 @@ pub async fn run_with_clock(
     {
         tracing::warn!("slack outbox worker did not stop within 10 s");
     }
-    for (name, worker) in [("sla", sla), ("report", reports)] {
+    for (name, worker) in [("sla", sla), ("report", reports), ("callback", callbacks)] {
         if tokio::time::timeout(Duration::from_secs(10), worker)
             .await
             .is_err()

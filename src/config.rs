@@ -125,6 +125,11 @@ pub struct Config {
     /// When the weekly SLA digest goes to every role channel (`mon 09:00 Europe/London`);
     /// `None` (`off`): no digest.
     pub report_digest: Option<crate::report::DigestSchedule>,
+    /// Addresses agent callbacks may reach although the SSRF guard would refuse them
+    /// (loopback, private networks): CIDRs or addresses.
+    pub callback_allowlist: crate::callbacks::ssrf::Allowlist,
+    /// How long one callback attempt may take.
+    pub callback_timeout: std::time::Duration,
 }
 
 /// The weekly digest's slot unless configured otherwise.
@@ -146,6 +151,8 @@ pub const KEYS: &[&str] = &[
     "secret_key",
     "log_format",
     "report_digest",
+    "callback_allowlist",
+    "callback_timeout",
 ];
 
 /// A configuration problem, naming the key and where its value came from.
@@ -325,6 +332,29 @@ impl Config {
             Some((v, src)) => Some(v.parse().map_err(|e| invalid("report_digest", &src, e))?),
             None => Some(DEFAULT_DIGEST.parse().expect("valid default")),
         };
+        let callback_allowlist = match take("callback_allowlist") {
+            Some((v, src)) => crate::callbacks::ssrf::Allowlist::parse(&v)
+                .map_err(|e| invalid("callback_allowlist", &src, e.to_string()))?,
+            None => Default::default(),
+        };
+        let callback_timeout = match take("callback_timeout") {
+            Some((v, src)) => match humantime::parse_duration(&v) {
+                Ok(d)
+                    if d >= std::time::Duration::from_millis(100)
+                        && d <= std::time::Duration::from_secs(60) =>
+                {
+                    d
+                }
+                _ => {
+                    return Err(invalid(
+                        "callback_timeout",
+                        &src,
+                        "must be a duration from 100ms to 60s, e.g. 15s".into(),
+                    ));
+                }
+            },
+            None => std::time::Duration::from_secs(15),
+        };
 
         Ok(Config {
             listen,
@@ -341,6 +371,8 @@ impl Config {
             secret_key,
             log_format,
             report_digest,
+            callback_allowlist,
+            callback_timeout,
         })
     }
 

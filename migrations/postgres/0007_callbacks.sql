@@ -25,7 +25,7 @@ CREATE TABLE webhook_attempts (
     at           TIMESTAMPTZ NOT NULL,
     status_code  INTEGER,
     error        TEXT,
-    duration_ms  INTEGER NOT NULL,
+    duration_ms  BIGINT NOT NULL,
     PRIMARY KEY (event_id, attempt)
 );
 

@@ -132,6 +132,9 @@ pub mod kinds {
     pub const TOTP_RESET: &str = "totp.reset";
     /// A request that named a proposal and was refused (wrong state, another agent's proposal).
     pub const REQUEST_REFUSED: &str = "request.refused";
+    /// The agent's callback for a decision: delivered, or given up (and the owner told).
+    pub const CALLBACK_DELIVERED: &str = "callback.delivered";
+    pub const CALLBACK_FAILED: &str = "callback.failed";
     /// An SLA report (a digest or an answer to `/countersign report`) was posted.
     pub const REPORT_POSTED: &str = "report.posted";
 }

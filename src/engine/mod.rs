@@ -1,7 +1,10 @@
 //! Use cases: submit, read, cancel, decide, record an outcome. The engine speaks domain types
 //! only; HTTP and Slack adapters call it.
 
+mod waiters;
 mod writer;
+
+pub use waiters::{DecisionWaiters, Waiter};
 
 use std::sync::Arc;
 
@@ -88,6 +91,10 @@ pub struct Engine {
     /// Rung after a change that left Slack work in the outbox, so the worker starts at once
     /// instead of at its next poll.
     slack_work: Arc<tokio::sync::Notify>,
+    /// Rung after a decision: a callback is owed.
+    callback_work: Arc<tokio::sync::Notify>,
+    /// Long-polls waiting for decisions.
+    waiters: Arc<DecisionWaiters>,
 }
 
 impl Engine {
@@ -99,6 +106,8 @@ impl Engine {
             writer,
             clock,
             slack_work: Arc::default(),
+            callback_work: Arc::default(),
+            waiters: Arc::default(),
         }
     }
 
@@ -110,6 +119,24 @@ impl Engine {
         &self.clock
     }
 
+    /// Notified whenever a decision queued a callback (see the callback worker).
+    pub fn callback_work(&self) -> Arc<tokio::sync::Notify> {
+        self.callback_work.clone()
+    }
+
+    /// Long-polls park here until their proposal is decided.
+    pub fn waiters(&self) -> &DecisionWaiters {
+        &self.waiters
+    }
+
+    /// Wakes whatever waits on a decision of `proposal`.
+    fn decided(&self, proposal: &Proposal) {
+        if proposal.status != Status::Pending {
+            self.waiters.decided(&proposal.id);
+            self.callback_work.notify_one();
+        }
+    }
+
     /// Notified whenever a change queued Slack work (see the Slack worker).
     pub fn slack_work(&self) -> Arc<tokio::sync::Notify> {
         self.slack_work.clone()
@@ -118,11 +145,16 @@ impl Engine {
     /// Applies a command through the writer, waking the Slack worker when it changed anything.
     async fn apply(&self, command: Command) -> Result<CommandResult, EngineError> {
         let result = self.writer.apply(command).await?;
-        if matches!(
-            result,
-            CommandResult::Submitted(_) | CommandResult::Updated(_)
-        ) {
-            self.slack_work.notify_one();
+        match &result {
+            CommandResult::Submitted(proposal) | CommandResult::Updated(proposal) => {
+                self.slack_work.notify_one();
+                self.decided(proposal);
+            }
+            CommandResult::Voted { proposal, .. } => {
+                self.slack_work.notify_one();
+                self.decided(proposal);
+            }
+            _ => {}
         }
         Ok(result)
     }
@@ -408,9 +440,17 @@ impl Engine {
         timer: crate::domain::DueTimer,
         effect: crate::store::TimerEffect,
     ) -> Result<&'static str, EngineError> {
+        let expiry = matches!(effect, crate::store::TimerEffect::Expire);
+        let id = timer.proposal_id.clone();
         Ok(
             match self.apply(Command::FireTimer { timer, effect }).await? {
-                CommandResult::TimerHandled(outcome) => outcome,
+                CommandResult::TimerHandled(outcome) => {
+                    if expiry && outcome == "fired" {
+                        self.waiters.decided(&id);
+                        self.callback_work.notify_one();
+                    }
+                    outcome
+                }
                 other => {
                     tracing::error!(?other, "unexpected answer to a timer");
                     "unexpected"

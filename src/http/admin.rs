@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -71,4 +71,75 @@ pub async fn sla_report(
         .await
         .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
     Ok(Json(SlaReports { reports }))
+}
+
+/// A proposal's callback deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deliveries {
+    pub deliveries: Vec<crate::store::WebhookRecord>,
+}
+
+/// Every `proposal.decided` callback for a proposal, with each attempt: when, what the agent's
+/// endpoint answered (or why nothing did), how long it took.
+#[utoipa::path(
+    get, path = "/v1/admin/proposals/{id}/deliveries", tag = "admin",
+    params(("id" = String, Path, description = "Proposal id (prop_…)")),
+    responses(
+        (status = 200, body = Deliveries),
+        (status = 401, content_type = "application/problem+json"),
+        (status = 403, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn deliveries(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Deliveries>, ApiError> {
+    let Ok(id) = crate::domain::ProposalId::parse(&id) else {
+        return Ok(Json(Deliveries { deliveries: vec![] }));
+    };
+    let deliveries = state
+        .engine
+        .store()
+        .webhook_events(&id)
+        .await
+        .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
+    Ok(Json(Deliveries { deliveries }))
+}
+
+/// Delivers a callback again from the start of the schedule (same `webhook-id`), also one that
+/// was delivered or given up, and lifts a 410 block on its endpoint.
+#[utoipa::path(
+    post, path = "/v1/admin/deliveries/{event}/redeliver", tag = "admin",
+    params(("event" = String, Path, description = "The webhook id (msg_…)")),
+    responses(
+        (status = 202, description = "Queued"),
+        (status = 401, content_type = "application/problem+json"),
+        (status = 403, content_type = "application/problem+json"),
+        (status = 404, description = "No such delivery", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn redeliver(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(event): Path<String>,
+) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    let now = state.engine.clock().now();
+    let found = state
+        .engine
+        .store()
+        .redeliver_webhook(&event, now)
+        .await
+        .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
+    if !found {
+        return Err(ApiError::NoSuchDelivery);
+    }
+    state.engine.callback_work().notify_one();
+    tracing::info!(%event, "callback redelivery requested");
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({"redelivering": event})),
+    ))
 }

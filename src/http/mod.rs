@@ -73,6 +73,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(proposals::cancel))
         .routes(routes!(proposals::outcome))
         .routes(routes!(admin::sla_report))
+        .routes(routes!(admin::deliveries))
+        .routes(routes!(admin::redeliver))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

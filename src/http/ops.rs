@@ -78,5 +78,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         }
         Err(error) => tracing::warn!(%error, "metrics: cannot count proposals"),
     }
+    let _ = writeln!(
+        text,
+        "# HELP countersign_long_polls Proposals with a long-poll waiting on them in this process.\n# TYPE countersign_long_polls gauge\ncountersign_long_polls {}",
+        state.engine.waiters().len()
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -36,6 +36,8 @@ pub enum ApiError {
     AgentPaused,
     #[error("no such proposal")]
     NotFound,
+    #[error("no such delivery")]
+    NoSuchDelivery,
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed")]
@@ -109,6 +111,7 @@ impl ApiError {
             ApiError::AgentPaused => base(StatusCode::LOCKED, "agent-paused", "The agent is paused")
                 .detail("The agent's manifest says mode: paused; no proposal is accepted until it is resumed."),
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
+            ApiError::NoSuchDelivery => base(StatusCode::NOT_FOUND, "not-found", "No such delivery"),
             ApiError::NoRoute => base(StatusCode::NOT_FOUND, "no-route", "No such endpoint")
                 .detail("See /openapi.json for the API."),
             ApiError::MethodNotAllowed => base(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")

@@ -1,9 +1,11 @@
 //! The agent API: submit, read, cancel, report an outcome.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,7 @@ use super::auth::AuthenticatedAgent;
 use super::body;
 use super::problem::ApiError;
 use crate::domain::request::ProposalRequest;
-use crate::domain::{ExecutionResult, Proposal, ProposalId};
+use crate::domain::{ExecutionResult, Proposal, ProposalId, Status};
 use crate::engine::{Submitted, Transition};
 use crate::store::IdempotencyKey;
 
@@ -95,10 +97,17 @@ fn created(view: ProposalView<'_>, replayed: bool) -> Response {
     response
 }
 
-/// Read one of your proposals.
+/// The longest a long-poll waits.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Read one of your proposals; with `?wait=30s`, once it is decided or the wait ends (at most
+/// 60 s), whichever comes first.
 #[utoipa::path(
     get, path = "/v1/proposals/{id}", tag = "proposals",
-    params(("id" = String, Path, description = "Proposal id (prop_…)")),
+    params(
+        ("id" = String, Path, description = "Proposal id (prop_…)"),
+        ("wait" = Option<String>, Query, description = "Long-poll: answer as soon as the proposal is decided, or after this long (e.g. 30s; at most 60s)"),
+    ),
     responses(
         (status = 200, body = Proposal),
         (status = 401, content_type = "application/problem+json"),
@@ -110,7 +119,30 @@ pub async fn get(
     State(state): State<AppState>,
     AuthenticatedAgent { agent, .. }: AuthenticatedAgent,
     ProposalPath(id): ProposalPath,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let wait = match query.get("wait") {
+        Some(text) => Some(
+            humantime::parse_duration(text)
+                .map_err(|e| ApiError::field("wait", format!("not a duration such as 30s: {e}")))?
+                .min(MAX_WAIT),
+        ),
+        None => None,
+    };
+    // Subscribed before the read: a decision in between still wakes the wait.
+    let waiter = state.engine.waiters().join(&id);
+    let decided = waiter.decided();
+    let proposal = state
+        .engine
+        .get(&agent, &id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let Some(wait) = wait.filter(|_| proposal.status == Status::Pending) else {
+        return Ok(Json(state.view(&proposal)).into_response());
+    };
+    if tokio::time::timeout(wait, decided).await.is_err() {
+        return Ok(Json(state.view(&proposal)).into_response());
+    }
     let proposal = state
         .engine
         .get(&agent, &id)

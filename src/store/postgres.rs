@@ -873,12 +873,18 @@ impl Store for PostgresStore {
     }
 
     async fn webhook_events(&self, id: &ProposalId) -> Result<Vec<WebhookRecord>, StoreError> {
+        // One snapshot for the events and their attempts, so an attempt recorded meanwhile is
+        // seen with its event's new state or not at all.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
         let events = sqlx::query(
             "SELECT id, url, status, created_at, next_attempt_at, finished_at, last_error \
              FROM webhook_events WHERE proposal_id = $1 ORDER BY created_at, id",
         )
         .bind(id.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut records = Vec::with_capacity(events.len());
         for event in &events {
@@ -888,7 +894,7 @@ impl Store for PostgresStore {
                  WHERE event_id = $1 ORDER BY attempt",
             )
             .bind(&event_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(|row| {
@@ -917,6 +923,7 @@ impl Store for PostgresStore {
                 attempts,
             });
         }
+        tx.commit().await?;
         Ok(records)
     }
 

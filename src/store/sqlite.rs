@@ -893,12 +893,15 @@ impl Store for SqliteStore {
     }
 
     async fn webhook_events(&self, id: &ProposalId) -> Result<Vec<WebhookRecord>, StoreError> {
+        // One snapshot for the events and their attempts, so an attempt recorded meanwhile is
+        // seen with its event's new state or not at all.
+        let mut tx = self.pool.begin().await?;
         let events = sqlx::query(
             "SELECT id, url, status, created_at, next_attempt_at, finished_at, last_error \
              FROM webhook_events WHERE proposal_id = ?1 ORDER BY created_at, id",
         )
         .bind(id.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let mut records = Vec::with_capacity(events.len());
         for event in &events {
@@ -908,7 +911,7 @@ impl Store for SqliteStore {
                  WHERE event_id = ?1 ORDER BY attempt",
             )
             .bind(&event_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await?
             .iter()
             .map(|row| {
@@ -941,6 +944,7 @@ impl Store for SqliteStore {
                 attempts,
             });
         }
+        tx.commit().await?;
         Ok(records)
     }
 

@@ -1,0 +1,410 @@
+//! The callback worker: delivers `proposal.decided` events to agents, signed the Standard
+//! Webhooks way, under a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so any replica may
+//! deliver), each delivery in its own task so a slow endpoint never holds up the others.
+//!
+//! What an answer means: any 2xx is delivered; a redirect is not followed (it is a failed
+//! attempt); 410 Gone stops deliveries to that URL until an operator redelivers; 429 and 503
+//! are retried after their `Retry-After`; anything else, a timeout or a refused connection is
+//! retried on [`crate::domain::callback::SCHEDULE`] (with up to 10% jitter) and, when that runs
+//! out, the delivery has failed and the agent's owner is told in Slack. An IP-literal URL the
+//! SSRF guard refuses fails at once (it cannot get better); a host name is resolved again at
+//! every attempt, and only the addresses the guard allows are ever connected to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::audit::kinds;
+use crate::callbacks::signature::{self, WebhookSecret};
+use crate::callbacks::ssrf::Guard;
+use crate::clock::Clock;
+use crate::domain::WebhookDelivery;
+use crate::domain::callback::retry_delay;
+use crate::engine::Engine;
+use crate::registry::SharedRegistry;
+use crate::store::{StoreError, WebhookAttempt, WebhookNext};
+
+/// Deliveries in flight at once, per process.
+const IN_FLIGHT: usize = 64;
+/// How often an idle worker looks for due deliveries (decisions in this process wake it).
+const POLL: Duration = Duration::from_secs(1);
+/// The longest `Retry-After` honoured; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10 * 3600);
+
+#[derive(Clone)]
+pub struct CallbackWorker {
+    pub engine: Engine,
+    pub registry: SharedRegistry,
+    pub clock: Arc<dyn Clock>,
+    pub guard: Arc<Guard>,
+    /// Built by [`CallbackWorker::client`]: guarded resolver, no proxy, no redirects.
+    pub http: reqwest::Client,
+    /// One attempt's limit; the lease is twice this, so a crashed worker's deliveries come back
+    /// soon after.
+    pub timeout: Duration,
+    pub in_flight: Arc<Semaphore>,
+}
+
+/// How one attempt went.
+#[derive(Debug)]
+enum Answer {
+    Status(u16, Option<Duration>),
+    Failed(String),
+}
+
+impl CallbackWorker {
+    pub fn new(
+        engine: Engine,
+        registry: SharedRegistry,
+        clock: Arc<dyn Clock>,
+        guard: Guard,
+        timeout: Duration,
+    ) -> Self {
+        let guard = Arc::new(guard);
+        let http = guard
+            .client_builder()
+            .timeout(timeout)
+            .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the callback HTTP client builds");
+        Self {
+            engine,
+            registry,
+            clock,
+            guard,
+            http,
+            timeout,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+        }
+    }
+
+    fn lease(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.timeout * 2).unwrap_or(chrono::Duration::seconds(30))
+    }
+
+    /// Runs until `shutdown`, waking on `work` or every [`POLL`]; deliveries in flight finish.
+    pub async fn run(self, work: Arc<Notify>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            match self.start_due().await {
+                Ok(started) if started > 0 => continue,
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "callback worker: cannot claim deliveries"),
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = work.notified() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+        // Let deliveries in flight finish (each is bounded by the timeout).
+        let _ = self.in_flight.acquire_many(IN_FLIGHT as u32).await;
+        tracing::info!("callback worker stopped");
+    }
+
+    /// Claims as many due deliveries as there are free slots and starts each in its own task;
+    /// answers how many it started.
+    pub async fn start_due(&self) -> Result<usize, StoreError> {
+        let free = self.in_flight.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let due = self
+            .engine
+            .store()
+            .claim_webhooks(now, now + self.lease(), free as i64)
+            .await?;
+        let started = due.len();
+        for delivery in due {
+            let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+                break;
+            };
+            let worker = self.clone();
+            tokio::spawn(async move {
+                if let Err(error) = worker.deliver(&delivery).await {
+                    tracing::warn!(event = %delivery.id, %error, "callback worker: cannot record the attempt; it will be retried when its lease ends");
+                }
+                drop(permit);
+            });
+        }
+        Ok(started)
+    }
+
+    /// Claims and delivers everything due, waiting for each (tests step the worker with this).
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let due = self
+            .engine
+            .store()
+            .claim_webhooks(now, now + self.lease(), IN_FLIGHT as i64)
+            .await?;
+        let count = due.len();
+        futures_util::future::try_join_all(due.iter().map(|d| self.deliver(d))).await?;
+        Ok(count)
+    }
+
+    /// One attempt at one delivery, recorded with what follows from it.
+    async fn deliver(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
+        let attempt = delivery.attempts + 1;
+        let started_at = self.clock.now();
+        let started = Instant::now();
+        let (answer, permanent) = self.attempt(delivery).await;
+        let record = WebhookAttempt {
+            attempt,
+            at: started_at,
+            status_code: match &answer {
+                Answer::Status(code, _) => Some(i32::from(*code)),
+                Answer::Failed(_) => None,
+            },
+            error: match &answer {
+                Answer::Status(code, _) if (200..300).contains(code) => None,
+                Answer::Status(code, _) => Some(format!("answered {code}")),
+                Answer::Failed(error) => Some(error.clone()),
+            },
+            duration_ms: started.elapsed().as_millis() as i64,
+        };
+        let next = next_step(&answer, permanent, attempt, started_at);
+        let outcome = match &next {
+            WebhookNext::Delivered => "delivered",
+            WebhookNext::Retry { .. } => "retry",
+            WebhookNext::Failed { .. } => "failed",
+        };
+        metrics::counter!("countersign_callback_attempts_total", "outcome" => outcome).increment(1);
+        tracing::info!(event = %delivery.id, proposal_id = %delivery.proposal_id, attempt, status = ?record.status_code, error = ?record.error, outcome, "callback attempt");
+        self.engine
+            .store()
+            .record_webhook_attempt(delivery, &record, &next)
+            .await?;
+        let audit = match &next {
+            WebhookNext::Delivered => Some((kinds::CALLBACK_DELIVERED, None)),
+            WebhookNext::Failed { error, .. } => Some((kinds::CALLBACK_FAILED, Some(error))),
+            WebhookNext::Retry { .. } => None,
+        };
+        if let Some((kind, error)) = audit {
+            let data = json!({"event": delivery.id, "url": delivery.url, "attempts": attempt, "error": error});
+            if let Err(error) = self
+                .engine
+                .audit(
+                    kind,
+                    Some(&delivery.proposal_id),
+                    "system:callbacks".into(),
+                    data,
+                )
+                .await
+            {
+                tracing::warn!(%error, "callback outcome not audited");
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the request; answers what came back and whether a failure is permanent.
+    async fn attempt(&self, delivery: &WebhookDelivery) -> (Answer, bool) {
+        if matches!(
+            self.engine.store().endpoint_disabled(&delivery.url).await,
+            Ok(true)
+        ) {
+            let gone = "the endpoint answered 410 Gone earlier: deliveries to it are stopped";
+            return (Answer::Failed(gone.into()), true);
+        }
+        let url = match url::Url::parse(&delivery.url) {
+            Ok(url) => url,
+            Err(error) => return (Answer::Failed(format!("not a URL: {error}")), true),
+        };
+        match self.guard.check_url(&url) {
+            Ok(()) => {}
+            Err(refused) => {
+                return (Answer::Failed(format!("refused: {refused}")), true);
+            }
+        }
+        let secrets = match self.secrets(&delivery.agent) {
+            Ok(secrets) => secrets,
+            // The operator may yet set it: retried on the schedule.
+            Err(error) => return (Answer::Failed(error), false),
+        };
+        let timestamp = self.clock.now().timestamp();
+        let body = delivery.body.as_bytes();
+        let request = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header(signature::ID_HEADER, &delivery.id)
+            .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
+            .header(
+                signature::SIGNATURE_HEADER,
+                signature::sign(&secrets, &delivery.id, timestamp, body),
+            )
+            .body(delivery.body.clone());
+        match request.send().await {
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let retry_after = retry_after(response.headers(), self.clock.now());
+                if response.status().is_redirection() {
+                    let to = response
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("?");
+                    let error = format!("answered {code} (redirect to {to}), not followed");
+                    return (Answer::Failed(error), false);
+                }
+                (Answer::Status(code, retry_after), false)
+            }
+            Err(error) if error.is_timeout() => (
+                Answer::Failed(format!("no answer within {:?}", self.timeout)),
+                false,
+            ),
+            Err(error) => (Answer::Failed(error_chain(&error)), false),
+        }
+    }
+
+    /// The agent's signing secrets, from the environment variable its manifest names.
+    fn secrets(&self, agent: &str) -> Result<Vec<WebhookSecret>, String> {
+        let registry = self.registry.current();
+        let Some(agent) = registry
+            .agents
+            .agents()
+            .iter()
+            .find(|a| a.id.as_str() == agent)
+        else {
+            return Err(format!("agent {agent} is no longer declared"));
+        };
+        let Some(var) = &agent.callback_secret_env else {
+            return Err(format!(
+                "agent {} has no callback_secret_env in its manifest: callbacks are signed",
+                agent.id
+            ));
+        };
+        let value =
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
+        signature::parse_all(&value).map_err(|e| format!("{var}: {e}"))
+    }
+}
+
+/// What follows an attempt.
+fn next_step(answer: &Answer, permanent: bool, attempt: i32, at: DateTime<Utc>) -> WebhookNext {
+    let give_up = |error: String| WebhookNext::Failed {
+        error,
+        disable: false,
+    };
+    let error = match answer {
+        Answer::Status(code, _) if (200..300).contains(code) => return WebhookNext::Delivered,
+        Answer::Status(410, _) => {
+            return WebhookNext::Failed {
+                error: "answered 410 Gone: deliveries to this endpoint are stopped".into(),
+                disable: true,
+            };
+        }
+        Answer::Status(code @ (429 | 503), Some(after)) => {
+            if retry_delay(attempt).is_none() {
+                return give_up(format!("answered {code}; no attempts left"));
+            }
+            let after = chrono::Duration::from_std((*after).min(MAX_RETRY_AFTER))
+                .unwrap_or(chrono::Duration::hours(10));
+            return WebhookNext::Retry { at: at + after };
+        }
+        Answer::Status(code, _) => format!("answered {code}"),
+        Answer::Failed(error) => error.clone(),
+    };
+    if permanent {
+        return give_up(error);
+    }
+    match retry_delay(attempt) {
+        Some(delay) => {
+            let jitter = delay.mul_f64(rand::random::<f64>() * 0.1);
+            let delay = chrono::Duration::from_std(delay + jitter).unwrap_or_default();
+            WebhookNext::Retry { at: at + delay }
+        }
+        None => give_up(format!("{error}; gave up after {attempt} attempts")),
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    (at - now).to_std().ok()
+}
+
+/// An error with its causes, which is where reqwest keeps the useful part (and where the SSRF
+/// resolver's refusal is).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        "2026-11-21T09:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn answers_decide_what_follows() {
+        let ok = Answer::Status(204, None);
+        assert_eq!(next_step(&ok, false, 1, at()), WebhookNext::Delivered);
+        let gone = next_step(&Answer::Status(410, None), false, 1, at());
+        assert!(matches!(gone, WebhookNext::Failed { disable: true, .. }));
+        let busy = Answer::Status(429, Some(Duration::from_secs(120)));
+        assert_eq!(
+            next_step(&busy, false, 1, at()),
+            WebhookNext::Retry {
+                at: at() + chrono::Duration::seconds(120)
+            }
+        );
+        // The second attempt comes 5 s (plus at most 10%) after the first failed.
+        let WebhookNext::Retry { at: next } = next_step(&Answer::Status(500, None), false, 1, at())
+        else {
+            panic!()
+        };
+        assert!(next >= at() + chrono::Duration::seconds(5));
+        assert!(next <= at() + chrono::Duration::milliseconds(5500));
+        let last = next_step(&Answer::Status(500, None), false, 8, at());
+        assert!(
+            matches!(last, WebhookNext::Failed { disable: false, ref error } if error.contains("gave up after 8"))
+        );
+        let refused = Answer::Failed("refused: 10.0.0.1 is private".into());
+        assert!(matches!(
+            next_step(&refused, true, 1, at()),
+            WebhookNext::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("retry-after", "120".parse().unwrap());
+        assert_eq!(retry_after(&headers, at()), Some(Duration::from_secs(120)));
+        headers.insert(
+            "retry-after",
+            "Sat, 21 Nov 2026 09:01:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers, at()), Some(Duration::from_secs(60)));
+        headers.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers, at()), None);
+    }
+}

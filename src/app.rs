@@ -232,6 +232,27 @@ fn warn_about(registry: &Registry) {
             "no agents declared: every API request will be refused (mint one with `countersign agent new NAME`)"
         );
     }
+    // Callbacks are always signed: say now, not at the first decision, when they cannot be.
+    for agent in agents.agents() {
+        let secret = agent
+            .callback_secret_env
+            .as_deref()
+            .map(|var| (var, std::env::var(var)));
+        match secret {
+            None if agent.callback_url.is_some() => {
+                tracing::warn!(agent = %agent.id, "callback_url without callback_secret_env in the agent's manifest: its callbacks cannot be signed and will not be delivered")
+            }
+            None => {}
+            Some((var, Err(_))) => {
+                tracing::warn!(agent = %agent.id, var, "the agent's callback secret variable is not set: its callbacks wait (and are retried) until it is")
+            }
+            Some((var, Ok(value))) => {
+                if let Err(error) = crate::callbacks::signature::parse_all(&value) {
+                    tracing::warn!(agent = %agent.id, var, %error, "the agent's callback secret is not a whsec_ secret");
+                }
+            }
+        }
+    }
     for agent in agents.demo_token_agents() {
         tracing::warn!(agent = %agent.id, "agent uses a published demo token: mint a real one with `countersign agent new` before production");
     }

@@ -60,6 +60,42 @@ fn assert_signed(app: &TestApp, request: &crate::receiver::Received) {
         ),
         "signature {signature} verifies"
     );
+    assert!(readme_verify(
+        SECRET,
+        id,
+        timestamp,
+        &request.body,
+        signature,
+        timestamp
+    ));
+}
+
+/// The README's Rust verification example, verbatim, so it stays right.
+#[rustfmt::skip]
+fn readme_verify(secret: &str, id: &str, timestamp: i64, body: &[u8], header: &str, now: i64) -> bool {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    use hmac::{Hmac, Mac};
+    use subtle::ConstantTimeEq;
+
+    let Some(key) = secret.strip_prefix("whsec_").and_then(|k| STANDARD.decode(k).ok()) else { return false };
+    if (now - timestamp).abs() > 300 { return false; }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = STANDARD.encode(mac.finalize().into_bytes());
+    header.split(' ').filter_map(|s| s.strip_prefix("v1,"))
+        .any(|sig| bool::from(sig.as_bytes().ct_eq(expected.as_bytes())))
+}
+
+#[test]
+fn the_readme_example_verifies_the_published_vector() {
+    let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+    let (id, ts) = ("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553);
+    let header = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=";
+    let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    assert!(readme_verify(secret, id, ts, body, header, ts));
+    assert!(!readme_verify(secret, id, ts, b"{}", header, ts));
+    assert!(!readme_verify(secret, id, ts, body, header, ts + 301));
 }
 
 async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
@@ -501,3 +537,115 @@ async fn app_waiters(app: &TestApp) -> u64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// The real binary, killed with SIGKILL while a callback is in flight, delivers it after a
+/// restart. Its lease is twice the callback timeout (1 s here), so the restarted process takes
+/// the delivery over about two seconds later: the one wall-clock wait in these tests.
+struct Server {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Server {
+    async fn start(db: &TestDb, port: u16) -> Self {
+        set_secret();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .arg("serve")
+            .env("COUNTERSIGN_DATABASE_URL", db.url_string())
+            .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+            .env("COUNTERSIGN_MANIFESTS", crate::common::manifests_dir())
+            .env("COUNTERSIGN_POLICIES", crate::common::policies_dir())
+            .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
+            .env("COUNTERSIGN_CALLBACK_TIMEOUT", "1s")
+            .env("COUNTERSIGN_ADMIN_TOKEN", ADMIN)
+            .env("COUNTERSIGN_REPORT_DIGEST", "off")
+            .env("REVOPS_CRM_WHSEC", SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start countersign");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // A separate process: nothing to await but its port answering.
+        while http.get(format!("{base}/readyz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "countersign did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Server { child, base }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL: no shutdown, no flushing
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn a_crash_between_decision_and_delivery_loses_no_callback(db: TestDb) {
+    let mut receiver = Receiver::start().await;
+    // The first attempt hangs until the server is gone.
+    receiver.script([Reply::status(204).after(Duration::from_secs(30))]);
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let server = Server::start(&db, port).await;
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/v1/proposals", server.base))
+        .bearer_auth(REVOPS)
+        .json(&proposal_calling(&receiver.url("/hook")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let cancelled = http
+        .post(format!("{}/v1/proposals/{id}/cancel", server.base))
+        .bearer_auth(REVOPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let in_flight = receiver.next().await;
+    server.kill();
+
+    let server = Server::start(&db, port).await;
+    let redelivered = receiver.next().await;
+    assert_eq!(
+        redelivered.header("webhook-id"),
+        in_flight.header("webhook-id")
+    );
+    assert_eq!(redelivered.body, in_flight.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body: Value = http
+            .get(format!(
+                "{}/v1/admin/proposals/{id}/deliveries",
+                server.base
+            ))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["deliveries"][0]["status"] == "delivered" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {body:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(server);
+}
+both_backends!(a_crash_between_decision_and_delivery_loses_no_callback);

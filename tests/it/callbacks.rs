@@ -649,3 +649,26 @@ async fn a_crash_between_decision_and_delivery_loses_no_callback(db: TestDb) {
     drop(server);
 }
 both_backends!(a_crash_between_decision_and_delivery_loses_no_callback);
+
+async fn an_expiry_is_told_to_the_agent(db: TestDb) {
+    let mut receiver = Receiver::start().await;
+    let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
+    let mut proposal = proposal_calling(&receiver.url("/hook"));
+    proposal["expires_in"] = json!("10m");
+    let id = app.create(REVOPS, &proposal).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.clock.advance(chrono::Duration::minutes(10));
+    let told = receiver.next().await.json();
+    assert_eq!(told["data"]["proposal_id"], json!(id));
+    assert_eq!(told["data"]["status"], "expired");
+    assert_eq!(
+        told["data"]["decided_by"],
+        json!({"kind": "system", "id": "sla"})
+    );
+    assert_eq!(told["data"]["reason"], "nobody decided in time");
+    assert!(told["data"]["execution_token"].is_null());
+    app.stop().await.unwrap();
+}
+both_backends!(an_expiry_is_told_to_the_agent);

@@ -128,6 +128,14 @@ async fn delivery_where(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool)
     }
 }
 
+/// Submits a proposal calling `url` back and cancels it (a decision): answers its id.
+async fn cancelled_calling(app: &TestApp, url: &str) -> String {
+    let created = app.create(REVOPS, &proposal_calling(url)).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    cancel(app, &id).await;
+    id
+}
+
 async fn cancel(app: &TestApp, id: &str) {
     let cancelled = app
         .post(
@@ -201,13 +209,7 @@ async fn a_failure_is_retried_with_the_same_id_and_a_fresh_signature(db: TestDb)
     let mut receiver = Receiver::start().await;
     receiver.script([Reply::status(500)]);
     let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
-    let id = app
-        .create(REVOPS, &proposal_calling(&receiver.url("/hook")))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cancel(&app, &id).await;
+    let id = cancelled_calling(&app, &receiver.url("/hook")).await;
     let first = receiver.next().await;
     assert_eq!(first.json()["data"]["status"], "cancelled");
     assert_eq!(first.json()["data"]["reason"], "changed my mind");
@@ -239,13 +241,7 @@ async fn retry_after_is_honoured(db: TestDb) {
     let mut receiver = Receiver::start().await;
     receiver.script([Reply::status(429).with_header("retry-after", "120")]);
     let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
-    let id = app
-        .create(REVOPS, &proposal_calling(&receiver.url("/hook")))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cancel(&app, &id).await;
+    let id = cancelled_calling(&app, &receiver.url("/hook")).await;
     receiver.next().await;
     let waiting = delivery_where(&app, &id, |d| d["attempts"].as_array().unwrap().len() == 1).await;
     let attempted: chrono::DateTime<chrono::Utc> = waiting["attempts"][0]["at"]
@@ -275,11 +271,7 @@ async fn gone_stops_deliveries_until_redelivered(db: TestDb) {
     receiver.script([Reply::status(410)]);
     let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
     let url = receiver.url("/gone");
-    let first = app.create(REVOPS, &proposal_calling(&url)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cancel(&app, &first).await;
+    let first = cancelled_calling(&app, &url).await;
     receiver.next().await;
     let failed = delivery_where(&app, &first, |d| d["status"] == "failed").await;
     assert!(failed["last_error"].as_str().unwrap().contains("410"));
@@ -295,11 +287,7 @@ async fn gone_stops_deliveries_until_redelivered(db: TestDb) {
         .await;
 
     // Nothing more goes to that endpoint.
-    let second = app.create(REVOPS, &proposal_calling(&url)).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cancel(&app, &second).await;
+    let second = cancelled_calling(&app, &url).await;
     let stopped = delivery_where(&app, &second, |d| d["status"] == "failed").await;
     assert!(
         stopped["last_error"]
@@ -343,13 +331,7 @@ async fn redirects_are_not_followed(db: TestDb) {
     let mut elsewhere = Receiver::start().await;
     receiver.script([Reply::status(302).with_header("location", elsewhere.url("/stolen"))]);
     let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
-    let id = app
-        .create(REVOPS, &proposal_calling(&receiver.url("/hook")))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cancel(&app, &id).await;
+    let id = cancelled_calling(&app, &receiver.url("/hook")).await;
     receiver.next().await;
     let attempted =
         delivery_where(&app, &id, |d| !d["attempts"].as_array().unwrap().is_empty()).await;
@@ -373,22 +355,10 @@ async fn a_slow_endpoint_times_out_without_holding_up_others(db: TestDb) {
     let mut fast = Receiver::start().await;
     slow.script([Reply::status(204).after(Duration::from_secs(5))]);
     let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
-    let slow_id = app
-        .create(REVOPS, &proposal_calling(&slow.url("/slow")))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let fast_id = app
-        .create(REVOPS, &proposal_calling(&fast.url("/fast")))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    cancel(&app, &slow_id).await;
+    let slow_id = cancelled_calling(&app, &slow.url("/slow")).await;
     slow.next().await;
     // The slow one is still hanging when the fast one is decided and delivered.
-    cancel(&app, &fast_id).await;
+    let fast_id = cancelled_calling(&app, &fast.url("/fast")).await;
     fast.next().await;
     delivery_where(&app, &fast_id, |d| d["status"] == "delivered").await;
     let timed_out = delivery_where(&app, &slow_id, |d| {
@@ -420,11 +390,7 @@ async fn private_and_disguised_addresses_are_refused(db: TestDb) {
         (format!("http://[::1]:{port}/hook"), "loopback"),
         ("http://100.64.0.1/hook".to_owned(), "carrier-grade NAT"),
     ] {
-        let id = app.create(REVOPS, &proposal_calling(&url)).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        cancel(&app, &id).await;
+        let id = cancelled_calling(&app, &url).await;
         let refused = delivery_where(&app, &id, |d| d["status"] == "failed").await;
         let error = refused["last_error"].as_str().unwrap();
         assert!(

@@ -113,9 +113,6 @@ pub struct SlashCommand {
     pub command: String,
     #[serde(default)]
     pub text: String,
-    /// Unique per invocation: the report request's dedupe key.
-    #[serde(default)]
-    pub trigger_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -67,14 +67,14 @@ pub async fn request(state: &AppState, command: &SlashCommand, words: &[&str]) -
         }
     };
     let now = state.engine.clock().now();
+    // One report per role, period and channel a minute, however often it is asked for: a
+    // channel cannot be flooded with reports (and Slack's retries collapse too).
     let post = ReportPost {
         id: 0,
         dedupe: format!(
-            "command:{}",
-            command
-                .trigger_id
-                .clone()
-                .unwrap_or_else(|| ulid::Ulid::new().to_string())
+            "command:{}:{role}:{period}:{}",
+            command.channel_id,
+            now.format("%Y-%m-%dT%H:%M")
         ),
         role: role.clone(),
         channel: command.channel_id.clone(),
@@ -84,12 +84,15 @@ pub async fn request(state: &AppState, command: &SlashCommand, words: &[&str]) -
         attempts: 0,
     };
     match state.engine.store().enqueue_report(&post).await {
-        Ok(_) => {
+        Ok(true) => {
             state.reports.notify_one();
             format!(
                 "Preparing the {period} SLA report for *{role}*: it will appear in this channel."
             )
         }
+        Ok(false) => format!(
+            "The {period} SLA report for *{role}* was asked for a moment ago: it will appear in this channel."
+        ),
         Err(error) => {
             tracing::error!(%error, "cannot queue a report");
             "Sorry, I could not queue the report (the database is not answering); try again shortly."

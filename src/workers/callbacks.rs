@@ -399,8 +399,15 @@ mod tests {
         // Agents' endpoints are HTTPS: the client must speak TLS (a build without it fails
         // every such callback with "scheme is not http").
         let allow = crate::callbacks::ssrf::Allowlist::parse("127.0.0.1").unwrap();
-        let client = Arc::new(Guard::new(allow)).client_builder().build().unwrap();
-        let error = client.post("https://127.0.0.1:1/").send().await.unwrap_err();
+        let client = Arc::new(Guard::new(allow))
+            .client_builder()
+            .build()
+            .unwrap();
+        let error = client
+            .post("https://127.0.0.1:1/")
+            .send()
+            .await
+            .unwrap_err();
         let text = error_chain(&error);
         assert!(!text.contains("scheme is not http"), "{text}");
         assert!(error.is_connect(), "{text}");

@@ -139,6 +139,15 @@ async fn the_report_in_the_channel_has_every_figure_and_the_chart(db: TestDb) {
             .contains("Preparing the 7d SLA report for *finance*"),
         "{acted:?}"
     );
+    // Asked again within the minute: one report, not two.
+    let again = slack.command("U0FIN002", "C0FINANCE", "report 7d").await;
+    assert!(
+        again.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("was asked for a moment ago"),
+        "{again:?}"
+    );
     let report = slack
         .wait_for(
             "C0FINANCE",

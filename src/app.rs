@@ -46,11 +46,16 @@ pub async fn run_with_clock(
         .context("invalid manifest or policy")?;
     warn_about(&registry);
     let address = listener.local_addr()?;
-    let (slack, sandbox) = connect_slack(&config, &registry, own_url(address), clock.clone())?;
+    let (mut slack, sandbox) = connect_slack(&config, &registry, own_url(address), clock.clone())?;
+    slack.admins = config.slack_admins.clone();
     let registry = SharedRegistry::new(registry);
 
     let store = open_store(&config).await?;
     let engine = Engine::start(store.clone(), clock.clone());
+    engine
+        .refresh_controls()
+        .await
+        .context("cannot read agent controls")?;
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     if config.secret_key.is_none() {
         tracing::warn!(
@@ -106,6 +111,7 @@ pub async fn run_with_clock(
     let sla = tokio::spawn(sla.run(stopped(workers_stopped.clone())));
     let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
     let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
+    let controls = tokio::spawn(refresh_controls(engine.clone()));
     let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
     let state = AppState {
         engine,
@@ -156,10 +162,23 @@ pub async fn run_with_clock(
         }
     }
     purge.abort();
+    controls.abort();
     reload.abort();
     store.close().await;
     tracing::info!("countersign stopped");
     served.context("server failed")
+}
+
+/// Other replicas' pauses and resumes reach this one within this long.
+const CONTROLS_REFRESH: Duration = Duration::from_secs(2);
+
+async fn refresh_controls(engine: Engine) {
+    loop {
+        tokio::time::sleep(CONTROLS_REFRESH).await;
+        if let Err(error) = engine.refresh_controls().await {
+            tracing::warn!(%error, "cannot refresh agent controls; keeping the last known");
+        }
+    }
 }
 
 /// Resolves when the watched flag turns true (or its sender is gone).

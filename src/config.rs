@@ -130,6 +130,9 @@ pub struct Config {
     pub callback_allowlist: crate::callbacks::ssrf::Allowlist,
     /// How long one callback attempt may take.
     pub callback_timeout: std::time::Duration,
+    /// Who may pause, draft-only and resume agents from Slack: user ids (`U…`) and user groups
+    /// (`S…`). Empty: nobody (the admin API still can).
+    pub slack_admins: Vec<String>,
 }
 
 /// The weekly digest's slot unless configured otherwise.
@@ -153,6 +156,7 @@ pub const KEYS: &[&str] = &[
     "report_digest",
     "callback_allowlist",
     "callback_timeout",
+    "slack_admins",
 ];
 
 /// A configuration problem, naming the key and where its value came from.
@@ -355,6 +359,29 @@ impl Config {
             },
             None => std::time::Duration::from_secs(15),
         };
+        let slack_admins = match take("slack_admins") {
+            Some((v, src)) => {
+                let ids: Vec<String> = v
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if let Some(bad) = ids.iter().find(|id| {
+                    !(id.starts_with(['U', 'W', 'S'])
+                        && id
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
+                }) {
+                    return Err(invalid(
+                        "slack_admins",
+                        &src,
+                        format!("`{bad}` is not a Slack user id (U…) or user group id (S…)"),
+                    ));
+                }
+                ids
+            }
+            None => Vec::new(),
+        };
 
         Ok(Config {
             listen,
@@ -373,6 +400,7 @@ impl Config {
             report_digest,
             callback_allowlist,
             callback_timeout,
+            slack_admins,
         })
     }
 

@@ -135,6 +135,9 @@ pub mod kinds {
     /// The agent's callback for a decision: delivered, or given up (and the owner told).
     pub const CALLBACK_DELIVERED: &str = "callback.delivered";
     pub const CALLBACK_FAILED: &str = "callback.failed";
+    /// An operator narrowed an agent (paused, draft_only) or cleared that (resumed).
+    pub const AGENT_CONTROLLED: &str = "agent.controlled";
+    pub const AGENT_RESUMED: &str = "agent.resumed";
     /// An SLA report (a digest or an answer to `/countersign report`) was posted.
     pub const REPORT_POSTED: &str = "report.posted";
 }

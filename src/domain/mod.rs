@@ -2,6 +2,7 @@
 //! at the edge.
 
 pub mod callback;
+pub mod control;
 pub mod ids;
 pub mod outbox;
 pub mod proposal;
@@ -11,6 +12,7 @@ pub mod verdict;
 pub mod vote;
 
 pub use callback::WebhookDelivery;
+pub use control::{Control, ControlMode};
 pub use ids::{ActionId, AgentId, ProposalId};
 pub use outbox::{PostedCard, SlackJob, SlackTask};
 pub use proposal::{

@@ -1,9 +1,11 @@
 //! Use cases: submit, read, cancel, decide, record an outcome. The engine speaks domain types
 //! only; HTTP and Slack adapters call it.
 
+mod controls;
 mod waiters;
 mod writer;
 
+pub use controls::Controls;
 pub use waiters::{DecisionWaiters, Waiter};
 
 use std::sync::Arc;
@@ -42,7 +44,8 @@ pub enum Submitted {
     /// The agent may not propose this action (not in its catalog, or read-only).
     NotPermitted(String),
     /// The agent is paused: it may propose nothing.
-    AgentPaused,
+    /// Paused, by its manifest or an operator (with the operator's reason).
+    AgentPaused(Option<String>),
 }
 
 /// What a transition (cancel, decide, outcome) gave.
@@ -95,6 +98,8 @@ pub struct Engine {
     callback_work: Arc<tokio::sync::Notify>,
     /// Long-polls waiting for decisions.
     waiters: Arc<DecisionWaiters>,
+    /// Operators' overrides of agents' modes.
+    controls: Arc<Controls>,
 }
 
 impl Engine {
@@ -108,6 +113,7 @@ impl Engine {
             slack_work: Arc::default(),
             callback_work: Arc::default(),
             waiters: Arc::default(),
+            controls: Arc::default(),
         }
     }
 
@@ -122,6 +128,83 @@ impl Engine {
     /// Notified whenever a decision queued a callback (see the callback worker).
     pub fn callback_work(&self) -> Arc<tokio::sync::Notify> {
         self.callback_work.clone()
+    }
+
+    /// The overrides in force (see [`Engine::refresh_controls`]).
+    pub fn controls(&self) -> &Controls {
+        &self.controls
+    }
+
+    /// Reloads the overrides from the database (at start, and periodically for other
+    /// replicas' changes).
+    pub async fn refresh_controls(&self) -> Result<(), EngineError> {
+        let all = self.store.controls().await?;
+        self.controls.replace(all);
+        Ok(())
+    }
+
+    /// Narrows an agent (or one of its actions): audited, and in force for the next request.
+    pub async fn set_control(&self, control: crate::domain::Control) -> Result<(), EngineError> {
+        self.apply(Command::SetControl(control)).await?;
+        self.refresh_controls().await
+    }
+
+    /// Narrows an agent (or one action) and, when asked, rejects its pending proposals that the
+    /// override covers, decided by `by` with the override's reason. Answers those rejected.
+    pub async fn narrow(
+        &self,
+        control: crate::domain::Control,
+        reject_pending: bool,
+        by: Actor,
+    ) -> Result<Vec<ProposalId>, EngineError> {
+        let agent = control.agent.clone();
+        let scope = control.action.clone();
+        let reason = format!(
+            "agent {} {}: {}",
+            control.mode.as_str().replace('_', "-"),
+            agent,
+            control.reason.as_deref().unwrap_or("no reason given")
+        );
+        self.set_control(control).await?;
+        let mut rejected = Vec::new();
+        if reject_pending {
+            for (id, action) in self.store.pending_of(&agent).await? {
+                if scope.as_deref().is_some_and(|scope| scope != action) {
+                    continue;
+                }
+                let decided = self
+                    .decide(
+                        id.clone(),
+                        Status::Rejected,
+                        by.clone(),
+                        Some(reason.clone()),
+                    )
+                    .await?;
+                if matches!(decided, Transition::Done(_)) {
+                    rejected.push(id);
+                }
+            }
+        }
+        Ok(rejected)
+    }
+
+    /// Clears an override; false if there was none.
+    pub async fn clear_control(
+        &self,
+        agent: &str,
+        action: Option<&str>,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<bool, EngineError> {
+        let command = Command::ClearControl {
+            agent: agent.to_owned(),
+            action: action.map(str::to_owned),
+            by,
+            reason,
+        };
+        let cleared = matches!(self.apply(command).await?, CommandResult::Control(true));
+        self.refresh_controls().await?;
+        Ok(cleared)
     }
 
     /// Long-polls park here until their proposal is decided.
@@ -173,6 +256,18 @@ impl Engine {
         idempotency: Option<IdempotencyKey>,
     ) -> Result<Submitted, EngineError> {
         let now = self.clock.now();
+        // An operator's override narrows the manifest's mode for this proposal.
+        let control = self
+            .controls
+            .applying(agent.id.as_str(), request.action.as_str());
+        let narrowed;
+        let agent = match &control {
+            Some(control) => {
+                narrowed = controls::narrowed(agent, control);
+                &narrowed
+            }
+            None => agent,
+        };
         let evaluation = match registry.policies.verdict_for(agent, &request, now) {
             Ok(evaluation) => evaluation,
             Err(refusal) => {
@@ -187,7 +282,7 @@ impl Engine {
                 self.apply(Command::Audit(event)).await?;
                 tracing::info!(reason = refusal.reason(), "proposal refused");
                 return Ok(match refusal {
-                    Refusal::Paused => Submitted::AgentPaused,
+                    Refusal::Paused => Submitted::AgentPaused(control.and_then(|c| c.reason)),
                     _ => Submitted::NotPermitted(format!(
                         "{} for agent {}: {}",
                         request.action,

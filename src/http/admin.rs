@@ -143,3 +143,153 @@ pub async fn redeliver(
         Json(serde_json::json!({"redelivering": event})),
     ))
 }
+
+/// An agent's mode: what its manifest says and the overrides in force.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentControls {
+    pub agent: String,
+    /// `active`, `draft_only` or `paused`, from `manifests/agents/`.
+    pub manifest_mode: String,
+    pub controls: Vec<crate::domain::Control>,
+}
+
+/// Body of `POST /v1/admin/agents/{agent}/controls`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    /// `paused` or `draft_only`.
+    pub mode: crate::domain::ControlMode,
+    /// One action of the agent's catalog; the whole agent when absent.
+    pub action: Option<String>,
+    /// Why (recorded in the audit trail and shown to the agent with a 423): required.
+    pub reason: String,
+    /// Who is doing this (recorded as `admin:<by>`); `admin` when absent.
+    pub by: Option<String>,
+    /// Also reject the agent's pending proposals this covers.
+    #[serde(default)]
+    pub reject_pending: bool,
+}
+
+fn find_agent(
+    state: &AppState,
+    agent: &str,
+) -> Result<std::sync::Arc<crate::manifest::Agent>, ApiError> {
+    let registry = state.registry.current();
+    registry
+        .agents
+        .agents()
+        .iter()
+        .find(|a| a.id.as_str() == agent)
+        .cloned()
+        .ok_or(ApiError::NoSuchAgent)
+}
+
+fn controls_of(state: &AppState, agent: &crate::manifest::Agent) -> AgentControls {
+    AgentControls {
+        agent: agent.id.to_string(),
+        manifest_mode: serde_json::to_value(agent.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        controls: state.engine.controls().of(agent.id.as_str()),
+    }
+}
+
+/// The agent's manifest mode and the overrides in force.
+#[utoipa::path(
+    get, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
+    params(("agent" = String, Path)),
+    responses((status = 200, body = AgentControls), (status = 404, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn agent_controls(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(agent): Path<String>,
+) -> Result<Json<AgentControls>, ApiError> {
+    let agent = find_agent(&state, &agent)?;
+    Ok(Json(controls_of(&state, &agent)))
+}
+
+/// Pauses or draft-onlies an agent (or one action), in force for its next request; audited.
+#[utoipa::path(
+    post, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
+    params(("agent" = String, Path)),
+    request_body = ControlRequest,
+    responses(
+        (status = 200, body = AgentControls),
+        (status = 404, content_type = "application/problem+json"),
+        (status = 422, description = "Bad field (named in `field`)", content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn narrow_agent(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(agent): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<AgentControls>, ApiError> {
+    let agent = find_agent(&state, &agent)?;
+    let request: ControlRequest = super::body::decode(&body)?;
+    if let Some(action) = &request.action
+        && !agent.actions.keys().any(|a| a.as_str() == action)
+    {
+        return Err(ApiError::field(
+            "action",
+            "not an action of this agent's catalog",
+        ));
+    }
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::field("reason", "say why, in 1 to 500 characters"));
+    }
+    let by = crate::domain::Actor {
+        kind: crate::domain::ActorKind::System,
+        id: match &request.by {
+            Some(by) => format!("admin:{}", by.chars().take(100).collect::<String>()),
+            None => "admin".into(),
+        },
+    };
+    let control = crate::domain::Control {
+        agent: agent.id.to_string(),
+        action: request.action.clone(),
+        mode: request.mode,
+        reason: Some(reason.to_owned()),
+        set_by: by.audit_name(),
+        set_at: state.engine.clock().now(),
+    };
+    state
+        .engine
+        .narrow(control, request.reject_pending, by)
+        .await?;
+    Ok(Json(controls_of(&state, &agent)))
+}
+
+/// Clears an override (`?action=` for one action's): the manifest's mode applies again.
+#[utoipa::path(
+    delete, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
+    params(("agent" = String, Path), ("action" = Option<String>, Query), ("by" = Option<String>, Query)),
+    responses((status = 200, body = AgentControls), (status = 404, content_type = "application/problem+json")),
+    security(("bearer" = []))
+)]
+pub async fn resume_agent(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(agent): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<AgentControls>, ApiError> {
+    let agent = find_agent(&state, &agent)?;
+    let by = query
+        .get("by")
+        .map_or("system:admin".to_owned(), |by| format!("system:admin:{by}"));
+    state
+        .engine
+        .clear_control(
+            agent.id.as_str(),
+            query.get("action").map(String::as_str),
+            by,
+            None,
+        )
+        .await?;
+    Ok(Json(controls_of(&state, &agent)))
+}

@@ -75,6 +75,11 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::sla_report))
         .routes(routes!(admin::deliveries))
         .routes(routes!(admin::redeliver))
+        .routes(routes!(
+            admin::agent_controls,
+            admin::narrow_agent,
+            admin::resume_agent
+        ))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -33,11 +33,13 @@ pub enum ApiError {
     #[error("action not permitted: {0}")]
     NotPermitted(String),
     #[error("agent paused")]
-    AgentPaused,
+    AgentPaused(Option<String>),
     #[error("no such proposal")]
     NotFound,
     #[error("no such delivery")]
     NoSuchDelivery,
+    #[error("no such agent")]
+    NoSuchAgent,
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed")]
@@ -108,9 +110,14 @@ impl ApiError {
             ApiError::NotPermitted(detail) => base(StatusCode::FORBIDDEN, "action-not-permitted", "The agent may not propose this action")
                 .detail(detail.clone())
                 .value("field", &"action"),
-            ApiError::AgentPaused => base(StatusCode::LOCKED, "agent-paused", "The agent is paused")
-                .detail("The agent's manifest says mode: paused; no proposal is accepted until it is resumed."),
+            ApiError::AgentPaused(reason) => base(StatusCode::LOCKED, "agent-paused", "The agent is paused")
+                .detail(match reason {
+                    Some(reason) => format!("An operator paused this agent (or this action): {reason}. No proposal is accepted until it is resumed."),
+                    None => "The agent (or this action) is paused, by its manifest or an operator; no proposal is accepted until it is resumed.".to_owned(),
+                }),
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
+            ApiError::NoSuchAgent => base(StatusCode::NOT_FOUND, "not-found", "No such agent")
+                .detail("Agents are declared in manifests/agents/."),
             ApiError::NoSuchDelivery => base(StatusCode::NOT_FOUND, "not-found", "No such delivery"),
             ApiError::NoRoute => base(StatusCode::NOT_FOUND, "no-route", "No such endpoint")
                 .detail("See /openapi.json for the API."),

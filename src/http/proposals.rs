@@ -80,7 +80,7 @@ pub async fn create(
         }
         Submitted::KeyReused => Err(ApiError::IdempotencyKeyReused),
         Submitted::NotPermitted(detail) => Err(ApiError::NotPermitted(detail)),
-        Submitted::AgentPaused => Err(ApiError::AgentPaused),
+        Submitted::AgentPaused(reason) => Err(ApiError::AgentPaused(reason)),
     }
 }
 

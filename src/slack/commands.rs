@@ -17,6 +17,7 @@ const HELP: &str = "*countersign* — approvals for AI agents\n\
 • `/countersign unenroll 123456` — remove it (needs a current code)\n\
 • `/countersign report [7d|30d|90d] [role]` — the role's SLA report, posted in its channel
 \
+• `/countersign pause|draft-only|resume AGENT [ACTION] [reason]` — narrow an agent or widen it back (admins)\n\
 • `/countersign help` — this message";
 
 pub async fn handle(
@@ -34,6 +35,16 @@ pub async fn handle(
         "help" => HELP.to_owned(),
         "enroll" => super::step_up::enroll(&state, &command.user_id, words.next()).await,
         "unenroll" => super::step_up::unenroll(&state, &command.user_id, words.next()).await,
+        "pause" | "draft-only" | "resume" => {
+            use super::controls::Change;
+            let change = match word {
+                "pause" => Change::Narrow(crate::domain::ControlMode::Paused),
+                "draft-only" => Change::Narrow(crate::domain::ControlMode::DraftOnly),
+                _ => Change::Resume,
+            };
+            let rest: Vec<&str> = words.collect();
+            super::controls::handle(&state, &command, change, &rest).await
+        }
         "report" => {
             let rest: Vec<&str> = words.collect();
             super::report::request(&state, &command, &rest).await

@@ -73,6 +73,20 @@ impl Directory {
         self.members(group).await.iter().any(|u| u == user)
     }
 
+    /// Is `user` one of `admins` (Slack user ids `U…`, or user groups `S…` whose members count)?
+    /// As for approvers, an unreadable group counts as empty.
+    pub async fn is_one_of(&self, admins: &[String], user: &str) -> bool {
+        if admins.iter().any(|a| a == user) {
+            return true;
+        }
+        for group in admins.iter().filter(|a| a.starts_with('S')) {
+            if self.members(group).await.iter().any(|u| u == user) {
+                return true;
+            }
+        }
+        false
+    }
+
     async fn members(&self, group: &str) -> Arc<Vec<String>> {
         if let Some((at, members)) = self.groups.lock().expect("cache poisoned").get(group)
             && at.elapsed() < TTL

@@ -5,6 +5,7 @@
 pub mod card;
 mod client;
 mod commands;
+mod controls;
 mod diff;
 mod directory;
 pub mod escape;
@@ -34,6 +35,8 @@ pub struct SlackContext {
     pub signing_secret: Secret,
     pub directory: Directory,
     pub step_up: step_up::StepUpKeys,
+    /// Who may pause and resume agents from Slack (user and user group ids).
+    pub admins: Vec<String>,
 }
 
 impl SlackContext {
@@ -44,6 +47,7 @@ impl SlackContext {
             api,
             signing_secret,
             step_up: step_up::StepUpKeys::new(secret_key),
+            admins: Vec::new(),
         }
     }
 }

@@ -26,6 +26,9 @@ pub(super) trait BatchTx: Send {
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError>;
     async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError>;
     async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError>;
+    async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError>;
+    /// Deletes an override; false if there was none.
+    async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError>;
     /// Marks every unfired timer of a proposal disarmed (it was decided).
     async fn disarm_timers(&mut self, id: &ProposalId, at: DateTime<Utc>)
     -> Result<(), StoreError>;
@@ -496,6 +499,40 @@ async fn run_one(
             }
         }
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
+        Command::SetControl(control) => {
+            tx.flush().await?;
+            tx.tx.upsert_control(&control).await?;
+            let event = AuditDraft::new(
+                kinds::AGENT_CONTROLLED,
+                None,
+                control.set_by.clone(),
+                json!({"agent": control.agent, "action": control.action, "mode": control.mode, "reason": control.reason}),
+            );
+            Ok((CommandResult::Control(true), vec![event]))
+        }
+        Command::ClearControl {
+            agent,
+            action,
+            by,
+            reason,
+        } => {
+            tx.flush().await?;
+            let cleared = tx
+                .tx
+                .delete_control(&agent, action.as_deref().unwrap_or(""))
+                .await?;
+            let events = if cleared {
+                vec![AuditDraft::new(
+                    kinds::AGENT_RESUMED,
+                    None,
+                    by,
+                    json!({"agent": agent, "action": action, "reason": reason}),
+                )]
+            } else {
+                vec![]
+            };
+            Ok((CommandResult::Control(cleared), events))
+        }
     }
 }
 

@@ -133,6 +133,15 @@ pub enum Command {
     },
     /// Only an audit event: a refused request that named a proposal.
     Audit(AuditDraft),
+    /// Puts an override of an agent's mode in force (replacing one for the same scope).
+    SetControl(crate::domain::Control),
+    /// Clears the override for an agent (and action); audited with who and why.
+    ClearControl {
+        agent: String,
+        action: Option<String>,
+        by: String,
+        reason: Option<String>,
+    },
 }
 
 /// What a firing timer does, resolved by the SLA worker against the manifests at firing time.
@@ -177,6 +186,8 @@ pub enum CommandResult {
     WrongState(Status),
     /// An audit-only command was appended.
     Audited,
+    /// An override was set, or cleared (`false`: there was none to clear).
+    Control(bool),
     /// The vote is recorded (or was: `replay` when this was the same click again); the
     /// proposal as it now stands and every vote on it.
     Voted {
@@ -369,6 +380,15 @@ pub trait Store: Send + Sync + 'static {
     /// Starts a delivered or failed event over (same webhook id, a fresh schedule) and lifts a
     /// 410 block on its endpoint; false if there is no such event.
     async fn redeliver_webhook(&self, event: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
+
+    /// An agent's pending proposals: id and action.
+    async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError>;
+
+    /// The roles an agent's cards have been posted for (whose channels hear of its controls).
+    async fn card_roles_of(&self, agent: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Every override of an agent's mode in force.
+    async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError>;
 
     async fn close(&self);
 }

@@ -315,3 +315,27 @@ pub(super) fn callback_failed(
         error: error.to_owned(),
     }
 }
+
+/// An `agent_controls` row as read.
+pub(super) struct ControlRow {
+    pub agent: String,
+    pub action: String,
+    pub mode: String,
+    pub reason: Option<String>,
+    pub set_by: String,
+    pub set_at: DateTime<Utc>,
+}
+
+pub(super) fn control(row: ControlRow) -> Result<crate::domain::Control, StoreError> {
+    let mode = crate::domain::ControlMode::parse(&row.mode).ok_or_else(|| {
+        StoreError::Corrupt(format!("agent_controls {}: mode {:?}", row.agent, row.mode))
+    })?;
+    Ok(crate::domain::Control {
+        agent: row.agent,
+        action: (!row.action.is_empty()).then_some(row.action),
+        mode,
+        reason: row.reason,
+        set_by: row.set_by,
+        set_at: row.set_at,
+    })
+}

@@ -16,9 +16,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::{self, BatchTx};
 use super::rows::{
-    INSERT_CHUNK, IdempotencyRow, ProposalRow, ReportPostRow, SlackJobRow, StoredKey, TimerRow,
-    WebhookRow, ballot, callback_failed, due_timer, encode, posted_cards, report_post, slack_jobs,
-    status_count, webhook_delivery,
+    ControlRow, INSERT_CHUNK, IdempotencyRow, ProposalRow, ReportPostRow, SlackJobRow, StoredKey,
+    TimerRow, WebhookRow, ballot, callback_failed, control, due_timer, encode, posted_cards,
+    report_post, slack_jobs, status_count, webhook_delivery,
 };
 use super::{
     Command, CommandResult, PoolSettings, Store, StoreError, TotpEnrollment, WebhookAttempt,
@@ -266,6 +266,32 @@ impl BatchTx for Tx {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_controls (agent_id, action, mode, reason, set_by, set_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent_id, action) DO UPDATE SET \
+             mode = excluded.mode, reason = excluded.reason, set_by = excluded.set_by, set_at = excluded.set_at",
+        )
+        .bind(&control.agent)
+        .bind(control.action.as_deref().unwrap_or(""))
+        .bind(control.mode.as_str())
+        .bind(control.reason.as_deref())
+        .bind(&control.set_by)
+        .bind(format_timestamp(control.set_at))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM agent_controls WHERE agent_id = ?1 AND action = ?2")
+            .bind(agent)
+            .bind(action)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
@@ -971,6 +997,60 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, content FROM proposals WHERE agent_id = ?1 AND status = 'pending' ORDER BY created_at",
+        )
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let content: String = row.try_get("content")?;
+                let action = serde_json::from_str::<serde_json::Value>(&content)?["action"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let id = ProposalId::parse(&id)
+                    .map_err(|e| StoreError::Corrupt(format!("proposals {id}: {}", e.0)))?;
+                Ok((id, action))
+            })
+            .collect()
+    }
+
+    async fn card_roles_of(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+        let roles = sqlx::query_scalar(
+            "SELECT DISTINCT m.role FROM slack_messages m JOIN proposals p ON p.id = m.proposal_id \
+             WHERE p.agent_id = ?1 ORDER BY m.role",
+        )
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(roles)
+    }
+
+    async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT agent_id, action, mode, reason, set_by, set_at FROM agent_controls \
+             ORDER BY agent_id, action",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                control(ControlRow {
+                    agent: row.try_get("agent_id")?,
+                    action: row.try_get("action")?,
+                    mode: row.try_get("mode")?,
+                    reason: row.try_get("reason")?,
+                    set_by: row.try_get("set_by")?,
+                    set_at: timestamp(row, "set_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn close(&self) {

@@ -96,9 +96,21 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Only held-back proposal rows can change what this reads, so only they are written first;
+    /// audit events, Slack jobs and timers stay held back for one statement each. (A batch of
+    /// fired timers reads a proposal per timer: a full flush there would cost two statements
+    /// more per timer.)
     async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
-        self.flush().await?;
+        self.flush_proposals().await?;
         self.tx.load_proposal(id).await
+    }
+
+    async fn flush_proposals(&mut self) -> Result<(), StoreError> {
+        if !self.proposals.is_empty() {
+            self.tx.insert_proposals(&self.proposals).await?;
+            self.proposals.clear();
+        }
+        Ok(())
     }
 
     async fn update_lifecycle(

@@ -371,17 +371,24 @@ impl Store for PostgresStore {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
+        // One proposal's events come from its index; the optional filter written as
+        // `(x IS NULL OR proposal_id = x)` would walk the whole chain instead.
+        let sql = if filter.proposal_id.is_some() {
             "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
-             WHERE seq > $1 AND ($2::timestamptz IS NULL OR at >= $2) \
-             AND ($3::text IS NULL OR proposal_id = $3) ORDER BY seq LIMIT $4",
-        )
-        .bind(after_seq)
-        .bind(filter.since)
-        .bind(filter.proposal_id.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+                 WHERE proposal_id = $3 AND seq > $1 AND ($2::timestamptz IS NULL OR at >= $2) \
+                 ORDER BY seq LIMIT $4"
+        } else {
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+                 WHERE seq > $1 AND ($2::timestamptz IS NULL OR at >= $2) \
+                 AND ($3::text IS NULL OR proposal_id = $3) ORDER BY seq LIMIT $4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(after_seq)
+            .bind(filter.since)
+            .bind(filter.proposal_id.as_deref())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(audit_row).collect()
     }
 

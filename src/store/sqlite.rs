@@ -218,6 +218,25 @@ impl BatchTx for Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn fire_timer_if_pending(
+        &mut self,
+        timer: i64,
+        proposal: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let outcome = sqlx::query_scalar(
+            "UPDATE timers SET fired_at = ?1, leased_until = NULL, outcome = CASE WHEN EXISTS \
+             (SELECT 1 FROM proposals WHERE id = ?2 AND status = 'pending') THEN 'fired' ELSE 'disarmed' END \
+             WHERE id = ?3 AND fired_at IS NULL RETURNING outcome",
+        )
+        .bind(format_timestamp(at))
+        .bind(proposal.as_str())
+        .bind(timer)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        Ok(outcome)
+    }
+
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut insert = QueryBuilder::<Sqlite>::new(

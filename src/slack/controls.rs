@@ -59,7 +59,7 @@ pub async fn handle(
         }
         _ => None,
     };
-    let reject_pending = rest.iter().any(|w| *w == "--reject-pending");
+    let reject_pending = rest.contains(&"--reject-pending");
     rest.retain(|w| *w != "--reject-pending");
     let reason = (!rest.is_empty()).then(|| truncate(&rest.join(" "), 500));
     let scope = match &action {

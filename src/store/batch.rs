@@ -39,6 +39,15 @@ pub(super) trait BatchTx: Send {
         at: DateTime<Utc>,
         outcome: &str,
     ) -> Result<bool, StoreError>;
+    /// Marks one timer fired, if it has not fired yet, with outcome `fired` while its proposal is
+    /// pending and `disarmed` otherwise, in one statement; answers the outcome, or `None` if it
+    /// had already fired.
+    async fn fire_timer_if_pending(
+        &mut self,
+        timer: i64,
+        proposal: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError>;
     /// Votes on a proposal with the dedupe key each was cast with, oldest first.
     async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError>;
     async fn insert_vote(
@@ -105,9 +114,21 @@ impl Batch<'_> {
         Ok(())
     }
 
+    /// Only held-back proposal rows can change what this reads, so only they are written first;
+    /// audit events, Slack jobs and timers stay held back for one statement each. (A batch of
+    /// fired timers reads a proposal per timer: a full flush there would cost two statements
+    /// more per timer.)
     async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
-        self.flush().await?;
+        self.flush_proposals().await?;
         self.tx.load_proposal(id).await
+    }
+
+    async fn flush_proposals(&mut self) -> Result<(), StoreError> {
+        if !self.proposals.is_empty() {
+            self.tx.insert_proposals(&self.proposals).await?;
+            self.proposals.clear();
+        }
+        Ok(())
     }
 
     async fn update_lifecycle(
@@ -444,7 +465,36 @@ async fn run_one(
             };
             Ok((result, events))
         }
-        Command::FireTimer { timer, effect } => {
+        // A notification needs only whether the proposal is still pending: one statement both
+        // decides that and fires the timer (a batch of due timers is mostly these).
+        Command::FireTimer {
+            timer,
+            effect: TimerEffect::Notify { task, kind, data },
+        } => {
+            tx.flush_proposals().await?;
+            let id = &timer.proposal_id;
+            match tx
+                .tx
+                .fire_timer_if_pending(timer.id, id, at)
+                .await?
+                .as_deref()
+            {
+                None => Ok((CommandResult::TimerHandled("already fired"), vec![])),
+                Some("fired") => {
+                    tx.slack_jobs.push(SlackJobRow::new(id, &task, at)?);
+                    // The card's status line says it was reminded or escalated.
+                    tx.slack_jobs
+                        .push(SlackJobRow::new(id, &SlackTask::RefreshCards, at)?);
+                    let event = AuditDraft::new(kind, Some(id), "system:sla".into(), data);
+                    Ok((CommandResult::TimerHandled("fired"), vec![event]))
+                }
+                Some(_) => Ok((CommandResult::TimerHandled("disarmed"), vec![])),
+            }
+        }
+        Command::FireTimer {
+            timer,
+            effect: TimerEffect::Expire,
+        } => {
             let proposal = tx.load_proposal(&timer.proposal_id).await?;
             let pending = proposal
                 .as_ref()
@@ -456,47 +506,30 @@ async fn run_one(
             let Some(proposal) = proposal.filter(|_| pending) else {
                 return Ok((CommandResult::TimerHandled("disarmed"), vec![]));
             };
-            match effect {
-                TimerEffect::Notify { task, kind, data } => {
-                    tx.slack_jobs
-                        .push(SlackJobRow::new(&proposal.id, &task, at)?);
-                    // The card's status line says it was reminded or escalated.
-                    tx.slack_jobs.push(SlackJobRow::new(
-                        &proposal.id,
-                        &SlackTask::RefreshCards,
-                        at,
-                    )?);
-                    let event =
-                        AuditDraft::new(kind, Some(&proposal.id), "system:sla".into(), data);
-                    Ok((CommandResult::TimerHandled("fired"), vec![event]))
-                }
-                TimerEffect::Expire => {
-                    let decision = Decision {
-                        by: Actor {
-                            kind: ActorKind::System,
-                            id: "sla".into(),
-                        },
-                        at,
-                        reason: Some("nobody decided in time".into()),
-                        execution_token: None,
-                    };
-                    let (result, events) = transition(
-                        tx,
-                        proposal,
-                        Status::Expired,
-                        decision,
-                        kinds::DECIDED,
-                        "expire",
-                    )
-                    .await?;
-                    let handled = if matches!(result, CommandResult::Updated(_)) {
-                        "fired"
-                    } else {
-                        "disarmed"
-                    };
-                    Ok((CommandResult::TimerHandled(handled), events))
-                }
-            }
+            let decision = Decision {
+                by: Actor {
+                    kind: ActorKind::System,
+                    id: "sla".into(),
+                },
+                at,
+                reason: Some("nobody decided in time".into()),
+                execution_token: None,
+            };
+            let (result, events) = transition(
+                tx,
+                proposal,
+                Status::Expired,
+                decision,
+                kinds::DECIDED,
+                "expire",
+            )
+            .await?;
+            let handled = if matches!(result, CommandResult::Updated(_)) {
+                "fired"
+            } else {
+                "disarmed"
+            };
+            Ok((CommandResult::TimerHandled(handled), events))
         }
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
         Command::SetControl(control) => {

@@ -225,6 +225,25 @@ impl BatchTx for Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn fire_timer_if_pending(
+        &mut self,
+        timer: i64,
+        proposal: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let outcome = sqlx::query_scalar(
+            "UPDATE timers SET fired_at = ?1, leased_until = NULL, outcome = CASE WHEN EXISTS \
+             (SELECT 1 FROM proposals WHERE id = ?2 AND status = 'pending') THEN 'fired' ELSE 'disarmed' END \
+             WHERE id = ?3 AND fired_at IS NULL RETURNING outcome",
+        )
+        .bind(format_timestamp(at))
+        .bind(proposal.as_str())
+        .bind(timer)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        Ok(outcome)
+    }
+
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut insert = QueryBuilder::<Sqlite>::new(
@@ -446,17 +465,23 @@ impl Store for SqliteStore {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
+        // One proposal's events come from its index; the optional filter written as
+        // `(x IS NULL OR proposal_id = x)` would walk the whole chain instead.
+        let sql = if filter.proposal_id.is_some() {
             "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
-             WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR proposal_id = ?3) \
-             ORDER BY seq LIMIT ?4",
-        )
-        .bind(after_seq)
-        .bind(filter.since.map(format_timestamp))
-        .bind(filter.proposal_id.as_deref())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+                 WHERE proposal_id = ?3 AND seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq LIMIT ?4"
+        } else {
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+                 WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR proposal_id = ?3) \
+                 ORDER BY seq LIMIT ?4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(after_seq)
+            .bind(filter.since.map(format_timestamp))
+            .bind(filter.proposal_id.as_deref())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(audit_row).collect()
     }
 

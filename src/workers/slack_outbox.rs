@@ -79,18 +79,24 @@ pub struct SlackOutbox {
 }
 
 impl SlackOutbox {
-    /// Runs until `shutdown`, waking on `work` or every [`POLL`].
+    /// Runs until `shutdown`, waking on `work` or every [`POLL`]. After a pass in which every
+    /// job had to wait (rate limited, Slack unreachable) it waits out [`POLL`] without waking
+    /// for new work: what is due is more of the same, and coming straight back would only spin
+    /// on a backlog, claiming and postponing rows at full speed.
     pub async fn run(self, work: Arc<Notify>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            match self.run_once().await {
-                Ok(pass) if pass.claimed() > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "slack outbox: cannot claim work"),
-            }
+            let stalled = match self.run_once().await {
+                Ok(pass) if pass.done + pass.failed > 0 => continue,
+                Ok(pass) => pass.retried > 0,
+                Err(error) => {
+                    tracing::warn!(%error, "slack outbox: cannot claim work");
+                    false
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => break,
-                () = work.notified() => {}
+                () = work.notified(), if !stalled => {}
                 () = tokio::time::sleep(POLL) => {}
             }
         }

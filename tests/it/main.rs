@@ -9,6 +9,7 @@ mod api;
 mod audit_cli;
 mod browser;
 mod callbacks;
+mod controls;
 mod lifecycle;
 mod oncall;
 mod ops;

@@ -1,0 +1,224 @@
+//! The kill switch: pause and draft-only from Slack (admins only) and from the admin API, per
+//! agent or per action, audited, in force for the very next request, cleared by resume.
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem, test_config};
+use crate::slack_client::{card_for, status_of};
+
+const ADMIN: &str = "admin-token-for-the-control-tests";
+
+fn tag_lead() -> Value {
+    json!({"action": "crm.lead.tag", "summary": "Tag Acme as hot", "params": {"tag": "hot"}})
+}
+
+fn config(db: &TestDb, admins: &[&str]) -> countersign::config::Config {
+    let mut config = test_config(db);
+    config.slack_admins = admins.iter().map(|a| (*a).to_owned()).collect();
+    config.admin_token = Some(countersign::config::Secret::new(ADMIN.to_owned()));
+    config
+}
+
+async fn controls_in_trail(db: &TestDb) -> Vec<(String, String, Value)> {
+    db.store()
+        .await
+        .audit_page(&Default::default(), 0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind.starts_with("agent."))
+        .map(|e| (e.kind, e.actor, serde_json::from_str(&e.data).unwrap()))
+        .collect()
+}
+
+async fn a_pause_from_slack_refuses_the_next_proposal_and_is_audited(db: TestDb) {
+    let app = TestApp::start_with(config(&db, &["U0MGR001"])).await;
+    let (pending, _) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let slack = app.slack();
+
+    let acted = slack
+        .command(
+            "U0MGR001",
+            "C0FINANCE",
+            "pause revops-crm --reject-pending Runaway discounts",
+        )
+        .await;
+    let reply = acted.body["text"].as_str().unwrap();
+    assert!(reply.contains("*revops-crm* is paused"), "{reply}");
+    assert!(reply.contains("1 pending proposal(s) rejected"), "{reply}");
+
+    // The very next request is refused, with the operator's reason.
+    let refused = problem(app.submit(REVOPS, &tag_lead()).await, 423).await;
+    assert_eq!(refused["type"], "urn:countersign:problem:agent-paused");
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Runaway discounts")
+    );
+    // Its pending proposal was rejected by the admin, with the reason.
+    let rejected = status_of(&app, REVOPS, &pending).await;
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(
+        rejected["decision"]["by"],
+        json!({"kind": "reviewer", "id": "U0MGR001"})
+    );
+    assert_eq!(
+        rejected["decision"]["reason"],
+        "agent paused revops-crm: Runaway discounts"
+    );
+    // The role channel the agent's cards go to hears of it.
+    slack
+        .wait_for("C0FINANCE", "U0NOBODY", "the pause notice", |messages| {
+            messages
+                .iter()
+                .find(|m| m.text.contains(":octagonal_sign: *revops-crm* paused"))
+                .cloned()
+        })
+        .await;
+
+    let resumed = slack
+        .command(
+            "U0MGR001",
+            "C0FINANCE",
+            "resume revops-crm fixed the prompt",
+        )
+        .await;
+    assert!(
+        resumed.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("back to what its manifest says")
+    );
+    assert_eq!(app.submit(REVOPS, &tag_lead()).await.status(), 201);
+
+    let trail = controls_in_trail(&db).await;
+    assert_eq!(
+        trail,
+        [
+            (
+                "agent.controlled".to_owned(),
+                "reviewer:U0MGR001".to_owned(),
+                json!({"agent": "revops-crm", "action": null, "mode": "paused", "reason": "Runaway discounts"})
+            ),
+            (
+                "agent.resumed".to_owned(),
+                "reviewer:U0MGR001".to_owned(),
+                json!({"agent": "revops-crm", "action": null, "reason": "fixed the prompt"})
+            ),
+        ]
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(a_pause_from_slack_refuses_the_next_proposal_and_is_audited);
+
+async fn only_admins_may_pause(db: TestDb) {
+    // Admins by user group: finance approvers (U0FIN001, U0FIN002, U0MGR001).
+    let app = TestApp::start_with(config(&db, &["S0FINAPPR"])).await;
+    let slack = app.slack();
+    let refused = slack
+        .command("U0REVOPS01", "C0REVOPS", "pause revops-crm because")
+        .await;
+    assert!(
+        refused.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("Only countersign admins")
+    );
+    assert_eq!(app.submit(REVOPS, &tag_lead()).await.status(), 201);
+    assert!(controls_in_trail(&db).await.is_empty(), "nothing changed");
+
+    // A member of the admins' group may; the word after the agent names one of its actions.
+    let paused = slack
+        .command(
+            "U0FIN002",
+            "C0REVOPS",
+            "pause revops-crm crm.lead.tag tagging spree",
+        )
+        .await;
+    assert!(
+        paused.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("`crm.lead.tag` of *revops-crm* is paused")
+    );
+    problem(app.submit(REVOPS, &tag_lead()).await, 423).await;
+    // Other actions go on.
+    assert_eq!(app.submit(REVOPS, &discount_proposal()).await.status(), 201);
+    let unknown = slack
+        .command("U0FIN002", "C0REVOPS", "pause no-such-agent")
+        .await;
+    assert!(
+        unknown.body["text"]
+            .as_str()
+            .unwrap()
+            .contains("There is no agent `no-such-agent`")
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(only_admins_may_pause);
+
+async fn draft_only_from_the_admin_api_forces_review(db: TestDb) {
+    let app = TestApp::start_with(config(&db, &[])).await;
+    let url = app.url("/v1/admin/agents/revops-crm/controls");
+    let set = |body: Value| app.http.post(&url).bearer_auth(ADMIN).json(&body).send();
+
+    let missing = problem(
+        set(json!({"mode": "draft_only", "reason": " "}))
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(missing["field"], "reason");
+    let bad = problem(
+        set(json!({"mode": "paused", "action": "crm.nope", "reason": "x"}))
+            .await
+            .unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(bad["field"], "action");
+    let nobody = app
+        .http
+        .get(app.url("/v1/admin/agents/nobody/controls"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    problem(nobody, 404).await;
+
+    let body: Value =
+        set(json!({"mode": "draft_only", "reason": "new prompt under watch", "by": "ops@acme"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(body["manifest_mode"], "active");
+    assert_eq!(body["controls"][0]["mode"], "draft_only");
+    assert_eq!(body["controls"][0]["set_by"], "system:admin:ops@acme");
+
+    // Tagging a lead is auto-approved by policy; draft-only, it waits for a person.
+    let drafted = app.create(REVOPS, &tag_lead()).await;
+    assert_eq!(drafted["status"], "pending");
+    assert_eq!(drafted["verdict"]["outcome"], "needs_review");
+
+    let cleared: Value = app
+        .http
+        .delete(&url)
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["controls"], json!([]));
+    assert_eq!(app.create(REVOPS, &tag_lead()).await["status"], "approved");
+    let unauthorized = app.http.delete(&url).send().await.unwrap();
+    problem(unauthorized, 401).await;
+    app.stop().await.unwrap();
+}
+both_backends!(draft_only_from_the_admin_api_forces_review);

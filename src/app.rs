@@ -121,6 +121,7 @@ pub async fn run_with_clock(
         slack,
         links,
         admin_token: config.admin_token.clone(),
+        limiter: Default::default(),
         reports: report_work,
     };
 

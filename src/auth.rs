@@ -95,6 +95,7 @@ mod tests {
             token_sha256: Sha256::digest(token.as_bytes()).into(),
             callback_url: None,
             callback_secret_env: None,
+            rate_limit: None,
             mode: Default::default(),
             actions: Default::default(),
         }

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod limits;
 pub mod links;
 pub mod manifest;
 pub mod policy;

@@ -41,6 +41,8 @@ pub struct AppState {
     pub links: crate::links::LinkSigner,
     /// Bearer token of the admin API; `None`: the admin API is off.
     pub admin_token: Option<crate::config::Secret>,
+    /// Per-agent proposal rate limits.
+    pub limiter: std::sync::Arc<crate::limits::RateLimiter>,
     /// Wakes the report worker when a report is asked for.
     pub reports: std::sync::Arc<tokio::sync::Notify>,
 }

@@ -40,6 +40,8 @@ pub enum ApiError {
     NoSuchDelivery,
     #[error("no such agent")]
     NoSuchAgent,
+    #[error("rate limited")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("no such route")]
     NoRoute,
     #[error("method not allowed")]
@@ -116,6 +118,9 @@ impl ApiError {
                     None => "The agent (or this action) is paused, by its manifest or an operator; no proposal is accepted until it is resumed.".to_owned(),
                 }),
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
+            ApiError::RateLimited { retry_after } => base(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many proposals")
+                .detail(format!("This agent's rate limit (its manifest's rate_limit) is used up; retry in {} s.", retry_after.as_secs_f64().ceil()))
+                .value("retry_after_seconds", &retry_after.as_secs_f64().ceil()),
             ApiError::NoSuchAgent => base(StatusCode::NOT_FOUND, "not-found", "No such agent")
                 .detail("Agents are declared in manifests/agents/."),
             ApiError::NoSuchDelivery => base(StatusCode::NOT_FOUND, "not-found", "No such delivery"),
@@ -145,6 +150,13 @@ impl IntoResponse for ApiError {
             tracing::error!(%cause, "request failed");
         }
         let mut response = self.problem().into_response();
+        if let ApiError::RateLimited { retry_after } = &self {
+            let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(seconds),
+            );
+        }
         if matches!(self, ApiError::Unauthorized | ApiError::AdminUnauthorized) {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

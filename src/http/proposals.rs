@@ -44,6 +44,7 @@ const DETAILS_MAX_BYTES: usize = 16 * 1024;
         (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json"),
         (status = 422, description = "Invalid field (named in `field`)", content_type = "application/problem+json"),
         (status = 423, description = "The agent is paused", content_type = "application/problem+json"),
+        (status = 429, description = "The agent's rate limit is used up (Retry-After)", content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -53,6 +54,16 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // First, before any parsing: a flooding agent costs as little as possible.
+    if let Some(limit) = agent.rate_limit {
+        let now = state.engine.clock().now();
+        if let Err(retry_after) = state.limiter.admit(agent.id.as_str(), limit, now) {
+            metrics::counter!("countersign_rate_limited_total", "agent" => agent.id.to_string())
+                .increment(1);
+            tracing::info!(agent = %agent.id, ?retry_after, "rate limited");
+            return Err(ApiError::RateLimited { retry_after });
+        }
+    }
     let key = idempotency_key(&headers)?;
     let body = body::bytes(body)?;
     // One decoder for every request (it refuses duplicate keys); with an idempotency key the

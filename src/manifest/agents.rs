@@ -72,6 +72,18 @@ pub struct Agent {
     pub callback_secret_env: Option<String>,
     pub mode: AgentMode,
     pub actions: BTreeMap<ActionId, CatalogEntry>,
+    /// Proposals it may submit: a steady rate with a burst. `None`: unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit: {per_minute: 60, burst: 10}` in an agent manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Proposals a minute, sustained.
+    pub per_minute: u32,
+    /// Proposals it may send at once after a quiet spell.
+    pub burst: u32,
 }
 
 /// Why an agent may not propose an action.
@@ -119,6 +131,7 @@ struct AgentFile {
     mode: AgentMode,
     #[serde(default)]
     actions: BTreeMap<String, Spanned<CatalogEntry>>,
+    rate_limit: Option<Spanned<RateLimit>>,
 }
 
 /// Loads every `*.yaml` in `dir`, in name order.
@@ -231,6 +244,17 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
             ));
         }
     }
+    if let Some(limit) = &file.rate_limit {
+        let ok = (1..=1_000_000).contains(&limit.value.per_minute)
+            && (1..=100_000).contains(&limit.value.burst);
+        if !ok {
+            return Err(at(
+                limit.referenced.line(),
+                "rate_limit",
+                "per_minute must be 1 to 1,000,000 and burst 1 to 100,000".into(),
+            ));
+        }
+    }
     let mut actions = BTreeMap::new();
     for (name, entry) in file.actions {
         let action = ActionId::parse(&name)
@@ -246,6 +270,7 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         callback_secret_env: file.callback_secret_env.map(|s| s.value),
         mode: file.mode,
         actions,
+        rate_limit: file.rate_limit.map(|s| s.value),
     })
 }
 
@@ -302,6 +327,40 @@ mod tests {
             "{}:4: token_sha256:",
             dir.path().join("a.yaml").display()
         )));
+    }
+
+    #[test]
+    fn rate_limits_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |limit: &str| {
+            agent_yaml("a", HASH).replace(
+                "mode: active\n",
+                &format!("mode: active\nrate_limit: {limit}\n"),
+            )
+        };
+        write(dir.path(), "a.yaml", &with("{per_minute: 30, burst: 5}"));
+        let agents = load_agents(dir.path()).unwrap();
+        assert_eq!(
+            agents[0].rate_limit,
+            Some(RateLimit {
+                per_minute: 30,
+                burst: 5
+            })
+        );
+        write(dir.path(), "a.yaml", &with("{per_minute: 0, burst: 5}"));
+        let err = load_agents(dir.path()).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(6), Some("rate_limit")),
+            "{err}"
+        );
+        write(dir.path(), "a.yaml", &with("{per_minute: 30}"));
+        assert!(
+            load_agents(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("burst")
+        );
     }
 
     #[test]

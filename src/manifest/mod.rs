@@ -5,7 +5,9 @@ mod agents;
 mod oncall;
 mod roles;
 
-pub use agents::{Agent, AgentMode, Autonomy, CatalogEntry, Impact, Refusal, load_agents};
+pub use agents::{
+    Agent, AgentMode, Autonomy, CatalogEntry, Impact, RateLimit, Refusal, load_agents,
+};
 pub use oncall::{Schedule, Schedules, load_oncall};
 pub use roles::{Approvers, Role, Roles, load_roles};
 

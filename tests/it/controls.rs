@@ -222,3 +222,28 @@ async fn draft_only_from_the_admin_api_forces_review(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(draft_only_from_the_admin_api_forces_review);
+
+async fn an_agent_over_its_rate_is_told_when_to_retry(db: TestDb) {
+    // outbound-email's manifest: 30 a minute, 5 at once.
+    const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
+    let app = TestApp::start_with(config(&db, &[])).await;
+    let draft = json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"});
+    for _ in 0..5 {
+        assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
+    }
+    let response = app.submit(OUTBOUND, &draft).await;
+    assert_eq!(response.headers()["retry-after"], "2");
+    let limited = problem(response, 429).await;
+    assert_eq!(limited["type"], "urn:countersign:problem:rate-limited");
+    assert_eq!(limited["retry_after_seconds"], 2.0);
+    // Other agents are not affected; the agent itself is let through once it waited.
+    assert_eq!(app.submit(REVOPS, &tag_lead()).await.status(), 201);
+    app.clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
+    assert_eq!(
+        problem(app.submit(OUTBOUND, &draft).await, 429).await["status"],
+        429
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(an_agent_over_its_rate_is_told_when_to_retry);

@@ -1,0 +1,70 @@
+//! Per-agent rate limits: a steady rate with a burst, as the generic cell rate algorithm (one
+//! timestamp per agent: when its bucket will be empty again), on the app's clock.
+//!
+//! The counters live in this process: with several replicas each allows the agent's rate (a
+//! shared Redis bucket is the scale-out form, not built yet).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::manifest::RateLimit;
+
+#[derive(Default)]
+pub struct RateLimiter {
+    /// Per agent: the theoretical arrival time of its next request.
+    next: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+impl RateLimiter {
+    /// Lets a request from `agent` through, or says how long until one would be.
+    pub fn admit(&self, agent: &str, limit: RateLimit, now: DateTime<Utc>) -> Result<(), Duration> {
+        let interval = chrono::Duration::microseconds(60_000_000 / i64::from(limit.per_minute));
+        let tolerance = interval * (limit.burst.saturating_sub(1) as i32);
+        let mut next = self.next.lock().expect("rate limiter lock");
+        let tat = next.get(agent).copied().unwrap_or(now).max(now);
+        if tat - now > tolerance {
+            let wait = tat - now - tolerance;
+            return Err(wait.to_std().unwrap_or(Duration::from_secs(1)));
+        }
+        next.insert(agent.to_owned(), tat + interval);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> DateTime<Utc> {
+        "2026-11-21T09:00:00Z".parse::<DateTime<Utc>>().unwrap()
+            + chrono::Duration::milliseconds(ms)
+    }
+
+    #[test]
+    fn a_burst_then_the_steady_rate() {
+        let limiter = RateLimiter::default();
+        let limit = RateLimit {
+            per_minute: 60,
+            burst: 3,
+        };
+        for _ in 0..3 {
+            assert_eq!(limiter.admit("a", limit, t(0)), Ok(()));
+        }
+        assert_eq!(limiter.admit("a", limit, t(0)), Err(Duration::from_secs(1)));
+        assert_eq!(
+            limiter.admit("a", limit, t(400)),
+            Err(Duration::from_millis(600))
+        );
+        assert_eq!(limiter.admit("a", limit, t(1000)), Ok(()));
+        // Another agent has its own bucket.
+        assert_eq!(limiter.admit("b", limit, t(1000)), Ok(()));
+        // A quiet spell refills the burst, never beyond it.
+        for _ in 0..3 {
+            assert_eq!(limiter.admit("a", limit, t(60_000)), Ok(()));
+        }
+        assert!(limiter.admit("a", limit, t(60_000)).is_err());
+    }
+}

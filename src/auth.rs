@@ -96,6 +96,7 @@ mod tests {
             callback_url: None,
             callback_secret_env: None,
             rate_limit: None,
+            circuit_breaker: None,
             mode: Default::default(),
             actions: Default::default(),
         }

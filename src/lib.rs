@@ -6,6 +6,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod breaker;
 pub mod callbacks;
 pub mod canonical;
 pub mod clock;

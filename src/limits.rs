@@ -16,6 +16,8 @@ use crate::manifest::RateLimit;
 pub struct RateLimiter {
     /// Per agent: the theoretical arrival time of its next request.
     next: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Per agent: when requests were refused in the last minute (the circuit breaker's flood).
+    refused: Mutex<HashMap<String, std::collections::VecDeque<DateTime<Utc>>>>,
 }
 
 impl RateLimiter {
@@ -31,6 +33,20 @@ impl RateLimiter {
         }
         next.insert(agent.to_owned(), tat + interval);
         Ok(())
+    }
+
+    /// Counts a refusal of `agent`; answers how many it had within the last minute.
+    pub fn refused(&self, agent: &str, now: DateTime<Utc>) -> u32 {
+        let mut refused = self.refused.lock().expect("rate limiter lock");
+        let times = refused.entry(agent.to_owned()).or_default();
+        times.push_back(now);
+        while times
+            .front()
+            .is_some_and(|t| now - *t >= chrono::Duration::minutes(1))
+        {
+            times.pop_front();
+        }
+        times.len() as u32
     }
 }
 

@@ -61,6 +61,8 @@ pub async fn create(
             metrics::counter!("countersign_rate_limited_total", "agent" => agent.id.to_string())
                 .increment(1);
             tracing::info!(agent = %agent.id, ?retry_after, "rate limited");
+            let refused = state.limiter.refused(agent.id.as_str(), now);
+            crate::breaker::after_rate_limited(&state, &agent, refused).await;
             return Err(ApiError::RateLimited { retry_after });
         }
     }
@@ -83,7 +85,15 @@ pub async fn create(
         .submit(&registry, &agent, request, idempotency)
         .await?
     {
-        Submitted::Created(proposal) => Ok(created(state.view(&proposal), false)),
+        Submitted::Created(proposal) => {
+            if proposal.status == Status::Rejected {
+                tokio::spawn(crate::breaker::after_rejection(
+                    state.clone(),
+                    proposal.agent.to_string(),
+                ));
+            }
+            Ok(created(state.view(&proposal), false))
+        }
         Submitted::Replayed(stored) => {
             let proposal: Proposal = serde_json::from_str(&stored)
                 .map_err(|e| ApiError::Internal(format!("stored idempotent response: {e}")))?;

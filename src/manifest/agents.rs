@@ -74,6 +74,19 @@ pub struct Agent {
     pub actions: BTreeMap<ActionId, CatalogEntry>,
     /// Proposals it may submit: a steady rate with a burst. `None`: unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// When to pause it automatically. `None`: never.
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// `circuit_breaker: {rejections_in_a_row: 5, rate_limited_per_minute: 20}` in an agent manifest:
+/// either trips it (a pause by `system:breaker` that a person must resume).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Its latest this many decided proposals were all rejected (by people or by policy).
+    pub rejections_in_a_row: Option<u32>,
+    /// This many proposals refused by its rate limit within a minute (a flood).
+    pub rate_limited_per_minute: Option<u32>,
 }
 
 /// `rate_limit: {per_minute: 60, burst: 10}` in an agent manifest.
@@ -132,6 +145,7 @@ struct AgentFile {
     #[serde(default)]
     actions: BTreeMap<String, Spanned<CatalogEntry>>,
     rate_limit: Option<Spanned<RateLimit>>,
+    circuit_breaker: Option<Spanned<CircuitBreaker>>,
 }
 
 /// Loads every `*.yaml` in `dir`, in name order.
@@ -255,6 +269,17 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
             ));
         }
     }
+    if let Some(breaker) = &file.circuit_breaker {
+        let b = breaker.value;
+        let in_range = |n: Option<u32>| n.is_none_or(|n| (1..=10_000).contains(&n));
+        if !(in_range(b.rejections_in_a_row) && in_range(b.rate_limited_per_minute)) {
+            return Err(at(
+                breaker.referenced.line(),
+                "circuit_breaker",
+                "each threshold must be 1 to 10,000".into(),
+            ));
+        }
+    }
     let mut actions = BTreeMap::new();
     for (name, entry) in file.actions {
         let action = ActionId::parse(&name)
@@ -271,6 +296,7 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         mode: file.mode,
         actions,
         rate_limit: file.rate_limit.map(|s| s.value),
+        circuit_breaker: file.circuit_breaker.map(|s| s.value),
     })
 }
 

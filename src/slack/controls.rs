@@ -137,7 +137,7 @@ pub async fn handle(
 }
 
 /// Posts the change in the channels of the roles the agent's cards have gone to.
-async fn announce(state: &AppState, agent: &str, text: String) {
+pub async fn announce(state: &AppState, agent: &str, text: String) {
     let roles = match state.engine.store().card_roles_of(agent).await {
         Ok(roles) => roles,
         Err(error) => {

@@ -22,6 +22,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 
 pub use client::{OutgoingMessage, SlackApi, SlackError};
+pub use controls::announce as announce_control;
 pub use directory::Directory;
 
 use crate::config::Secret;

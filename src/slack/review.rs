@@ -180,6 +180,14 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Respons
     .await
     {
         Ok(message) => {
+            if let Ok(Some(proposal)) = state.engine.store().proposal(&id).await
+                && proposal.status == crate::domain::Status::Rejected
+            {
+                tokio::spawn(crate::breaker::after_rejection(
+                    state.clone(),
+                    proposal.agent.to_string(),
+                ));
+            }
             if let (Some(channel), Some(text)) = (channel, message) {
                 let api = state.slack.api.clone();
                 tokio::spawn(async move {

@@ -381,6 +381,10 @@ pub trait Store: Send + Sync + 'static {
     /// 410 block on its endpoint; false if there is no such event.
     async fn redeliver_webhook(&self, event: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
+    /// The statuses of an agent's latest `n` proposals decided approved or rejected, newest
+    /// first (by submission).
+    async fn latest_verdicts_of(&self, agent: &str, n: i64) -> Result<Vec<Status>, StoreError>;
+
     /// An agent's pending proposals: id and action.
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError>;
 

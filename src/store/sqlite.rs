@@ -1024,6 +1024,23 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
+    async fn latest_verdicts_of(&self, agent: &str, n: i64) -> Result<Vec<Status>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT status FROM proposals WHERE agent_id = ?1 AND status IN ('approved', 'rejected') \
+             ORDER BY created_at DESC LIMIT ?2",
+        )
+        .bind(agent)
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|s| {
+                Status::parse(s)
+                    .ok_or_else(|| StoreError::Corrupt(format!("proposal status {s:?}")))
+            })
+            .collect()
+    }
+
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, content FROM proposals WHERE agent_id = ?1 AND status = 'pending' ORDER BY created_at",

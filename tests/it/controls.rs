@@ -247,3 +247,76 @@ async fn an_agent_over_its_rate_is_told_when_to_retry(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(an_agent_over_its_rate_is_told_when_to_retry);
+
+async fn the_circuit_breaker_pauses_an_agent_rejected_again_and_again(db: TestDb) {
+    // revops-crm's manifest: five rejections in a row trip it.
+    let app = TestApp::start_with(config(&db, &["U0MGR001"])).await;
+    let denied = json!({"action": "contacts.export", "summary": "Export the patients list", "data_classes": ["pii", "health"]});
+    for _ in 0..4 {
+        assert_eq!(app.create(REVOPS, &denied).await["status"], "rejected");
+    }
+    // The fifth rejection is a person's, in Slack.
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let slack = app.slack();
+    let view = slack.click("U0FIN001", &card, "reject").await.view.unwrap();
+    let values = json!({"preset": {"choice": "Above the discount playbook"}});
+    slack
+        .submit("U0FIN001", view["id"].as_str().unwrap(), values)
+        .await;
+    assert_eq!(status_of(&app, REVOPS, &id).await["status"], "rejected");
+
+    let notice = slack
+        .wait_for(
+            "C0FINANCE",
+            "U0NOBODY",
+            "the breaker's notice",
+            |messages| {
+                messages
+                    .iter()
+                    .find(|m| m.text.contains("paused by the circuit breaker"))
+                    .cloned()
+            },
+        )
+        .await;
+    assert!(notice.text.contains("last 5 proposals were all rejected"));
+    let refused = problem(app.submit(REVOPS, &tag_lead()).await, 423).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("circuit breaker")
+    );
+    let trail = controls_in_trail(&db).await;
+    assert_eq!(trail[0].1, "system:breaker");
+    // A person looks, and resumes it.
+    slack
+        .command("U0MGR001", "C0FINANCE", "resume revops-crm prompt fixed")
+        .await;
+    assert_eq!(app.submit(REVOPS, &tag_lead()).await.status(), 201);
+    app.stop().await.unwrap();
+}
+both_backends!(the_circuit_breaker_pauses_an_agent_rejected_again_and_again);
+
+async fn a_flood_trips_the_circuit_breaker(db: TestDb) {
+    // outbound-email's manifest: 30 a minute, 5 at once; 20 refusals within a minute trip it.
+    const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
+    let app = TestApp::start_with(config(&db, &[])).await;
+    let draft = json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"});
+    for _ in 0..5 {
+        assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
+    }
+    for _ in 0..20 {
+        assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 429);
+    }
+    // Even once its rate allows again, it stays paused until a person resumes it.
+    app.clock.advance(chrono::Duration::minutes(5));
+    let paused = problem(app.submit(OUTBOUND, &draft).await, 423).await;
+    assert!(
+        paused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("flooded: 20 proposals")
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(a_flood_trips_the_circuit_breaker);

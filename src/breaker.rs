@@ -1,0 +1,85 @@
+//! The circuit breaker: an agent whose latest proposals are all rejected, or that floods its
+//! rate limit, is paused automatically (`system:breaker`), the role channels are told why, and a
+//! person must resume it (`/countersign resume AGENT`). Thresholds come from the agent's
+//! manifest (`circuit_breaker`); without them it never trips.
+
+use crate::domain::{Control, ControlMode, Status};
+use crate::http::AppState;
+
+pub const ACTOR: &str = "system:breaker";
+
+/// After a proposal of `agent` was rejected (by people or by policy).
+pub async fn after_rejection(state: AppState, agent: String) {
+    let registry = state.registry.current();
+    let Some(threshold) = registry
+        .agents
+        .agents()
+        .iter()
+        .find(|a| a.id.as_str() == agent)
+        .and_then(|a| a.circuit_breaker)
+        .and_then(|b| b.rejections_in_a_row)
+    else {
+        return;
+    };
+    let latest = match state
+        .engine
+        .store()
+        .latest_verdicts_of(&agent, i64::from(threshold))
+        .await
+    {
+        Ok(latest) => latest,
+        Err(error) => {
+            tracing::warn!(%error, %agent, "circuit breaker: cannot read the agent's record");
+            return;
+        }
+    };
+    let tripped =
+        latest.len() == threshold as usize && latest.iter().all(|s| *s == Status::Rejected);
+    if tripped {
+        let reason = format!("its last {threshold} proposals were all rejected");
+        trip(&state, &agent, reason).await;
+    }
+}
+
+/// After the rate limit refused `agent` for the `refused`-th time within a minute.
+pub async fn after_rate_limited(state: &AppState, agent: &crate::manifest::Agent, refused: u32) {
+    let threshold = agent
+        .circuit_breaker
+        .and_then(|b| b.rate_limited_per_minute);
+    if threshold.is_some_and(|t| refused == t) {
+        let reason = format!("it flooded: {refused} proposals over its rate limit within a minute");
+        trip(state, agent.id.as_str(), reason).await;
+    }
+}
+
+/// Pauses the agent unless it already is, and says so where its cards go.
+async fn trip(state: &AppState, agent: &str, reason: String) {
+    let engine = &state.engine;
+    let paused = engine
+        .controls()
+        .of(agent)
+        .iter()
+        .any(|c| c.action.is_none() && c.mode == ControlMode::Paused);
+    if paused {
+        return;
+    }
+    let control = Control {
+        agent: agent.to_owned(),
+        action: None,
+        mode: ControlMode::Paused,
+        reason: Some(format!("circuit breaker: {reason}")),
+        set_by: ACTOR.into(),
+        set_at: engine.clock().now(),
+    };
+    if let Err(error) = engine.set_control(control).await {
+        tracing::error!(%error, agent, "circuit breaker: cannot pause the agent");
+        return;
+    }
+    tracing::warn!(agent, %reason, "circuit breaker tripped: agent paused");
+    metrics::counter!("countersign_circuit_breaker_trips_total", "agent" => agent.to_owned())
+        .increment(1);
+    let text = format!(
+        ":rotating_light: *{agent}* was paused by the circuit breaker: {reason}. A person must look and `/countersign resume {agent}`."
+    );
+    crate::slack::announce_control(state, agent, text).await;
+}

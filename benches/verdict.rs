@@ -101,6 +101,7 @@ fn bench(c: &mut Criterion) {
         entry,
         request: &request,
         now,
+        budget: None,
     };
 
     let only_defaults = scratch.path().join("only-defaults");

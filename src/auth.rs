@@ -97,6 +97,7 @@ mod tests {
             callback_secret_env: None,
             rate_limit: None,
             circuit_breaker: None,
+            budgets: Default::default(),
             mode: Default::default(),
             actions: Default::default(),
         }

@@ -268,7 +268,25 @@ impl Engine {
             }
             None => agent,
         };
-        let evaluation = match registry.policies.verdict_for(agent, &request, now) {
+        let mut verdict = registry.policies.verdict_for(agent, &request, now, None);
+        // An auto-approval must also fit the agent's budgets; beyond them a person decides.
+        if let Ok(evaluation) = &verdict
+            && evaluation.verdict.outcome == crate::domain::VerdictOutcome::AutoApprove
+            && !agent.budgets.is_empty()
+        {
+            let (day, month) = crate::budgets::periods(now);
+            let usage = self
+                .store
+                .auto_approved_usage(agent.id.as_str(), day, month)
+                .await?;
+            let amount = request.params.get("amount").and_then(Value::as_f64);
+            if let Some(reason) = crate::budgets::overrun(&agent.budgets, amount, &usage) {
+                verdict = registry
+                    .policies
+                    .verdict_for(agent, &request, now, Some(reason));
+            }
+        }
+        let evaluation = match verdict {
             Ok(evaluation) => evaluation,
             Err(refusal) => {
                 // Audited although it names no proposal: it is exactly what an operator wants

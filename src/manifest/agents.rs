@@ -59,7 +59,7 @@ pub struct CatalogEntry {
 }
 
 /// A declared agent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Agent {
     pub id: AgentId,
     /// Slack user id of the human accountable for the agent.
@@ -76,6 +76,33 @@ pub struct Agent {
     pub rate_limit: Option<RateLimit>,
     /// When to pause it automatically. `None`: never.
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Caps on what policy may auto-approve for it; beyond them a person decides.
+    pub budgets: Budgets,
+}
+
+/// `budgets:` in an agent manifest. Amounts are `params.amount` of its proposals (one currency
+/// is assumed); counts are auto-approved proposals. Days and months are UTC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// The largest amount one proposal may be auto-approved for.
+    pub per_proposal: Option<f64>,
+    pub daily: Option<BudgetCap>,
+    pub monthly: Option<BudgetCap>,
+}
+
+/// A period's cap on auto-approved amounts and/or counts.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetCap {
+    pub amount: Option<f64>,
+    pub count: Option<u64>,
+}
+
+impl Budgets {
+    pub fn is_empty(&self) -> bool {
+        self.per_proposal.is_none() && self.daily.is_none() && self.monthly.is_none()
+    }
 }
 
 /// `circuit_breaker: {rejections_in_a_row: 5, rate_limited_per_minute: 20}` in an agent manifest:
@@ -146,6 +173,7 @@ struct AgentFile {
     actions: BTreeMap<String, Spanned<CatalogEntry>>,
     rate_limit: Option<Spanned<RateLimit>>,
     circuit_breaker: Option<Spanned<CircuitBreaker>>,
+    budgets: Option<Spanned<Budgets>>,
 }
 
 /// Loads every `*.yaml` in `dir`, in name order.
@@ -280,6 +308,27 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
             ));
         }
     }
+    if let Some(budgets) = &file.budgets {
+        let b = budgets.value;
+        let amounts = [
+            b.per_proposal,
+            b.daily.and_then(|c| c.amount),
+            b.monthly.and_then(|c| c.amount),
+        ];
+        let counts = [
+            b.daily.and_then(|c| c.count),
+            b.monthly.and_then(|c| c.count),
+        ];
+        if amounts.iter().flatten().any(|a| !a.is_finite() || *a < 0.0)
+            || counts.iter().flatten().any(|c| *c == 0)
+        {
+            return Err(at(
+                budgets.referenced.line(),
+                "budgets",
+                "amounts must be numbers ≥ 0 and counts at least 1".into(),
+            ));
+        }
+    }
     let mut actions = BTreeMap::new();
     for (name, entry) in file.actions {
         let action = ActionId::parse(&name)
@@ -297,6 +346,7 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         actions,
         rate_limit: file.rate_limit.map(|s| s.value),
         circuit_breaker: file.circuit_breaker.map(|s| s.value),
+        budgets: file.budgets.map(|s| s.value).unwrap_or_default(),
     })
 }
 
@@ -386,6 +436,27 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("burst")
+        );
+
+        let budgets = |b: &str| {
+            agent_yaml("a", HASH)
+                .replace("mode: active\n", &format!("mode: active\nbudgets: {b}\n"))
+        };
+        write(
+            dir.path(),
+            "a.yaml",
+            &budgets("{per_proposal: 500, daily: {count: 3}}"),
+        );
+        assert_eq!(
+            load_agents(dir.path()).unwrap()[0].budgets.per_proposal,
+            Some(500.0)
+        );
+        write(dir.path(), "a.yaml", &budgets("{daily: {count: 0}}"));
+        let err = load_agents(dir.path()).unwrap_err();
+        assert_eq!(
+            (err.line, err.key.as_deref()),
+            (Some(6), Some("budgets")),
+            "{err}"
         );
     }
 

@@ -6,8 +6,8 @@ mod oncall;
 mod roles;
 
 pub use agents::{
-    Agent, AgentMode, Autonomy, CatalogEntry, CircuitBreaker, Impact, RateLimit, Refusal,
-    load_agents,
+    Agent, AgentMode, Autonomy, BudgetCap, Budgets, CatalogEntry, CircuitBreaker, Impact,
+    RateLimit, Refusal, load_agents,
 };
 pub use oncall::{Schedule, Schedules, load_oncall};
 pub use roles::{Approvers, Role, Roles, load_roles};

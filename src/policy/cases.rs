@@ -38,7 +38,7 @@ pub fn evaluate(
         })?;
     let evaluation = registry
         .policies
-        .verdict_for(agent, &request, now)
+        .verdict_for(agent, &request, now, None)
         .map_err(|refusal| {
             let status = if refusal == crate::manifest::Refusal::Paused {
                 423

@@ -68,6 +68,9 @@ pub struct Facts<'a> {
     pub entry: &'a CatalogEntry,
     pub request: &'a ValidRequest,
     pub now: DateTime<Utc>,
+    /// Why auto-approving this proposal would overrun one of the agent's budgets, if it would
+    /// (see [`crate::budgets`]): an auto-approval becomes a review naming it.
+    pub budget: Option<String>,
 }
 
 /// How one rule fared for one proposal.
@@ -129,6 +132,7 @@ impl PolicySet {
         agent: &Agent,
         request: &ValidRequest,
         now: DateTime<Utc>,
+        budget: Option<String>,
     ) -> Result<Evaluation, Refusal> {
         let entry = agent.admit(&request.action)?;
         Ok(self.evaluate(&Facts {
@@ -137,6 +141,7 @@ impl PolicySet {
             entry,
             request,
             now,
+            budget,
         }))
     }
 
@@ -178,6 +183,13 @@ impl PolicySet {
         {
             let review = Requirement::review(self.defaults.review_route(impact), reason);
             applied.push((Cow::Borrowed(name), Cow::Owned(review)));
+            (verdict, expires_in) = combine_applied(&applied);
+        }
+        if verdict.outcome == VerdictOutcome::AutoApprove
+            && let Some(reason) = &facts.budget
+        {
+            let review = Requirement::review(self.defaults.review_route(impact), reason.clone());
+            applied.push((Cow::Borrowed("budget"), Cow::Owned(review)));
             (verdict, expires_in) = combine_applied(&applied);
         }
         let decided_by = match verdict.outcome {

@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::escape::{mrkdwn, truncate};
 use crate::domain::Change;
+use crate::format::grouped;
 
 /// Longest rendering of one value on a card.
 const VALUE_CHARS: usize = 200;
@@ -49,33 +50,6 @@ fn unit_of<'a>(path: &str, currency: Option<&'a str>) -> Unit<'a> {
         Some(currency) if MONEY.iter().any(|m| leaf.contains(m)) => Unit::Money(currency),
         _ => Unit::Plain,
     }
-}
-
-/// `1234567.5` → `1,234,567.5`.
-fn grouped(number: f64) -> String {
-    let negative = number < 0.0;
-    let magnitude = number.abs();
-    let text = if magnitude.fract() == 0.0 && magnitude < 1e15 {
-        format!("{magnitude:.0}")
-    } else {
-        format!("{magnitude:.2}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
-    };
-    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
-    let mut out = String::new();
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if !fraction.is_empty() {
-        out.push('.');
-        out.push_str(fraction);
-    }
-    if negative { format!("-{out}") } else { out }
 }
 
 fn symbol(currency: &str) -> String {

@@ -385,6 +385,15 @@ pub trait Store: Send + Sync + 'static {
     /// first (by submission).
     async fn latest_verdicts_of(&self, agent: &str, n: i64) -> Result<Vec<Status>, StoreError>;
 
+    /// What policy auto-approved for an agent since `day` and since `month` (amounts are
+    /// `params.amount`).
+    async fn auto_approved_usage(
+        &self,
+        agent: &str,
+        day: DateTime<Utc>,
+        month: DateTime<Utc>,
+    ) -> Result<crate::budgets::Usage, StoreError>;
+
     /// An agent's pending proposals: id and action.
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError>;
 

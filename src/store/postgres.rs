@@ -1021,6 +1021,35 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn auto_approved_usage(
+        &self,
+        agent: &str,
+        day: DateTime<Utc>,
+        month: DateTime<Utc>,
+    ) -> Result<crate::budgets::Usage, StoreError> {
+        let row = sqlx::query(
+            "WITH approved AS (\
+               SELECT created_at, CASE WHEN jsonb_typeof(content::jsonb #> '{params,amount}') = 'number' \
+                 THEN (content::jsonb #>> '{params,amount}')::float8 ELSE 0 END AS amount \
+               FROM proposals WHERE agent_id = $1 AND status = 'approved' AND created_at >= $3 \
+               AND decision::jsonb #>> '{by,kind}' = 'policy') \
+             SELECT COALESCE(SUM(amount) FILTER (WHERE created_at >= $2), 0)::float8 AS day_amount, \
+                    COUNT(*) FILTER (WHERE created_at >= $2) AS day_count, \
+                    COALESCE(SUM(amount), 0)::float8 AS month_amount, COUNT(*) AS month_count FROM approved",
+        )
+        .bind(agent)
+        .bind(day)
+        .bind(month)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(crate::budgets::Usage {
+            day_amount: row.try_get("day_amount")?,
+            day_count: row.try_get::<i64, _>("day_count")? as u64,
+            month_amount: row.try_get("month_amount")?,
+            month_count: row.try_get::<i64, _>("month_count")? as u64,
+        })
+    }
+
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, content FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",

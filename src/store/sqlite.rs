@@ -1041,6 +1041,35 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn auto_approved_usage(
+        &self,
+        agent: &str,
+        day: DateTime<Utc>,
+        month: DateTime<Utc>,
+    ) -> Result<crate::budgets::Usage, StoreError> {
+        let row = sqlx::query(
+            "WITH approved AS (\
+               SELECT created_at, CASE WHEN json_type(content, '$.params.amount') IN ('integer', 'real') \
+                 THEN json_extract(content, '$.params.amount') ELSE 0 END AS amount \
+               FROM proposals WHERE agent_id = ?1 AND status = 'approved' AND created_at >= ?3 \
+               AND json_extract(decision, '$.by.kind') = 'policy') \
+             SELECT COALESCE(SUM(CASE WHEN created_at >= ?2 THEN amount END), 0.0) AS day_amount, \
+                    COUNT(CASE WHEN created_at >= ?2 THEN 1 END) AS day_count, \
+                    COALESCE(SUM(amount), 0.0) AS month_amount, COUNT(*) AS month_count FROM approved",
+        )
+        .bind(agent)
+        .bind(format_timestamp(day))
+        .bind(format_timestamp(month))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(crate::budgets::Usage {
+            day_amount: row.try_get("day_amount")?,
+            day_count: row.try_get::<i64, _>("day_count")? as u64,
+            month_amount: row.try_get("month_amount")?,
+            month_count: row.try_get::<i64, _>("month_count")? as u64,
+        })
+    }
+
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, content FROM proposals WHERE agent_id = ?1 AND status = 'pending' ORDER BY created_at",

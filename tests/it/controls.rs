@@ -320,3 +320,87 @@ async fn a_flood_trips_the_circuit_breaker(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(a_flood_trips_the_circuit_breaker);
+
+/// The repository's manifests with `budgets` added to revops-crm's.
+fn manifests_with_budgets() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = crate::common::manifests_dir();
+    std::fs::create_dir(dir.path().join("agents")).unwrap();
+    for entry in std::fs::read_dir(&source)
+        .unwrap()
+        .chain(std::fs::read_dir(source.join("agents")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let relative = path.strip_prefix(&source).unwrap();
+            std::fs::copy(&path, dir.path().join(relative)).unwrap();
+        }
+    }
+    let revops = dir.path().join("agents/revops-crm.yaml");
+    let mut text = std::fs::read_to_string(&revops).unwrap();
+    text.push_str("budgets: {per_proposal: 500, daily: {amount: 1000, count: 3}}\n");
+    std::fs::write(revops, text).unwrap();
+    dir
+}
+
+async fn an_auto_approval_over_budget_becomes_a_review_that_names_it(db: TestDb) {
+    let manifests = manifests_with_budgets();
+    let mut config = config(&db, &[]);
+    config.manifests = manifests.path().to_owned();
+    let app = TestApp::start_with(config).await;
+    let tag = |amount: Option<f64>| {
+        let mut body = tag_lead();
+        if let Some(amount) = amount {
+            body["params"]["amount"] = json!(amount);
+        }
+        body
+    };
+    let over = app.create(REVOPS, &tag(Some(600.0))).await;
+    assert_eq!(over["status"], "pending");
+    let reasons = over["verdict"]["reasons"].to_string();
+    assert!(
+        reasons.contains("600 is over the per-proposal auto-approval cap of 500"),
+        "{reasons}"
+    );
+    // The card says which budget.
+    let id = over["id"].as_str().unwrap();
+    let card = app
+        .slack()
+        .wait_for_card("C0SECURITY", id, "the card", |_| true)
+        .await;
+    assert!(
+        card.visible_text()
+            .contains("per-proposal auto-approval cap")
+    );
+
+    assert_eq!(
+        app.create(REVOPS, &tag(Some(400.0))).await["status"],
+        "approved"
+    );
+    assert_eq!(
+        app.create(REVOPS, &tag(Some(400.0))).await["status"],
+        "approved"
+    );
+    let daily = app.create(REVOPS, &tag(Some(300.0))).await;
+    assert_eq!(daily["status"], "pending");
+    assert!(
+        daily["verdict"]["reasons"]
+            .to_string()
+            .contains("daily auto-approved amount would reach 1,100 (cap 1,000; 800 used)")
+    );
+    assert_eq!(app.create(REVOPS, &tag(None)).await["status"], "approved");
+    let counted = app.create(REVOPS, &tag(None)).await;
+    assert!(
+        counted["verdict"]["reasons"]
+            .to_string()
+            .contains("daily cap of 3 auto-approved proposals")
+    );
+    // A new UTC day, a new daily budget.
+    app.clock.advance(chrono::Duration::days(1));
+    assert_eq!(
+        app.create(REVOPS, &tag(Some(400.0))).await["status"],
+        "approved"
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(an_auto_approval_over_budget_becomes_a_review_that_names_it);

@@ -121,7 +121,7 @@ pub async fn run_with_clock(
         slack,
         links,
         admin_token: config.admin_token.clone(),
-        limiter: Default::default(),
+        limiter: Arc::new(rate_limiter(&config)?),
         reports: report_work,
     };
 
@@ -168,6 +168,18 @@ pub async fn run_with_clock(
     store.close().await;
     tracing::info!("countersign stopped");
     served.context("server failed")
+}
+
+/// Rate limits in Redis when it is configured (shared by replicas), else in this process.
+fn rate_limiter(config: &Config) -> anyhow::Result<crate::limits::RateLimiter> {
+    Ok(match &config.redis_url {
+        Some(url) => {
+            let shared = crate::limits::SharedLimiter::new(url.expose(), &config.redis_key_prefix)
+                .context("redis_url")?;
+            crate::limits::RateLimiter::shared(shared)
+        }
+        None => crate::limits::RateLimiter::local(),
+    })
 }
 
 /// Other replicas' pauses and resumes reach this one within this long.

@@ -133,6 +133,8 @@ pub struct Config {
     /// Who may pause, draft-only and resume agents from Slack: user ids (`U…`) and user groups
     /// (`S…`). Empty: nobody (the admin API still can).
     pub slack_admins: Vec<String>,
+    /// What countersign's Redis keys start with (several deployments may share one Redis).
+    pub redis_key_prefix: String,
 }
 
 /// The weekly digest's slot unless configured otherwise.
@@ -157,6 +159,7 @@ pub const KEYS: &[&str] = &[
     "callback_allowlist",
     "callback_timeout",
     "slack_admins",
+    "redis_key_prefix",
 ];
 
 /// A configuration problem, naming the key and where its value came from.
@@ -382,6 +385,8 @@ impl Config {
             }
             None => Vec::new(),
         };
+        let redis_key_prefix =
+            take("redis_key_prefix").map_or_else(|| "countersign:".to_owned(), |(v, _)| v);
 
         Ok(Config {
             listen,
@@ -401,6 +406,7 @@ impl Config {
             callback_allowlist,
             callback_timeout,
             slack_admins,
+            redis_key_prefix,
         })
     }
 

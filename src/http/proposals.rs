@@ -57,11 +57,11 @@ pub async fn create(
     // First, before any parsing: a flooding agent costs as little as possible.
     if let Some(limit) = agent.rate_limit {
         let now = state.engine.clock().now();
-        if let Err(retry_after) = state.limiter.admit(agent.id.as_str(), limit, now) {
+        if let Err(retry_after) = state.limiter.admit(agent.id.as_str(), limit, now).await {
             metrics::counter!("countersign_rate_limited_total", "agent" => agent.id.to_string())
                 .increment(1);
             tracing::info!(agent = %agent.id, ?retry_after, "rate limited");
-            let refused = state.limiter.refused(agent.id.as_str(), now);
+            let refused = state.limiter.refused(agent.id.as_str(), now).await;
             crate::breaker::after_rate_limited(&state, &agent, refused).await;
             return Err(ApiError::RateLimited { retry_after });
         }

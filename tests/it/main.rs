@@ -16,6 +16,7 @@ mod ops;
 mod policy;
 mod policy_cli;
 mod receiver;
+mod redis_limits;
 mod reports;
 mod sandbox_api;
 mod sla;

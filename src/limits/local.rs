@@ -1,8 +1,5 @@
-//! Per-agent rate limits: a steady rate with a burst, as the generic cell rate algorithm (one
-//! timestamp per agent: when its bucket will be empty again), on the app's clock.
-//!
-//! The counters live in this process: with several replicas each allows the agent's rate (a
-//! shared Redis bucket is the scale-out form, not built yet).
+//! Rate-limit state in this process: the fallback when no Redis is configured or it cannot be
+//! reached.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,18 +10,17 @@ use chrono::{DateTime, Utc};
 use crate::manifest::RateLimit;
 
 #[derive(Default)]
-pub struct RateLimiter {
+pub struct LocalLimiter {
     /// Per agent: the theoretical arrival time of its next request.
     next: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Per agent: when requests were refused in the last minute (the circuit breaker's flood).
     refused: Mutex<HashMap<String, std::collections::VecDeque<DateTime<Utc>>>>,
 }
 
-impl RateLimiter {
+impl LocalLimiter {
     /// Lets a request from `agent` through, or says how long until one would be.
     pub fn admit(&self, agent: &str, limit: RateLimit, now: DateTime<Utc>) -> Result<(), Duration> {
-        let interval = chrono::Duration::microseconds(60_000_000 / i64::from(limit.per_minute));
-        let tolerance = interval * (limit.burst.saturating_sub(1) as i32);
+        let (interval, tolerance) = super::gcra(limit);
         let mut next = self.next.lock().expect("rate limiter lock");
         let tat = next.get(agent).copied().unwrap_or(now).max(now);
         if tat - now > tolerance {
@@ -61,7 +57,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_the_steady_rate() {
-        let limiter = RateLimiter::default();
+        let limiter = LocalLimiter::default();
         let limit = RateLimit {
             per_minute: 60,
             burst: 3,

@@ -1,0 +1,166 @@
+//! Rate limits shared through Redis (the real server on 127.0.0.1:6379, reached through a proxy
+//! the test can cut): two replicas share one bucket; with Redis gone countersign keeps answering
+//! with its own counters, says so in /metrics, and returns to Redis when it is back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::common::{TestApp, TestDb, problem, test_config};
+
+const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
+const REDIS: &str = "127.0.0.1:6379";
+
+/// Whether the tests may run: Redis answering, or CI (where its absence is a failure).
+async fn redis_available() -> bool {
+    let up = TcpStream::connect(REDIS).await.is_ok();
+    assert!(
+        up || std::env::var("CI").as_deref() != Ok("true"),
+        "Redis is not reachable on {REDIS} (CI=true: failing, not skipping)"
+    );
+    up
+}
+
+/// A TCP proxy to Redis that the test can cut and restore, on a fixed port.
+struct Proxy {
+    port: u16,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut proxy = Proxy {
+            port,
+            running: None,
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        self.running = Some(tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    break;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(REDIS).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Redis "dies": the listener and every open connection are dropped.
+    fn cut(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.abort();
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
+    let mut config = test_config(db);
+    config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));
+    config.redis_key_prefix = prefix.to_owned();
+    config
+}
+
+fn draft() -> Value {
+    json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"})
+}
+
+/// `countersign_redis_degraded` for this app's key prefix (the recorder is shared by every app in
+/// the test process; the label keeps them apart).
+async fn degraded(app: &TestApp, prefix: &str) -> Option<f64> {
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let name = format!("countersign_redis_degraded{{prefix=\"{prefix}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_bucket() {
+    if !redis_available().await {
+        return;
+    }
+    let prefix = format!("cs_test_{}:", ulid::Ulid::new());
+    let (db_a, db_b) = (TestDb::sqlite(), TestDb::sqlite());
+    let a = TestApp::start_with(config(&db_a, &format!("redis://{REDIS}/"), &prefix)).await;
+    let b = TestApp::start_with(config(&db_b, &format!("redis://{REDIS}/"), &prefix)).await;
+    // outbound-email: 5 at once, then 30 a minute — across both replicas together.
+    for app in [&a, &b, &a, &b, &a] {
+        assert_eq!(app.submit(OUTBOUND, &draft()).await.status(), 201);
+    }
+    let limited = problem(b.submit(OUTBOUND, &draft()).await, 429).await;
+    assert_eq!(limited["type"], "urn:countersign:problem:rate-limited");
+    assert_eq!(degraded(&a, &prefix).await, Some(0.0));
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_limits_are_local_until_it_returns() {
+    if !redis_available().await {
+        return;
+    }
+    let mut proxy = Proxy::start().await;
+    let prefix = format!("cs_test_{}:", ulid::Ulid::new());
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    for _ in 0..5 {
+        assert_eq!(app.submit(OUTBOUND, &draft()).await.status(), 201);
+    }
+    problem(app.submit(OUTBOUND, &draft()).await, 429).await;
+
+    // Redis goes away: requests are still answered, with this process's own buckets (fresh: the
+    // agent gets its burst again here), and the degradation is exported.
+    proxy.cut();
+    let started = Instant::now();
+    assert_eq!(app.submit(OUTBOUND, &draft()).await.status(), 201);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a dead Redis does not stall requests"
+    );
+    assert_eq!(degraded(&app, &prefix).await, Some(1.0));
+
+    // Redis is back: the next calls use it again (the connection comes back by itself).
+    proxy.restore().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        app.clock.advance(chrono::Duration::seconds(2));
+        let status = app.submit(OUTBOUND, &draft()).await.status();
+        assert!(status == 201 || status == 429, "{status}");
+        if degraded(&app, &prefix).await == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await.unwrap();
+}

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod autonomy;
 pub mod breaker;
 pub mod budgets;
 pub mod callbacks;

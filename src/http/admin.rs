@@ -293,3 +293,41 @@ pub async fn resume_agent(
         .await?;
     Ok(Json(controls_of(&state, &agent)))
 }
+
+/// Each action's record over the last `period` (30d default, or 7d, 90d) and what the autonomy
+/// criteria in policy recommend (nothing changes by itself).
+#[utoipa::path(
+    get, path = "/v1/admin/agents/{agent}/autonomy", tag = "admin",
+    params(("agent" = String, Path), ("period" = Option<String>, Query, description = "7d, 30d (default) or 90d")),
+    responses(
+        (status = 200, body = crate::autonomy::AutonomyReport),
+        (status = 404, content_type = "application/problem+json"),
+        (status = 422, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn autonomy(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(agent): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<crate::autonomy::AutonomyReport>, ApiError> {
+    let agent = find_agent(&state, &agent)?;
+    let period = match query.get("period") {
+        Some(text) => text
+            .parse::<Period>()
+            .map_err(|e| ApiError::field("period", e))?,
+        None => Period::Month,
+    };
+    let registry = state.registry.current();
+    let report = crate::autonomy::report(
+        state.engine.store().as_ref(),
+        &agent,
+        period,
+        state.engine.clock().now(),
+        registry.policies.autonomy(),
+    )
+    .await
+    .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
+    Ok(Json(report))
+}

@@ -82,6 +82,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             admin::narrow_agent,
             admin::resume_agent
         ))
+        .routes(routes!(admin::autonomy))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

@@ -32,8 +32,9 @@ pub enum Impact {
     High,
 }
 
-/// How far an agent may go with an action on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// How far an agent may go with an action on its own, narrowest first (the order is the
+/// autonomy ladder promotions climb).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Autonomy {
     /// The agent may not propose it at all (it may only read).

@@ -18,6 +18,7 @@ struct PolicyFile {
     #[serde(default)]
     rules: Vec<Spanned<Spec>>,
     defaults: Option<Spanned<BTreeMap<Impact, Spanned<Spec>>>>,
+    autonomy: Option<Spanned<crate::autonomy::Criteria>>,
 }
 
 /// A rule or a default as written. One shape for both, since serde cannot combine `flatten`
@@ -88,12 +89,13 @@ impl Defaults {
     }
 }
 
-/// Every rule and the defaults, from every `*.yaml` directly in `dir`, in file-name order.
+/// Every rule, the defaults and the autonomy criteria, from every `*.yaml` directly in `dir`, in
+/// file-name order.
 pub fn load(
     dir: &Path,
     roles: &Roles,
     env: &cel::Env,
-) -> Result<(Vec<Rule>, Defaults), ManifestError> {
+) -> Result<(Vec<Rule>, Defaults, crate::autonomy::Criteria), ManifestError> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -112,6 +114,7 @@ pub fn load(
 
     let mut rules: Vec<Rule> = Vec::new();
     let mut defaults: Option<(PathBuf, Defaults)> = None;
+    let mut autonomy: Option<crate::autonomy::Criteria> = None;
     for path in paths {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ManifestError::new(&path, None, None, format!("cannot read: {e}")))?;
@@ -168,6 +171,34 @@ pub fn load(
                 condition,
                 requirement,
             });
+        }
+        if let Some(spanned) = file.autonomy {
+            let line = spanned.referenced.line();
+            let fail = |message: &str| {
+                ManifestError::new(&path, Some(line), Some("autonomy"), message.to_owned())
+            };
+            if autonomy.is_some() {
+                return Err(fail(
+                    "autonomy criteria are defined in more than one policy file",
+                ));
+            }
+            let criteria = spanned.value;
+            let shares = criteria.promote.iter().map(|p| p.max_rejected).chain(
+                criteria
+                    .demote
+                    .iter()
+                    .flat_map(|d| [Some(d.max_rejected), d.max_failed])
+                    .flatten(),
+            );
+            if shares.into_iter().any(|s| !(0.0..=1.0).contains(&s)) {
+                return Err(fail("shares are fractions from 0 to 1 (0.02 = 2%)"));
+            }
+            if criteria.promote.iter().any(|p| p.to <= p.from) {
+                return Err(fail(
+                    "a promotion goes to a wider tier (read_only < draft_only < approval < autonomous)",
+                ));
+            }
+            autonomy = Some(criteria);
         }
         if let Some(spanned) = file.defaults {
             let line = spanned.referenced.line();
@@ -228,7 +259,7 @@ pub fn load(
     let (_, defaults) = defaults.ok_or_else(|| {
         ManifestError::new(dir, None, Some("defaults"), "no policy file defines `defaults` (low, medium, high): they apply when no rule matches")
     })?;
-    Ok((rules, defaults))
+    Ok((rules, defaults, autonomy.unwrap_or_default()))
 }
 
 fn duration(field: &'static str, text: &str) -> Result<Duration, (&'static str, String)> {

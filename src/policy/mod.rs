@@ -35,6 +35,7 @@ pub struct PolicySet {
     defaults: Defaults,
     /// The facts some condition reads: only those are built for an evaluation.
     reads: Reads,
+    autonomy: crate::autonomy::Criteria,
 }
 
 /// Which facts the conditions read, worked out once at load.
@@ -111,14 +112,20 @@ impl PolicySet {
     /// Loads and checks every policy file in `dir` against the declared roles.
     pub fn load(dir: &Path, roles: &Roles) -> Result<Self, ManifestError> {
         let env = expression::environment();
-        let (rules, defaults) = file::load(dir, roles, &env)?;
+        let (rules, defaults, autonomy) = file::load(dir, roles, &env)?;
         let reads = Reads::from_uses(rules.iter().flat_map(|r| r.condition.uses.iter()));
         Ok(Self {
             env,
             rules,
             defaults,
             reads,
+            autonomy,
         })
+    }
+
+    /// When an action has earned a wider autonomy tier (or lost its own).
+    pub fn autonomy(&self) -> &crate::autonomy::Criteria {
+        &self.autonomy
     }
 
     pub fn rules(&self) -> &[Rule] {

@@ -18,6 +18,7 @@ const HELP: &str = "*countersign* — approvals for AI agents\n\
 • `/countersign report [7d|30d|90d] [role]` — the role's SLA report, posted in its channel
 \
 • `/countersign pause|draft-only|resume AGENT [ACTION] [reason]` — narrow an agent or widen it back (admins)\n\
+• `/countersign autonomy AGENT [30d|90d]` — each action's record and what it has earned\n\
 • `/countersign help` — this message";
 
 pub async fn handle(
@@ -44,6 +45,10 @@ pub async fn handle(
             };
             let rest: Vec<&str> = words.collect();
             super::controls::handle(&state, &command, change, &rest).await
+        }
+        "autonomy" => {
+            let rest: Vec<&str> = words.collect();
+            super::autonomy::handle(&state, &rest).await
         }
         "report" => {
             let rest: Vec<&str> = words.collect();

@@ -2,6 +2,7 @@
 //! endpoints Slack calls (`/slack/interactions`, `/slack/commands`). The only module that
 //! imports slack-morphism; the engine knows nothing of Slack.
 
+mod autonomy;
 pub mod card;
 mod client;
 mod commands;

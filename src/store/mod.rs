@@ -394,6 +394,13 @@ pub trait Store: Send + Sync + 'static {
         month: DateTime<Utc>,
     ) -> Result<crate::budgets::Usage, StoreError>;
 
+    /// An agent's proposals submitted since `since`, oldest first.
+    async fn proposals_of(
+        &self,
+        agent: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Proposal>, StoreError>;
+
     /// An agent's pending proposals: id and action.
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError>;
 

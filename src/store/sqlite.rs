@@ -1070,6 +1070,22 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn proposals_of(
+        &self,
+        agent: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Proposal>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at \
+             FROM proposals WHERE agent_id = ?1 AND created_at >= ?2 ORDER BY created_at",
+        )
+        .bind(agent)
+        .bind(format_timestamp(since))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(proposal_row).collect()
+    }
+
     async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, content FROM proposals WHERE agent_id = ?1 AND status = 'pending' ORDER BY created_at",

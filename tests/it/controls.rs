@@ -404,3 +404,175 @@ async fn an_auto_approval_over_budget_becomes_a_review_that_names_it(db: TestDb)
     app.stop().await.unwrap();
 }
 both_backends!(an_auto_approval_over_budget_becomes_a_review_that_names_it);
+
+/// The repository's policies with small autonomy criteria, so a short history can earn them.
+fn policies_with_small_criteria() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = crate::common::policies_dir();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.path().join("autonomy.yaml"),
+        "autonomy:\n  promote:\n    - {from: approval, to: autonomous, min_decided: 3, max_rejected: 0.3}\n  demote: {min_decided: 2, max_rejected: 0.5, max_failed: 0.5}\n",
+    )
+    .unwrap();
+    dir
+}
+
+async fn the_autonomy_report_reads_a_known_history(db: TestDb) {
+    use countersign::domain::{Actor, Decision, ProposalId, Status};
+    use countersign::store::Command;
+    let policies = policies_with_small_criteria();
+    let mut config = config(&db, &[]);
+    config.policies = policies.path().to_owned();
+    let app = TestApp::start_with(config).await;
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(
+            app.create(REVOPS, &discount_proposal()).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Three approved and one rejected, decided as the decision path does.
+    for (i, id) in ids.iter().enumerate() {
+        let (status, reason) = if i == 3 {
+            (
+                Status::Rejected,
+                Some("Above the discount playbook".to_owned()),
+            )
+        } else {
+            (Status::Approved, None)
+        };
+        let decision = Decision {
+            by: Actor {
+                kind: countersign::domain::ActorKind::Reviewer,
+                id: "U0FIN001".into(),
+            },
+            at: crate::common::start_time(),
+            reason,
+            execution_token: None,
+        };
+        let command = Command::Decide {
+            id: ProposalId::parse(id).unwrap(),
+            status,
+            decision,
+        };
+        store
+            .apply(vec![command], crate::common::start_time())
+            .await
+            .unwrap();
+    }
+    // Two executions reported, one failed.
+    for (id, result) in [
+        (&ids[0], "executed"),
+        (&ids[1], "executed"),
+        (&ids[2], "failed"),
+    ] {
+        let token =
+            app.get(REVOPS, id).await.json::<Value>().await.unwrap()["decision"]["execution_token"]
+                .clone();
+        let body = json!({"result": result, "execution_token": token});
+        assert_eq!(
+            app.post(REVOPS, &format!("/v1/proposals/{id}/outcome"), Some(&body))
+                .await
+                .status(),
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(app.create(REVOPS, &tag_lead()).await["status"], "approved");
+    }
+    // One override on lead tagging.
+    let url = app.url("/v1/admin/agents/revops-crm/controls");
+    let pause = json!({"mode": "paused", "action": "crm.lead.tag", "reason": "checking"});
+    app.http
+        .post(&url)
+        .bearer_auth(ADMIN)
+        .json(&pause)
+        .send()
+        .await
+        .unwrap();
+    app.http
+        .delete(format!("{url}?action=crm.lead.tag"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+
+    let report: Value = app
+        .http
+        .get(app.url("/v1/admin/agents/revops-crm/autonomy?period=30d"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let action = |name: &str| {
+        report["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["action"] == name)
+            .unwrap()
+            .clone()
+    };
+    let update = action("crm.opportunity.update");
+    assert_eq!(
+        (
+            update["proposals"].clone(),
+            update["approved"].clone(),
+            update["rejected"].clone()
+        ),
+        (json!(4), json!(3), json!(1))
+    );
+    assert_eq!(update["approval_rate"], 0.75);
+    assert_eq!(
+        update["rejection_reasons"],
+        json!([["Above the discount playbook", 1]])
+    );
+    assert_eq!(
+        (
+            update["executed"].clone(),
+            update["failed_executions"].clone()
+        ),
+        (json!(2), json!(1))
+    );
+    assert_eq!(update["overrides"], 0);
+    assert_eq!(update["recommendation"], "promote");
+    assert!(
+        update["reason"]
+            .as_str()
+            .unwrap()
+            .contains("eligible for autonomous")
+    );
+    let tag = action("crm.lead.tag");
+    assert_eq!(
+        (tag["approved"].clone(), tag["overrides"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(tag["recommendation"], "keep");
+
+    // The same in Slack, for whoever asks.
+    let answer = app
+        .slack()
+        .command("U0FIN001", "C0FINANCE", "autonomy revops-crm 30d")
+        .await;
+    let text = answer.body["text"].as_str().unwrap();
+    assert!(text.contains("`crm.opportunity.update` (approval): 4 proposals, 3 approved / 1 rejected (75% approved)"), "{text}");
+    assert!(text.contains("→ *promote*"), "{text}");
+    assert!(
+        text.contains("rejected ×1: Above the discount playbook"),
+        "{text}"
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(the_autonomy_report_reads_a_known_history);

@@ -13,6 +13,18 @@ fn tag_lead() -> Value {
     json!({"action": "crm.lead.tag", "summary": "Tag Acme as hot", "params": {"tag": "hot"}})
 }
 
+/// `redis`: a Redis URL and key prefix for the shared counters.
+fn with_redis(
+    mut config: countersign::config::Config,
+    redis: Option<(String, String)>,
+) -> countersign::config::Config {
+    if let Some((url, prefix)) = redis {
+        config.redis_url = Some(countersign::config::Secret::new(url));
+        config.redis_key_prefix = prefix;
+    }
+    config
+}
+
 fn config(db: &TestDb, admins: &[&str]) -> countersign::config::Config {
     let mut config = test_config(db);
     config.slack_admins = admins.iter().map(|a| (*a).to_owned()).collect();
@@ -224,9 +236,16 @@ async fn draft_only_from_the_admin_api_forces_review(db: TestDb) {
 both_backends!(draft_only_from_the_admin_api_forces_review);
 
 async fn an_agent_over_its_rate_is_told_when_to_retry(db: TestDb) {
+    rate_limited_with(db, None).await;
+}
+both_backends!(an_agent_over_its_rate_is_told_when_to_retry);
+
+/// With `redis` (a URL and key prefix), the buckets are in Redis (`redis_limits.rs` runs these
+/// there too).
+pub async fn rate_limited_with(db: TestDb, redis: Option<(String, String)>) {
     // outbound-email's manifest: 30 a minute, 5 at once.
     const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
-    let app = TestApp::start_with(config(&db, &[])).await;
+    let app = TestApp::start_with(with_redis(config(&db, &[]), redis)).await;
     let draft = json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"});
     for _ in 0..5 {
         assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
@@ -246,7 +265,6 @@ async fn an_agent_over_its_rate_is_told_when_to_retry(db: TestDb) {
     );
     app.stop().await.unwrap();
 }
-both_backends!(an_agent_over_its_rate_is_told_when_to_retry);
 
 async fn the_circuit_breaker_pauses_an_agent_rejected_again_and_again(db: TestDb) {
     // revops-crm's manifest: five rejections in a row trip it.
@@ -298,9 +316,14 @@ async fn the_circuit_breaker_pauses_an_agent_rejected_again_and_again(db: TestDb
 both_backends!(the_circuit_breaker_pauses_an_agent_rejected_again_and_again);
 
 async fn a_flood_trips_the_circuit_breaker(db: TestDb) {
+    flood_with(db, None).await;
+}
+both_backends!(a_flood_trips_the_circuit_breaker);
+
+pub async fn flood_with(db: TestDb, redis: Option<(String, String)>) {
     // outbound-email's manifest: 30 a minute, 5 at once; 20 refusals within a minute trip it.
     const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
-    let app = TestApp::start_with(config(&db, &[])).await;
+    let app = TestApp::start_with(with_redis(config(&db, &[]), redis)).await;
     let draft = json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"});
     for _ in 0..5 {
         assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
@@ -319,7 +342,6 @@ async fn a_flood_trips_the_circuit_breaker(db: TestDb) {
     );
     app.stop().await.unwrap();
 }
-both_backends!(a_flood_trips_the_circuit_breaker);
 
 /// The repository's manifests with `budgets` added to revops-crm's.
 fn manifests_with_budgets() -> tempfile::TempDir {

@@ -164,3 +164,27 @@ async fn without_redis_the_limits_are_local_until_it_returns() {
     }
     app.stop().await.unwrap();
 }
+
+/// The rate-limit and flood tests of `controls.rs`, with their counters in Redis.
+async fn in_redis(test: &str) -> Option<(String, String)> {
+    redis_available().await.then(|| {
+        (
+            format!("redis://{REDIS}/"),
+            format!("cs_test_{test}_{}:", ulid::Ulid::new()),
+        )
+    })
+}
+
+async fn rate_limited_in_redis(db: TestDb) {
+    if let Some(redis) = in_redis("rate").await {
+        crate::controls::rate_limited_with(db, Some(redis)).await;
+    }
+}
+crate::both_backends!(rate_limited_in_redis);
+
+async fn flood_in_redis(db: TestDb) {
+    if let Some(redis) = in_redis("flood").await {
+        crate::controls::flood_with(db, Some(redis)).await;
+    }
+}
+crate::both_backends!(flood_in_redis);

@@ -66,6 +66,20 @@ enum Command {
     /// On-call schedules (manifests/oncall.yaml).
     #[command(subcommand)]
     Oncall(OncallCommand),
+    /// The Slack app.
+    #[command(subcommand)]
+    Slack(SlackCommand),
+}
+
+#[derive(Subcommand)]
+enum SlackCommand {
+    /// Prints manifests/slack-app.yaml with your public URL in it, to paste into Slack's
+    /// "create app from manifest".
+    Manifest {
+        /// Where Slack reaches countersign (https://…); default: the public_url setting.
+        #[arg(long)]
+        public_url: Option<url::Url>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +222,13 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             if posted.iter().any(|p| p.outcome.is_err()) {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Slack(SlackCommand::Manifest { public_url }) => {
+            let url = public_url.unwrap_or_else(|| config.public_url.clone());
+            print!(
+                "{}",
+                countersign::slack::app_manifest(&config.manifests, &url)?
+            );
         }
         Command::Migrate => {
             let store = countersign::app::open_store(&config).await?;

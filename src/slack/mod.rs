@@ -76,3 +76,19 @@ fn verified(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(), A
         ApiError::SlackSignature(error)
     })
 }
+
+/// Placeholder host of `manifests/slack-app.yaml`.
+const MANIFEST_HOST: &str = "https://countersign.example.com";
+
+/// The Slack app manifest (`manifests/slack-app.yaml`) with `public_url` in place of the
+/// placeholder host. Slack only calls HTTPS URLs, so anything else is refused.
+pub fn app_manifest(manifests: &std::path::Path, public_url: &url::Url) -> anyhow::Result<String> {
+    use anyhow::Context;
+    if public_url.scheme() != "https" {
+        anyhow::bail!("--public-url: Slack only calls https:// URLs (got {public_url})");
+    }
+    let path = manifests.join("slack-app.yaml");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.replace(MANIFEST_HOST, public_url.as_str().trim_end_matches('/')))
+}

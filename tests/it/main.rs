@@ -22,6 +22,7 @@ mod sandbox_api;
 mod sla;
 mod slack_client;
 mod slack_flow;
+mod slack_manifest;
 mod slack_outbox;
 mod slack_votes;
 mod step_up;

@@ -98,7 +98,6 @@ pub async fn run_with_clock(
         digest: config.report_digest,
         scheduled: Default::default(),
     };
-    let reports = tokio::spawn(reports.run(report_work.clone(), stopped(workers_stopped.clone())));
     let callbacks = crate::workers::CallbackWorker::new(
         engine.clone(),
         registry.clone(),
@@ -106,11 +105,27 @@ pub async fn run_with_clock(
         crate::callbacks::ssrf::Guard::new(config.callback_allowlist.clone()),
         config.callback_timeout,
     );
-    let callbacks =
-        tokio::spawn(callbacks.run(engine.callback_work(), stopped(workers_stopped.clone())));
-    let sla = tokio::spawn(sla.run(stopped(workers_stopped.clone())));
-    let outbox = tokio::spawn(outbox.run(engine.slack_work(), stopped(workers_stopped)));
-    let purge = tokio::spawn(purge_idempotency_keys(store.clone(), clock));
+    // The durable loops run where the role says (`serve --role`): an API-only replica leaves
+    // them to the worker replicas, which pick up every row the API wrote.
+    let mut workers: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
+    let mut purge = None;
+    if config.serve_role.runs_workers() {
+        let stop = || stopped(workers_stopped.clone());
+        workers.push((
+            "slack outbox",
+            tokio::spawn(outbox.run(engine.slack_work(), stop())),
+        ));
+        workers.push(("sla", tokio::spawn(sla.run(stop()))));
+        workers.push((
+            "report",
+            tokio::spawn(reports.run(report_work.clone(), stop())),
+        ));
+        workers.push((
+            "callback",
+            tokio::spawn(callbacks.run(engine.callback_work(), stop())),
+        ));
+        purge = Some(tokio::spawn(purge_idempotency_keys(store.clone(), clock)));
+    }
     let controls = tokio::spawn(refresh_controls(engine.clone()));
     let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
     let state = AppState {
@@ -137,7 +152,12 @@ pub async fn run_with_clock(
             tracing::warn!(%address, "the Slack sandbox is reachable beyond this machine: anyone who can reach it can approve as any sandbox user; configure a Slack token, or listen on 127.0.0.1");
         }
     }
-    let router = http::router(state, sandbox.as_ref());
+    let router = if config.serve_role.serves_api() {
+        http::router(state, sandbox.as_ref())
+    } else {
+        http::ops_router(state, sandbox.as_ref())
+    };
+    tracing::info!(role = ?config.serve_role, "serving");
     let shutdown = async move {
         shutdown.await;
         if let Some(sandbox) = sandbox {
@@ -148,13 +168,7 @@ pub async fn run_with_clock(
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_workers.send(true);
-    if tokio::time::timeout(Duration::from_secs(10), outbox)
-        .await
-        .is_err()
-    {
-        tracing::warn!("slack outbox worker did not stop within 10 s");
-    }
-    for (name, worker) in [("sla", sla), ("report", reports), ("callback", callbacks)] {
+    for (name, worker) in workers {
         if tokio::time::timeout(Duration::from_secs(10), worker)
             .await
             .is_err()
@@ -162,7 +176,9 @@ pub async fn run_with_clock(
             tracing::warn!("{name} worker did not stop within 10 s");
         }
     }
-    purge.abort();
+    if let Some(purge) = purge {
+        purge.abort();
+    }
     controls.abort();
     reload.abort();
     store.close().await;

@@ -135,6 +135,40 @@ pub struct Config {
     pub slack_admins: Vec<String>,
     /// What countersign's Redis keys start with (several deployments may share one Redis).
     pub redis_key_prefix: String,
+    /// What this process does: the HTTP API, the background workers, or both.
+    pub serve_role: ServeRole,
+}
+
+/// `serve --role`: lets a deployment scale the HTTP tier and the workers separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServeRole {
+    /// The API, Slack endpoints and the workers (one process does everything).
+    #[default]
+    All,
+    /// The API and Slack endpoints; the durable loops run elsewhere.
+    Api,
+    /// The durable loops (Slack outbox, SLA timers, reports, callbacks) and the operations
+    /// endpoints only.
+    Worker,
+}
+
+impl ServeRole {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "all" => Some(ServeRole::All),
+            "api" => Some(ServeRole::Api),
+            "worker" => Some(ServeRole::Worker),
+            _ => None,
+        }
+    }
+
+    pub fn runs_workers(self) -> bool {
+        self != ServeRole::Api
+    }
+
+    pub fn serves_api(self) -> bool {
+        self != ServeRole::Worker
+    }
 }
 
 /// The weekly digest's slot unless configured otherwise.
@@ -160,6 +194,7 @@ pub const KEYS: &[&str] = &[
     "callback_timeout",
     "slack_admins",
     "redis_key_prefix",
+    "serve_role",
 ];
 
 /// A configuration problem, naming the key and where its value came from.
@@ -387,6 +422,11 @@ impl Config {
         };
         let redis_key_prefix =
             take("redis_key_prefix").map_or_else(|| "countersign:".to_owned(), |(v, _)| v);
+        let serve_role = match take("serve_role") {
+            Some((v, src)) => ServeRole::parse(&v)
+                .ok_or_else(|| invalid("serve_role", &src, "must be all, api or worker".into()))?,
+            None => ServeRole::All,
+        };
 
         Ok(Config {
             listen,
@@ -407,6 +447,7 @@ impl Config {
             callback_timeout,
             slack_admins,
             redis_key_prefix,
+            serve_role,
         })
     }
 

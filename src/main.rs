@@ -42,6 +42,10 @@ enum Command {
         /// Once up, post the example proposals (policies/examples) as the example agents.
         #[arg(long)]
         demo: bool,
+        /// all (default), api (HTTP only) or worker (background loops and /healthz, /readyz,
+        /// /metrics only); overrides the serve_role setting.
+        #[arg(long)]
+        role: Option<String>,
     },
     /// Post the example proposals to a running countersign (see `serve --demo`).
     Demo {
@@ -184,7 +188,14 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { demo } => {
+        Command::Serve { demo, role } => {
+            let mut config = config;
+            if let Some(role) = role {
+                config.serve_role =
+                    countersign::config::ServeRole::parse(&role).ok_or_else(|| {
+                        anyhow::anyhow!("--role must be all, api or worker (got {role:?})")
+                    })?;
+            }
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| {

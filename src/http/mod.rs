@@ -96,6 +96,20 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// A worker replica's HTTP: the operations endpoints (and the sandbox it posts to, if any).
+pub fn ops_router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Router {
+    let mut routes = Router::new()
+        .route("/healthz", axum::routing::get(ops::healthz))
+        .route("/readyz", axum::routing::get(ops::readyz))
+        .route("/metrics", axum::routing::get(ops::metrics));
+    if let Some(sandbox) = sandbox {
+        routes = routes.merge(sandbox.routes());
+    }
+    routes
+        .fallback(|| async { problem::ApiError::NoRoute })
+        .with_state(state)
+}
+
 /// The whole HTTP application; with a sandbox, its routes too (they exist only then).
 pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Router {
     let (routes, openapi) = api();

@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal};
+use crate::both_backends;
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem};
 
 #[tokio::test]
 async fn health_readiness_and_request_ids() {
@@ -120,3 +121,47 @@ async fn openapi_describes_the_api() {
         serde_json::to_value(countersign::http::openapi()).unwrap()
     );
 }
+
+async fn api_and_worker_roles_split_the_work(db: TestDb) {
+    use countersign::config::ServeRole;
+    let mut api = crate::common::test_config(&db);
+    api.serve_role = ServeRole::Api;
+    let api = TestApp::start_with(api).await;
+    let created = api.create(REVOPS, &discount_proposal()).await;
+    let id = created["id"].as_str().unwrap();
+
+    // A worker replica on the same database posts the card (to the sandbox it serves).
+    let mut worker = crate::common::test_config(&db);
+    worker.serve_role = ServeRole::Worker;
+    let worker = TestApp::start_with(worker).await;
+    worker
+        .slack()
+        .wait_for_card("C0FINANCE", id, "the card, posted by the worker", |_| true)
+        .await;
+    // The API replica posted nothing itself (it runs no outbox), though it was told first.
+    let posted_by_api = api
+        .slack()
+        .calls()
+        .await
+        .iter()
+        .filter(|c| c["method"] == "chat.postMessage")
+        .count();
+    assert_eq!(posted_by_api, 0);
+    // The worker serves operations only.
+    let ready = worker.http.get(worker.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let no_api = worker
+        .http
+        .get(worker.url(&format!("/v1/proposals/{id}")))
+        .bearer_auth(REVOPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(no_api, 404).await["type"],
+        "urn:countersign:problem:no-route"
+    );
+    api.stop().await.unwrap();
+    worker.stop().await.unwrap();
+}
+both_backends!(api_and_worker_roles_split_the_work);

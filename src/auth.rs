@@ -54,6 +54,11 @@ impl AgentDirectory {
         &self.agents
     }
 
+    /// The declared agent with this id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Agent>> {
+        self.agents.iter().find(|a| a.id.as_str() == id)
+    }
+
     /// The agent holding `token`, if any. Every declared hash is compared, in constant time and
     /// without stopping at a match, so timing tells nothing about which hash came close.
     pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {

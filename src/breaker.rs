@@ -13,9 +13,7 @@ pub async fn after_rejection(state: AppState, agent: String) {
     let registry = state.registry.current();
     let Some(threshold) = registry
         .agents
-        .agents()
-        .iter()
-        .find(|a| a.id.as_str() == agent)
+        .get(&agent)
         .and_then(|a| a.circuit_breaker)
         .and_then(|b| b.rejections_in_a_row)
     else {

@@ -177,9 +177,7 @@ fn find_agent(
     let registry = state.registry.current();
     registry
         .agents
-        .agents()
-        .iter()
-        .find(|a| a.id.as_str() == agent)
+        .get(agent)
         .cloned()
         .ok_or(ApiError::NoSuchAgent)
 }

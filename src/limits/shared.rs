@@ -40,6 +40,8 @@ pub enum SharedError {
     Redis(#[from] redis::RedisError),
     #[error("redis: no answer within {CALL_TIMEOUT:?}")]
     Timeout,
+    #[error("redis: not connected (next attempt within {RECONNECT_EVERY:?})")]
+    NotConnected,
 }
 
 /// How often a Redis that could not be reached is tried again (calls in between use the local
@@ -79,7 +81,7 @@ impl SharedLimiter {
             return Ok(connection.clone());
         }
         if tried.is_some_and(|at| at.elapsed() < RECONNECT_EVERY) {
-            return Err(SharedError::Timeout);
+            return Err(SharedError::NotConnected);
         }
         *tried = Some(std::time::Instant::now());
         let config = ConnectionManagerConfig::new()

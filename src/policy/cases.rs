@@ -22,9 +22,7 @@ pub fn evaluate(
 ) -> Result<(Agent, ValidRequest, Evaluation), String> {
     let agent = registry
         .agents
-        .agents()
-        .iter()
-        .find(|a| a.id.as_str() == agent_id)
+        .get(agent_id)
         .ok_or_else(|| format!("no agent {agent_id:?} in the manifests"))?;
     let request = ProposalRequest::from_json(body)
         .map_err(|e| vec![e])

@@ -451,7 +451,7 @@ fn daily(population: &[&Tracked], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec
 }
 
 /// Nearest-rank percentile of sorted values.
-pub fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
+fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
     if sorted.is_empty() {
         return None;
     }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 pub use digest::DigestSchedule;
 pub use figures::{
     Backlog, Breach, CardRef, DayFigures, LevelCount, Outcomes, ReviewerFigures, SlaFigures,
-    SlaReport, TimeToDecision, Waiting, compute, percentile,
+    SlaReport, TimeToDecision, Waiting, compute,
 };
 
 use crate::audit::{AuditFilter, kinds};

@@ -16,12 +16,7 @@ pub async fn handle(state: &AppState, words: &[&str]) -> String {
         Some(Err(error)) => return format!("{error}. {usage}"),
     };
     let registry = state.registry.current();
-    let Some(agent) = registry
-        .agents
-        .agents()
-        .iter()
-        .find(|a| a.id.as_str() == *name)
-    else {
+    let Some(agent) = registry.agents.get(name) else {
         return format!(
             "There is no agent `{}`. {usage}",
             mrkdwn(&truncate(name, 60))

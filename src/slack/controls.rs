@@ -39,12 +39,7 @@ pub async fn handle(
     let Some((agent_word, rest)) = words.split_first() else {
         return format!("Which agent? {USAGE}");
     };
-    let Some(agent) = registry
-        .agents
-        .agents()
-        .iter()
-        .find(|a| a.id.as_str() == *agent_word)
-    else {
+    let Some(agent) = registry.agents.get(agent_word) else {
         return format!(
             "There is no agent `{}`. {USAGE}",
             mrkdwn(&truncate(agent_word, 60))

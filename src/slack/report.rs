@@ -101,8 +101,8 @@ pub async fn request(state: &AppState, command: &SlashCommand, words: &[&str]) -
     }
 }
 
-/// The report as a message. `links` maps proposal ids to their cards' permalinks; `digest` says
-/// it is the weekly digest rather than an answer to someone's command.
+/// The report as a message. `links` maps proposal ids to their cards' permalinks;
+/// `requested_by` is who asked for it, `None` for the weekly digest.
 pub fn message(
     report: &SlaReport,
     links: &HashMap<String, String>,

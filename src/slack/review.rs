@@ -335,9 +335,7 @@ async fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str)
     let registry = state.registry.current();
     let owner = registry
         .agents
-        .agents()
-        .iter()
-        .find(|a| a.id == proposal.agent)
+        .get(proposal.agent.as_str())
         .map(|a| a.owner.clone());
     if owner.as_deref() == Some(user) {
         return Some(format!(

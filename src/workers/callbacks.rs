@@ -134,19 +134,6 @@ impl CallbackWorker {
         Ok(started)
     }
 
-    /// Claims and delivers everything due, waiting for each (tests step the worker with this).
-    pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let now = self.clock.now();
-        let due = self
-            .engine
-            .store()
-            .claim_webhooks(now, now + self.lease(), IN_FLIGHT as i64)
-            .await?;
-        let count = due.len();
-        futures_util::future::try_join_all(due.iter().map(|d| self.deliver(d))).await?;
-        Ok(count)
-    }
-
     /// One attempt at one delivery, recorded with what follows from it.
     async fn deliver(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
         let attempt = delivery.attempts + 1;
@@ -265,12 +252,7 @@ impl CallbackWorker {
     /// The agent's signing secrets, from the environment variable its manifest names.
     fn secrets(&self, agent: &str) -> Result<Vec<WebhookSecret>, String> {
         let registry = self.registry.current();
-        let Some(agent) = registry
-            .agents
-            .agents()
-            .iter()
-            .find(|a| a.id.as_str() == agent)
-        else {
+        let Some(agent) = registry.agents.get(agent) else {
             return Err(format!("agent {agent} is no longer declared"));
         };
         let Some(var) = &agent.callback_secret_env else {

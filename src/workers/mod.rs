@@ -1,5 +1,6 @@
 //! Durable background loops. Each claims rows from the database, does the work, and marks it
-//! done; each has a `run_once` that tests call to step it deterministically.
+//! done; each has one step its loop repeats (`run_once`; the callback worker's `start_due`
+//! starts deliveries without waiting for them, so a slow endpoint holds up nothing).
 
 pub mod callbacks;
 pub mod channel_budget;

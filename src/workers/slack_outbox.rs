@@ -148,12 +148,7 @@ impl SlackOutbox {
             Err(error) => return transient(job, error.to_string()),
         };
         let registry = self.registry.current();
-        let agent = registry
-            .agents
-            .agents()
-            .iter()
-            .find(|a| a.id == proposal.agent)
-            .cloned();
+        let agent = registry.agents.get(proposal.agent.as_str()).cloned();
         let requester = match &proposal.content.requested_by {
             Some(text) => self.directory.person(text).await,
             None => None,

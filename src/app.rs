@@ -9,9 +9,11 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::clock::{Clock, SystemClock};
+use crate::cluster::{RedisLink, SeenKeys, Wakeups};
 use crate::config::{Config, Secret};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
+use crate::limits::{RateLimiter, SharedLimiter};
 use crate::links::LinkSigner;
 use crate::registry::{Registry, SharedRegistry};
 use crate::sandbox::{Sandbox, Workspace};
@@ -50,8 +52,19 @@ pub async fn run_with_clock(
     slack.admins = config.slack_admins.clone();
     let registry = SharedRegistry::new(registry);
 
+    let redis = match &config.redis_url {
+        Some(url) => {
+            Some(RedisLink::new(url.expose(), &config.redis_key_prefix).context("redis_url")?)
+        }
+        None => None,
+    };
+    if let Some(redis) = &redis {
+        slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
+    }
+
     let store = open_store(&config).await?;
-    let engine = Engine::start(store.clone(), clock.clone());
+    let wakeups = redis.clone().map(Wakeups::shared).unwrap_or_default();
+    let engine = Engine::start(store.clone(), clock.clone()).with_wakeups(wakeups.clone());
     engine
         .refresh_controls()
         .await
@@ -82,7 +95,10 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         links: links.clone(),
         public_url: config.public_url.clone(),
-        budget: crate::workers::ChannelBudget::default(),
+        budget: redis
+            .clone()
+            .map(crate::workers::ChannelBudget::shared)
+            .unwrap_or_default(),
     };
     let sla = crate::workers::SlaWorker {
         engine: engine.clone(),
@@ -126,6 +142,9 @@ pub async fn run_with_clock(
         ));
         purge = Some(tokio::spawn(purge_idempotency_keys(store.clone(), clock)));
     }
+    // Every role listens: API replicas end long-polls, worker replicas start on queued work.
+    let wakeups =
+        tokio::spawn(wakeups.run(Arc::new(engine.clone()), stopped(workers_stopped.clone())));
     let controls = tokio::spawn(refresh_controls(engine.clone()));
     let reload = tokio::spawn(reload_on_sighup(registry.clone(), config.clone()));
     let state = AppState {
@@ -136,8 +155,27 @@ pub async fn run_with_clock(
         slack,
         links,
         admin_token: config.admin_token.clone(),
-        limiter: Arc::new(rate_limiter(&config)?),
+        limiter: Arc::new(match &redis {
+            Some(redis) => RateLimiter::shared(SharedLimiter::new(redis.clone())),
+            None => RateLimiter::local(),
+        }),
         reports: report_work,
+        seen: Arc::new(SeenKeys::new(redis.clone())),
+        redis,
+    };
+
+    // Socket Mode: clicks and commands come over a connection this process opens. Where the
+    // Slack endpoints are served, that is (a worker replica serves none).
+    let (stop_socket, socket_stopped) = tokio::sync::watch::channel(false);
+    let socket = match &config.slack_app_token {
+        Some(app_token) if config.serve_role.serves_api() => Some(tokio::spawn(
+            crate::slack::socket::run(state.clone(), app_token.clone(), stopped(socket_stopped)),
+        )),
+        Some(_) => {
+            tracing::info!("worker replica: Socket Mode connections are the API replicas' to open");
+            None
+        }
+        None => None,
     };
 
     tracing::info!(%address, config = %config.describe(), "countersign listening");
@@ -163,11 +201,20 @@ pub async fn run_with_clock(
         if let Some(sandbox) = sandbox {
             sandbox.close();
         }
+        // Like the listener, the socket takes nothing new; what it carries is acknowledged.
+        let _ = stop_socket.send(true);
     };
     let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = stop_workers.send(true);
+    if let Some(socket) = socket
+        && tokio::time::timeout(Duration::from_secs(10), socket)
+            .await
+            .is_err()
+    {
+        tracing::warn!("Socket Mode did not stop within 10 s");
+    }
     for (name, worker) in workers {
         if tokio::time::timeout(Duration::from_secs(10), worker)
             .await
@@ -181,21 +228,10 @@ pub async fn run_with_clock(
     }
     controls.abort();
     reload.abort();
+    wakeups.abort();
     store.close().await;
     tracing::info!("countersign stopped");
     served.context("server failed")
-}
-
-/// Rate limits in Redis when it is configured (shared by replicas), else in this process.
-fn rate_limiter(config: &Config) -> anyhow::Result<crate::limits::RateLimiter> {
-    Ok(match &config.redis_url {
-        Some(url) => {
-            let shared = crate::limits::SharedLimiter::new(url.expose(), &config.redis_key_prefix)
-                .context("redis_url")?;
-            crate::limits::RateLimiter::shared(shared)
-        }
-        None => crate::limits::RateLimiter::local(),
-    })
 }
 
 /// Other replicas' pauses and resumes reach this one within this long.
@@ -215,8 +251,9 @@ async fn stopped(mut flag: tokio::sync::watch::Receiver<bool>) {
     let _ = flag.wait_for(|stop| *stop).await;
 }
 
-/// The URL this process answers on, for itself (the sandbox delivers clicks here).
-fn own_url(address: std::net::SocketAddr) -> url::Url {
+/// The URL this process answers on, for itself (the sandbox delivers clicks here, and
+/// `countersign healthcheck` asks here).
+pub fn own_url(address: std::net::SocketAddr) -> url::Url {
     let host = match address.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
@@ -235,12 +272,13 @@ fn connect_slack(
     own_url: url::Url,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<(SlackContext, Option<Sandbox>)> {
-    if let (Some(token), Some(signing_secret)) =
-        (&config.slack_bot_token, &config.slack_signing_secret)
-    {
+    // A bot token comes with a signing secret, an app token (Socket Mode), or both: the
+    // configuration has checked.
+    if let Some(token) = &config.slack_bot_token {
         let api = SlackApi::new(&config.slack_api_url, token);
+        let signing_secret = config.slack_signing_secret.clone();
         return Ok((
-            SlackContext::new(api, signing_secret.clone(), config.secret_key.as_ref()),
+            SlackContext::new(api, signing_secret, config.secret_key.as_ref()),
             None,
         ));
     }
@@ -268,7 +306,7 @@ fn connect_slack(
     }
     let api = SlackApi::new(&sandbox.api_url(), &token);
     Ok((
-        SlackContext::new(api, signing_secret, config.secret_key.as_ref()),
+        SlackContext::new(api, Some(signing_secret), config.secret_key.as_ref()),
         Some(sandbox),
     ))
 }

@@ -60,17 +60,27 @@ impl AgentDirectory {
     }
 
     /// The agent holding `token`, if any. Every declared hash is compared, in constant time and
-    /// without stopping at a match, so timing tells nothing about which hash came close.
+    /// without stopping at a match, so timing tells nothing about which hash came close. While
+    /// an agent's token is rotated its manifest lists two hashes and either token is accepted;
+    /// a request with the old one is logged, so operators see when the agent has switched.
     pub fn authenticate(&self, token: &str) -> Option<Arc<Agent>> {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = subtle::Choice::from(0u8);
         let mut index = 0u32;
+        let mut slot = 0u32;
         for (i, agent) in self.agents.iter().enumerate() {
-            let hit = agent.token_sha256.ct_eq(&presented);
-            index = u32::conditional_select(&index, &(i as u32), hit);
-            found |= hit;
+            for (j, hash) in agent.token_hashes.iter().enumerate() {
+                let hit = hash.ct_eq(&presented);
+                index = u32::conditional_select(&index, &(i as u32), hit);
+                slot = u32::conditional_select(&slot, &(j as u32), hit);
+                found |= hit;
+            }
         }
-        bool::from(found).then(|| self.agents[index as usize].clone())
+        let agent = bool::from(found).then(|| self.agents[index as usize].clone())?;
+        if slot > 0 {
+            tracing::info!(agent = %agent.id, "authenticated with the agent's previous token (the second token_sha256): it has not switched to the new one yet");
+        }
+        Some(agent)
     }
 
     /// Agents still configured with a published demo token.
@@ -81,7 +91,7 @@ impl AgentDirectory {
             .collect();
         self.agents
             .iter()
-            .filter(|a| demo.contains(&a.token_sha256))
+            .filter(|a| a.token_hashes.iter().any(|h| demo.contains(h)))
             .map(|a| a.as_ref())
             .collect()
     }
@@ -97,7 +107,10 @@ mod tests {
             id: AgentId::parse(id).unwrap(),
             owner: "U0OWNER01".into(),
             description: String::new(),
-            token_sha256: Sha256::digest(token.as_bytes()).into(),
+            token_hashes: token
+                .split(' ')
+                .map(|t| Sha256::digest(t.as_bytes()).into())
+                .collect(),
             callback_url: None,
             callback_secret_env: None,
             rate_limit: None,
@@ -116,6 +129,15 @@ mod tests {
         assert!(directory.authenticate("tok-c").is_none());
         assert!(directory.authenticate("").is_none());
         assert!(AgentDirectory::default().authenticate("tok-a").is_none());
+    }
+
+    #[test]
+    fn both_tokens_work_while_one_is_rotated() {
+        let directory = AgentDirectory::new(vec![agent("a", "tok-a"), agent("b", "new-b old-b")]);
+        assert_eq!(directory.authenticate("new-b").unwrap().id.as_str(), "b");
+        assert_eq!(directory.authenticate("old-b").unwrap().id.as_str(), "b");
+        assert_eq!(directory.authenticate("tok-a").unwrap().id.as_str(), "a");
+        assert!(directory.authenticate("new-b old-b").is_none());
     }
 
     #[test]

@@ -112,6 +112,10 @@ pub struct Config {
     pub redis_url: Option<Secret>,
     pub slack_bot_token: Option<Secret>,
     pub slack_signing_secret: Option<Secret>,
+    /// The Slack app's app-level token (`xapp-…`, scope `connections:write`). Set: Socket Mode
+    /// — countersign connects to Slack and receives clicks and commands over a WebSocket, so
+    /// Slack needs no way in.
+    pub slack_app_token: Option<Secret>,
     pub slack_api_url: Url,
     /// The base URL people and agents reach countersign at (links in responses and cards).
     pub public_url: Url,
@@ -182,6 +186,7 @@ pub const KEYS: &[&str] = &[
     "redis_url",
     "slack_bot_token",
     "slack_signing_secret",
+    "slack_app_token",
     "slack_api_url",
     "public_url",
     "policies",
@@ -314,17 +319,40 @@ impl Config {
         };
         let slack_bot_token = take("slack_bot_token");
         let slack_signing_secret = take("slack_signing_secret").map(|(v, _)| Secret::new(v));
-        // A real workspace without its signing secret could not tell Slack's clicks from forgeries.
+        let slack_app_token = take("slack_app_token");
+        if let Some((token, src)) = &slack_app_token {
+            // Slack's app-level tokens start so; a bot token here is the usual mix-up, and
+            // Slack would refuse it (not_allowed_token_type) at every reconnection.
+            if !token.starts_with("xapp-") {
+                return Err(invalid(
+                    "slack_app_token",
+                    src,
+                    "must be an app-level token, xapp-… (Basic Information → App-Level Tokens, scope connections:write)".into(),
+                ));
+            }
+            if slack_bot_token.is_none() {
+                return Err(invalid(
+                    "slack_app_token",
+                    src,
+                    "needs slack_bot_token too: Socket Mode only receives; cards are posted with the bot token".into(),
+                ));
+            }
+        }
+        // Over HTTP, a real workspace without its signing secret could not tell Slack's clicks
+        // from forgeries. Over Socket Mode nothing arrives on a public endpoint: the connection
+        // countersign opened with the app token is the proof.
         if let Some((_, src)) = &slack_bot_token
             && slack_signing_secret.is_none()
+            && slack_app_token.is_none()
         {
             return Err(invalid(
                 "slack_bot_token",
                 src,
-                "needs slack_signing_secret too (Basic Information → App Credentials in the Slack app)".into(),
+                "needs slack_signing_secret too (Basic Information → App Credentials in the Slack app), or slack_app_token for Socket Mode".into(),
             ));
         }
         let slack_bot_token = slack_bot_token.map(|(v, _)| Secret::new(v));
+        let slack_app_token = slack_app_token.map(|(v, _)| Secret::new(v));
         let slack_api_url = match take("slack_api_url") {
             Some((v, src)) => http_url(&v).map_err(|e| invalid("slack_api_url", &src, e))?,
             None => Url::parse("https://slack.com/api").expect("valid default"),
@@ -435,6 +463,7 @@ impl Config {
             redis_url,
             slack_bot_token,
             slack_signing_secret,
+            slack_app_token,
             slack_api_url,
             public_url,
             policies,
@@ -460,7 +489,7 @@ impl Config {
     pub fn describe(&self) -> String {
         let secret = |s: &Option<Secret>| if s.is_some() { "(set)" } else { "(unset)" };
         format!(
-            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} redis_url={} admin_token={} secret_key={} report_digest={}",
+            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} slack_app_token={} redis_url={} admin_token={} secret_key={} report_digest={}",
             self.listen,
             self.database_url,
             self.public_url,
@@ -469,6 +498,7 @@ impl Config {
             self.slack_api_url,
             secret(&self.slack_bot_token),
             secret(&self.slack_signing_secret),
+            secret(&self.slack_app_token),
             secret(&self.redis_url),
             secret(&self.admin_token),
             secret(&self.secret_key),
@@ -603,6 +633,43 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("xoxb-1"), "{err}");
+    }
+
+    #[test]
+    fn socket_mode_takes_an_app_token_beside_the_bot_token_and_no_signing_secret() {
+        let config = load(
+            None,
+            &[
+                ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-1"),
+                ("COUNTERSIGN_SLACK_APP_TOKEN", "xapp-1-A0-very-secret"),
+            ],
+        )
+        .unwrap();
+        assert!(config.slack_app_token.is_some() && config.slack_signing_secret.is_none());
+        assert!(config.describe().contains("slack_app_token=(set)"));
+        assert!(!format!("{config:?}").contains("very-secret"));
+
+        let err = load(None, &[("COUNTERSIGN_SLACK_APP_TOKEN", "xapp-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("slack_app_token (from env COUNTERSIGN_SLACK_APP_TOKEN)")
+                && err.contains("needs slack_bot_token"),
+            "{err}"
+        );
+        let err = load(
+            None,
+            &[
+                ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-1"),
+                ("COUNTERSIGN_SLACK_APP_TOKEN", "xoxb-2-pasted-twice"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("xapp-") && !err.contains("pasted-twice"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod budgets;
 pub mod callbacks;
 pub mod canonical;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -73,16 +73,29 @@ enum Command {
     /// The Slack app.
     #[command(subcommand)]
     Slack(SlackCommand),
+    /// Check the connected Slack workspace: token, scopes, role channels, user groups and
+    /// people named in the files. Exit 1 when something needs fixing.
+    Doctor,
+    /// Exit 0 if the local server answers 2xx on /healthz (or URL), else 1: for container health
+    /// checks, as the image has no curl.
+    Healthcheck {
+        /// What to ask (default: /healthz on the configured listen address).
+        #[arg(long)]
+        url: Option<url::Url>,
+    },
 }
 
 #[derive(Subcommand)]
 enum SlackCommand {
-    /// Prints manifests/slack-app.yaml with your public URL in it, to paste into Slack's
-    /// "create app from manifest".
+    /// Prints manifests/slack-app.yaml with your public URL in it (or set up for Socket Mode),
+    /// to paste into Slack's "create app from manifest".
     Manifest {
         /// Where Slack reaches countersign (https://…); default: the public_url setting.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "socket_mode")]
         public_url: Option<url::Url>,
+        /// Socket Mode: no request URLs, countersign connects to Slack (slack_app_token).
+        #[arg(long)]
+        socket_mode: bool,
     },
 }
 
@@ -234,12 +247,50 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Slack(SlackCommand::Manifest { public_url }) => {
-            let url = public_url.unwrap_or_else(|| config.public_url.clone());
+        Command::Slack(SlackCommand::Manifest {
+            public_url,
+            socket_mode,
+        }) => {
+            let reach = if socket_mode {
+                countersign::slack::Reach::SocketMode
+            } else {
+                countersign::slack::Reach::Http(
+                    public_url.unwrap_or_else(|| config.public_url.clone()),
+                )
+            };
             print!(
                 "{}",
-                countersign::slack::app_manifest(&config.manifests, &url)?
+                countersign::slack::app_manifest(&config.manifests, &reach)?
             );
+        }
+        Command::Doctor => {
+            let report = countersign::slack::doctor::run(&config).await;
+            print!("{report}");
+            if report.failed() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Healthcheck { url } => {
+            let url = match url {
+                Some(url) => url,
+                None => countersign::app::own_url(config.listen).join("healthz")?,
+            };
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?;
+            match client.get(url.clone()).send().await {
+                Ok(answer) if answer.status().is_success() => {
+                    println!("{url}: {}", answer.status())
+                }
+                Ok(answer) => {
+                    eprintln!("{url}: {}", answer.status());
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(error) => {
+                    eprintln!("{url}: {:#}", anyhow::Error::from(error));
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
         }
         Command::Migrate => {
             let store = countersign::app::open_store(&config).await?;

@@ -16,6 +16,7 @@ pub use writer::Writer;
 
 use crate::audit::{AuditDraft, kinds};
 use crate::clock::Clock;
+use crate::cluster::{Wake, WakeTarget, Wakeups};
 use crate::domain::request::ValidRequest;
 use crate::domain::{
     Actor, ActorKind, Ballot, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId,
@@ -100,6 +101,8 @@ pub struct Engine {
     waiters: Arc<DecisionWaiters>,
     /// Operators' overrides of agents' modes.
     controls: Arc<Controls>,
+    /// Tells other replicas about decisions and queued Slack work (a no-op for one process).
+    wakeups: Wakeups,
 }
 
 impl Engine {
@@ -114,7 +117,20 @@ impl Engine {
             callback_work: Arc::default(),
             waiters: Arc::default(),
             controls: Arc::default(),
+            wakeups: Wakeups::default(),
         }
+    }
+
+    /// Shares wake-ups with other replicas (call before cloning the engine; run the wake-ups
+    /// with [`Wakeups::run`] and this engine as their target).
+    pub fn with_wakeups(mut self, wakeups: Wakeups) -> Self {
+        self.wakeups = wakeups;
+        self
+    }
+
+    /// Whether other replicas' decisions may currently go unannounced (long-polls then poll).
+    pub fn missing_peer_wakeups(&self) -> bool {
+        self.wakeups.missing_peers()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -215,9 +231,22 @@ impl Engine {
     /// Wakes whatever waits on a decision of `proposal`.
     fn decided(&self, proposal: &Proposal) {
         if proposal.status != Status::Pending {
-            self.waiters.decided(&proposal.id);
-            self.callback_work.notify_one();
+            self.announce_decision(&proposal.id);
         }
+    }
+
+    /// Ends this replica's long-polls on `id`, starts the callback worker, and tells the other
+    /// replicas to do the same.
+    fn announce_decision(&self, id: &ProposalId) {
+        self.waiters.decided(id);
+        self.callback_work.notify_one();
+        self.wakeups.publish(Wake::Decided(id.clone()));
+    }
+
+    /// Starts the Slack worker here and on the other replicas.
+    fn announce_slack_work(&self) {
+        self.slack_work.notify_one();
+        self.wakeups.publish(Wake::SlackWork);
     }
 
     /// Notified whenever a change queued Slack work (see the Slack worker).
@@ -229,12 +258,10 @@ impl Engine {
     async fn apply(&self, command: Command) -> Result<CommandResult, EngineError> {
         let result = self.writer.apply(command).await?;
         match &result {
-            CommandResult::Submitted(proposal) | CommandResult::Updated(proposal) => {
-                self.slack_work.notify_one();
-                self.decided(proposal);
-            }
-            CommandResult::Voted { proposal, .. } => {
-                self.slack_work.notify_one();
+            CommandResult::Submitted(proposal)
+            | CommandResult::Updated(proposal)
+            | CommandResult::Voted { proposal, .. } => {
+                self.announce_slack_work();
                 self.decided(proposal);
             }
             _ => {}
@@ -559,8 +586,7 @@ impl Engine {
             match self.apply(Command::FireTimer { timer, effect }).await? {
                 CommandResult::TimerHandled(outcome) => {
                     if expiry && outcome == "fired" {
-                        self.waiters.decided(&id);
-                        self.callback_work.notify_one();
+                        self.announce_decision(&id);
                     }
                     outcome
                 }
@@ -570,5 +596,24 @@ impl Engine {
                 }
             },
         )
+    }
+}
+
+/// Other replicas' wake-ups, acted on here.
+impl WakeTarget for Engine {
+    fn woken(&self, wake: Wake) {
+        match wake {
+            Wake::Decided(id) => {
+                self.waiters.decided(&id);
+                self.callback_work.notify_one();
+            }
+            Wake::SlackWork => self.slack_work.notify_one(),
+        }
+    }
+
+    fn resync(&self) {
+        self.waiters.wake_all();
+        self.callback_work.notify_one();
+        self.slack_work.notify_one();
     }
 }

@@ -3,8 +3,8 @@
 //! (shared by all its waiters), removed when the last waiter leaves, so idle waiters cost a
 //! parked task each and a decision wakes only its own waiters.
 //!
-//! Decisions made by another replica do not pass through this process's engine: with several
-//! replicas a waiter still returns at the end of its wait, with the state then.
+//! Decisions made by another replica reach this one as wake-ups ([`crate::cluster::Wakeups`],
+//! over Redis); a woken waiter re-reads its proposal, so a spurious wake costs one read.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +47,21 @@ impl DecisionWaiters {
     pub fn decided(&self, id: &ProposalId) {
         let notify = self.waiting.lock().expect("waiters lock").remove(id);
         if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Wakes every waiter (they re-read their proposal and wait on if it is still pending):
+    /// after a gap in which other replicas' decisions may have gone unannounced.
+    pub fn wake_all(&self) {
+        let all: Vec<_> = self
+            .waiting
+            .lock()
+            .expect("waiters lock")
+            .drain()
+            .map(|(_, notify)| notify)
+            .collect();
+        for notify in all {
             notify.notify_waiters();
         }
     }

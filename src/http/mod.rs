@@ -45,6 +45,10 @@ pub struct AppState {
     pub limiter: std::sync::Arc<crate::limits::RateLimiter>,
     /// Wakes the report worker when a report is asked for.
     pub reports: std::sync::Arc<tokio::sync::Notify>,
+    /// Redis, when configured (its health is part of `/readyz`'s detail).
+    pub redis: Option<crate::cluster::RedisLink>,
+    /// Deliveries already handled (Socket Mode envelopes, retried interactions).
+    pub seen: std::sync::Arc<crate::cluster::SeenKeys>,
 }
 
 #[derive(OpenApi)]
@@ -114,9 +118,11 @@ pub fn ops_router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) ->
 pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Router {
     let (routes, openapi) = api();
     let openapi = std::sync::Arc::new(openapi);
-    let mut routes = routes
-        .merge(crate::slack::routes())
-        .route("/p/{id}", axum::routing::get(diff_page::show));
+    let mut routes = routes.route("/p/{id}", axum::routing::get(diff_page::show));
+    // Without a signing secret (Socket Mode only) nothing can arrive on `/slack/*`.
+    if state.slack.signing_secret.is_some() {
+        routes = routes.merge(crate::slack::routes());
+    }
     if let Some(sandbox) = sandbox {
         routes = routes.merge(sandbox.routes());
     }

@@ -42,14 +42,26 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The database answers.
+/// Ready when the database answers. The body's first line is `ready` (or why not); the lines
+/// after it are the detail: the database, and Redis when configured — `degraded` means rate
+/// limits, the Slack budget, dedup keys and caches are this process's own and other replicas'
+/// decisions are seen by polling, which is not a reason to take the replica out of rotation.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = String), (status = 503, body = String)))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let redis = match &state.redis {
+        None => "redis: not configured",
+        Some(redis) if redis.is_degraded() => "redis: degraded (local fallbacks in use)",
+        Some(redis) if redis.is_unsubscribed() => "redis: connecting",
+        Some(_) => "redis: ok",
+    };
     match state.engine.store().ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
+        Ok(()) => (StatusCode::OK, format!("ready\ndatabase: ok\n{redis}\n")),
         Err(error) => {
             tracing::warn!(%error, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("database unreachable\ndatabase: unreachable\n{redis}\n"),
+            )
         }
     }
 }

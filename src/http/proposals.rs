@@ -150,26 +150,32 @@ pub async fn get(
         ),
         None => None,
     };
-    // Subscribed before the read: a decision in between still wakes the wait.
-    let waiter = state.engine.waiters().join(&id);
-    let decided = waiter.decided();
-    let proposal = state
-        .engine
-        .get(&agent, &id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    let Some(wait) = wait.filter(|_| proposal.status == Status::Pending) else {
-        return Ok(Json(state.view(&proposal)).into_response());
-    };
-    if tokio::time::timeout(wait, decided).await.is_err() {
-        return Ok(Json(state.view(&proposal)).into_response());
+    let deadline = wait.map(|wait| tokio::time::Instant::now() + wait);
+    loop {
+        // Subscribed before the read: a decision in between still wakes the wait.
+        let waiter = state.engine.waiters().join(&id);
+        let decided = waiter.decided();
+        let proposal = state
+            .engine
+            .get(&agent, &id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        let now = tokio::time::Instant::now();
+        let remaining = match deadline {
+            Some(deadline) if proposal.status == Status::Pending && deadline > now => {
+                deadline - now
+            }
+            _ => return Ok(Json(state.view(&proposal)).into_response()),
+        };
+        // Without other replicas' wake-ups (Redis unreachable) a decision made elsewhere is
+        // only seen by reading again.
+        let slice = if state.engine.missing_peer_wakeups() {
+            remaining.min(crate::cluster::POLL_WHILE_DEGRADED)
+        } else {
+            remaining
+        };
+        let _ = tokio::time::timeout(slice, decided).await;
     }
-    let proposal = state
-        .engine
-        .get(&agent, &id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(Json(state.view(&proposal)).into_response())
 }
 
 /// Body of `POST /v1/proposals/{id}/cancel` (optional).

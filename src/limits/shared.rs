@@ -1,16 +1,14 @@
 //! Rate-limit state in Redis: the same algorithm as [`super::LocalLimiter`], run atomically by
 //! Lua scripts, with the app's clock passed in (so every replica and the tests agree on time).
-//! Every call is bounded: a slow or dead Redis is an error here, not a stalled request.
+//! Every call is bounded by the link: a slow or dead Redis is an error here, not a stalled
+//! request.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::cluster::{RedisError, RedisLink};
 use crate::manifest::RateLimit;
-
-/// How long a Redis call may take before the local counters are used instead.
-const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// GCRA: KEYS[1] holds the theoretical arrival time (µs). Answers -1 (admitted) or the wait (µs).
 const ADMIT: &str = r"
@@ -34,68 +32,20 @@ redis.call('PEXPIRE', KEYS[1], 61000)
 return redis.call('ZCARD', KEYS[1])
 ";
 
-#[derive(Debug, thiserror::Error)]
-pub enum SharedError {
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("redis: no answer within {CALL_TIMEOUT:?}")]
-    Timeout,
-    #[error("redis: not connected (next attempt within {RECONNECT_EVERY:?})")]
-    NotConnected,
-}
-
-/// How often a Redis that could not be reached is tried again (calls in between use the local
-/// counters at once instead of waiting on it).
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
-
 pub struct SharedLimiter {
-    client: redis::Client,
-    /// Connected once Redis answered; reconnects by itself after that.
-    connection: tokio::sync::Mutex<(Option<ConnectionManager>, Option<std::time::Instant>)>,
-    prefix: String,
+    redis: RedisLink,
     admit: redis::Script,
     refused: redis::Script,
 }
 
 impl SharedLimiter {
-    /// A limiter for the Redis at `url` (not contacted yet: a Redis that is down at start only
-    /// degrades the limits, it does not stop countersign). Keys start with `prefix`.
-    pub fn new(url: &str, prefix: &str) -> Result<Self, SharedError> {
-        Ok(Self {
-            client: redis::Client::open(url)?,
-            connection: tokio::sync::Mutex::new((None, None)),
-            prefix: prefix.to_owned(),
+    /// Limits kept through `redis` (keys `<prefix>rate:<agent>`, `<prefix>refused:<agent>`).
+    pub fn new(redis: RedisLink) -> Self {
+        Self {
+            redis,
             admit: redis::Script::new(ADMIT),
             refused: redis::Script::new(REFUSED),
-        })
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    async fn connection(&self) -> Result<ConnectionManager, SharedError> {
-        let mut guard = self.connection.lock().await;
-        let (connection, tried) = &mut *guard;
-        if let Some(connection) = connection {
-            return Ok(connection.clone());
         }
-        if tried.is_some_and(|at| at.elapsed() < RECONNECT_EVERY) {
-            return Err(SharedError::NotConnected);
-        }
-        *tried = Some(std::time::Instant::now());
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            .set_number_of_retries(1);
-        let connected = tokio::time::timeout(
-            CALL_TIMEOUT * 2,
-            ConnectionManager::new_with_config(self.client.clone(), config),
-        )
-        .await
-        .map_err(|_| SharedError::Timeout)??;
-        *connection = Some(connected.clone());
-        Ok(connected)
     }
 
     pub async fn admit(
@@ -103,17 +53,17 @@ impl SharedLimiter {
         agent: &str,
         limit: RateLimit,
         now: DateTime<Utc>,
-    ) -> Result<Result<(), Duration>, SharedError> {
+    ) -> Result<Result<(), Duration>, RedisError> {
         let (interval, tolerance) = super::gcra(limit);
-        let mut connection = self.connection().await?;
         let mut call = self.admit.prepare_invoke();
-        call.key(format!("{}rate:{agent}", self.prefix))
+        call.key(self.redis.key(format_args!("rate:{agent}")))
             .arg(now.timestamp_micros())
             .arg(interval.num_microseconds().unwrap_or(i64::MAX))
             .arg(tolerance.num_microseconds().unwrap_or(i64::MAX));
-        let wait: i64 = tokio::time::timeout(CALL_TIMEOUT, call.invoke_async(&mut connection))
-            .await
-            .map_err(|_| SharedError::Timeout)??;
+        let wait: i64 = self
+            .redis
+            .call(|mut connection| async move { call.invoke_async(&mut connection).await })
+            .await?;
         Ok(if wait < 0 {
             Ok(())
         } else {
@@ -121,15 +71,13 @@ impl SharedLimiter {
         })
     }
 
-    pub async fn refused(&self, agent: &str, now: DateTime<Utc>) -> Result<u32, SharedError> {
-        let mut connection = self.connection().await?;
+    pub async fn refused(&self, agent: &str, now: DateTime<Utc>) -> Result<u32, RedisError> {
         let mut call = self.refused.prepare_invoke();
-        call.key(format!("{}refused:{agent}", self.prefix))
+        call.key(self.redis.key(format_args!("refused:{agent}")))
             .arg(now.timestamp_micros())
             .arg(ulid::Ulid::new().to_string());
-        let count: u32 = tokio::time::timeout(CALL_TIMEOUT, call.invoke_async(&mut connection))
+        self.redis
+            .call(|mut connection| async move { call.invoke_async(&mut connection).await })
             .await
-            .map_err(|_| SharedError::Timeout)??;
-        Ok(count)
     }
 }

@@ -66,8 +66,9 @@ pub struct Agent {
     /// Slack user id of the human accountable for the agent.
     pub owner: String,
     pub description: String,
-    /// SHA-256 of the bearer token; the token itself is never stored.
-    pub token_sha256: [u8; 32],
+    /// SHA-256 of the bearer token (the token itself is never stored); two while a token is
+    /// being rotated, the new one first, and either is accepted.
+    pub token_hashes: Vec<[u8; 32]>,
     pub callback_url: Option<String>,
     /// Name of the env var holding the callback signing secret.
     pub callback_secret_env: Option<String>,
@@ -165,7 +166,7 @@ struct AgentFile {
     id: Spanned<String>,
     owner: Spanned<String>,
     description: String,
-    token_sha256: Spanned<String>,
+    token_sha256: Spanned<Hashes>,
     callback_url: Option<Spanned<String>>,
     callback_secret_env: Option<Spanned<String>>,
     #[serde(default)]
@@ -175,6 +176,14 @@ struct AgentFile {
     rate_limit: Option<Spanned<RateLimit>>,
     circuit_breaker: Option<Spanned<CircuitBreaker>>,
     budgets: Option<Spanned<Budgets>>,
+}
+
+/// `token_sha256:` one hash, or a list of two while rotating (`[NEW, OLD]`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Hashes {
+    One(String),
+    Several(Vec<String>),
 }
 
 /// Loads every `*.yaml` in `dir`, in name order.
@@ -204,13 +213,15 @@ pub fn load_agents(dir: &Path) -> Result<Vec<Agent>, ManifestError> {
                 format!("agent {} is declared twice", agent.id),
             ));
         }
-        if let Some(other) = seen_tokens.insert(agent.token_sha256, agent.id.clone()) {
-            return Err(ManifestError::new(
-                &path,
-                None,
-                Some("token_sha256"),
-                format!("the same token is already used by agent {other}: mint one per agent"),
-            ));
+        for hash in &agent.token_hashes {
+            if let Some(other) = seen_tokens.insert(*hash, agent.id.clone()) {
+                return Err(ManifestError::new(
+                    &path,
+                    None,
+                    Some("token_sha256"),
+                    format!("the same token is already used by agent {other}: mint one per agent"),
+                ));
+            }
         }
         agents.push(agent);
     }
@@ -255,13 +266,36 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
             format!("{owner:?} is not a Slack user id (U… or W…)"),
         ));
     }
-    let token_sha256 = parse_sha256(&file.token_sha256.value).ok_or_else(|| {
-        at(
-            file.token_sha256.referenced.line(),
+    let token_line = file.token_sha256.referenced.line();
+    let texts = match &file.token_sha256.value {
+        Hashes::One(text) => vec![text.as_str()],
+        Hashes::Several(texts) => texts.iter().map(String::as_str).collect(),
+    };
+    if texts.is_empty() || texts.len() > 2 {
+        return Err(at(
+            token_line,
             "token_sha256",
-            "must be 64 hex characters: the SHA-256 of the token (`countersign agent new` prints it)".into(),
-        )
-    })?;
+            "one hash, or a list of two while rotating the token ([NEW, OLD])".into(),
+        ));
+    }
+    let token_hashes = texts
+        .iter()
+        .map(|text| parse_sha256(text))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            at(
+                token_line,
+                "token_sha256",
+                "must be 64 hex characters: the SHA-256 of the token (`countersign agent new` prints it)".into(),
+            )
+        })?;
+    if token_hashes.len() == 2 && token_hashes[0] == token_hashes[1] {
+        return Err(at(
+            token_line,
+            "token_sha256",
+            "the two hashes are the same token".into(),
+        ));
+    }
     if let Some(url) = &file.callback_url {
         let ok = url::Url::parse(&url.value)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
@@ -340,7 +374,7 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         id,
         owner: owner.clone(),
         description: file.description,
-        token_sha256,
+        token_hashes,
         callback_url: file.callback_url.map(|s| s.value),
         callback_secret_env: file.callback_secret_env.map(|s| s.value),
         mode: file.mode,
@@ -387,7 +421,7 @@ mod tests {
         let agents = load_agents(dir.path()).unwrap();
         assert_eq!(agents.len(), 1);
         assert_eq!(agents[0].id.as_str(), "revops-crm");
-        assert_eq!(hex::encode(agents[0].token_sha256), HASH);
+        assert_eq!(agents[0].token_hashes, vec![parse_sha256(HASH).unwrap()]);
         assert_eq!(agents[0].actions.len(), 1);
     }
 
@@ -498,5 +532,39 @@ mod tests {
         let err = load_agents(dir.path()).unwrap_err();
         assert_eq!(err.key.as_deref(), Some("token_sha256"));
         assert!(err.to_string().contains("agent a"));
+    }
+
+    #[test]
+    fn a_token_being_rotated_has_two_hashes() {
+        const OLD: &str = "d4735e3a265e16eee03f59718b9b5d03019c07d8b6c51f90da3a666eec13ab35";
+        let dir = tempfile::tempdir().unwrap();
+        let with = |hashes: &str| agent_yaml("a", hashes);
+        write(dir.path(), "a.yaml", &with(&format!("[{HASH}, {OLD}]")));
+        let agents = load_agents(dir.path()).unwrap();
+        assert_eq!(
+            agents[0].token_hashes,
+            vec![parse_sha256(HASH).unwrap(), parse_sha256(OLD).unwrap()]
+        );
+
+        for bad in [
+            "[]".to_owned(),
+            format!("[{HASH}, {OLD}, {HASH}]"),
+            format!("[{HASH}, {HASH}]"),
+            format!("[{HASH}, nope]"),
+        ] {
+            write(dir.path(), "a.yaml", &with(&bad));
+            let err = load_agents(dir.path()).unwrap_err();
+            assert_eq!(
+                (err.line, err.key.as_deref()),
+                (Some(4), Some("token_sha256")),
+                "{bad}: {err}"
+            );
+        }
+
+        // The old token is still one agent's: another agent cannot take it.
+        write(dir.path(), "a.yaml", &with(&format!("[{HASH}, {OLD}]")));
+        write(dir.path(), "b.yaml", &agent_yaml("b", OLD));
+        let err = load_agents(dir.path()).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("token_sha256"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 mod agents;
 mod oncall;
 mod roles;
+mod slack_app;
 
 pub use agents::{
     Agent, AgentMode, Autonomy, BudgetCap, Budgets, CatalogEntry, CircuitBreaker, Impact,
@@ -11,6 +12,7 @@ pub use agents::{
 };
 pub use oncall::{Schedule, Schedules, load_oncall};
 pub use roles::{Approvers, Role, Roles, load_roles};
+pub use slack_app::{SHIPPED_SLACK_APP, SlackApp};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

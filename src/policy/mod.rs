@@ -132,6 +132,12 @@ impl PolicySet {
         &self.rules
     }
 
+    /// What applies when no rule matches (read by `countersign doctor` for the people and
+    /// groups its escalation ladders name).
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
     /// The one path from a request to a verdict: admits the action for the agent (mode,
     /// catalog), then evaluates the policies.
     pub fn verdict_for(

@@ -31,12 +31,15 @@ pub fn routes() -> Router<Sandbox> {
             "/sandbox/response/{token}",
             post(super::interactivity::respond),
         )
+        .route("/sandbox/socket", get(super::socket::upgrade))
 }
 
 /// What a method answers.
 pub(super) enum Reply {
     Ok(Value),
     Error(&'static str, Option<Vec<String>>),
+    /// `missing_scope`, naming the scope needed (the call adds what was provided).
+    MissingScope(&'static str),
     RateLimited(u64),
 }
 
@@ -83,22 +86,52 @@ async fn call(
                 .and_then(|t| t.as_str().map(str::to_owned))
         });
 
+    // As Slack: the bot token for everything but apps.connections.open, which takes only the
+    // app-level token (and that token nothing else).
+    let sockets = method == "apps.connections.open";
+    let authed = token.as_deref().is_some_and(|token| {
+        bool::from(
+            token
+                .as_bytes()
+                .ct_eq(sandbox.0.bot_token.expose().as_bytes()),
+        )
+    });
+    let granted = &sandbox.0.workspace.bot_scopes;
     let reply = match token {
         None => error("not_authed"),
+        Some(_) if authed && sockets => error("not_allowed_token_type"),
+        Some(_) if authed => match super::scopes::required(&method, &args) {
+            Some(needed) if !granted.iter().any(|s| s == needed) => Reply::MissingScope(needed),
+            _ => sandbox.dispatch(&method, &args),
+        },
         Some(token)
-            if !bool::from(
-                token
-                    .as_bytes()
-                    .ct_eq(sandbox.0.bot_token.expose().as_bytes()),
-            ) =>
+            if sandbox
+                .0
+                .socket
+                .as_ref()
+                .is_some_and(|hub| hub.accepts(&token)) =>
         {
-            error("invalid_auth")
+            if sockets {
+                sandbox.open_connection()
+            } else {
+                error("not_allowed_token_type")
+            }
         }
-        Some(_) => sandbox.dispatch(&method, &args),
+        Some(_) => error("invalid_auth"),
     };
-    let response = envelope(reply);
-    sandbox.record(&method, args, &response);
-    response.into_response()
+    let mut answer = envelope(reply);
+    if let Some(body) = answer.body.as_object_mut()
+        && body.get("error").is_some_and(|e| e == "missing_scope")
+    {
+        body.insert("provided".into(), json!(granted.join(",")));
+    }
+    sandbox.record(&method, args, &answer);
+    let mut response = answer.into_response();
+    // Slack tells an authenticated caller what its token was granted, on every answer.
+    if authed && let Ok(value) = granted.join(",").parse() {
+        response.headers_mut().insert(super::scopes::HEADER, value);
+    }
+    response
 }
 
 /// An answer ready to send, kept as parts so the call log can record it.
@@ -142,6 +175,11 @@ pub(super) fn envelope(reply: Reply) -> Answer {
                 body,
             }
         }
+        Reply::MissingScope(needed) => Answer {
+            status: StatusCode::OK,
+            retry_after: None,
+            body: json!({"ok": false, "error": "missing_scope", "needed": needed}),
+        },
         Reply::RateLimited(seconds) => Answer {
             status: StatusCode::TOO_MANY_REQUESTS,
             retry_after: Some(seconds),
@@ -182,6 +220,7 @@ impl Sandbox {
             "views.push" => self.views_open(args, true),
             "views.update" => self.update_view(args),
             "conversations.open" => self.conversations_open(args),
+            "conversations.info" => self.conversation_info(args),
             "usergroups.users.list" => match text_arg(args, "usergroup")
                 .and_then(|id| self.0.workspace.usergroups.get(id))
             {
@@ -233,6 +272,12 @@ impl Sandbox {
         else {
             return error("channel_not_found");
         };
+        if channel.archived {
+            return error("is_archived");
+        }
+        if !channel.bot_member {
+            return error("not_in_channel");
+        }
         let (text, blocks) = match self.content(args) {
             Ok(content) => content,
             Err(reply) => return reply,
@@ -538,7 +583,8 @@ fn view_json(mut view: Value, id: &str, hash: &str, team: &str) -> Value {
 fn user_json(user: &super::workspace::User) -> Value {
     json!({
         "id": user.id, "name": user.name, "real_name": user.real_name,
-        "is_admin": user.is_admin, "is_owner": false, "is_bot": false, "deleted": false,
+        "is_admin": user.is_admin, "is_owner": false, "is_bot": user.is_bot,
+        "deleted": user.deleted,
         "tz": "Europe/London",
         "profile": {"email": user.email, "real_name": user.real_name, "display_name": user.name},
     })

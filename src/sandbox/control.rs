@@ -1,6 +1,7 @@
 //! `/sandbox/control/*`: act as a person in the sandbox workspace without a browser. Each action
 //! reaches countersign exactly as Slack would deliver it: a signed, form-encoded request on
-//! `/slack/interactions` or `/slack/commands`. The page and the tests use the same endpoints.
+//! `/slack/interactions` or `/slack/commands`, or in Socket Mode the same payload in an envelope
+//! on countersign's WebSocket. The page and the tests use the same endpoints.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -12,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::interactivity::issue_trigger;
 use super::state::Message;
-use super::workspace::{BOT_ID, BOT_USER};
+use super::workspace::{APP_ID, BOT_ID, BOT_USER};
 use super::{Sandbox, json_argument};
 use crate::slack::signature;
 
@@ -26,9 +27,22 @@ pub fn routes() -> Router<Sandbox> {
         .route("/sandbox/control/submit", post(submit))
         .route("/sandbox/control/close", post(close))
         .route("/sandbox/control/command", post(command))
+        .route("/sandbox/control/socket", get(super::socket::status))
+        .route(
+            "/sandbox/control/socket/disconnect",
+            post(super::socket::disconnect),
+        )
+        .route(
+            "/sandbox/control/socket/drop",
+            post(super::socket::drop_all),
+        )
+        .route(
+            "/sandbox/control/socket/stall",
+            post(super::socket::stall_all),
+        )
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
@@ -113,7 +127,7 @@ async fn click(State(sandbox): State<Sandbox>, Json(click): Json<Click>) -> Resp
         "type": "block_actions",
         "team": {"id": sandbox.workspace().team_id, "domain": "sandbox"},
         "user": {"id": user.id, "username": user.name, "name": user.name, "team_id": sandbox.workspace().team_id},
-        "api_app_id": "A0COUNTERSIGN",
+        "api_app_id": APP_ID,
         "token": "sandbox-verification-token",
         "container": {"type": "message", "message_ts": message.ts, "channel_id": channel,
                       "is_ephemeral": message.ephemeral_for.is_some()},
@@ -207,7 +221,7 @@ async fn submit(State(sandbox): State<Sandbox>, Json(submit): Json<Submit>) -> R
         "type": "view_submission",
         "team": {"id": sandbox.workspace().team_id, "domain": "sandbox"},
         "user": {"id": user.id, "username": user.name, "name": user.name, "team_id": sandbox.workspace().team_id},
-        "api_app_id": "A0COUNTERSIGN",
+        "api_app_id": APP_ID,
         "token": "sandbox-verification-token",
         "trigger_id": trigger_id,
         "view": body,
@@ -364,21 +378,21 @@ async fn command(State(sandbox): State<Sandbox>, Json(command): Json<Command>) -
         .channels
         .get(&channel)
         .map_or(String::new(), |c| c.name.clone());
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("token", "sandbox-verification-token")
-        .append_pair("team_id", &sandbox.workspace().team_id)
-        .append_pair("team_domain", "sandbox")
-        .append_pair("channel_id", &channel)
-        .append_pair("channel_name", &channel_name)
-        .append_pair("user_id", &user.id)
-        .append_pair("user_name", &user.name)
-        .append_pair("command", &command.command)
-        .append_pair("text", &command.text)
-        .append_pair("api_app_id", "A0COUNTERSIGN")
-        .append_pair("response_url", &response_url)
-        .append_pair("trigger_id", &trigger_id)
-        .finish();
-    let (status, body) = sandbox.deliver("slack/commands", form.into_bytes()).await;
+    let fields = [
+        ("token", "sandbox-verification-token"),
+        ("team_id", &sandbox.workspace().team_id),
+        ("team_domain", "sandbox"),
+        ("channel_id", &channel),
+        ("channel_name", &channel_name),
+        ("user_id", &user.id),
+        ("user_name", &user.name),
+        ("command", &command.command),
+        ("text", &command.text),
+        ("api_app_id", APP_ID),
+        ("response_url", &response_url),
+        ("trigger_id", &trigger_id),
+    ];
+    let (status, body) = sandbox.deliver_command(&fields).await;
     // The immediate answer to a command is shown like a response_url post.
     let reply = match &body {
         Value::Object(_) => Some(body.clone()),
@@ -414,12 +428,39 @@ async fn command(State(sandbox): State<Sandbox>, Json(command): Json<Command>) -
 }
 
 impl Sandbox {
-    /// Sends an interaction payload (`payload=<json>`, form-encoded) to countersign.
+    /// Sends an interaction payload to countersign: over its socket (an `interactive` envelope),
+    /// or form-encoded (`payload=<json>`) on `/slack/interactions`.
     async fn deliver_interaction(&self, payload: &Value) -> (u16, Value) {
+        if self.0.socket.is_some() {
+            // A modal's submission may be answered with a response_action; a click may not.
+            let answerable = payload.get("type").and_then(Value::as_str) == Some("view_submission");
+            return self
+                .deliver_envelope("interactive", payload.clone(), answerable)
+                .await;
+        }
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("payload", &payload.to_string())
             .finish();
         self.deliver("slack/interactions", form.into_bytes()).await
+    }
+
+    /// Sends a slash command's fields to countersign: over its socket (a `slash_commands`
+    /// envelope, the fields as JSON strings), or as the form on `/slack/commands`.
+    async fn deliver_command(&self, fields: &[(&str, &str)]) -> (u16, Value) {
+        if self.0.socket.is_some() {
+            let payload: Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+                .chain([("is_enterprise_install".to_owned(), json!("false"))])
+                .collect();
+            return self
+                .deliver_envelope("slash_commands", Value::Object(payload), true)
+                .await;
+        }
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.deliver("slack/commands", form.into_bytes()).await
     }
 
     /// POSTs a signed form body to countersign; answers its status and body (JSON if it is JSON).

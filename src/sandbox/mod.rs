@@ -6,18 +6,22 @@
 //!   ids). countersign's Slack client talks to it over HTTP exactly as it talks to Slack.
 //! - `/sandbox/control/*`: JSON endpoints to act as a person (click, submit a modal, run a slash
 //!   command) and to read what was posted; each action reaches countersign as a real signed
-//!   request on `/slack/*`.
+//!   request on `/slack/*` — or, in Socket Mode ([`Sandbox::with_socket_mode`]), as an envelope
+//!   on the WebSocket countersign opened.
 //! - `/sandbox`: a Slack-like page built on the control endpoints.
 //!
 //! The routes exist only when no Slack token is configured.
 
 mod api;
 pub mod blockkit;
+mod channels;
 mod control;
 mod files;
 mod interactivity;
 mod mrkdwn;
 mod render;
+mod scopes;
+mod socket;
 mod state;
 mod ui;
 pub mod workspace;
@@ -53,6 +57,9 @@ struct Inner {
     /// graceful shutdown open forever.
     closing: tokio::sync::watch::Sender<bool>,
     http: reqwest::Client,
+    /// Set: Socket Mode, as a Slack app with it turned on — interactions and commands go over
+    /// the app's WebSocket, never to `app_url`.
+    socket: Option<socket::Hub>,
 }
 
 impl Sandbox {
@@ -79,7 +86,19 @@ impl Sandbox {
             version: std::sync::atomic::AtomicU64::new(0),
             closing: tokio::sync::watch::channel(false).0,
             http,
+            socket: None,
         }))
+    }
+
+    /// Turns Socket Mode on, as in a Slack app's settings: `apps.connections.open` answers to
+    /// `app_token` (an `xapp-` token), and what people do reaches the app over the WebSocket it
+    /// opens. For a sandbox served on its own, which countersign reaches as it reaches Slack
+    /// (`slack_api_url`, the bot token and `slack_app_token`). Call before sharing the sandbox.
+    pub fn with_socket_mode(mut self, app_token: Secret) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("socket mode is set before the sandbox is shared")
+            .socket = Some(socket::Hub::new(app_token));
+        self
     }
 
     /// Keeps the workspace's messages in `path` (loaded now, saved after changes), so cards

@@ -163,6 +163,8 @@ mod tests {
                 real_name: "Priya".into(),
                 email: "p@x".into(),
                 is_admin: false,
+                deleted: false,
+                is_bot: false,
             },
         );
         Workspace {
@@ -171,6 +173,7 @@ mod tests {
             users,
             channels: BTreeMap::new(),
             usergroups: BTreeMap::new(),
+            bot_scopes: Vec::new(),
         }
     }
 

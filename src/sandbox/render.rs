@@ -333,6 +333,7 @@ mod tests {
             users: BTreeMap::new(),
             channels: BTreeMap::new(),
             usergroups: BTreeMap::new(),
+            bot_scopes: Vec::new(),
         }
     }
 

@@ -1,18 +1,21 @@
 //! The sandbox's Slack workspace: people, channels, user groups and DMs, seeded from the
 //! manifests (every role's channel, approvers and user group; every agent's owner) and named by
-//! `manifests/sandbox.yaml`. It is fixed for the life of the process.
+//! `manifests/sandbox.yaml`. It is fixed for the life of the process; tests shape it (remove the
+//! bot from a channel, archive one, deactivate a person, grant fewer scopes) before starting the
+//! sandbox with it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::ManifestError;
+use crate::manifest::{ManifestError, SlackApp};
 use crate::registry::Registry;
 
 /// The bot user countersign posts as.
 pub const BOT_USER: &str = "U0COUNTERSIGN";
 pub const BOT_ID: &str = "B0COUNTERSIGN";
+pub const APP_ID: &str = "A0COUNTERSIGN";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct User {
@@ -21,6 +24,9 @@ pub struct User {
     pub real_name: String,
     pub email: String,
     pub is_admin: bool,
+    /// A deactivated account: users.info still answers, with `deleted: true`.
+    pub deleted: bool,
+    pub is_bot: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +35,18 @@ pub struct Channel {
     pub name: String,
     /// For a DM: the person on the other side of the bot.
     pub user: Option<String>,
+    /// Whether the bot is in the channel (always, for a DM). Slack refuses a bot's posts in a
+    /// channel it is not in with `not_in_channel`.
+    pub bot_member: bool,
+    pub archived: bool,
+}
+
+impl Channel {
+    /// A private channel: Slack hides it from an app that is not in it. (Modern private
+    /// channels have `C` ids too; in the sandbox, a `G` id marks one.)
+    pub fn is_private(&self) -> bool {
+        self.id.starts_with('G')
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +63,9 @@ pub struct Workspace {
     pub users: BTreeMap<String, User>,
     pub channels: BTreeMap<String, Channel>,
     pub usergroups: BTreeMap<String, Usergroup>,
+    /// What the bot token was granted (the `x-oauth-scopes` header): by default the bot scopes
+    /// of `manifests/slack-app.yaml`. A method whose scope is missing answers `missing_scope`.
+    pub bot_scopes: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -96,6 +117,7 @@ impl Workspace {
         } else {
             WorkspaceFile::default()
         };
+        let (app, _) = SlackApp::load_or_shipped(manifests_dir)?;
 
         let mut workspace = Self {
             team_id: file
@@ -106,6 +128,7 @@ impl Workspace {
             users: BTreeMap::new(),
             channels: BTreeMap::new(),
             usergroups: BTreeMap::new(),
+            bot_scopes: app.bot_scopes,
         };
         for (id, spec) in file.users {
             workspace.add_user(User {
@@ -115,6 +138,8 @@ impl Workspace {
                     .unwrap_or_else(|| format!("{}@sandbox.example", spec.name)),
                 name: spec.name,
                 is_admin: spec.is_admin,
+                deleted: false,
+                is_bot: false,
                 id,
             });
         }
@@ -143,6 +168,8 @@ impl Workspace {
                     id: role.channel.clone(),
                     name,
                     user: None,
+                    bot_member: true,
+                    archived: false,
                 },
             );
             for user in &role.approvers.users {
@@ -186,6 +213,8 @@ impl Workspace {
                 email: format!("{name}@sandbox.example"),
                 name,
                 is_admin: false,
+                deleted: false,
+                is_bot: false,
             });
         }
     }
@@ -198,6 +227,8 @@ impl Workspace {
                 id: dm,
                 name: user.name.clone(),
                 user: Some(user.id.clone()),
+                bot_member: true,
+                archived: false,
             },
         );
         self.users.insert(user.id.clone(), user);
@@ -210,6 +241,29 @@ impl Workspace {
             return self.channels.get(&dm_channel(id));
         }
         self.channels.get(id)
+    }
+
+    /// Takes the bot out of a channel, as `/remove @countersign` would; `false` if no such
+    /// channel (or a DM, which the bot cannot leave).
+    pub fn remove_bot(&mut self, channel: &str) -> bool {
+        match self.channels.get_mut(channel) {
+            Some(c) if c.user.is_none() => {
+                c.bot_member = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Archives a channel; `false` if no such channel (or a DM).
+    pub fn archive(&mut self, channel: &str) -> bool {
+        match self.channels.get_mut(channel) {
+            Some(c) if c.user.is_none() => {
+                c.archived = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn user_by_email(&self, email: &str) -> Option<&User> {

@@ -226,9 +226,82 @@ impl SlackApi {
         }
     }
 
+    /// A fresh Socket Mode URL (`apps.connections.open`). Called with the app-level token, not
+    /// the bot's; each URL is good for one connection.
+    pub async fn open_socket(&self, app_token: &Secret) -> Result<Url, SlackError> {
+        let token = SlackApiToken::new(SlackApiTokenValue::new(app_token.expose().to_owned()));
+        let session = self.client.open_session(&token);
+        let request = SlackApiAppsConnectionOpenRequest::new();
+        let response = Self::bounded(session.apps_connections_open(&request)).await?;
+        Ok(response.url.0)
+    }
+
     /// Who the token belongs to: a cheap check that the token works.
     pub async fn auth_test(&self) -> Result<String, SlackError> {
-        let response = Self::bounded(self.session().auth_test()).await?;
-        Ok(response.user_id.to_string())
+        Ok(self.identity().await?.user_id)
     }
+
+    /// `auth.test` in full: the workspace and the bot user the token speaks for.
+    pub async fn identity(&self) -> Result<BotIdentity, SlackError> {
+        let response = Self::bounded(self.session().auth_test()).await?;
+        Ok(BotIdentity {
+            team: response.team,
+            team_id: response.team_id.to_string(),
+            user: response.user.unwrap_or_default(),
+            user_id: response.user_id.to_string(),
+        })
+    }
+
+    /// `conversations.info`: does the channel exist, is it archived, is the bot in it.
+    pub async fn channel_info(&self, channel: &str) -> Result<ChannelInfo, SlackError> {
+        let request = SlackApiConversationsInfoRequest::new(channel.into());
+        let response = Self::bounded(self.session().conversations_info(&request)).await?;
+        let flags = response.channel.flags;
+        Ok(ChannelInfo {
+            name: response.channel.name.unwrap_or_default(),
+            is_member: flags.is_member.unwrap_or(false),
+            is_archived: flags.is_archived.unwrap_or(false),
+            is_private: flags.is_private.unwrap_or(false),
+        })
+    }
+
+    /// `users.info`: whether a user id is a live person.
+    pub async fn user_info(&self, user: &str) -> Result<UserInfo, SlackError> {
+        let request = SlackApiUsersInfoRequest::new(user.into());
+        let response = Self::bounded(self.session().users_info(&request)).await?;
+        let user = response.user;
+        Ok(UserInfo {
+            name: user.name.unwrap_or_default(),
+            deleted: user.deleted.unwrap_or(false),
+            is_bot: user.flags.is_bot.unwrap_or(false),
+        })
+    }
+}
+
+/// Whom a token speaks for (`auth.test`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BotIdentity {
+    pub team: String,
+    pub team_id: String,
+    /// The bot user's name (what `@…` mentions it by).
+    pub user: String,
+    pub user_id: String,
+}
+
+/// What `conversations.info` says about a channel, in the terms countersign cares about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub name: String,
+    /// Whether the bot is in it: Slack refuses its posts (`not_in_channel`) otherwise.
+    pub is_member: bool,
+    pub is_archived: bool,
+    pub is_private: bool,
+}
+
+/// What `users.info` says about a user: a deleted account or a bot cannot review anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub deleted: bool,
+    pub is_bot: bool,
 }

@@ -1,13 +1,14 @@
 //! `/countersign …` slash commands. Answered at once, ephemerally, within Slack's 3 seconds.
+//! Over HTTP (`POST /slack/commands`) they arrive as a signed form; over Socket Mode as the same
+//! fields in JSON. Either way [`run`] answers them.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
 use super::payload::SlashCommand;
-use super::verified;
+use super::{Ack, verified};
 use crate::http::AppState;
 use crate::http::problem::ApiError;
 
@@ -25,17 +26,22 @@ pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Ack, ApiError> {
     verified(&state, &headers, &body)?;
     let command: SlashCommand = serde_urlencoded_form(&body)?;
+    Ok(run(&state, &command).await)
+}
+
+/// One slash command, from either transport: the ephemeral reply.
+pub(super) async fn run(state: &AppState, command: &SlashCommand) -> Ack {
     let mut words = command.text.split_whitespace();
     let word = words.next().unwrap_or("help");
     // Only the first word is logged: what follows may be a one-time code.
     tracing::info!(user = %command.user_id, channel = %command.channel_id, command = %command.command, word, "slash command");
     let text = match word {
         "help" => HELP.to_owned(),
-        "enroll" => super::step_up::enroll(&state, &command.user_id, words.next()).await,
-        "unenroll" => super::step_up::unenroll(&state, &command.user_id, words.next()).await,
+        "enroll" => super::step_up::enroll(state, &command.user_id, words.next()).await,
+        "unenroll" => super::step_up::unenroll(state, &command.user_id, words.next()).await,
         "pause" | "draft-only" | "resume" => {
             use super::controls::Change;
             let change = match word {
@@ -44,22 +50,22 @@ pub async fn handle(
                 _ => Change::Resume,
             };
             let rest: Vec<&str> = words.collect();
-            super::controls::handle(&state, &command, change, &rest).await
+            super::controls::handle(state, command, change, &rest).await
         }
         "autonomy" => {
             let rest: Vec<&str> = words.collect();
-            super::autonomy::handle(&state, &rest).await
+            super::autonomy::handle(state, &rest).await
         }
         "report" => {
             let rest: Vec<&str> = words.collect();
-            super::report::request(&state, &command, &rest).await
+            super::report::request(state, command, &rest).await
         }
         other => format!(
             "I don't know `{}`.\n{HELP}",
             super::escape::mrkdwn(&super::escape::truncate(other, 40))
         ),
     };
-    Ok(Json(json!({"response_type": "ephemeral", "text": text})))
+    Ack::with(json!({"response_type": "ephemeral", "text": text}))
 }
 
 fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

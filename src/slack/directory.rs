@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::SlackApi;
+use crate::cluster::RedisLink;
 use crate::manifest::Role;
 
 const TTL: Duration = Duration::from_secs(60);
+const LOCAL_TTL_WHEN_SHARED: Duration = Duration::from_secs(10);
 
 /// A user group's members, and when they were read.
 type CachedGroup = (Instant, Arc<Vec<String>>);
@@ -20,6 +22,10 @@ type CachedPerson = (Instant, Option<String>);
 pub struct Directory {
     api: SlackApi,
     groups: Arc<Mutex<HashMap<String, CachedGroup>>>,
+    /// With Redis, user group members are shared by the replicas for [`TTL`] (one Tier 2 call a
+    /// minute per group for the whole deployment); each process then keeps its copy for
+    /// [`LOCAL_TTL_WHEN_SHARED`] only, so a change is seen everywhere within about a minute.
+    shared: Option<RedisLink>,
     /// Email → Slack user id (or none), for the requester's mention on cards.
     people: Arc<Mutex<HashMap<String, CachedPerson>>>,
 }
@@ -30,7 +36,14 @@ impl Directory {
             api,
             groups: Arc::default(),
             people: Arc::default(),
+            shared: None,
         }
+    }
+
+    /// Shares the user group cache through Redis.
+    pub fn with_shared_cache(mut self, redis: RedisLink) -> Self {
+        self.shared = Some(redis);
+        self
     }
 
     /// The workspace member a proposal's `requested_by` names, when it is an email Slack knows
@@ -88,24 +101,68 @@ impl Directory {
     }
 
     async fn members(&self, group: &str) -> Arc<Vec<String>> {
+        let local_ttl = if self.shared.is_some() {
+            LOCAL_TTL_WHEN_SHARED
+        } else {
+            TTL
+        };
         if let Some((at, members)) = self.groups.lock().expect("cache poisoned").get(group)
-            && at.elapsed() < TTL
+            && at.elapsed() < local_ttl
         {
             return members.clone();
         }
-        match self.api.usergroup_members(group).await {
-            Ok(members) => {
-                let members = Arc::new(members);
-                self.groups
-                    .lock()
-                    .expect("cache poisoned")
-                    .insert(group.to_owned(), (Instant::now(), members.clone()));
-                members
-            }
-            Err(error) => {
-                tracing::warn!(%error, usergroup = group, "cannot read user group members");
-                Arc::default()
-            }
-        }
+        let members = match self.shared_members(group).await {
+            Some(members) => members,
+            None => match self.api.usergroup_members(group).await {
+                Ok(members) => {
+                    self.share_members(group, &members).await;
+                    members
+                }
+                Err(error) => {
+                    tracing::warn!(%error, usergroup = group, "cannot read user group members");
+                    return Arc::default();
+                }
+            },
+        };
+        let members = Arc::new(members);
+        self.groups
+            .lock()
+            .expect("cache poisoned")
+            .insert(group.to_owned(), (Instant::now(), members.clone()));
+        members
+    }
+
+    /// Another replica's recent read of `group`, if Redis has one.
+    async fn shared_members(&self, group: &str) -> Option<Vec<String>> {
+        let redis = self.shared.as_ref()?;
+        let key = redis.key(format_args!("usergroup:{group}"));
+        let cached: Option<String> = redis
+            .call(|mut connection| async move {
+                redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await
+            .ok()
+            .flatten();
+        serde_json::from_str(&cached?).ok()
+    }
+
+    async fn share_members(&self, group: &str, members: &[String]) {
+        let Some(redis) = &self.shared else { return };
+        let key = redis.key(format_args!("usergroup:{group}"));
+        let value = serde_json::to_string(members).expect("strings serialize");
+        let _ = redis
+            .call(|mut connection| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(TTL.as_secs())
+                    .query_async::<()>(&mut connection)
+                    .await
+            })
+            .await;
     }
 }

@@ -1,15 +1,15 @@
-//! `POST /slack/interactions`: button clicks and modal submissions. The signature is checked on
-//! the raw bytes first; then the form's `payload` is parsed and dispatched. Slack wants an answer
-//! within 3 seconds, so only what must be inline (opening a modal) happens before the ack;
+//! Button clicks and modal submissions. Over HTTP (`POST /slack/interactions`) the signature is
+//! checked on the raw bytes first, then the form's `payload` is parsed; over Socket Mode the
+//! envelope carries the same payload as JSON. Either way [`dispatch`] handles it. Slack wants an
+//! answer within 3 seconds, so only what must be inline (opening a modal) happens before the ack;
 //! card updates go through the outbox.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 
 use super::payload::Interaction;
-use super::{card, review, verified};
+use super::{Ack, card, review, verified};
 use crate::http::AppState;
 use crate::http::problem::ApiError;
 
@@ -17,7 +17,7 @@ pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Ack, ApiError> {
     verified(&state, &headers, &body)?;
     let payload = url::form_urlencoded::parse(&body)
         .find(|(key, _)| key == "payload")
@@ -25,6 +25,11 @@ pub async fn handle(
         .ok_or_else(|| ApiError::SlackPayload("no `payload` field".into()))?;
     let interaction: Interaction = serde_json::from_str(&payload)
         .map_err(|e| ApiError::SlackPayload(format!("payload: {e}")))?;
+    dispatch(state, interaction).await
+}
+
+/// One interaction, from either transport; answers within [`ACK_WITHIN`].
+pub(super) async fn dispatch(state: AppState, interaction: Interaction) -> Result<Ack, ApiError> {
     match interaction {
         Interaction::BlockActions(click) => {
             let work = tokio::spawn(async move {
@@ -44,19 +49,19 @@ pub async fn handle(
                     "click still being handled after {ACK_WITHIN:?}; acknowledged first"
                 );
             }
-            Ok(StatusCode::OK.into_response())
+            Ok(Ack::default())
         }
         Interaction::ViewSubmission(submission) => {
             let work = tokio::spawn(async move { review::submitted(&state, &submission).await });
             match tokio::time::timeout(ACK_WITHIN, work).await {
-                Ok(Ok(response)) => Ok(response),
+                Ok(Ok(ack)) => Ok(ack),
                 Ok(Err(panicked)) => Err(ApiError::Internal(panicked.to_string())),
                 // Too slow to answer in the form itself: close it; the outcome arrives as a
                 // message instead.
-                Err(_) => Ok(StatusCode::OK.into_response()),
+                Err(_) => Ok(Ack::default()),
             }
         }
-        Interaction::Other => Ok(StatusCode::OK.into_response()),
+        Interaction::Other => Ok(Ack::default()),
     }
 }
 

@@ -7,12 +7,10 @@
 //! lost; the reply to the clicker is a best-effort ephemeral message, and the cards are brought
 //! up to date through the outbox.
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use slack_morphism::prelude::*;
 
+use super::Ack;
 use super::card::{self, slack_date};
 use super::escape::{mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
@@ -139,12 +137,12 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
 
 /// A modal was submitted. Only the rejection modal is ours; its answer goes back in the
 /// acknowledgement (`response_action: errors` keeps it open with the message).
-pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Response {
+pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
     if submission.view.callback_id == super::step_up::VIEW {
         return super::step_up::submitted(state, submission).await;
     }
     if submission.view.callback_id != REJECT_VIEW {
-        return StatusCode::OK.into_response();
+        return Ack::default();
     }
     let mut metadata = submission.view.private_metadata.split(' ');
     let Some(id) = metadata.next().and_then(|v| ProposalId::parse(v).ok()) else {
@@ -196,14 +194,14 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Respons
                     }
                 });
             }
-            StatusCode::OK.into_response()
+            Ack::default()
         }
         Err(refusal) => errors(&refusal),
     }
 }
 
-fn errors(message: &str) -> Response {
-    Json(json!({"response_action": "errors", "errors": {REASON_BLOCK: message}})).into_response()
+fn errors(message: &str) -> Ack {
+    Ack::with(json!({"response_action": "errors", "errors": {REASON_BLOCK: message}}))
 }
 
 /// Checks the voter and records the vote. `Ok(Some(text))`: recorded, tell them `text`;

@@ -4,11 +4,10 @@
 //! enrolled authenticator. Only a right answer, from the right person, for the proposal as it
 //! still stands, becomes a vote; every outcome is audited. Enrollment is `/countersign enroll`.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use slack_morphism::prelude::*;
 
+use super::Ack;
 use super::card::slack_date;
 use super::diff;
 use super::escape::{mrkdwn, truncate};
@@ -200,9 +199,8 @@ fn modal(proposal: &Proposal, step_up: StepUp, token: String) -> SlackModalView 
     .with_private_metadata(token)
 }
 
-fn errors(message: &str) -> Response {
-    axum::Json(json!({"response_action": "errors", "errors": {ANSWER_BLOCK: message}}))
-        .into_response()
+fn errors(message: &str) -> Ack {
+    Ack::with(json!({"response_action": "errors", "errors": {ANSWER_BLOCK: message}}))
 }
 
 async fn audit_failure(state: &AppState, proposal: &Proposal, user: &str, reason: &str) {
@@ -217,7 +215,7 @@ async fn audit_failure(state: &AppState, proposal: &Proposal, user: &str, reason
 }
 
 /// The step-up modal was submitted: check the form, then the answer, then vote.
-pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Response {
+pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
     let user = submission.user.id.as_str();
     let now = state.engine.clock().now();
     let binding = match state
@@ -317,7 +315,7 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Respons
                     }
                 });
             }
-            StatusCode::OK.into_response()
+            Ack::default()
         }
         Err(refusal) => errors(&refusal),
     }

@@ -215,7 +215,7 @@ impl SlackOutbox {
                 // Budget for every thread first, so a retry does not repeat a reply already made.
                 let now = self.clock.now();
                 for card in &posted {
-                    if let Err(wait) = self.budget.take(&card.channel, now) {
+                    if let Err(wait) = self.budget.take(&card.channel, now).await {
                         return self.outcome_of(job, SlackError::RateLimited(wait));
                     }
                 }
@@ -357,7 +357,7 @@ impl SlackOutbox {
     ) -> Result<Result<Option<PostedCard>, SlackError>, JobOutcome> {
         let now = self.clock.now();
         for card in posted {
-            if let Err(wait) = self.budget.take(&card.channel, now) {
+            if let Err(wait) = self.budget.take(&card.channel, now).await {
                 return Err(self.outcome_of(job, SlackError::RateLimited(wait)));
             }
         }
@@ -382,6 +382,7 @@ impl SlackOutbox {
     ) -> Result<String, SlackError> {
         self.budget
             .take(channel, self.clock.now())
+            .await
             .map_err(SlackError::RateLimited)?;
         self.api.post_message(channel, message, thread_ts).await
     }

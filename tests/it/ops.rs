@@ -25,7 +25,7 @@ async fn health_readiness_and_request_ids() {
             .text()
             .await
             .unwrap(),
-        "ready"
+        "ready\ndatabase: ok\nredis: not configured\n"
     );
     // A caller's own request id is kept and echoed.
     let echoed = app

@@ -5,75 +5,11 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 use crate::common::{TestApp, TestDb, problem, test_config};
+use crate::redis_support::{Proxy, REDIS, redis_available};
 
 const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
-const REDIS: &str = "127.0.0.1:6379";
-
-/// Whether the tests may run: Redis answering, or CI (where its absence is a failure).
-async fn redis_available() -> bool {
-    let up = TcpStream::connect(REDIS).await.is_ok();
-    assert!(
-        up || std::env::var("CI").as_deref() != Ok("true"),
-        "Redis is not reachable on {REDIS} (CI=true: failing, not skipping)"
-    );
-    up
-}
-
-/// A TCP proxy to Redis that the test can cut and restore, on a fixed port.
-struct Proxy {
-    port: u16,
-    running: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let mut proxy = Proxy {
-            port,
-            running: None,
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        self.running = Some(tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    break;
-                };
-                connections.spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(REDIS).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-            }
-        }));
-    }
-
-    /// Redis "dies": the listener and every open connection are dropped.
-    fn cut(&mut self) {
-        if let Some(running) = self.running.take() {
-            running.abort();
-        }
-    }
-
-    async fn restore(&mut self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
-        self.serve(listener);
-    }
-}
-
 fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
     let mut config = test_config(db);
     config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));

@@ -13,30 +13,37 @@ use slack_morphism::prelude::*;
 
 use crate::common::{manifests_dir, policies_dir, start_time};
 
-const TOKEN: &str = "xoxb-sandbox-test";
+pub const TOKEN: &str = "xoxb-sandbox-test";
 
 pub struct Standalone {
     pub sandbox: Sandbox,
     pub api: SlackApi,
     pub clock: ManualClock,
-    http: reqwest::Client,
+    pub base: String,
+    pub http: reqwest::Client,
 }
 
 impl Standalone {
     pub async fn start() -> Self {
+        Self::start_with(|sandbox| sandbox).await
+    }
+
+    /// A sandbox of its own on its own port, `setup` (e.g. Socket Mode on) before it serves.
+    pub async fn start_with(setup: impl FnOnce(Sandbox) -> Sandbox) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let url = url::Url::parse(&format!("{base}/")).unwrap();
         let registry = Registry::load(&manifests_dir(), &policies_dir()).unwrap();
         let workspace = Workspace::seed(&registry, &manifests_dir()).unwrap();
         let clock = ManualClock::new(start_time());
-        let sandbox = Sandbox::new(
+        let sandbox = setup(Sandbox::new(
             workspace,
             Secret::new(TOKEN),
             Secret::new("signing"),
             url,
             Arc::new(clock.clone()) as Arc<dyn Clock>,
-        );
+        ));
         let router: axum::Router = sandbox.routes();
         tokio::spawn(async move { axum::serve(listener, router).await });
         let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN));
@@ -44,6 +51,7 @@ impl Standalone {
             sandbox,
             api,
             clock,
+            base,
             http: reqwest::Client::new(),
         }
     }

@@ -93,23 +93,35 @@ pub struct Acted {
     pub errors: Option<Value>,
 }
 
+/// A sandbox's control API: the app's own, or a sandbox served on its own.
 pub struct Slack<'a> {
-    app: &'a TestApp,
+    http: &'a reqwest::Client,
+    base: &'a str,
 }
 
 impl TestApp {
     pub fn slack(&self) -> Slack<'_> {
-        Slack { app: self }
+        Slack::at(&self.http, &self.base)
+    }
+}
+
+impl<'a> Slack<'a> {
+    /// The sandbox served at `base` (`http://127.0.0.1:PORT`).
+    pub fn at(http: &'a reqwest::Client, base: &'a str) -> Self {
+        Self { http, base }
     }
 }
 
 impl Slack<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     /// What `viewer` sees in `channel` (`@U…` for their DM with countersign), oldest first.
     pub async fn messages(&self, channel: &str, viewer: &str) -> Vec<Message> {
         let response = self
-            .app
             .http
-            .get(self.app.url("/sandbox/control/messages"))
+            .get(self.url("/sandbox/control/messages"))
             .query(&[("channel", channel), ("viewer", viewer)])
             .send()
             .await
@@ -139,15 +151,14 @@ impl Slack<'_> {
     }
 
     /// Re-runs `check` after every change in the sandbox until it answers, or the deadline.
-    async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
+    pub async fn wait_until<T, F: std::future::Future<Output = Option<T>>>(
         &self,
         check: impl Fn() -> F,
     ) -> Option<T> {
         // Subscribed before the first look, so no change can slip between a look and the wait.
         let events = self
-            .app
             .http
-            .get(self.app.url("/sandbox/events"))
+            .get(self.url("/sandbox/events"))
             .send()
             .await
             .unwrap();
@@ -199,9 +210,8 @@ impl Slack<'_> {
 
     async fn control(&self, path: &str, body: Value) -> Acted {
         let response = self
-            .app
             .http
-            .post(self.app.url(path))
+            .post(self.url(path))
             .json(&body)
             .send()
             .await
@@ -242,9 +252,8 @@ impl Slack<'_> {
     /// Every Web API call countersign made, in order.
     pub async fn calls(&self) -> Vec<Value> {
         let response = self
-            .app
             .http
-            .get(self.app.url("/sandbox/control/calls"))
+            .get(self.url("/sandbox/control/calls"))
             .send()
             .await
             .unwrap();
@@ -282,10 +291,20 @@ pub async fn card_for(
     body: &Value,
     channel: &str,
 ) -> (String, Message) {
+    card_in(&app.slack(), app, token, body, channel).await
+}
+
+/// [`card_for`] with the card looked for in `slack` (a sandbox other than the app's own).
+pub async fn card_in(
+    slack: &Slack<'_>,
+    app: &TestApp,
+    token: &str,
+    body: &Value,
+    channel: &str,
+) -> (String, Message) {
     let created = app.create(token, body).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let card = app
-        .slack()
+    let card = slack
         .wait_for_card(channel, &id, "the card", is_pending)
         .await;
     (id, card)

@@ -46,8 +46,31 @@ fn the_app_manifest_carries_the_public_url_and_only_the_scopes_used() {
             "users:read",
             "users:read.email",
             "usergroups:read",
-            "files:write"
+            "files:write",
+            // Read only by `countersign doctor` (role channels exist and have the bot).
+            "channels:read",
+            "groups:read"
         ]
+    );
+
+    let socket = countersign(&["slack", "manifest", "--socket-mode"]);
+    assert!(socket.status.success(), "{socket:?}");
+    let socket: Value = serde_saphyr::from_str(&String::from_utf8(socket.stdout).unwrap()).unwrap();
+    assert_eq!(socket["settings"]["socket_mode_enabled"], true);
+    assert_eq!(socket["settings"]["interactivity"]["is_enabled"], true);
+    assert!(
+        socket["settings"]["interactivity"]
+            .get("request_url")
+            .is_none()
+    );
+    assert_eq!(
+        socket["features"]["slash_commands"][0]["command"],
+        "/countersign"
+    );
+    assert!(socket["features"]["slash_commands"][0].get("url").is_none());
+    assert_eq!(
+        socket["oauth_config"], manifest["oauth_config"],
+        "the same scopes"
     );
 
     let refused = countersign(&[

@@ -218,14 +218,28 @@ async fn a_usergroup_member_may_approve_and_a_repeated_click_counts_once(db: Tes
     let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
     let id = id.as_str();
     let slack = app.slack();
-    // U0MGR001 is not listed in roles.yaml but is in the finance approvers' user group.
-    slack.click("U0MGR001", &card, "approve").await;
+    // U0MGR001 is not listed in roles.yaml but is in the finance approvers' user group. A
+    // double click: both reach countersign before the card loses its buttons (clicked one
+    // after the other, the second would race the card's update and find no button).
+    let (first, second) = tokio::join!(
+        slack.click("U0MGR001", &card, "approve"),
+        slack.click("U0MGR001", &card, "approve")
+    );
+    assert_eq!((first.status, second.status), (200, 200));
     slack
         .wait_for_ephemeral("C0FINANCE", "U0MGR001", "completed the quorum")
         .await;
-    slack.click("U0MGR001", &card, "approve").await;
     slack
-        .wait_for_ephemeral("C0FINANCE", "U0MGR001", "Already approved by <@U0MGR001>")
+        .wait_for("C0FINANCE", "U0MGR001", "the repeat refused", |messages| {
+            messages
+                .iter()
+                .find(|m| {
+                    m.ephemeral_for.as_deref() == Some("U0MGR001")
+                        && (m.text.contains("Already approved by <@U0MGR001>")
+                            || m.text.contains("You already approved this"))
+                })
+                .cloned()
+        })
         .await;
     let votes = votes_of(&db, id).await;
     assert_eq!(votes.len(), 1);

@@ -1,0 +1,179 @@
+//! What replicas share through Redis, with two apps on one database: a decision on one ends a
+//! long-poll on the other (pub/sub wake-ups, and polling while Redis is away); one Slack posting
+//! budget per channel; dedup keys seen by every replica.
+
+use std::time::Duration;
+
+use countersign::cluster::{RedisLink, SeenKeys};
+use countersign::workers::ChannelBudget;
+use serde_json::Value;
+
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, test_config};
+use crate::redis_support::{Proxy, REDIS, redis_available};
+
+fn prefix(test: &str) -> String {
+    format!("cs_test_{test}_{}:", ulid::Ulid::new())
+}
+
+fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
+    let mut config = test_config(db);
+    config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));
+    config.redis_key_prefix = prefix.to_owned();
+    config
+}
+
+async fn readyz(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until the app's `/readyz` detail says `redis: <state>`.
+async fn redis_becomes(app: &TestApp, state: &str) {
+    let line = format!("redis: {state}");
+    let became = tokio::time::timeout(Duration::from_secs(20), async {
+        while !readyz(app).await.lines().any(|l| l.starts_with(&line)) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    if became.is_err() {
+        panic!("redis never became {state}: {}", readyz(app).await);
+    }
+}
+
+/// Waits until the app has `n` long-polls parked.
+async fn long_polls_parked(app: &TestApp, n: u32) {
+    let line = format!("countersign_long_polls {n}");
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let metrics = app
+                .http
+                .get(app.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.lines().any(|l| l == line) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the long-poll never parked");
+}
+
+/// Submits on `a`, long-polls (60 s) on `b`, cancels on `a`: answers what `b`'s poll returned.
+async fn decided_elsewhere(a: &TestApp, b: &TestApp) -> Value {
+    let id = a.create(REVOPS, &discount_proposal()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let poll = {
+        let request = b
+            .http
+            .get(b.url(&format!("/v1/proposals/{id}?wait=60s")))
+            .bearer_auth(REVOPS);
+        tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    long_polls_parked(b, 1).await;
+    let cancelled = a
+        .post(REVOPS, &format!("/v1/proposals/{id}/cancel"), None)
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    // Far less than the poll's 60 s: it ends when the other replica decides, or not at all.
+    tokio::time::timeout(Duration::from_secs(15), poll)
+        .await
+        .expect("the long-poll on the other replica was not woken")
+        .unwrap()
+}
+
+async fn a_decision_on_one_replica_ends_a_long_poll_on_another(db: TestDb) {
+    if !redis_available().await {
+        return;
+    }
+    let prefix = prefix("wake");
+    let redis = format!("redis://{REDIS}/");
+    let a = TestApp::start_with(config(&db, &redis, &prefix)).await;
+    let b = TestApp::start_with(config(&db, &redis, &prefix)).await;
+    redis_becomes(&a, "ok").await;
+    redis_becomes(&b, "ok").await;
+    let answer = decided_elsewhere(&a, &b).await;
+    assert_eq!(answer["status"], "cancelled");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+crate::both_backends!(a_decision_on_one_replica_ends_a_long_poll_on_another);
+
+async fn without_redis_a_long_poll_still_sees_another_replicas_decision(db: TestDb) {
+    if !redis_available().await {
+        return;
+    }
+    let prefix = prefix("wake_cut");
+    let mut proxy = Proxy::start().await;
+    let a = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    let b = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    redis_becomes(&b, "ok").await;
+
+    // Redis dies: both replicas keep serving, say so, and long-polls fall back to re-reading.
+    proxy.cut();
+    redis_becomes(&b, "degraded").await;
+    assert!(readyz(&b).await.starts_with("ready\n"), "still ready");
+    let answer = decided_elsewhere(&a, &b).await;
+    assert_eq!(answer["status"], "cancelled");
+
+    // Back: the subscription returns by itself and wake-ups flow again.
+    proxy.restore().await;
+    redis_becomes(&a, "ok").await;
+    redis_becomes(&b, "ok").await;
+    let answer = decided_elsewhere(&a, &b).await;
+    assert_eq!(answer["status"], "cancelled");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+crate::both_backends!(without_redis_a_long_poll_still_sees_another_replicas_decision);
+
+#[tokio::test]
+async fn replicas_spend_from_one_slack_budget_per_channel() {
+    if !redis_available().await {
+        return;
+    }
+    let prefix = prefix("budget");
+    let link = || RedisLink::new(&format!("redis://{REDIS}/"), &prefix).unwrap();
+    let (a, b) = (ChannelBudget::shared(link()), ChannelBudget::shared(link()));
+    let now = chrono::Utc::now();
+    // A burst of three for the channel, whichever replica posts.
+    assert_eq!(a.take("C1", now).await, Ok(()));
+    assert_eq!(b.take("C1", now).await, Ok(()));
+    assert_eq!(a.take("C1", now).await, Ok(()));
+    assert_eq!(b.take("C1", now).await, Err(Duration::from_secs(1)));
+    assert_eq!(a.take("C2", now).await, Ok(()), "another channel");
+    let half = now + chrono::Duration::milliseconds(500);
+    assert_eq!(a.take("C1", half).await, Err(Duration::from_millis(500)));
+    let second = now + chrono::Duration::seconds(1);
+    assert_eq!(b.take("C1", second).await, Ok(()));
+    assert_eq!(a.take("C1", second).await, Err(Duration::from_secs(1)));
+}
+
+#[tokio::test]
+async fn a_delivery_seen_by_one_replica_is_a_repeat_on_another() {
+    if !redis_available().await {
+        return;
+    }
+    let prefix = prefix("seen");
+    let link = || RedisLink::new(&format!("redis://{REDIS}/"), &prefix).unwrap();
+    let (a, b) = (SeenKeys::new(Some(link())), SeenKeys::new(Some(link())));
+    let ttl = Duration::from_secs(60);
+    assert!(a.first_time("envelope:1", ttl).await);
+    assert!(!b.first_time("envelope:1", ttl).await);
+    assert!(!a.first_time("envelope:1", ttl).await);
+    assert!(b.first_time("envelope:2", ttl).await);
+}

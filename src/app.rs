@@ -99,6 +99,7 @@ pub async fn run_with_clock(
             .clone()
             .map(crate::workers::ChannelBudget::shared)
             .unwrap_or_default(),
+        lease: crate::workers::Lease::default(),
     };
     let sla = crate::workers::SlaWorker {
         engine: engine.clone(),

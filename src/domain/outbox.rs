@@ -36,6 +36,21 @@ pub enum SlackTask {
     },
 }
 
+impl SlackTask {
+    /// Whether the task works on the posted cards (updates them, replies in their threads), and
+    /// so must come after every post of them: run first, it would find no card to update or no
+    /// thread to reply in, and a card posted later would show stale buttons or miss the reply.
+    pub fn works_on_the_cards(&self) -> bool {
+        matches!(
+            self,
+            Self::RefreshCards
+                | Self::AnnounceVote { .. }
+                | Self::Remind { .. }
+                | Self::Escalate { .. }
+        )
+    }
+}
+
 /// A claimed outbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlackJob {

@@ -249,6 +249,15 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<SlackJob>, StoreError>;
 
+    /// Extends the leases of claimed jobs still in hand (not done, not put back) to
+    /// `lease_until`; a pass renews while it works so that its leases can be short and a dead
+    /// worker's rows come back soon. Returns how many leases were extended.
+    async fn renew_slack_leases(
+        &self,
+        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
     /// Marks a job done and, for a posted card, remembers where it went (same transaction).
     async fn finish_slack_job(
         &self,
@@ -289,6 +298,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every card posted for a proposal.
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError>;
+
+    /// Whether a post of one of the proposal's cards is still to be done (due, retrying, or in
+    /// a worker's hands): replies in its thread and updates of it wait for it.
+    async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError>;
 
     /// A reviewer's TOTP enrollment, if any.
     async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError>;

@@ -493,6 +493,22 @@ impl Store for PostgresStore {
         slack_jobs(&rows)
     }
 
+    async fn renew_slack_leases(
+        &self,
+        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE slack_outbox SET leased_until = $1 WHERE id = ANY($2) \
+             AND done_at IS NULL AND leased_until IS NOT NULL",
+        )
+        .bind(lease_until)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected())
+    }
+
     async fn finish_slack_job(
         &self,
         job: &SlackJob,
@@ -610,6 +626,17 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         posted_cards(&rows)
+    }
+
+    async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
+        let outstanding: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = $1 AND done_at IS NULL \
+             AND task LIKE '%\"kind\":\"post_card\"%'",
+        )
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(outstanding > 0)
     }
 
     async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError> {

@@ -513,6 +513,24 @@ impl Store for SqliteStore {
         slack_jobs(&rows)
     }
 
+    async fn renew_slack_leases(
+        &self,
+        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let ids = format!("[{}]", ids.join(","));
+        let renewed = sqlx::query(
+            "UPDATE slack_outbox SET leased_until = ?1 WHERE id IN (SELECT value FROM json_each(?2)) \
+             AND done_at IS NULL AND leased_until IS NOT NULL",
+        )
+        .bind(format_timestamp(lease_until))
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected())
+    }
+
     async fn finish_slack_job(
         &self,
         job: &SlackJob,
@@ -630,6 +648,17 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         posted_cards(&rows)
+    }
+
+    async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
+        let outstanding: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = ?1 AND done_at IS NULL \
+             AND task LIKE '%\"kind\":\"post_card\"%'",
+        )
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(outstanding > 0)
     }
 
     async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError> {

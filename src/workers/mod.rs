@@ -12,4 +12,4 @@ pub use callbacks::CallbackWorker;
 pub use channel_budget::ChannelBudget;
 pub use reports::ReportWorker;
 pub use sla::SlaWorker;
-pub use slack_outbox::SlackOutbox;
+pub use slack_outbox::{Lease, SlackOutbox};

@@ -1,7 +1,11 @@
 //! The Slack outbox worker: claims due rows of `slack_outbox`, does them (post a card, refresh
 //! the posted cards), and marks them done. Rows are written in the same transaction as the
 //! change that calls for them, so a crash loses no card; a row whose worker died comes back when
-//! its lease ends.
+//! its (short, renewed while in hand) [`Lease`] ends.
+//!
+//! A job that works on the posted cards (a refresh, a reply in their threads) waits while a
+//! post of one of them is still outstanding: replicas do rows in parallel, and an escalation
+//! due before its card got through the channel's budget would otherwise find no thread.
 //!
 //! Slack's answer decides what happens to a row: success → done; 429 → due again after
 //! `Retry-After`, however often it takes; a refusal such as `invalid_blocks` or
@@ -29,10 +33,29 @@ pub const BACKOFF: &[Duration] = &[
     Duration::from_secs(600),
     Duration::from_secs(1800),
 ];
-/// How long a claimed row is ours before another worker may take it: longer than a pass can
-/// take ([`BATCH`] rows, each bounded by the client's per-call timeout), so a slow Slack does not
-/// make a second worker post the same card.
-const LEASE: chrono::Duration = chrono::Duration::seconds(180);
+/// How long a claimed row stays ours, and how often a pass still holding it says so.
+///
+/// The lease is short so that the rows of a worker that died (SIGKILL, a lost node) come back
+/// within seconds; a live pass renews it for every row it has not finished, however slow Slack
+/// is, so a second worker does not post the same card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub length: chrono::Duration,
+    /// Wall time between renewals; a third of `length`, so one slow renewal does not lose it.
+    pub renew_every: Duration,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self {
+            length: chrono::Duration::seconds(30),
+            renew_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How soon a job that works on the cards looks again while a card is still being posted.
+const CARD_WAIT: Duration = Duration::from_secs(1);
 /// Rows claimed per pass.
 const BATCH: i64 = 8;
 /// Idle poll, for rows that become due while nobody rings (retries, other replicas' work).
@@ -76,6 +99,7 @@ pub struct SlackOutbox {
     pub public_url: url::Url,
     /// Posting budget per channel, shared by every pass of this worker.
     pub budget: super::ChannelBudget,
+    pub lease: Lease,
 }
 
 impl SlackOutbox {
@@ -103,41 +127,81 @@ impl SlackOutbox {
         tracing::info!("slack outbox worker stopped");
     }
 
-    /// Claims the due rows and does them, one after another (a row's card posts are ordered).
+    /// Claims the due rows and does them, one after another (a row's card posts are ordered),
+    /// renewing the leases of the rows still in hand until the pass ends.
     pub async fn run_once(&self) -> Result<Pass, StoreError> {
         let now = self.clock.now();
-        let jobs = self.store.claim_slack_jobs(now, now + LEASE, BATCH).await?;
-        let mut pass = Pass::default();
-        for job in jobs {
-            let outcome = self.perform(&job).await;
-            let now = self.clock.now();
-            match outcome {
-                JobOutcome::Done(posted) => {
-                    self.store
-                        .finish_slack_job(&job, posted.as_ref(), now)
-                        .await?;
-                    pass.done += 1;
-                }
-                JobOutcome::Retry {
-                    after,
-                    error,
-                    counted,
-                } => {
-                    let due = now + chrono::Duration::from_std(after).unwrap_or(LEASE);
-                    tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
-                    self.store
-                        .retry_slack_job(&job, due, &error, counted)
-                        .await?;
-                    pass.retried += 1;
-                }
-                JobOutcome::Fail(error) => {
-                    tracing::error!(job = job.id, proposal_id = %job.proposal_id, %error, "slack outbox: giving up");
-                    self.store.fail_slack_job(&job, now, &error).await?;
-                    pass.failed += 1;
-                }
+        let jobs = self
+            .store
+            .claim_slack_jobs(now, now + self.lease.length, BATCH)
+            .await?;
+        if jobs.is_empty() {
+            return Ok(Pass::default());
+        }
+        let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
+        let work = async {
+            let mut pass = Pass::default();
+            for job in &jobs {
+                let outcome = self.perform(job).await;
+                self.settle(job, outcome, &mut pass).await?;
+            }
+            Ok(pass)
+        };
+        tokio::select! {
+            pass = work => pass,
+            () = self.keep_leases(&ids) => unreachable!("renewing ends only with the pass"),
+        }
+    }
+
+    /// Extends the leases of `ids` every [`Lease::renew_every`], forever; rows already settled
+    /// are left alone by the store (they are done or were put back).
+    async fn keep_leases(&self, ids: &[i64]) {
+        let mut ticks = tokio::time::interval(self.lease.renew_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let until = self.clock.now() + self.lease.length;
+            if let Err(error) = self.store.renew_slack_leases(ids, until).await {
+                tracing::warn!(%error, "slack outbox: cannot renew leases");
             }
         }
-        Ok(pass)
+    }
+
+    /// Records what became of a job.
+    async fn settle(
+        &self,
+        job: &SlackJob,
+        outcome: JobOutcome,
+        pass: &mut Pass,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        match outcome {
+            JobOutcome::Done(posted) => {
+                self.store
+                    .finish_slack_job(job, posted.as_ref(), now)
+                    .await?;
+                pass.done += 1;
+            }
+            JobOutcome::Retry {
+                after,
+                error,
+                counted,
+            } => {
+                let due = now + chrono::Duration::from_std(after).unwrap_or(self.lease.length);
+                tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
+                self.store
+                    .retry_slack_job(job, due, &error, counted)
+                    .await?;
+                pass.retried += 1;
+            }
+            JobOutcome::Fail(error) => {
+                tracing::error!(job = job.id, proposal_id = %job.proposal_id, %error, "slack outbox: giving up");
+                self.store.fail_slack_job(job, now, &error).await?;
+                pass.failed += 1;
+            }
+        }
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(job = job.id, proposal_id = %job.proposal_id))]
@@ -166,6 +230,25 @@ impl SlackOutbox {
             Ok(found) => found,
             Err(error) => return transient(job, error.to_string()),
         };
+        if job.task.works_on_the_cards() {
+            let routed = &proposal.content.verdict.route;
+            let unposted = routed
+                .iter()
+                .any(|role| !posted.iter().any(|c| &c.role == role));
+            if unposted {
+                match self.store.card_posts_outstanding(&proposal.id).await {
+                    Ok(true) => {
+                        return JobOutcome::Retry {
+                            after: CARD_WAIT,
+                            error: "waiting for its card to be posted".into(),
+                            counted: false,
+                        };
+                    }
+                    Ok(false) => {}
+                    Err(error) => return transient(job, error.to_string()),
+                }
+            }
+        }
         let sla_note = self.sla_note(&proposal.id).await;
         let context = CardContext {
             owner: agent.as_ref().map(|a| a.owner.as_str()),
@@ -208,34 +291,17 @@ impl SlackOutbox {
                     return JobOutcome::Fail(format!("no vote by {voter}"));
                 };
                 let text = card::vote_reply(vote, role.as_deref());
-                let reply = crate::slack::OutgoingMessage {
-                    text,
-                    blocks: Vec::new(),
-                };
-                // Budget for every thread first, so a retry does not repeat a reply already made.
-                let now = self.clock.now();
-                for card in &posted {
-                    if let Err(wait) = self.budget.take(&card.channel, now).await {
-                        return self.outcome_of(job, SlackError::RateLimited(wait));
-                    }
-                }
-                for card in &posted {
-                    if let Err(error) = self
-                        .api
-                        .post_message(&card.channel, &reply, Some(&card.ts))
-                        .await
-                    {
-                        return self.outcome_of(job, error);
-                    }
+                if let Err(outcome) = self.thread_replies(job, &posted, &text).await {
+                    return outcome;
                 }
                 Ok(None)
             }
             SlackTask::Remind { mentions } => {
                 let text = card::reminder(&proposal, mentions);
-                match self.thread_replies(job, &posted, &text).await {
-                    Ok(result) => result,
-                    Err(outcome) => return outcome,
+                if let Err(outcome) = self.thread_replies(job, &posted, &text).await {
+                    return outcome;
                 }
+                Ok(None)
             }
             SlackTask::Escalate {
                 level,
@@ -259,10 +325,10 @@ impl SlackOutbox {
                         return self.outcome_of(job, error);
                     }
                 }
-                match self.thread_replies(job, &posted, &text).await {
-                    Ok(result) => result,
-                    Err(outcome) => return outcome,
+                if let Err(outcome) = self.thread_replies(job, &posted, &text).await {
+                    return outcome;
                 }
+                Ok(None)
             }
             SlackTask::CallbackFailed { event, url, error } => {
                 let Some(owner) = agent.as_ref().map(|a| a.owner.clone()) else {
@@ -354,7 +420,7 @@ impl SlackOutbox {
         job: &SlackJob,
         posted: &[PostedCard],
         text: &str,
-    ) -> Result<Result<Option<PostedCard>, SlackError>, JobOutcome> {
+    ) -> Result<(), JobOutcome> {
         let now = self.clock.now();
         for card in posted {
             if let Err(wait) = self.budget.take(&card.channel, now).await {
@@ -370,7 +436,7 @@ impl SlackOutbox {
                 return Err(self.outcome_of(job, error));
             }
         }
-        Ok(Ok(None))
+        Ok(())
     }
 
     /// Posts within the channel's budget; an empty budget reads like Slack's 429.

@@ -115,6 +115,32 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// The first column of each row `sql` returns, as text (`CAST(… AS TEXT)` it): a look at
+    /// stored state no store method exposes, written the same for both backends.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        let rows: Result<Vec<(Option<String>,)>, sqlx::Error> = match self {
+            TestDb::Sqlite { path, .. } => {
+                let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+                let rows = sqlx::query_as(sql).fetch_all(&pool).await;
+                pool.close().await;
+                rows
+            }
+            TestDb::Postgres { url, .. } => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let rows = sqlx::query_as(sql).fetch_all(&pool).await;
+                pool.close().await;
+                rows
+            }
+        };
+        rows.unwrap()
+            .into_iter()
+            .map(|(text,)| text.unwrap_or_default())
+            .collect()
+    }
+
     pub async fn try_execute(&self, sql: &str) -> Result<(), sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         match self {
@@ -352,4 +378,20 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     );
     assert!(body["title"].is_string(), "{body}");
     body
+}
+
+/// Polls `check` (cheap reads of state) until it holds, failing with `what` after `within`.
+pub async fn eventually<F, Fut>(within: std::time::Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

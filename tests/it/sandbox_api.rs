@@ -30,6 +30,15 @@ impl Standalone {
 
     /// A sandbox of its own on its own port, `setup` (e.g. Socket Mode on) before it serves.
     pub async fn start_with(setup: impl FnOnce(Sandbox) -> Sandbox) -> Self {
+        Self::start_wrapped(setup, |router| router).await
+    }
+
+    /// Like [`Standalone::start_with`], its routes passed through `wrap` (a layer standing for
+    /// Slack's network: held requests, say).
+    pub async fn start_wrapped(
+        setup: impl FnOnce(Sandbox) -> Sandbox,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -44,7 +53,7 @@ impl Standalone {
             url,
             Arc::new(clock.clone()) as Arc<dyn Clock>,
         ));
-        let router: axum::Router = sandbox.routes();
+        let router: axum::Router = wrap(sandbox.routes());
         tokio::spawn(async move { axum::serve(listener, router).await });
         let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN));
         Self {

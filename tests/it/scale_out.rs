@@ -25,7 +25,7 @@ use countersign::sandbox::{Message, Sandbox, Workspace};
 use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 
-use crate::common::{REVOPS, TestDb};
+use crate::common::{REVOPS, TestDb, eventually};
 use crate::fixture::Fixture;
 use crate::redis_support::{Proxy, redis_available};
 
@@ -256,19 +256,6 @@ async fn readyz(http: &reqwest::Client, port: u16) -> String {
     {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(_) => String::new(),
-    }
-}
-
-/// Polls `check` (cheap reads of state) until it holds, failing with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -538,33 +525,63 @@ async fn three_replicas_decide_everything_exactly_once() {
         all_cards.values().all(|copies| copies.len() == 1),
         "a card posted twice"
     );
-    // Every card updated to its decision, and one escalation reply in each escalating thread.
-    eventually(
-        Duration::from_secs(180),
-        "every card shows its approval",
-        || {
-            let cards = cards(&sandbox);
-            async move {
-                cards.values().all(|copies| {
-                    copies[0].edited.is_some()
-                        && !copies[0]
-                            .blocks
-                            .to_string()
-                            .contains("\"action_id\":\"approve\"")
-                })
-            }
-        },
-    )
-    .await;
-    for id in &escalating {
-        let team = team_of[id];
+    // Every card updated to its decision, and one escalation reply in each escalating thread
+    // (the jobs the killed replica held come back when their 30 s lease ends).
+    let escalation_replies = |id: &String| {
         let card = &all_cards[id][0];
-        let replies = sandbox
-            .messages(&channel(team), None)
+        sandbox
+            .messages(&channel(team_of[id]), None)
             .into_iter()
             .filter(|m| m.thread_ts.as_deref() == Some(&card.ts) && m.text.contains("Escalation 1"))
-            .count();
-        assert_eq!(replies, 1, "escalation replies for {id}");
+            .count()
+    };
+    let unfinished = || {
+        let cards = cards(&sandbox);
+        let mut left: Vec<String> = escalating
+            .iter()
+            .filter(|id| escalation_replies(id) == 0)
+            .map(|id| format!("{id}: no escalation reply"))
+            .collect();
+        left.extend(cards.iter().filter_map(|(id, copies)| {
+            let live = copies[0]
+                .blocks
+                .to_string()
+                .contains("\"action_id\":\"approve\"");
+            (copies[0].edited.is_none() || live).then(|| format!("{id}: card not updated"))
+        }));
+        left
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = unfinished();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let id = left[0].split(':').next().unwrap_or_default();
+            let ts = all_cards
+                .get(id)
+                .map(|c| c[0].ts.clone())
+                .unwrap_or_default();
+            let calls: Vec<String> = sandbox
+                .calls()
+                .iter()
+                .filter(|c| {
+                    let args = c.args.to_string();
+                    args.contains(id) || (!ts.is_empty() && args.contains(&ts))
+                })
+                .map(|c| format!("{} {} {}", c.method, c.status, c.response))
+                .collect();
+            panic!(
+                "{} left, e.g. {:?}; Slack calls naming the first: {calls:#?}",
+                left.len(),
+                &left[..left.len().min(10)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &escalating {
+        assert_eq!(escalation_replies(id), 1, "escalation replies for {id}");
     }
 
     eprintln!("scale-out: cards updated at {:?}", started.elapsed());

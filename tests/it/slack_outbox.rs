@@ -8,13 +8,13 @@ use countersign::config::Secret;
 use countersign::links::LinkSigner;
 use countersign::registry::{Registry, SharedRegistry};
 use countersign::slack::{Directory, OutgoingMessage};
-use countersign::workers::{ChannelBudget, SlackOutbox};
+use countersign::workers::{ChannelBudget, Lease, SlackOutbox};
 use serde_json::json;
 
-use crate::common::{TestDb, manifests_dir, policies_dir};
+use crate::common::{TestDb, eventually, manifests_dir, policies_dir};
 use crate::fixture::Fixture;
 use crate::sandbox_api::Standalone;
-use crate::store_contract::{proposal, submit};
+use crate::store_contract::{decide, proposal, submit};
 
 async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
     SlackOutbox {
@@ -26,6 +26,7 @@ async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
         links: LinkSigner::new(Some(&Secret::new("k".repeat(32)))),
         public_url: url::Url::parse("http://countersign.test/").unwrap(),
         budget: ChannelBudget::default(),
+        lease: Lease::default(),
     }
 }
 
@@ -109,4 +110,182 @@ async fn a_card_slack_refuses_is_given_up_not_retried() {
         "given up, not retried"
     );
     assert!(worker.store.posted_cards(&p.id).await.unwrap().is_empty());
+}
+
+/// chat.postMessage held until the test lets it through: Slack being very slow.
+#[derive(Clone)]
+struct SlowSlack {
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl SlowSlack {
+    fn new() -> Self {
+        Self {
+            arrived: Arc::default(),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    fn layer(&self, router: axum::Router) -> axum::Router {
+        let gate = self.clone();
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = gate.clone();
+                async move {
+                    if request.uri().path().ends_with("/chat.postMessage") {
+                        gate.arrived.notify_one();
+                        gate.release.acquire().await.unwrap().forget();
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
+    }
+}
+
+fn cards_in_finance(slack: &Standalone) -> usize {
+    slack
+        .sandbox
+        .messages("C0FINANCE", None)
+        .into_iter()
+        .filter(|m| m.text.contains("Approval needed"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_slow_post_keeps_its_lease_so_no_second_worker_posts_it() {
+    let db = TestDb::sqlite();
+    let slow = SlowSlack::new();
+    let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
+    let mut worker = outbox(&db, &slack).await;
+    worker.lease.renew_every = std::time::Duration::from_millis(20);
+    let p = proposal("revops-crm");
+    worker
+        .store
+        .apply(vec![submit(&p, None)], slack.clock.now())
+        .await
+        .unwrap();
+
+    let first = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.run_once().await.unwrap() }
+    });
+    slow.arrived.notified().await;
+    let lease_sql = "SELECT CAST(leased_until AS TEXT) FROM slack_outbox WHERE done_at IS NULL";
+    let claimed = db.strings(lease_sql).await;
+    // Slack takes longer than the whole lease; the pass still holding the row renews it.
+    slack
+        .clock
+        .advance(worker.lease.length + chrono::Duration::seconds(1));
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the lease renewed",
+        || {
+            let db = &db;
+            let claimed = claimed.clone();
+            async move { db.strings(lease_sql).await != claimed }
+        },
+    )
+    .await;
+    let second = outbox(&db, &slack).await;
+    assert_eq!(
+        second.run_once().await.unwrap().claimed(),
+        0,
+        "a row in hand is not claimed again"
+    );
+
+    slow.release.add_permits(1);
+    assert_eq!(first.await.unwrap().done, 1);
+    assert_eq!(cards_in_finance(&slack), 1);
+}
+
+#[tokio::test]
+async fn a_dead_workers_row_comes_back_when_its_short_lease_ends() {
+    let db = TestDb::sqlite();
+    let slack = Standalone::start().await;
+    let worker = outbox(&db, &slack).await;
+    let p = proposal("revops-crm");
+    worker
+        .store
+        .apply(vec![submit(&p, None)], slack.clock.now())
+        .await
+        .unwrap();
+    // A worker claims the row and is killed before doing it: nobody renews its lease.
+    let now = slack.clock.now();
+    let claimed = worker
+        .store
+        .claim_slack_jobs(now, now + Lease::default().length, 8)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    assert_eq!(
+        worker.run_once().await.unwrap().claimed(),
+        0,
+        "still leased"
+    );
+    slack.clock.advance(Lease::default().length);
+    assert_eq!(worker.run_once().await.unwrap().done, 1);
+    assert_eq!(cards_in_finance(&slack), 1);
+}
+
+#[tokio::test]
+async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
+    let db = TestDb::sqlite();
+    let slack = Standalone::start().await;
+    let worker = outbox(&db, &slack).await;
+    let p = proposal("revops-crm");
+    let store = worker.store.clone();
+    store
+        .apply(vec![submit(&p, None)], slack.clock.now())
+        .await
+        .unwrap();
+    // Another replica has claimed the card's post and is slow about it; meanwhile the proposal
+    // is decided, which owes a refresh of the card.
+    let now = slack.clock.now();
+    let held = store
+        .claim_slack_jobs(now, now + Lease::default().length, 8)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    store
+        .apply(
+            vec![decide(&p, countersign::domain::Status::Rejected)],
+            slack.clock.now(),
+        )
+        .await
+        .unwrap();
+
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!(pass.retried, 1, "the refresh waits for the card: {pass:?}");
+    assert!(
+        !slack.sandbox.calls().iter().any(|c| c.method == "chat.update"),
+        "no update before the card exists"
+    );
+
+    // That replica dies; its post comes back, and the refresh follows it.
+    slack.clock.advance(Lease::default().length);
+    while worker.run_once().await.unwrap().claimed() > 0 {}
+    let methods: Vec<String> = slack
+        .sandbox
+        .calls()
+        .into_iter()
+        .filter(|c| c.method.starts_with("chat."))
+        .map(|c| c.method)
+        .collect();
+    let post = methods.iter().position(|m| m == "chat.postMessage");
+    let update = methods.iter().position(|m| m == "chat.update");
+    assert!(
+        post.is_some() && update.is_some() && post < update,
+        "the card is posted, then refreshed: {methods:?}"
+    );
+    let cards: Vec<String> = slack
+        .sandbox
+        .messages("C0FINANCE", None)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(cards.len(), 1, "{cards:?}");
+    assert!(cards[0].starts_with("Rejected"), "{cards:?}");
 }

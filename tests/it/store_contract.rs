@@ -58,7 +58,7 @@ pub fn submit(p: &Proposal, key: Option<(&str, &str)>) -> Command {
     }
 }
 
-fn decide(p: &Proposal, status: Status) -> Command {
+pub fn decide(p: &Proposal, status: Status) -> Command {
     Command::Decide {
         id: p.id.clone(),
         status,
@@ -526,6 +526,95 @@ async fn the_slack_outbox_is_claimed_under_a_lease(db: TestDb) {
     );
 }
 both_backends!(the_slack_outbox_is_claimed_under_a_lease);
+
+async fn a_renewed_lease_holds_and_only_jobs_in_hand_are_renewed(db: TestDb) {
+    let store = db.store().await;
+    let (one, two) = (proposal("revops-crm"), proposal("revops-crm"));
+    apply_one(store.as_ref(), submit(&one, None)).await;
+    apply_one(store.as_ref(), submit(&two, None)).await;
+    let at = start_time();
+    let jobs = store
+        .claim_slack_jobs(at, at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), 2);
+
+    // Renewed past the first lease: still held when it would have ended.
+    let renewed = store
+        .renew_slack_leases(&ids, at + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(renewed, 2);
+    assert!(
+        store
+            .claim_slack_jobs(at + Duration::seconds(45), at + Duration::seconds(90), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a renewed lease holds"
+    );
+
+    // Settled jobs are not renewed: one put back for later, one done.
+    store
+        .retry_slack_job(&jobs[0], at + Duration::seconds(50), "rate limited", false)
+        .await
+        .unwrap();
+    store
+        .finish_slack_job(&jobs[1], None, at + Duration::seconds(45))
+        .await
+        .unwrap();
+    let renewed = store
+        .renew_slack_leases(&ids, at + Duration::seconds(600))
+        .await
+        .unwrap();
+    assert_eq!(renewed, 0);
+    let due = store
+        .claim_slack_jobs(at + Duration::seconds(50), at + Duration::seconds(80), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [jobs[0].id],
+        "the job put back is due when its retry says, not held by a renewal"
+    );
+}
+both_backends!(a_renewed_lease_holds_and_only_jobs_in_hand_are_renewed);
+
+async fn a_card_post_is_outstanding_until_done_or_given_up(db: TestDb) {
+    let store = db.store().await;
+    let (posted, refused) = (proposal("revops-crm"), proposal("revops-crm"));
+    apply_one(store.as_ref(), submit(&posted, None)).await;
+    apply_one(store.as_ref(), submit(&refused, None)).await;
+    assert!(store.card_posts_outstanding(&posted.id).await.unwrap());
+    let at = start_time();
+    let jobs = store
+        .claim_slack_jobs(at, at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    // In a worker's hands, or put back for later: still outstanding.
+    assert!(store.card_posts_outstanding(&posted.id).await.unwrap());
+    store
+        .retry_slack_job(&jobs[0], at + Duration::seconds(1), "rate limited", false)
+        .await
+        .unwrap();
+    assert!(store.card_posts_outstanding(&posted.id).await.unwrap());
+    // A refresh owed after a decision is not a card post.
+    apply_one(store.as_ref(), decide(&refused, Status::Rejected)).await;
+    store
+        .fail_slack_job(&jobs[1], at, "channel_not_found")
+        .await
+        .unwrap();
+    assert!(!store.card_posts_outstanding(&refused.id).await.unwrap());
+    let again = store
+        .claim_slack_jobs(at + Duration::seconds(1), at + Duration::seconds(31), 10)
+        .await
+        .unwrap();
+    let post = again.iter().find(|job| job.proposal_id == posted.id).unwrap();
+    store.finish_slack_job(post, None, at).await.unwrap();
+    assert!(!store.card_posts_outstanding(&posted.id).await.unwrap());
+}
+both_backends!(a_card_post_is_outstanding_until_done_or_given_up);
 
 async fn replicas_claim_different_outbox_rows(db: TestDb) {
     let store = db.store().await;

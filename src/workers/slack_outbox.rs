@@ -142,8 +142,9 @@ impl SlackOutbox {
         let work = async {
             let mut pass = Pass::default();
             for job in &jobs {
+                let attempted = self.clock.now();
                 let outcome = self.perform(job).await;
-                self.settle(job, outcome, &mut pass).await?;
+                self.settle(job, outcome, attempted, &mut pass).await?;
             }
             Ok(pass)
         };
@@ -168,11 +169,14 @@ impl SlackOutbox {
         }
     }
 
-    /// Records what became of a job.
+    /// Records what became of a job. A retry's wait counts from `attempted`, when the job was
+    /// taken up: a wait the budget measured then must not grow by the time the job took (with a
+    /// clock moved by hand meanwhile, it could become due only after a time that never comes).
     async fn settle(
         &self,
         job: &SlackJob,
         outcome: JobOutcome,
+        attempted: chrono::DateTime<chrono::Utc>,
         pass: &mut Pass,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
@@ -188,7 +192,8 @@ impl SlackOutbox {
                 error,
                 counted,
             } => {
-                let due = now + chrono::Duration::from_std(after).unwrap_or(self.lease.length);
+                let due =
+                    attempted + chrono::Duration::from_std(after).unwrap_or(self.lease.length);
                 tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
                 self.store
                     .retry_slack_job(job, due, &error, counted)

@@ -112,9 +112,11 @@ async fn a_card_slack_refuses_is_given_up_not_retried() {
     assert!(worker.store.posted_cards(&p.id).await.unwrap().is_empty());
 }
 
-/// chat.postMessage held until the test lets it through: Slack being very slow.
+/// Slack being very slow to answer chat.postMessage.
 #[derive(Clone)]
 struct SlowSlack {
+    /// Holding posts (else they go straight through).
+    holding: Arc<std::sync::atomic::AtomicBool>,
     arrived: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Semaphore>,
 }
@@ -122,22 +124,27 @@ struct SlowSlack {
 impl SlowSlack {
     fn new() -> Self {
         Self {
+            holding: Arc::new(true.into()),
             arrived: Arc::default(),
             release: Arc::new(tokio::sync::Semaphore::new(0)),
         }
     }
 
+    /// Slack does the work at once but its answer to chat.postMessage is held until released.
     fn layer(&self, router: axum::Router) -> axum::Router {
         let gate = self.clone();
         router.layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let gate = gate.clone();
                 async move {
-                    if request.uri().path().ends_with("/chat.postMessage") {
+                    let held = request.uri().path().ends_with("/chat.postMessage")
+                        && gate.holding.load(std::sync::atomic::Ordering::SeqCst);
+                    let answer = next.run(request).await;
+                    if held {
                         gate.arrived.notify_one();
                         gate.release.acquire().await.unwrap().forget();
                     }
-                    next.run(request).await
+                    answer
                 }
             },
         ))
@@ -260,7 +267,11 @@ async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
     let pass = worker.run_once().await.unwrap();
     assert_eq!(pass.retried, 1, "the refresh waits for the card: {pass:?}");
     assert!(
-        !slack.sandbox.calls().iter().any(|c| c.method == "chat.update"),
+        !slack
+            .sandbox
+            .calls()
+            .iter()
+            .any(|c| c.method == "chat.update"),
         "no update before the card exists"
     );
 
@@ -288,4 +299,44 @@ async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
         .collect();
     assert_eq!(cards.len(), 1, "{cards:?}");
     assert!(cards[0].starts_with("Rejected"), "{cards:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
+    let db = TestDb::sqlite();
+    let slow = SlowSlack::new();
+    slow.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
+    let worker = outbox(&db, &slack).await;
+    let p = proposal("revops-crm");
+    worker
+        .store
+        .apply(vec![submit(&p, None)], slack.clock.now())
+        .await
+        .unwrap();
+    // Someone else has spent the channel's burst: Slack will answer 429, Retry-After 1 s…
+    let noise = OutgoingMessage {
+        text: "busy channel".into(),
+        blocks: Vec::new(),
+    };
+    for _ in 0..4 {
+        let _ = slack.api.post_message("C0FINANCE", &noise, None).await;
+    }
+    slow.holding.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pass = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.run_once().await.unwrap() }
+    });
+    // …and takes a second to say so.
+    slow.arrived.notified().await;
+    slack.clock.advance(chrono::Duration::seconds(1));
+    slow.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+    slow.release.add_permits(1);
+    assert_eq!(pass.await.unwrap().retried, 1);
+    let last = slack.sandbox.calls().last().cloned().unwrap();
+    assert_eq!(last.status, 429);
+
+    // A second after the attempt, the card is due again (not a second after the answer).
+    assert_eq!(worker.run_once().await.unwrap().done, 1);
+    assert_eq!(cards_in_finance(&slack), 1);
 }

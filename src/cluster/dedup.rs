@@ -44,17 +44,11 @@ impl SeenKeys {
         if let Some(redis) = &self.redis {
             let name = redis.key(format_args!("seen:{key}"));
             let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            let only_new = redis::SetOptions::default()
+                .conditional_set(redis::ExistenceCheck::NX)
+                .with_expiration(redis::SetExpiry::PX(millis));
             let set = redis
-                .call(|mut connection| async move {
-                    redis::cmd("SET")
-                        .arg(&name)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis)
-                        .query_async::<Option<String>>(&mut connection)
-                        .await
-                })
+                .query::<Option<String>>(redis::Cmd::set_options(&name, 1, only_new))
                 .await;
             if let Ok(answer) = set {
                 return answer.is_some();

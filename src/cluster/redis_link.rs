@@ -125,6 +125,25 @@ impl RedisLink {
         answer
     }
 
+    /// One command (`redis::Cmd::get(…)`, …) through [`RedisLink::call`].
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+    ) -> Result<T, RedisError> {
+        self.call(|mut connection| async move { command.query_async(&mut connection).await })
+            .await
+    }
+
+    /// A Lua script, prepared with its keys and arguments, through [`RedisLink::call`] (sent by
+    /// hash, and loaded first if Redis does not know it yet).
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: redis::ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        self.call(|mut connection| async move { script.invoke_async(&mut connection).await })
+            .await
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, RedisError> {
         let mut guard = self.0.connection.lock().await;
         let (connection, tried) = &mut *guard;

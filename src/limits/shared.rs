@@ -60,10 +60,7 @@ impl SharedLimiter {
             .arg(now.timestamp_micros())
             .arg(interval.num_microseconds().unwrap_or(i64::MAX))
             .arg(tolerance.num_microseconds().unwrap_or(i64::MAX));
-        let wait: i64 = self
-            .redis
-            .call(|mut connection| async move { call.invoke_async(&mut connection).await })
-            .await?;
+        let wait: i64 = self.redis.invoke(call).await?;
         Ok(if wait < 0 {
             Ok(())
         } else {
@@ -76,8 +73,6 @@ impl SharedLimiter {
         call.key(self.redis.key(format_args!("refused:{agent}")))
             .arg(now.timestamp_micros())
             .arg(ulid::Ulid::new().to_string());
-        self.redis
-            .call(|mut connection| async move { call.invoke_async(&mut connection).await })
-            .await
+        self.redis.invoke(call).await
     }
 }

@@ -136,16 +136,7 @@ impl Directory {
     async fn shared_members(&self, group: &str) -> Option<Vec<String>> {
         let redis = self.shared.as_ref()?;
         let key = redis.key(format_args!("usergroup:{group}"));
-        let cached: Option<String> = redis
-            .call(|mut connection| async move {
-                redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await
-            .ok()
-            .flatten();
+        let cached: Option<String> = redis.query(redis::Cmd::get(&key)).await.ok().flatten();
         serde_json::from_str(&cached?).ok()
     }
 
@@ -154,15 +145,7 @@ impl Directory {
         let key = redis.key(format_args!("usergroup:{group}"));
         let value = serde_json::to_string(members).expect("strings serialize");
         let _ = redis
-            .call(|mut connection| async move {
-                redis::cmd("SET")
-                    .arg(&key)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(TTL.as_secs())
-                    .query_async::<()>(&mut connection)
-                    .await
-            })
+            .query::<()>(redis::Cmd::set_ex(&key, value, TTL.as_secs()))
             .await;
     }
 }

@@ -70,10 +70,7 @@ impl ChannelBudget {
                 .arg(now.timestamp_millis())
                 .arg((BURST * 1000.0) as i64)
                 .arg(PER_SECOND);
-            let answer: Result<i64, _> = redis
-                .call(|mut connection| async move { call.invoke_async(&mut connection).await })
-                .await;
-            if let Ok(wait) = answer {
+            if let Ok(wait) = redis.invoke::<i64>(call).await {
                 return if wait < 0 {
                     Ok(())
                 } else {

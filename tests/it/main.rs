@@ -11,6 +11,7 @@ mod browser;
 mod callbacks;
 mod controls;
 mod deploy_files;
+mod directory_cache;
 mod doctor;
 mod lifecycle;
 mod oncall;

@@ -305,7 +305,8 @@ async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
 async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     let db = TestDb::sqlite();
     let slow = SlowSlack::new();
-    slow.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+    slow.holding
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
     let worker = outbox(&db, &slack).await;
     let p = proposal("revops-crm");
@@ -322,7 +323,8 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     for _ in 0..4 {
         let _ = slack.api.post_message("C0FINANCE", &noise, None).await;
     }
-    slow.holding.store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.holding
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let pass = tokio::spawn({
         let worker = worker.clone();
         async move { worker.run_once().await.unwrap() }
@@ -330,7 +332,8 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     // …and takes a second to say so.
     slow.arrived.notified().await;
     slack.clock.advance(chrono::Duration::seconds(1));
-    slow.holding.store(false, std::sync::atomic::Ordering::SeqCst);
+    slow.holding
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     slow.release.add_permits(1);
     assert_eq!(pass.await.unwrap().retried, 1);
     let last = slack.sandbox.calls().last().cloned().unwrap();

@@ -9,6 +9,10 @@
 //! adds inherent methods to [`PostgresStore`], and the one `impl Store` below only delegates to
 //! them: a trait impl must be one block, and splitting the trait instead would need its parts
 //! imported wherever an `Arc<dyn Store>` is used.
+//!
+//! The inherent methods share the trait's names, and Rust picks an inherent method before a trait
+//! method, so `self.claim_timers(..)` in the impl calls the family's. A family method renamed or
+//! removed would turn its delegation into endless recursion, not a compile error.
 
 mod agents;
 mod outbox;

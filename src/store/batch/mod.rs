@@ -2,16 +2,17 @@
 //! with a handful of primitive reads and writes ([`BatchTx`]); what a command means lives here
 //! once.
 
+mod vote;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow};
-use super::{Command, CommandResult, StoreError, TimerEffect, VoteRefusal};
+use super::{Command, CommandResult, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, AuditEvent, ChainTip, kinds};
-use crate::domain::vote::tally;
 use crate::domain::{
-    Actor, ActorKind, AgentId, Ballot, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
+    Actor, ActorKind, AgentId, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
 };
 
 /// Primitive operations inside one open transaction. The transaction already holds whatever
@@ -359,111 +360,14 @@ async fn run_one(
             reason,
             dedupe,
         } => {
-            let Some(proposal) = tx.load_proposal(&id).await? else {
-                return Ok((CommandResult::NotFound, vec![]));
-            };
-            let actor = Actor {
-                kind: ActorKind::Reviewer,
-                id: voter.clone(),
-            };
-            let stored = tx.tx.load_votes(&id).await?;
-            let mut votes: Vec<Vote> = stored.iter().map(|(v, _)| v.clone()).collect();
-            let earlier = stored.iter().find(|(v, _)| v.voter == voter);
-            // The same click delivered again (Slack retries, double clicks): answered as before.
-            if earlier.is_some_and(|(_, earlier_dedupe)| *earlier_dedupe == dedupe) {
-                let replay = CommandResult::Voted {
-                    proposal: Box::new(proposal),
-                    votes,
-                    replay: true,
-                };
-                return Ok((replay, vec![]));
-            }
-            let expired = proposal
-                .content
-                .expires_at
-                .is_some_and(|expiry| at >= expiry);
-            let refusal = if proposal.status != Status::Pending {
-                Some(("proposal is no longer pending", VoteRefusal::NotPending))
-            } else if expired {
-                Some(("proposal has expired", VoteRefusal::Expired))
-            } else {
-                earlier.map(|(vote, _)| ("already voted", VoteRefusal::AlreadyVoted(vote.clone())))
-            };
-            if let Some((why, reason)) = refusal {
-                let event = vote_refused(&proposal, &actor, ballot, why);
-                let result = CommandResult::VoteRefused {
-                    proposal: Box::new(proposal),
-                    reason,
-                };
-                return Ok((result, vec![event]));
-            }
-            let verdict = &proposal.content.verdict;
             let vote = Vote {
-                voter: voter.clone(),
+                voter,
                 eligible,
                 ballot,
-                reason: reason.clone(),
+                reason,
                 at,
             };
-            tx.flush().await?;
-            tx.tx.insert_vote(&id, &vote, &dedupe).await?;
-            let announce = SlackTask::AnnounceVote {
-                voter: voter.clone(),
-            };
-            tx.slack_jobs.push(SlackJobRow::new(&id, &announce, at)?);
-            let mut events = vec![AuditDraft::new(
-                kinds::VOTED,
-                Some(&id),
-                actor.audit_name(),
-                json!({"ballot": ballot, "eligible": vote.eligible, "reason": reason, "dedupe": dedupe}),
-            )];
-            votes.push(vote);
-            let tally = tally(&verdict.quorum, &verdict.route, &votes);
-            let decided = match ballot {
-                Ballot::Reject => Some((Status::Rejected, reason)),
-                Ballot::Approve if tally.shortfall.is_met() => {
-                    Some((Status::Approved, Some(quorum_reason(&votes, &tally.roles))))
-                }
-                Ballot::Approve => None,
-            };
-            let proposal = match decided {
-                Some((status, reason)) => {
-                    let decision = Decision {
-                        by: actor,
-                        at,
-                        reason,
-                        execution_token: None,
-                    };
-                    let (result, more) = transition(
-                        tx,
-                        proposal,
-                        status,
-                        decision,
-                        kinds::DECIDED,
-                        ballot.as_str(),
-                    )
-                    .await?;
-                    events.extend(more);
-                    match result {
-                        CommandResult::Updated(proposal) => proposal,
-                        // Cannot happen: the proposal was pending in this very transaction.
-                        other => {
-                            return Err(StoreError::Other(format!("vote: unexpected {other:?}")));
-                        }
-                    }
-                }
-                None => {
-                    tx.slack_jobs
-                        .push(SlackJobRow::new(&id, &SlackTask::RefreshCards, at)?);
-                    Box::new(proposal)
-                }
-            };
-            let result = CommandResult::Voted {
-                proposal,
-                votes,
-                replay: false,
-            };
-            Ok((result, events))
+            vote::cast(tx, id, vote, dedupe).await
         }
         // A notification needs only whether the proposal is still pending: one statement both
         // decides that and fires the timer (a batch of due timers is mostly these).
@@ -567,29 +471,6 @@ async fn run_one(
             Ok((CommandResult::Control(cleared), events))
         }
     }
-}
-
-/// The decision reason when approvals complete the quorum: who approved for which role.
-fn quorum_reason(votes: &[Vote], roles: &[Option<String>]) -> String {
-    let approvals: Vec<String> = votes
-        .iter()
-        .zip(roles)
-        .filter(|(v, _)| v.ballot == Ballot::Approve)
-        .map(|(v, role)| match role {
-            Some(role) => format!("{} ({role})", v.voter),
-            None => v.voter.clone(),
-        })
-        .collect();
-    format!("quorum met: {}", approvals.join(", "))
-}
-
-fn vote_refused(proposal: &Proposal, actor: &Actor, ballot: Ballot, reason: &str) -> AuditDraft {
-    AuditDraft::new(
-        kinds::REQUEST_REFUSED,
-        Some(&proposal.id),
-        actor.audit_name(),
-        json!({"request": ballot.as_str(), "reason": reason, "status": proposal.status}),
-    )
 }
 
 /// Loads `id` if `agent` owns it. Another agent's proposal is refused as if it did not exist,

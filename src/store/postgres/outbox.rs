@@ -1,0 +1,139 @@
+//! The Slack outbox (jobs claimed under a lease by the Slack worker) and the cards it posted.
+
+use chrono::{DateTime, Utc};
+
+use super::PostgresStore;
+use crate::domain::{PostedCard, ProposalId, SlackJob};
+use crate::store::StoreError;
+use crate::store::rows::{posted_cards, slack_jobs};
+
+impl PostgresStore {
+    pub(super) async fn claim_slack_jobs(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<SlackJob>, StoreError> {
+        // SKIP LOCKED: replicas claiming at the same moment take different rows, never wait.
+        let rows = sqlx::query(
+            "UPDATE slack_outbox SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM slack_outbox WHERE done_at IS NULL AND due_at <= $2 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING id, proposal_id, task, attempts",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        slack_jobs(&rows)
+    }
+
+    pub(super) async fn renew_slack_leases(
+        &self,
+        ids: &[i64],
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE slack_outbox SET leased_until = $1 WHERE id = ANY($2) \
+             AND done_at IS NULL AND leased_until IS NOT NULL",
+        )
+        .bind(lease_until)
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected())
+    }
+
+    pub(super) async fn finish_slack_job(
+        &self,
+        job: &SlackJob,
+        posted: Option<&PostedCard>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(card) = posted {
+            sqlx::query(
+                "INSERT INTO slack_messages (proposal_id, role, channel, ts, posted_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (proposal_id, role) DO NOTHING",
+            )
+            .bind(job.proposal_id.as_str())
+            .bind(&card.role)
+            .bind(&card.channel)
+            .bind(&card.ts)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE slack_outbox SET done_at = $1, leased_until = NULL WHERE id = $2")
+            .bind(at)
+            .bind(job.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn retry_slack_job(
+        &self,
+        job: &SlackJob,
+        due_at: DateTime<Utc>,
+        error: &str,
+        counted: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slack_outbox SET due_at = $1, attempts = attempts + $2, leased_until = NULL, \
+             last_error = $3 WHERE id = $4",
+        )
+        .bind(due_at)
+        .bind(i32::from(counted))
+        .bind(error)
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fail_slack_job(
+        &self,
+        job: &SlackJob,
+        at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE slack_outbox SET done_at = $1, attempts = attempts + 1, leased_until = NULL, \
+             last_error = $2 WHERE id = $3",
+        )
+        .bind(at)
+        .bind(format!("gave up: {error}"))
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn posted_cards(
+        &self,
+        id: &ProposalId,
+    ) -> Result<Vec<PostedCard>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT role, channel, ts FROM slack_messages WHERE proposal_id = $1 ORDER BY role",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        posted_cards(&rows)
+    }
+
+    pub(super) async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
+        let outstanding: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = $1 AND done_at IS NULL \
+             AND task LIKE '%\"kind\":\"post_card\"%'",
+        )
+        .bind(id.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(outstanding > 0)
+    }
+}

@@ -1,0 +1,97 @@
+//! Reports owed to channels, claimed under a lease by the report worker.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::PostgresStore;
+use crate::report::ReportPost;
+use crate::store::StoreError;
+use crate::store::rows::{ReportPostRow, report_post};
+
+impl PostgresStore {
+    pub(super) async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(created_at) AS oldest FROM proposals WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("oldest")?)
+    }
+
+    pub(super) async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO report_posts (dedupe, role, channel, period, as_of, requested_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe) DO NOTHING",
+        )
+        .bind(&post.dedupe)
+        .bind(&post.role)
+        .bind(&post.channel)
+        .bind(post.period.to_string())
+        .bind(post.as_of)
+        .bind(post.requested_by.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(super) async fn claim_report_posts(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ReportPost>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE report_posts SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM report_posts WHERE posted_at IS NULL AND attempts < $4 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING id, dedupe, role, channel, period, as_of, requested_by, attempts",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .bind(crate::store::REPORT_ATTEMPTS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut posts = rows
+            .iter()
+            .map(|row| {
+                report_post(ReportPostRow {
+                    id: row.try_get("id")?,
+                    dedupe: row.try_get("dedupe")?,
+                    role: row.try_get("role")?,
+                    channel: row.try_get("channel")?,
+                    period: row.try_get("period")?,
+                    as_of: row.try_get("as_of")?,
+                    requested_by: row.try_get("requested_by")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        posts.sort_by_key(|p| p.id);
+        Ok(posts)
+    }
+
+    pub(super) async fn finish_report_post(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE report_posts SET posted_at = $1, leased_until = NULL WHERE id = $2")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE report_posts SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
+        )
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

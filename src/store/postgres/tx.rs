@@ -1,0 +1,330 @@
+//! The transaction a command batch runs in: the primitives of [`BatchTx`], and `apply`, which
+//! opens it and hands it to the shared batch logic. Its first statement takes the advisory lock
+//! that makes it the audit chain's only writer.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{PostgresStore, SELECT_PROPOSAL, SELECT_VOTES, proposal_row, vote_row};
+use crate::audit::{AuditEvent, ChainTip};
+use crate::domain::{AgentId, Proposal, ProposalId, Status, Vote};
+use crate::store::batch::{self, BatchTx};
+use crate::store::rows::{
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow, encode,
+};
+use crate::store::{Command, CommandResult, StoreError};
+
+/// Key of the advisory lock that makes one transaction at a time the audit chain's writer
+/// ("cs-audit" in ASCII).
+const AUDIT_CHAIN_LOCK: i64 = 0x6373_2d61_7564_6974;
+
+/// One text column of a multi-row insert, as the array `UNNEST` takes.
+fn column<T>(rows: &[T], field: impl Fn(&T) -> &String) -> Vec<&str> {
+    rows.iter().map(|row| field(row).as_str()).collect()
+}
+
+struct Tx(Transaction<'static, Postgres>);
+
+#[async_trait]
+impl BatchTx for Tx {
+    async fn chain_tip(&mut self) -> Result<ChainTip, StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_CHAIN_LOCK)
+            .execute(&mut *self.0)
+            .await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(match row {
+            Some(row) => ChainTip {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            None => ChainTip::genesis(),
+        })
+    }
+
+    async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        for chunk in events.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[], $7::text[], $8::text[])",
+            )
+            .bind(chunk.iter().map(|e| e.seq).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|e| e.at).collect::<Vec<_>>())
+            .bind(column(chunk, |e| &e.kind))
+            .bind(chunk.iter().map(|e| e.proposal_id.as_deref()).collect::<Vec<_>>())
+            .bind(column(chunk, |e| &e.actor))
+            .bind(column(chunk, |e| &e.data))
+            .bind(column(chunk, |e| &e.prev_hash))
+            .bind(column(chunk, |e| &e.hash))
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO webhook_events (id, proposal_id, agent_id, url, body, created_at, next_attempt_at) \
+                 SELECT id, p, a, u, b, t, t FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::timestamptz[]) AS e(id, p, a, u, b, t)",
+            )
+            .bind(column(chunk, |e| &e.id))
+            .bind(column(chunk, |e| &e.proposal_id))
+            .bind(column(chunk, |e| &e.agent_id))
+            .bind(column(chunk, |e| &e.url))
+            .bind(column(chunk, |e| &e.body))
+            .bind(chunk.iter().map(|e| e.created_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_controls (agent_id, action, mode, reason, set_by, set_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (agent_id, action) DO UPDATE SET \
+             mode = excluded.mode, reason = excluded.reason, set_by = excluded.set_by, set_at = excluded.set_at",
+        )
+        .bind(&control.agent)
+        .bind(control.action.as_deref().unwrap_or(""))
+        .bind(control.mode.as_str())
+        .bind(control.reason.as_deref())
+        .bind(&control.set_by)
+        .bind(control.set_at)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM agent_controls WHERE agent_id = $1 AND action = $2")
+            .bind(agent)
+            .bind(action)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.0)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError> {
+        let rows = sqlx::query(SELECT_VOTES)
+            .bind(id.as_str())
+            .fetch_all(&mut *self.0)
+            .await?;
+        rows.iter().map(vote_row).collect()
+    }
+
+    async fn insert_vote(
+        &mut self,
+        id: &ProposalId,
+        vote: &Vote,
+        dedupe: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id.as_str())
+        .bind(&vote.voter)
+        .bind(serde_json::to_string(&vote.eligible)?)
+        .bind(vote.ballot.as_str())
+        .bind(&vote.reason)
+        .bind(dedupe)
+        .bind(vote.at)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO timers (proposal_id, timer, due_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
+            )
+            .bind(column(chunk, |t| &t.proposal_id))
+            .bind(column(chunk, |t| &t.timer))
+            .bind(chunk.iter().map(|t| t.due_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn disarm_timers(
+        &mut self,
+        id: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE timers SET fired_at = $1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = $2 AND fired_at IS NULL")
+            .bind(at)
+            .bind(id.as_str())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn fire_timer(
+        &mut self,
+        timer: i64,
+        at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE timers SET fired_at = $1, outcome = $2, leased_until = NULL WHERE id = $3 AND fired_at IS NULL")
+            .bind(at)
+            .bind(outcome)
+            .bind(timer)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fire_timer_if_pending(
+        &mut self,
+        timer: i64,
+        proposal: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let outcome = sqlx::query_scalar(
+            "UPDATE timers SET fired_at = $1, leased_until = NULL, outcome = CASE WHEN EXISTS \
+             (SELECT 1 FROM proposals WHERE id = $2 AND status = 'pending') THEN 'fired' ELSE 'disarmed' END \
+             WHERE id = $3 AND fired_at IS NULL RETURNING outcome",
+        )
+        .bind(at)
+        .bind(proposal.as_str())
+        .bind(timer)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO slack_outbox (proposal_id, task, due_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
+            )
+            .bind(column(chunk, |j| &j.proposal_id))
+            .bind(column(chunk, |j| &j.task))
+            .bind(chunk.iter().map(|j| j.due_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::timestamptz[], $8::timestamptz[])",
+            )
+            .bind(column(chunk, |p| &p.id))
+            .bind(column(chunk, |p| &p.agent_id))
+            .bind(column(chunk, |p| &p.status))
+            .bind(column(chunk, |p| &p.content))
+            .bind(chunk.iter().map(|p| p.decision.as_deref()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.outcome.as_deref()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.created_at).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.updated_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])",
+            )
+            .bind(column(chunk, |k| &k.agent_id))
+            .bind(column(chunk, |k| &k.key))
+            .bind(column(chunk, |k| &k.request_hash))
+            .bind(column(chunk, |k| &k.proposal_id))
+            .bind(column(chunk, |k| &k.response))
+            .bind(chunk.iter().map(|k| k.created_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn update_lifecycle(
+        &mut self,
+        proposal: &Proposal,
+        from: Status,
+    ) -> Result<bool, StoreError> {
+        let encoded = encode(proposal)?;
+        let done = sqlx::query(
+            "UPDATE proposals SET status = $1, decision = $2, outcome = $3, updated_at = $4 \
+             WHERE id = $5 AND status = $6",
+        )
+        .bind(proposal.status.as_str())
+        .bind(encoded.decision)
+        .bind(encoded.outcome)
+        .bind(proposal.updated_at)
+        .bind(proposal.id.as_str())
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_idempotency(
+        &mut self,
+        agent: &AgentId,
+        key: &str,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, proposal_id, response FROM idempotency_keys WHERE agent_id = $1 AND key = $2",
+        )
+        .bind(agent.as_str())
+        .bind(key)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        row.map(|row| {
+            Ok(StoredKey {
+                request_hash: row.try_get("request_hash")?,
+                proposal_id: row.try_get("proposal_id")?,
+                response: row.try_get("response")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl PostgresStore {
+    pub(super) async fn apply(
+        &self,
+        commands: Vec<Command>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CommandResult>, StoreError> {
+        // The chain tip must be read after the advisory lock is granted, which needs a fresh
+        // snapshot per statement: READ COMMITTED, whatever the database's default.
+        let mut tx = Tx(self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?);
+        let results = batch::run(&mut tx, commands, at).await?;
+        tx.0.commit().await?;
+        Ok(results)
+    }
+}

@@ -1,0 +1,200 @@
+//! Agent callbacks: events claimed under a lease by the callback worker, their attempts, and
+//! endpoints disabled by a 410.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::PostgresStore;
+use crate::domain::{ProposalId, WebhookDelivery};
+use crate::store::rows::{SlackJobRow, callback_failed, webhook_delivery};
+use crate::store::{StoreError, WebhookAttempt, WebhookNext, WebhookRecord};
+
+impl PostgresStore {
+    pub(super) async fn claim_webhooks(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE webhook_events SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= $2 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY next_attempt_at LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING id, proposal_id, agent_id, url, body, attempts, next_attempt_at",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut due = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<DateTime<Utc>, _>("next_attempt_at")?,
+                    webhook_delivery(row)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        due.sort_by_key(|(at, _)| *at);
+        Ok(due.into_iter().map(|(_, d)| d).collect())
+    }
+
+    pub(super) async fn record_webhook_attempt(
+        &self,
+        delivery: &WebhookDelivery,
+        attempt: &WebhookAttempt,
+        next: &WebhookNext,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (event_id, attempt, at, status_code, error, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&delivery.id)
+        .bind(attempt.attempt)
+        .bind(attempt.at)
+        .bind(attempt.status_code)
+        .bind(attempt.error.as_deref())
+        .bind(attempt.duration_ms)
+        .execute(&mut *tx)
+        .await?;
+        let (status, next_at, error) = match next {
+            WebhookNext::Delivered => ("delivered", attempt.at, None),
+            WebhookNext::Retry { at } => ("pending", *at, attempt.error.clone()),
+            WebhookNext::Failed { error, .. } => ("failed", attempt.at, Some(error.clone())),
+        };
+        let finished = (status != "pending").then_some(attempt.at);
+        sqlx::query(
+            "UPDATE webhook_events SET status = $1, attempts = $2, next_attempt_at = $3, \
+             leased_until = NULL, finished_at = $4, last_error = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(attempt.attempt)
+        .bind(next_at)
+        .bind(finished)
+        .bind(error)
+        .bind(&delivery.id)
+        .execute(&mut *tx)
+        .await?;
+        if let WebhookNext::Failed { error, disable } = next {
+            if *disable {
+                sqlx::query(
+                    "INSERT INTO webhook_disabled_endpoints (url, disabled_at, event_id) \
+                     VALUES ($1, $2, $3) ON CONFLICT (url) DO NOTHING",
+                )
+                .bind(&delivery.url)
+                .bind(attempt.at)
+                .bind(&delivery.id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let task = callback_failed(delivery, error);
+            let job = SlackJobRow::new(&delivery.proposal_id, &task, attempt.at)?;
+            sqlx::query("INSERT INTO slack_outbox (proposal_id, task, due_at) VALUES ($1, $2, $3)")
+                .bind(&job.proposal_id)
+                .bind(&job.task)
+                .bind(job.due_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM webhook_disabled_endpoints WHERE url = $1")
+            .bind(url)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub(super) async fn webhook_events(
+        &self,
+        id: &ProposalId,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        // One snapshot for the events and their attempts, so an attempt recorded meanwhile is
+        // seen with its event's new state or not at all.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        let events = sqlx::query(
+            "SELECT id, url, status, created_at, next_attempt_at, finished_at, last_error \
+             FROM webhook_events WHERE proposal_id = $1 ORDER BY created_at, id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut records = Vec::with_capacity(events.len());
+        for event in &events {
+            let event_id: String = event.try_get("id")?;
+            let attempts = sqlx::query(
+                "SELECT attempt, at, status_code, error, duration_ms FROM webhook_attempts \
+                 WHERE event_id = $1 ORDER BY attempt",
+            )
+            .bind(&event_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(WebhookAttempt {
+                    attempt: row.try_get("attempt")?,
+                    at: row.try_get("at")?,
+                    status_code: row.try_get("status_code")?,
+                    error: row.try_get("error")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            let status: String = event.try_get("status")?;
+            records.push(WebhookRecord {
+                id: event_id,
+                url: event.try_get("url")?,
+                next_attempt_at: if status == "pending" {
+                    Some(event.try_get("next_attempt_at")?)
+                } else {
+                    None
+                },
+                status,
+                created_at: event.try_get("created_at")?,
+                finished_at: event.try_get("finished_at")?,
+                last_error: event.try_get("last_error")?,
+                attempts,
+            });
+        }
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    pub(super) async fn redeliver_webhook(
+        &self,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let url: Option<String> = sqlx::query_scalar(
+            "UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+             leased_until = NULL, finished_at = NULL WHERE id = $2 RETURNING url",
+        )
+        .bind(now)
+        .bind(event)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(url) = url else {
+            return Ok(false);
+        };
+        sqlx::query("DELETE FROM webhook_attempts WHERE event_id = $1")
+            .bind(event)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM webhook_disabled_endpoints WHERE url = $1")
+            .bind(&url)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,79 @@
+//! Reads of proposals, their votes and the audit chain; the purge of old idempotency keys.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{SELECT_PROPOSAL, SELECT_VOTES, SqliteStore, audit_row, proposal_row, vote_row};
+use crate::audit::{AuditEvent, AuditFilter};
+use crate::clock::format_timestamp;
+use crate::domain::{Proposal, ProposalId, Status, Vote};
+use crate::store::StoreError;
+use crate::store::rows::status_count;
+
+impl SqliteStore {
+    pub(super) async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    pub(super) async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM proposals GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| status_count(row.try_get("status")?, row.try_get("n")?))
+            .collect()
+    }
+
+    pub(super) async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        // One proposal's events come from its index; the optional filter written as
+        // `(x IS NULL OR proposal_id = x)` would walk the whole chain instead.
+        let sql = if filter.proposal_id.is_some() {
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+                 WHERE proposal_id = ?3 AND seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq LIMIT ?4"
+        } else {
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+                 WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR proposal_id = ?3) \
+                 ORDER BY seq LIMIT ?4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(after_seq)
+            .bind(filter.since.map(format_timestamp))
+            .bind(filter.proposal_id.as_deref())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    pub(super) async fn purge_idempotency_keys(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+            .bind(format_timestamp(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {
+        let rows = sqlx::query(SELECT_VOTES)
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| vote_row(row).map(|(vote, _)| vote))
+            .collect()
+    }
+}

@@ -1,0 +1,44 @@
+//! SLA timers, claimed under a lease by the SLA worker (firing them is a command: see `tx`).
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{SqliteStore, timestamp};
+use crate::clock::format_timestamp;
+use crate::domain::DueTimer;
+use crate::store::StoreError;
+use crate::store::rows::due_timer;
+
+impl SqliteStore {
+    pub(super) async fn claim_timers(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<DueTimer>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE timers SET leased_until = ?1 WHERE id IN (\
+               SELECT id FROM timers WHERE fired_at IS NULL AND due_at <= ?2 \
+               AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY due_at, id LIMIT ?3) \
+             RETURNING id, proposal_id, timer, due_at",
+        )
+        .bind(format_timestamp(lease_until))
+        .bind(format_timestamp(now))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut timers = rows
+            .iter()
+            .map(|row| {
+                due_timer(
+                    row.try_get("id")?,
+                    row.try_get("proposal_id")?,
+                    row.try_get("timer")?,
+                    timestamp(row, "due_at")?,
+                )
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        timers.sort_by_key(|t| (t.due_at, t.id));
+        Ok(timers)
+    }
+}

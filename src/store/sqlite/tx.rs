@@ -1,0 +1,337 @@
+//! The transaction a command batch runs in: the primitives of [`BatchTx`], and `apply`, which
+//! opens it with the write lock and hands it to the shared batch logic.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+use super::{SELECT_PROPOSAL, SELECT_VOTES, SqliteStore, proposal_row, vote_row};
+use crate::audit::{AuditEvent, ChainTip};
+use crate::clock::format_timestamp;
+use crate::domain::{AgentId, Proposal, ProposalId, Status, Vote};
+use crate::store::batch::{self, BatchTx};
+use crate::store::rows::{
+    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow, encode,
+};
+use crate::store::{Command, CommandResult, StoreError};
+
+struct Tx(Transaction<'static, Sqlite>);
+
+#[async_trait]
+impl BatchTx for Tx {
+    async fn chain_tip(&mut self) -> Result<ChainTip, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(match row {
+            Some(row) => ChainTip {
+                seq: row.try_get("seq")?,
+                hash: row.try_get("hash")?,
+            },
+            None => ChainTip::genesis(),
+        })
+    }
+
+    async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        for chunk in events.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.seq)
+                    .push_bind(format_timestamp(e.at))
+                    .push_bind(&e.kind)
+                    .push_bind(&e.proposal_id)
+                    .push_bind(&e.actor)
+                    .push_bind(&e.data)
+                    .push_bind(&e.prev_hash)
+                    .push_bind(&e.hash);
+            });
+            // The text varies with the row count: not worth a slot in the statement cache.
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError> {
+        let rows = sqlx::query(SELECT_VOTES)
+            .bind(id.as_str())
+            .fetch_all(&mut *self.0)
+            .await?;
+        rows.iter().map(vote_row).collect()
+    }
+
+    async fn insert_vote(
+        &mut self,
+        id: &ProposalId,
+        vote: &Vote,
+        dedupe: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(id.as_str())
+        .bind(&vote.voter)
+        .bind(serde_json::to_string(&vote.eligible)?)
+        .bind(vote.ballot.as_str())
+        .bind(&vote.reason)
+        .bind(dedupe)
+        .bind(format_timestamp(vote.at))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert =
+                QueryBuilder::<Sqlite>::new("INSERT INTO timers (proposal_id, timer, due_at) ");
+            insert.push_values(chunk, |mut row, t| {
+                row.push_bind(&t.proposal_id)
+                    .push_bind(&t.timer)
+                    .push_bind(format_timestamp(t.due_at));
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn disarm_timers(
+        &mut self,
+        id: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE timers SET fired_at = ?1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = ?2 AND fired_at IS NULL")
+            .bind(format_timestamp(at))
+            .bind(id.as_str())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn fire_timer(
+        &mut self,
+        timer: i64,
+        at: DateTime<Utc>,
+        outcome: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE timers SET fired_at = ?1, outcome = ?2, leased_until = NULL WHERE id = ?3 AND fired_at IS NULL")
+            .bind(format_timestamp(at))
+            .bind(outcome)
+            .bind(timer)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fire_timer_if_pending(
+        &mut self,
+        timer: i64,
+        proposal: &ProposalId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        let outcome = sqlx::query_scalar(
+            "UPDATE timers SET fired_at = ?1, leased_until = NULL, outcome = CASE WHEN EXISTS \
+             (SELECT 1 FROM proposals WHERE id = ?2 AND status = 'pending') THEN 'fired' ELSE 'disarmed' END \
+             WHERE id = ?3 AND fired_at IS NULL RETURNING outcome",
+        )
+        .bind(format_timestamp(at))
+        .bind(proposal.as_str())
+        .bind(timer)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO slack_outbox (proposal_id, task, due_at) ",
+            );
+            insert.push_values(chunk, |mut row, job| {
+                row.push_bind(&job.proposal_id)
+                    .push_bind(&job.task)
+                    .push_bind(format_timestamp(job.due_at));
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO webhook_events (id, proposal_id, agent_id, url, body, created_at, next_attempt_at) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                let at = format_timestamp(event.created_at);
+                row.push_bind(&event.id)
+                    .push_bind(&event.proposal_id)
+                    .push_bind(&event.agent_id)
+                    .push_bind(&event.url)
+                    .push_bind(&event.body)
+                    .push_bind(at.clone())
+                    .push_bind(at);
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_controls (agent_id, action, mode, reason, set_by, set_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent_id, action) DO UPDATE SET \
+             mode = excluded.mode, reason = excluded.reason, set_by = excluded.set_by, set_at = excluded.set_at",
+        )
+        .bind(&control.agent)
+        .bind(control.action.as_deref().unwrap_or(""))
+        .bind(control.mode.as_str())
+        .bind(control.reason.as_deref())
+        .bind(&control.set_by)
+        .bind(format_timestamp(control.set_at))
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM agent_controls WHERE agent_id = ?1 AND action = ?2")
+            .bind(agent)
+            .bind(action)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+        sqlx::query(SELECT_PROPOSAL)
+            .bind(id.as_str())
+            .fetch_optional(&mut *self.0)
+            .await?
+            .as_ref()
+            .map(proposal_row)
+            .transpose()
+    }
+
+    async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, p| {
+                row.push_bind(&p.id)
+                    .push_bind(&p.agent_id)
+                    .push_bind(&p.status)
+                    .push_bind(&p.content)
+                    .push_bind(&p.decision)
+                    .push_bind(&p.outcome)
+                    .push_bind(format_timestamp(p.created_at))
+                    .push_bind(format_timestamp(p.updated_at));
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, k| {
+                row.push_bind(&k.agent_id)
+                    .push_bind(&k.key)
+                    .push_bind(&k.request_hash)
+                    .push_bind(&k.proposal_id)
+                    .push_bind(&k.response)
+                    .push_bind(format_timestamp(k.created_at));
+            });
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn update_lifecycle(
+        &mut self,
+        proposal: &Proposal,
+        from: Status,
+    ) -> Result<bool, StoreError> {
+        let encoded = encode(proposal)?;
+        let done = sqlx::query(
+            "UPDATE proposals SET status = ?1, decision = ?2, outcome = ?3, updated_at = ?4 \
+             WHERE id = ?5 AND status = ?6",
+        )
+        .bind(proposal.status.as_str())
+        .bind(encoded.decision)
+        .bind(encoded.outcome)
+        .bind(format_timestamp(proposal.updated_at))
+        .bind(proposal.id.as_str())
+        .bind(from.as_str())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn find_idempotency(
+        &mut self,
+        agent: &AgentId,
+        key: &str,
+    ) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_hash, proposal_id, response FROM idempotency_keys WHERE agent_id = ?1 AND key = ?2",
+        )
+        .bind(agent.as_str())
+        .bind(key)
+        .fetch_optional(&mut *self.0)
+        .await?;
+        row.map(|row| {
+            Ok(StoredKey {
+                request_hash: row.try_get("request_hash")?,
+                proposal_id: row.try_get("proposal_id")?,
+                response: row.try_get("response")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn apply(
+        &self,
+        commands: Vec<Command>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<CommandResult>, StoreError> {
+        // IMMEDIATE takes the write lock up front: a deferred transaction that reads the chain
+        // tip and then writes could fail to upgrade its lock (SQLITE_BUSY) despite busy_timeout.
+        let mut tx = Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+        let results = batch::run(&mut tx, commands, at).await?;
+        tx.0.commit().await?;
+        Ok(results)
+    }
+}

@@ -25,6 +25,15 @@ use crate::domain::{
 use crate::report::ReportPost;
 
 pub use postgres::PostgresStore;
+
+/// One queue's due work: how many rows, and since when the oldest has been due (its lag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBacklog {
+    /// `slack`, `timers` or `callbacks`.
+    pub queue: String,
+    pub due: i64,
+    pub oldest_due: Option<DateTime<Utc>>,
+}
 pub use sqlite::SqliteStore;
 
 /// Storage failures, stripped of driver types. Logical refusals (not found, wrong state) are
@@ -346,6 +355,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// When the oldest proposal still pending was submitted (reports reach back to it).
     async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// The background queues' work that is due at `now` and not done (Slack outbox, SLA timers,
+    /// callbacks): how far the workers are behind, for `/metrics`.
+    async fn backlog(&self, now: DateTime<Utc>) -> Result<Vec<QueueBacklog>, StoreError>;
 
     /// Records a report owed to a channel; false when its `dedupe` is already there (another
     /// replica scheduled the same digest).

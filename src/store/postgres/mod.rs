@@ -17,6 +17,7 @@
 mod agents;
 mod outbox;
 mod proposals;
+mod queues;
 mod reports;
 mod step_up;
 mod timers;
@@ -264,6 +265,10 @@ impl Store for PostgresStore {
 
     async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.oldest_pending().await
+    }
+
+    async fn backlog(&self, now: DateTime<Utc>) -> Result<Vec<super::QueueBacklog>, StoreError> {
+        self.backlog(now).await
     }
 
     async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError> {

@@ -260,7 +260,11 @@ async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
     let pass = worker.run_once().await.unwrap();
     assert_eq!(pass.retried, 1, "the refresh waits for the card: {pass:?}");
     assert!(
-        !slack.sandbox.calls().iter().any(|c| c.method == "chat.update"),
+        !slack
+            .sandbox
+            .calls()
+            .iter()
+            .any(|c| c.method == "chat.update"),
         "no update before the card exists"
     );
 

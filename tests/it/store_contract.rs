@@ -610,7 +610,10 @@ async fn a_card_post_is_outstanding_until_done_or_given_up(db: TestDb) {
         .claim_slack_jobs(at + Duration::seconds(1), at + Duration::seconds(31), 10)
         .await
         .unwrap();
-    let post = again.iter().find(|job| job.proposal_id == posted.id).unwrap();
+    let post = again
+        .iter()
+        .find(|job| job.proposal_id == posted.id)
+        .unwrap();
     store.finish_slack_job(post, None, at).await.unwrap();
     assert!(!store.card_posts_outstanding(&posted.id).await.unwrap());
 }

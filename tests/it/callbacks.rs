@@ -10,7 +10,9 @@ use countersign::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem, test_config};
+use crate::common::{
+    REVOPS, TestApp, TestDb, discount_proposal, problem, test_config, wait_until_ready,
+};
 use crate::receiver::{Receiver, Reply};
 use crate::slack_client::card_for;
 
@@ -488,19 +490,8 @@ both_backends!(a_long_poll_returns_when_the_proposal_is_decided);
 
 /// How many proposals have a long-poll parked on them, from `/metrics`.
 async fn app_waiters(app: &TestApp) -> u64 {
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
+    app.metric("countersign_long_polls")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("countersign_long_polls "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
 
@@ -531,13 +522,7 @@ impl Server {
             .spawn()
             .expect("start countersign");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // A separate process: nothing to await but its port answering.
-        while http.get(format!("{base}/readyz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "countersign did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_until_ready(&reqwest::Client::new(), &base, Duration::from_secs(30)).await;
         Server { child, base }
     }
 

@@ -275,8 +275,8 @@ impl TestApp {
     /// The listener is bound before `run` starts, so a first request simply waits in the
     /// accept queue until the server is up: no polling needed.
     async fn wait_ready(&mut self) {
-        match self.http.get(self.url("/readyz")).send().await {
-            Ok(response) => assert_eq!(response.status(), 200),
+        match readyz(&self.http, &self.base).await {
+            Ok((status, _)) => assert_eq!(status, 200),
             // The listener was dropped: `run` failed; say why.
             Err(error) => {
                 let ended = self.server.take().unwrap().await.unwrap();
@@ -293,6 +293,22 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        readyz(&self.http, &self.base).await.expect("GET /readyz")
+    }
+
+    /// `/metrics`, the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// One sample of `/metrics` (see [`metric_value`]).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, name)
     }
 
     pub async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
@@ -394,4 +410,28 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// `/readyz` of the server at `base`: its status and body, or the error while nothing answers.
+pub async fn readyz(http: &reqwest::Client, base: &str) -> reqwest::Result<(u16, String)> {
+    let response = http.get(format!("{base}/readyz")).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// Polls `/readyz` at `base` until it answers 200: a server in another process, where nothing
+/// else says when it is up.
+pub async fn wait_until_ready(http: &reqwest::Client, base: &str, within: std::time::Duration) {
+    eventually(within, &format!("{base} to be ready"), || async {
+        matches!(readyz(http, base).await, Ok((200, _)))
+    })
+    .await;
+}
+
+/// The value of the sample `name` in a Prometheus text, `name` written with its labels as they
+/// are exposed (`countersign_redis_degraded{prefix="…"}`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }

@@ -24,20 +24,10 @@ fn draft() -> Value {
 /// `countersign_redis_degraded` for this app's key prefix (the recorder is shared by every app in
 /// the test process; the label keeps them apart).
 async fn degraded(app: &TestApp, prefix: &str) -> Option<f64> {
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let name = format!("countersign_redis_degraded{{prefix=\"{prefix}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&name))
-        .and_then(|v| v.trim().parse().ok())
+    app.metric(&format!(
+        "countersign_redis_degraded{{prefix=\"{prefix}\"}}"
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

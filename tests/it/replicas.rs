@@ -22,48 +22,24 @@ fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config
     config
 }
 
-async fn readyz(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Waits until the app's `/readyz` detail says `redis: <state>`.
 async fn redis_becomes(app: &TestApp, state: &str) {
     let line = format!("redis: {state}");
     let became = tokio::time::timeout(Duration::from_secs(20), async {
-        while !readyz(app).await.lines().any(|l| l.starts_with(&line)) {
+        while !app.readyz().await.1.lines().any(|l| l.starts_with(&line)) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
     if became.is_err() {
-        panic!("redis never became {state}: {}", readyz(app).await);
+        panic!("redis never became {state}: {}", app.readyz().await.1);
     }
 }
 
 /// Waits until the app has `n` long-polls parked.
 async fn long_polls_parked(app: &TestApp, n: u32) {
-    let line = format!("countersign_long_polls {n}");
     tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let metrics = app
-                .http
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if metrics.lines().any(|l| l == line) {
-                return;
-            }
+        while app.metric("countersign_long_polls").await != Some(f64::from(n)) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -126,7 +102,7 @@ async fn without_redis_a_long_poll_still_sees_another_replicas_decision(db: Test
     // Redis dies: both replicas keep serving, say so, and long-polls fall back to re-reading.
     proxy.cut();
     redis_becomes(&b, "degraded").await;
-    assert!(readyz(&b).await.starts_with("ready\n"), "still ready");
+    assert!(b.readyz().await.1.starts_with("ready\n"), "still ready");
     let answer = decided_elsewhere(&a, &b).await;
     assert_eq!(answer["status"], "cancelled");
 

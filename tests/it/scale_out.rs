@@ -25,7 +25,7 @@ use countersign::sandbox::{Message, Sandbox, Workspace};
 use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 
-use crate::common::{REVOPS, TestDb, eventually};
+use crate::common::{REVOPS, TestDb, eventually, readyz, wait_until_ready};
 use crate::fixture::Fixture;
 use crate::redis_support::{Proxy, redis_available};
 
@@ -230,33 +230,16 @@ async fn start_replica(
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start countersign");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // A separate process: nothing to await but its port answering.
-    loop {
-        if let Ok(response) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&reqwest::Client::new(), &base, Duration::from_secs(60)).await;
     Replica { child, port }
 }
 
-async fn readyz(http: &reqwest::Client, port: u16) -> String {
-    match http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
+/// Whether `/readyz` of the replica on `port` answers with `line` in its detail.
+async fn readyz_says(http: &reqwest::Client, port: u16, line: &str) -> bool {
+    readyz(http, &format!("http://127.0.0.1:{port}"))
         .await
-    {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+        .is_ok_and(|(_, body)| body.contains(line))
 }
 
 fn proposal(i: usize, escalate: bool, callback: &str) -> Value {
@@ -349,7 +332,7 @@ async fn three_replicas_decide_everything_exactly_once() {
         let port = replica.port;
         eventually(Duration::from_secs(20), "redis: ok", || {
             let http = http.clone();
-            async move { readyz(&http, port).await.contains("redis: ok") }
+            async move { readyz_says(&http, port, "redis: ok").await }
         })
         .await;
     }
@@ -447,7 +430,7 @@ async fn three_replicas_decide_everything_exactly_once() {
         let port = replica.port;
         eventually(Duration::from_secs(20), "redis: degraded", || {
             let http = http.clone();
-            async move { readyz(&http, port).await.contains("redis: degraded") }
+            async move { readyz_says(&http, port, "redis: degraded").await }
         })
         .await;
     }
@@ -456,7 +439,7 @@ async fn three_replicas_decide_everything_exactly_once() {
         let port = replica.port;
         eventually(Duration::from_secs(30), "redis: ok again", || {
             let http = http.clone();
-            async move { readyz(&http, port).await.contains("redis: ok") }
+            async move { readyz_says(&http, port, "redis: ok").await }
         })
         .await;
     }

@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 /// Tokens of the example agents in `manifests/agents/`.
 pub const REVOPS: &str = "cs_demo_revops_crm_d3m0t0k3n";
 pub const BILLING: &str = "cs_demo_billing_d3m0t0k3n";
+/// outbound-email's manifest: 30 a minute, 5 at once; 20 refusals within a minute trip its
+/// breaker.
+pub const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
 
 /// Generates one test per backend from an `async fn(TestDb)`.
 #[macro_export]
@@ -374,6 +377,11 @@ pub fn discount_proposal() -> Value {
         "expires_in": "8h",
         "metadata": {"trace_id": "abc123"}
     })
+}
+
+/// An outbound-email proposal (auto-approved), to spend its rate on.
+pub fn email_draft() -> Value {
+    json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"})
 }
 
 /// A problem+json response's body, after checking its content type and status.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::common::{
-    REVOPS, TestApp, TestDb, discount_proposal, problem, test_config, wait_until_ready,
+    REVOPS, TestApp, TestDb, discount_proposal, problem, serve_command, spawn_ready, test_config,
 };
 use crate::receiver::{Receiver, Reply};
 use crate::slack_client::card_for;
@@ -506,23 +506,15 @@ struct Server {
 impl Server {
     async fn start(db: &TestDb, port: u16) -> Self {
         set_secret();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .arg("serve")
-            .env("COUNTERSIGN_DATABASE_URL", db.url_string())
-            .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+        let mut command = serve_command(db, port);
+        command
             .env("COUNTERSIGN_MANIFESTS", crate::common::manifests_dir())
             .env("COUNTERSIGN_POLICIES", crate::common::policies_dir())
-            .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
             .env("COUNTERSIGN_CALLBACK_TIMEOUT", "1s")
             .env("COUNTERSIGN_ADMIN_TOKEN", ADMIN)
-            .env("COUNTERSIGN_REPORT_DIGEST", "off")
-            .env("REVOPS_CRM_WHSEC", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start countersign");
+            .env("REVOPS_CRM_WHSEC", SECRET);
+        let child = spawn_ready(command, port, Duration::from_secs(30)).await;
         let base = format!("http://127.0.0.1:{port}");
-        wait_until_ready(&reqwest::Client::new(), &base, Duration::from_secs(30)).await;
         Server { child, base }
     }
 

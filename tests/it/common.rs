@@ -427,6 +427,34 @@ pub async fn readyz(http: &reqwest::Client, base: &str) -> reqwest::Result<(u16,
     Ok((status, response.text().await?))
 }
 
+/// `countersign serve` in a process of its own, on 127.0.0.1:`port` and `db`, with what every
+/// such test wants: callbacks to local receivers allowed, no digest, quiet logs. The caller adds
+/// its settings and hands it to [`spawn_ready`].
+pub fn serve_command(db: &TestDb, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    command
+        .arg("serve")
+        .env("COUNTERSIGN_DATABASE_URL", db.url_string())
+        .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
+        .env("COUNTERSIGN_REPORT_DIGEST", "off")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
+/// Starts a [`serve_command`] and waits up to `within` for its `/readyz` on `port`.
+pub async fn spawn_ready(
+    mut command: std::process::Command,
+    port: u16,
+    within: std::time::Duration,
+) -> std::process::Child {
+    let child = command.spawn().expect("start countersign");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&reqwest::Client::new(), &base, within).await;
+    child
+}
+
 /// Polls `/readyz` at `base` until it answers 200: a server in another process, where nothing
 /// else says when it is up.
 pub async fn wait_until_ready(http: &reqwest::Client, base: &str, within: std::time::Duration) {

@@ -4,15 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{OUTBOUND, TestApp, TestDb, email_draft, problem, test_config};
-use crate::redis_support::{Proxy, REDIS, redis_available};
-
-fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
-    let mut config = test_config(db);
-    config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));
-    config.redis_key_prefix = prefix.to_owned();
-    config
-}
+use crate::common::{OUTBOUND, TestApp, TestDb, email_draft, problem};
+use crate::redis_support::{Proxy, REDIS, redis_available, redis_config};
 
 /// `countersign_redis_degraded` for this app's key prefix (the recorder is shared by every app in
 /// the test process; the label keeps them apart).
@@ -30,8 +23,8 @@ async fn two_replicas_share_one_bucket() {
     }
     let prefix = format!("cs_test_{}:", ulid::Ulid::new());
     let (db_a, db_b) = (TestDb::sqlite(), TestDb::sqlite());
-    let a = TestApp::start_with(config(&db_a, &format!("redis://{REDIS}/"), &prefix)).await;
-    let b = TestApp::start_with(config(&db_b, &format!("redis://{REDIS}/"), &prefix)).await;
+    let a = TestApp::start_with(redis_config(&db_a, &format!("redis://{REDIS}/"), &prefix)).await;
+    let b = TestApp::start_with(redis_config(&db_b, &format!("redis://{REDIS}/"), &prefix)).await;
     // outbound-email: 5 at once, then 30 a minute — across both replicas together.
     for app in [&a, &b, &a, &b, &a] {
         assert_eq!(app.submit(OUTBOUND, &email_draft()).await.status(), 201);
@@ -51,7 +44,7 @@ async fn without_redis_the_limits_are_local_until_it_returns() {
     let mut proxy = Proxy::start().await;
     let prefix = format!("cs_test_{}:", ulid::Ulid::new());
     let db = TestDb::sqlite();
-    let app = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    let app = TestApp::start_with(redis_config(&db, &proxy.url(), &prefix)).await;
     for _ in 0..5 {
         assert_eq!(app.submit(OUTBOUND, &email_draft()).await.status(), 201);
     }

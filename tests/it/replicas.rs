@@ -8,18 +8,11 @@ use countersign::cluster::{RedisLink, SeenKeys};
 use countersign::workers::ChannelBudget;
 use serde_json::Value;
 
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, test_config};
-use crate::redis_support::{Proxy, REDIS, redis_available};
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal};
+use crate::redis_support::{Proxy, REDIS, redis_available, redis_config};
 
 fn prefix(test: &str) -> String {
     format!("cs_test_{test}_{}:", ulid::Ulid::new())
-}
-
-fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
-    let mut config = test_config(db);
-    config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));
-    config.redis_key_prefix = prefix.to_owned();
-    config
 }
 
 /// Waits until the app's `/readyz` detail says `redis: <state>`.
@@ -78,8 +71,8 @@ async fn a_decision_on_one_replica_ends_a_long_poll_on_another(db: TestDb) {
     }
     let prefix = prefix("wake");
     let redis = format!("redis://{REDIS}/");
-    let a = TestApp::start_with(config(&db, &redis, &prefix)).await;
-    let b = TestApp::start_with(config(&db, &redis, &prefix)).await;
+    let a = TestApp::start_with(redis_config(&db, &redis, &prefix)).await;
+    let b = TestApp::start_with(redis_config(&db, &redis, &prefix)).await;
     redis_becomes(&a, "ok").await;
     redis_becomes(&b, "ok").await;
     let answer = decided_elsewhere(&a, &b).await;
@@ -95,8 +88,8 @@ async fn without_redis_a_long_poll_still_sees_another_replicas_decision(db: Test
     }
     let prefix = prefix("wake_cut");
     let mut proxy = Proxy::start().await;
-    let a = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
-    let b = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    let a = TestApp::start_with(redis_config(&db, &proxy.url(), &prefix)).await;
+    let b = TestApp::start_with(redis_config(&db, &proxy.url(), &prefix)).await;
     redis_becomes(&b, "ok").await;
 
     // Redis dies: both replicas keep serving, say so, and long-polls fall back to re-reading.

@@ -25,7 +25,7 @@ use countersign::sandbox::{Message, Sandbox, Workspace};
 use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 
-use crate::common::{REVOPS, TestDb, eventually, readyz, wait_until_ready};
+use crate::common::{REVOPS, TestDb, eventually, readyz, serve_command, spawn_ready};
 use crate::fixture::Fixture;
 use crate::redis_support::{Proxy, redis_available};
 
@@ -209,10 +209,8 @@ async fn start_replica(
     prefix: &str,
 ) -> Replica {
     let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .arg("serve")
-        .env("COUNTERSIGN_DATABASE_URL", db.url_string())
-        .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+    let mut command = serve_command(db, port);
+    command
         .env("COUNTERSIGN_MANIFESTS", fixture.manifests())
         .env("COUNTERSIGN_POLICIES", fixture.policies())
         .env("COUNTERSIGN_SLACK_API_URL", sandbox.api_url().as_str())
@@ -221,17 +219,10 @@ async fn start_replica(
         .env("COUNTERSIGN_PUBLIC_URL", "https://countersign.example.com/")
         .env("COUNTERSIGN_REDIS_URL", redis)
         .env("COUNTERSIGN_REDIS_KEY_PREFIX", prefix)
-        .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
         .env("COUNTERSIGN_ADMIN_TOKEN", ADMIN)
-        .env("COUNTERSIGN_REPORT_DIGEST", "off")
         .env("COUNTERSIGN_DATABASE_MAX_CONNECTIONS", "8")
-        .env("REVOPS_CRM_WHSEC", WHSEC)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start countersign");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_until_ready(&reqwest::Client::new(), &base, Duration::from_secs(60)).await;
+        .env("REVOPS_CRM_WHSEC", WHSEC);
+    let child = spawn_ready(command, port, Duration::from_secs(60)).await;
     Replica { child, port }
 }
 

@@ -104,15 +104,7 @@ async fn bad_tokens_are_refused(db: TestDb) {
         .await
         .unwrap();
     problem(response, 401).await;
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("countersign_proposals{status=\"pending\"} 0"),
         "{metrics}"

@@ -10,7 +10,9 @@ use countersign::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem, test_config};
+use crate::common::{
+    REVOPS, TestApp, TestDb, discount_proposal, problem, serve_command, spawn_ready, test_config,
+};
 use crate::receiver::{Receiver, Reply};
 use crate::slack_client::card_for;
 
@@ -488,19 +490,8 @@ both_backends!(a_long_poll_returns_when_the_proposal_is_decided);
 
 /// How many proposals have a long-poll parked on them, from `/metrics`.
 async fn app_waiters(app: &TestApp) -> u64 {
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
+    app.metric("countersign_long_polls")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("countersign_long_polls "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
 
@@ -515,29 +506,15 @@ struct Server {
 impl Server {
     async fn start(db: &TestDb, port: u16) -> Self {
         set_secret();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .arg("serve")
-            .env("COUNTERSIGN_DATABASE_URL", db.url_string())
-            .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+        let mut command = serve_command(db, port);
+        command
             .env("COUNTERSIGN_MANIFESTS", crate::common::manifests_dir())
             .env("COUNTERSIGN_POLICIES", crate::common::policies_dir())
-            .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
             .env("COUNTERSIGN_CALLBACK_TIMEOUT", "1s")
             .env("COUNTERSIGN_ADMIN_TOKEN", ADMIN)
-            .env("COUNTERSIGN_REPORT_DIGEST", "off")
-            .env("REVOPS_CRM_WHSEC", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start countersign");
+            .env("REVOPS_CRM_WHSEC", SECRET);
+        let child = spawn_ready(command, port, Duration::from_secs(30)).await;
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        // A separate process: nothing to await but its port answering.
-        while http.get(format!("{base}/readyz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "countersign did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         Server { child, base }
     }
 

@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 /// Tokens of the example agents in `manifests/agents/`.
 pub const REVOPS: &str = "cs_demo_revops_crm_d3m0t0k3n";
 pub const BILLING: &str = "cs_demo_billing_d3m0t0k3n";
+/// outbound-email's manifest: 30 a minute, 5 at once; 20 refusals within a minute trip its
+/// breaker.
+pub const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
 
 /// Generates one test per backend from an `async fn(TestDb)`.
 #[macro_export]
@@ -275,8 +278,8 @@ impl TestApp {
     /// The listener is bound before `run` starts, so a first request simply waits in the
     /// accept queue until the server is up: no polling needed.
     async fn wait_ready(&mut self) {
-        match self.http.get(self.url("/readyz")).send().await {
-            Ok(response) => assert_eq!(response.status(), 200),
+        match readyz(&self.http, &self.base).await {
+            Ok((status, _)) => assert_eq!(status, 200),
             // The listener was dropped: `run` failed; say why.
             Err(error) => {
                 let ended = self.server.take().unwrap().await.unwrap();
@@ -293,6 +296,22 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// `/readyz`: its status and body.
+    pub async fn readyz(&self) -> (u16, String) {
+        readyz(&self.http, &self.base).await.expect("GET /readyz")
+    }
+
+    /// `/metrics`, the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
+    /// One sample of `/metrics` (see [`metric_value`]).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, name)
     }
 
     pub async fn submit(&self, token: &str, body: &Value) -> reqwest::Response {
@@ -360,6 +379,11 @@ pub fn discount_proposal() -> Value {
     })
 }
 
+/// An outbound-email proposal (auto-approved), to spend its rate on.
+pub fn email_draft() -> Value {
+    json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"})
+}
+
 /// A problem+json response's body, after checking its content type and status.
 pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);
@@ -394,4 +418,56 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// `/readyz` of the server at `base`: its status and body, or the error while nothing answers.
+pub async fn readyz(http: &reqwest::Client, base: &str) -> reqwest::Result<(u16, String)> {
+    let response = http.get(format!("{base}/readyz")).send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
+/// `countersign serve` in a process of its own, on 127.0.0.1:`port` and `db`, with what every
+/// such test wants: callbacks to local receivers allowed, no digest, quiet logs. The caller adds
+/// its settings and hands it to [`spawn_ready`].
+pub fn serve_command(db: &TestDb, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    command
+        .arg("serve")
+        .env("COUNTERSIGN_DATABASE_URL", db.url_string())
+        .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
+        .env("COUNTERSIGN_REPORT_DIGEST", "off")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
+/// Starts a [`serve_command`] and waits up to `within` for its `/readyz` on `port`.
+pub async fn spawn_ready(
+    mut command: std::process::Command,
+    port: u16,
+    within: std::time::Duration,
+) -> std::process::Child {
+    let child = command.spawn().expect("start countersign");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_ready(&reqwest::Client::new(), &base, within).await;
+    child
+}
+
+/// Polls `/readyz` at `base` until it answers 200: a server in another process, where nothing
+/// else says when it is up.
+pub async fn wait_until_ready(http: &reqwest::Client, base: &str, within: std::time::Duration) {
+    eventually(within, &format!("{base} to be ready"), || async {
+        matches!(readyz(http, base).await, Ok((200, _)))
+    })
+    .await;
+}
+
+/// The value of the sample `name` in a Prometheus text, `name` written with its labels as they
+/// are exposed (`countersign_redis_degraded{prefix="…"}`).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
 }

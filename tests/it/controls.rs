@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem, test_config};
+use crate::common::{
+    OUTBOUND, REVOPS, TestApp, TestDb, discount_proposal, email_draft, problem, test_config,
+};
+use crate::fixture::Fixture;
 use crate::slack_client::{card_for, status_of};
 
 const ADMIN: &str = "admin-token-for-the-control-tests";
@@ -26,7 +29,14 @@ fn with_redis(
 }
 
 fn config(db: &TestDb, admins: &[&str]) -> countersign::config::Config {
-    let mut config = test_config(db);
+    with_admins(test_config(db), admins)
+}
+
+/// `config` with these Slack admins, and the admin API's token.
+fn with_admins(
+    mut config: countersign::config::Config,
+    admins: &[&str],
+) -> countersign::config::Config {
     config.slack_admins = admins.iter().map(|a| (*a).to_owned()).collect();
     config.admin_token = Some(countersign::config::Secret::new(ADMIN.to_owned()));
     config
@@ -243,13 +253,7 @@ both_backends!(an_agent_over_its_rate_is_told_when_to_retry);
 /// With `redis` (a URL and key prefix), the buckets are in Redis (`redis_limits.rs` runs these
 /// there too).
 pub async fn rate_limited_with(db: TestDb, redis: Option<(String, String)>) {
-    // outbound-email's manifest: 30 a minute, 5 at once.
-    const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
-    let app = TestApp::start_with(with_redis(config(&db, &[]), redis)).await;
-    let draft = json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"});
-    for _ in 0..5 {
-        assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
-    }
+    let (app, draft) = outbound_burst_spent(&db, redis).await;
     let response = app.submit(OUTBOUND, &draft).await;
     assert_eq!(response.headers()["retry-after"], "2");
     let limited = problem(response, 429).await;
@@ -315,19 +319,24 @@ async fn the_circuit_breaker_pauses_an_agent_rejected_again_and_again(db: TestDb
 }
 both_backends!(the_circuit_breaker_pauses_an_agent_rejected_again_and_again);
 
+/// An app whose outbound-email agent has just spent its burst of five (see [`OUTBOUND`]), and
+/// the proposal it spent it on.
+async fn outbound_burst_spent(db: &TestDb, redis: Option<(String, String)>) -> (TestApp, Value) {
+    let app = TestApp::start_with(with_redis(config(db, &[]), redis)).await;
+    let draft = email_draft();
+    for _ in 0..5 {
+        assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
+    }
+    (app, draft)
+}
+
 async fn a_flood_trips_the_circuit_breaker(db: TestDb) {
     flood_with(db, None).await;
 }
 both_backends!(a_flood_trips_the_circuit_breaker);
 
 pub async fn flood_with(db: TestDb, redis: Option<(String, String)>) {
-    // outbound-email's manifest: 30 a minute, 5 at once; 20 refusals within a minute trip it.
-    const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
-    let app = TestApp::start_with(with_redis(config(&db, &[]), redis)).await;
-    let draft = json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"});
-    for _ in 0..5 {
-        assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 201);
-    }
+    let (app, draft) = outbound_burst_spent(&db, redis).await;
     for _ in 0..20 {
         assert_eq!(app.submit(OUTBOUND, &draft).await.status(), 429);
     }
@@ -343,33 +352,14 @@ pub async fn flood_with(db: TestDb, redis: Option<(String, String)>) {
     app.stop().await.unwrap();
 }
 
-/// The repository's manifests with `budgets` added to revops-crm's.
-fn manifests_with_budgets() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let source = crate::common::manifests_dir();
-    std::fs::create_dir(dir.path().join("agents")).unwrap();
-    for entry in std::fs::read_dir(&source)
-        .unwrap()
-        .chain(std::fs::read_dir(source.join("agents")).unwrap())
-    {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            let relative = path.strip_prefix(&source).unwrap();
-            std::fs::copy(&path, dir.path().join(relative)).unwrap();
-        }
-    }
-    let revops = dir.path().join("agents/revops-crm.yaml");
-    let mut text = std::fs::read_to_string(&revops).unwrap();
-    text.push_str("budgets: {per_proposal: 500, daily: {amount: 1000, count: 3}}\n");
-    std::fs::write(revops, text).unwrap();
-    dir
-}
-
 async fn an_auto_approval_over_budget_becomes_a_review_that_names_it(db: TestDb) {
-    let manifests = manifests_with_budgets();
-    let mut config = config(&db, &[]);
-    config.manifests = manifests.path().to_owned();
-    let app = TestApp::start_with(config).await;
+    // The repository's manifests with `budgets` added to revops-crm's.
+    let fixture = Fixture::new();
+    fixture.append(
+        "manifests/agents/revops-crm.yaml",
+        "budgets: {per_proposal: 500, daily: {amount: 1000, count: 3}}\n",
+    );
+    let app = TestApp::start_with(with_admins(fixture.config(&db), &[])).await;
     let tag = |amount: Option<f64>| {
         let mut body = tag_lead();
         if let Some(amount) = amount {
@@ -427,31 +417,16 @@ async fn an_auto_approval_over_budget_becomes_a_review_that_names_it(db: TestDb)
 }
 both_backends!(an_auto_approval_over_budget_becomes_a_review_that_names_it);
 
-/// The repository's policies with small autonomy criteria, so a short history can earn them.
-fn policies_with_small_criteria() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let source = crate::common::policies_dir();
-    for entry in std::fs::read_dir(&source).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    std::fs::write(
-        dir.path().join("autonomy.yaml"),
-        "autonomy:\n  promote:\n    - {from: approval, to: autonomous, min_decided: 3, max_rejected: 0.3}\n  demote: {min_decided: 2, max_rejected: 0.5, max_failed: 0.5}\n",
-    )
-    .unwrap();
-    dir
-}
-
 async fn the_autonomy_report_reads_a_known_history(db: TestDb) {
     use countersign::domain::{Actor, Decision, ProposalId, Status};
     use countersign::store::Command;
-    let policies = policies_with_small_criteria();
-    let mut config = config(&db, &[]);
-    config.policies = policies.path().to_owned();
-    let app = TestApp::start_with(config).await;
+    // The repository's policies with small autonomy criteria, so a short history can earn them.
+    let fixture = Fixture::new();
+    fixture.write(
+        "policies/autonomy.yaml",
+        "autonomy:\n  promote:\n    - {from: approval, to: autonomous, min_decided: 3, max_rejected: 0.3}\n  demote: {min_decided: 2, max_rejected: 0.5, max_failed: 0.5}\n",
+    );
+    let app = TestApp::start_with(with_admins(fixture.config(&db), &[])).await;
     let store = db.store().await;
     let mut ids = Vec::new();
     for _ in 0..4 {

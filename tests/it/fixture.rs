@@ -33,6 +33,13 @@ impl Fixture {
         std::fs::write(&path, text.replace(from, to)).unwrap();
     }
 
+    /// Adds `text` at the end of a file of the fixture.
+    pub fn append(&self, file: &str, text: &str) {
+        let path = self.dir.path().join(file);
+        let before = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, before + text).unwrap();
+    }
+
     pub fn write(&self, file: &str, text: &str) {
         std::fs::write(self.dir.path().join(file), text).unwrap();
     }

@@ -17,14 +17,7 @@ async fn health_readiness_and_request_ids() {
         .to_owned();
     assert_eq!(id.len(), 36, "a UUID: {id}");
     assert_eq!(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        app.readyz().await.1,
         "ready\ndatabase: ok\nredis: not configured\n"
     );
     // A caller's own request id is kept and echoed.
@@ -53,15 +46,7 @@ async fn metrics_count_requests_by_route_and_proposals_by_status() {
         .await;
     app.get(REVOPS, &id).await;
 
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for expected in [
         "countersign_proposals{status=\"pending\"} 3",
         "countersign_proposals{status=\"cancelled\"} 1",
@@ -148,8 +133,7 @@ async fn api_and_worker_roles_split_the_work(db: TestDb) {
         .count();
     assert_eq!(posted_by_api, 0);
     // The worker serves operations only.
-    let ready = worker.http.get(worker.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(worker.readyz().await.0, 200);
     let no_api = worker
         .http
         .get(worker.url(&format!("/v1/proposals/{id}")))

@@ -4,40 +4,16 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
-use crate::common::{TestApp, TestDb, problem, test_config};
-use crate::redis_support::{Proxy, REDIS, redis_available};
-
-const OUTBOUND: &str = "cs_demo_outbound_email_d3m0t0k3n";
-fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
-    let mut config = test_config(db);
-    config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));
-    config.redis_key_prefix = prefix.to_owned();
-    config
-}
-
-fn draft() -> Value {
-    json!({"action": "email.draft", "summary": "Draft a renewal note to Acme"})
-}
+use crate::common::{OUTBOUND, TestApp, TestDb, email_draft, problem};
+use crate::redis_support::{Proxy, REDIS, redis_available, redis_config};
 
 /// `countersign_redis_degraded` for this app's key prefix (the recorder is shared by every app in
 /// the test process; the label keeps them apart).
 async fn degraded(app: &TestApp, prefix: &str) -> Option<f64> {
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let name = format!("countersign_redis_degraded{{prefix=\"{prefix}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&name))
-        .and_then(|v| v.trim().parse().ok())
+    app.metric(&format!(
+        "countersign_redis_degraded{{prefix=\"{prefix}\"}}"
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,13 +23,13 @@ async fn two_replicas_share_one_bucket() {
     }
     let prefix = format!("cs_test_{}:", ulid::Ulid::new());
     let (db_a, db_b) = (TestDb::sqlite(), TestDb::sqlite());
-    let a = TestApp::start_with(config(&db_a, &format!("redis://{REDIS}/"), &prefix)).await;
-    let b = TestApp::start_with(config(&db_b, &format!("redis://{REDIS}/"), &prefix)).await;
+    let a = TestApp::start_with(redis_config(&db_a, &format!("redis://{REDIS}/"), &prefix)).await;
+    let b = TestApp::start_with(redis_config(&db_b, &format!("redis://{REDIS}/"), &prefix)).await;
     // outbound-email: 5 at once, then 30 a minute — across both replicas together.
     for app in [&a, &b, &a, &b, &a] {
-        assert_eq!(app.submit(OUTBOUND, &draft()).await.status(), 201);
+        assert_eq!(app.submit(OUTBOUND, &email_draft()).await.status(), 201);
     }
-    let limited = problem(b.submit(OUTBOUND, &draft()).await, 429).await;
+    let limited = problem(b.submit(OUTBOUND, &email_draft()).await, 429).await;
     assert_eq!(limited["type"], "urn:countersign:problem:rate-limited");
     assert_eq!(degraded(&a, &prefix).await, Some(0.0));
     a.stop().await.unwrap();
@@ -68,17 +44,17 @@ async fn without_redis_the_limits_are_local_until_it_returns() {
     let mut proxy = Proxy::start().await;
     let prefix = format!("cs_test_{}:", ulid::Ulid::new());
     let db = TestDb::sqlite();
-    let app = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    let app = TestApp::start_with(redis_config(&db, &proxy.url(), &prefix)).await;
     for _ in 0..5 {
-        assert_eq!(app.submit(OUTBOUND, &draft()).await.status(), 201);
+        assert_eq!(app.submit(OUTBOUND, &email_draft()).await.status(), 201);
     }
-    problem(app.submit(OUTBOUND, &draft()).await, 429).await;
+    problem(app.submit(OUTBOUND, &email_draft()).await, 429).await;
 
     // Redis goes away: requests are still answered, with this process's own buckets (fresh: the
     // agent gets its burst again here), and the degradation is exported.
     proxy.cut();
     let started = Instant::now();
-    assert_eq!(app.submit(OUTBOUND, &draft()).await.status(), 201);
+    assert_eq!(app.submit(OUTBOUND, &email_draft()).await.status(), 201);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "a dead Redis does not stall requests"
@@ -90,7 +66,7 @@ async fn without_redis_the_limits_are_local_until_it_returns() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         app.clock.advance(chrono::Duration::seconds(2));
-        let status = app.submit(OUTBOUND, &draft()).await.status();
+        let status = app.submit(OUTBOUND, &email_draft()).await.status();
         assert!(status == 201 || status == 429, "{status}");
         if degraded(&app, &prefix).await == Some(0.0) {
             break;

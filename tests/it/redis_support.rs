@@ -1,10 +1,21 @@
 //! The real Redis on 127.0.0.1:6379 for tests, and a proxy in front of it that a test can cut
 //! (Redis "dies": every connection drops) and restore.
 
+use countersign::config::{Config, Secret};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::common::{TestDb, test_config};
+
 pub const REDIS: &str = "127.0.0.1:6379";
+
+/// The test configuration with its shared state in the Redis at `url`, its keys under `prefix`.
+pub fn redis_config(db: &TestDb, url: &str, prefix: &str) -> Config {
+    let mut config = test_config(db);
+    config.redis_url = Some(Secret::new(url.to_owned()));
+    config.redis_key_prefix = prefix.to_owned();
+    config
+}
 
 /// Whether the tests may run: Redis answering, or CI (where its absence is a failure).
 pub async fn redis_available() -> bool {

@@ -8,62 +8,31 @@ use countersign::cluster::{RedisLink, SeenKeys};
 use countersign::workers::ChannelBudget;
 use serde_json::Value;
 
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, test_config};
-use crate::redis_support::{Proxy, REDIS, redis_available};
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal};
+use crate::redis_support::{Proxy, REDIS, redis_available, redis_config};
 
 fn prefix(test: &str) -> String {
     format!("cs_test_{test}_{}:", ulid::Ulid::new())
-}
-
-fn config(db: &TestDb, redis: &str, prefix: &str) -> countersign::config::Config {
-    let mut config = test_config(db);
-    config.redis_url = Some(countersign::config::Secret::new(redis.to_owned()));
-    config.redis_key_prefix = prefix.to_owned();
-    config
-}
-
-async fn readyz(app: &TestApp) -> String {
-    app.http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Waits until the app's `/readyz` detail says `redis: <state>`.
 async fn redis_becomes(app: &TestApp, state: &str) {
     let line = format!("redis: {state}");
     let became = tokio::time::timeout(Duration::from_secs(20), async {
-        while !readyz(app).await.lines().any(|l| l.starts_with(&line)) {
+        while !app.readyz().await.1.lines().any(|l| l.starts_with(&line)) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await;
     if became.is_err() {
-        panic!("redis never became {state}: {}", readyz(app).await);
+        panic!("redis never became {state}: {}", app.readyz().await.1);
     }
 }
 
 /// Waits until the app has `n` long-polls parked.
 async fn long_polls_parked(app: &TestApp, n: u32) {
-    let line = format!("countersign_long_polls {n}");
     tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let metrics = app
-                .http
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if metrics.lines().any(|l| l == line) {
-                return;
-            }
+        while app.metric("countersign_long_polls").await != Some(f64::from(n)) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -102,8 +71,8 @@ async fn a_decision_on_one_replica_ends_a_long_poll_on_another(db: TestDb) {
     }
     let prefix = prefix("wake");
     let redis = format!("redis://{REDIS}/");
-    let a = TestApp::start_with(config(&db, &redis, &prefix)).await;
-    let b = TestApp::start_with(config(&db, &redis, &prefix)).await;
+    let a = TestApp::start_with(redis_config(&db, &redis, &prefix)).await;
+    let b = TestApp::start_with(redis_config(&db, &redis, &prefix)).await;
     redis_becomes(&a, "ok").await;
     redis_becomes(&b, "ok").await;
     let answer = decided_elsewhere(&a, &b).await;
@@ -119,14 +88,14 @@ async fn without_redis_a_long_poll_still_sees_another_replicas_decision(db: Test
     }
     let prefix = prefix("wake_cut");
     let mut proxy = Proxy::start().await;
-    let a = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
-    let b = TestApp::start_with(config(&db, &proxy.url(), &prefix)).await;
+    let a = TestApp::start_with(redis_config(&db, &proxy.url(), &prefix)).await;
+    let b = TestApp::start_with(redis_config(&db, &proxy.url(), &prefix)).await;
     redis_becomes(&b, "ok").await;
 
     // Redis dies: both replicas keep serving, say so, and long-polls fall back to re-reading.
     proxy.cut();
     redis_becomes(&b, "degraded").await;
-    assert!(readyz(&b).await.starts_with("ready\n"), "still ready");
+    assert!(b.readyz().await.1.starts_with("ready\n"), "still ready");
     let answer = decided_elsewhere(&a, &b).await;
     assert_eq!(answer["status"], "cancelled");
 

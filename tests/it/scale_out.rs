@@ -25,7 +25,7 @@ use countersign::sandbox::{Message, Sandbox, Workspace};
 use rand::seq::IndexedRandom;
 use serde_json::{Value, json};
 
-use crate::common::{REVOPS, TestDb, eventually};
+use crate::common::{REVOPS, TestDb, eventually, readyz, serve_command, spawn_ready};
 use crate::fixture::Fixture;
 use crate::redis_support::{Proxy, redis_available};
 
@@ -209,10 +209,8 @@ async fn start_replica(
     prefix: &str,
 ) -> Replica {
     let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .arg("serve")
-        .env("COUNTERSIGN_DATABASE_URL", db.url_string())
-        .env("COUNTERSIGN_LISTEN", format!("127.0.0.1:{port}"))
+    let mut command = serve_command(db, port);
+    command
         .env("COUNTERSIGN_MANIFESTS", fixture.manifests())
         .env("COUNTERSIGN_POLICIES", fixture.policies())
         .env("COUNTERSIGN_SLACK_API_URL", sandbox.api_url().as_str())
@@ -221,42 +219,18 @@ async fn start_replica(
         .env("COUNTERSIGN_PUBLIC_URL", "https://countersign.example.com/")
         .env("COUNTERSIGN_REDIS_URL", redis)
         .env("COUNTERSIGN_REDIS_KEY_PREFIX", prefix)
-        .env("COUNTERSIGN_CALLBACK_ALLOWLIST", "127.0.0.1")
         .env("COUNTERSIGN_ADMIN_TOKEN", ADMIN)
-        .env("COUNTERSIGN_REPORT_DIGEST", "off")
         .env("COUNTERSIGN_DATABASE_MAX_CONNECTIONS", "8")
-        .env("REVOPS_CRM_WHSEC", WHSEC)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start countersign");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // A separate process: nothing to await but its port answering.
-    loop {
-        if let Ok(response) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && response.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replica did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .env("REVOPS_CRM_WHSEC", WHSEC);
+    let child = spawn_ready(command, port, Duration::from_secs(60)).await;
     Replica { child, port }
 }
 
-async fn readyz(http: &reqwest::Client, port: u16) -> String {
-    match http
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
+/// Whether `/readyz` of the replica on `port` answers with `line` in its detail.
+async fn readyz_says(http: &reqwest::Client, port: u16, line: &str) -> bool {
+    readyz(http, &format!("http://127.0.0.1:{port}"))
         .await
-    {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    }
+        .is_ok_and(|(_, body)| body.contains(line))
 }
 
 fn proposal(i: usize, escalate: bool, callback: &str) -> Value {
@@ -349,7 +323,7 @@ async fn three_replicas_decide_everything_exactly_once() {
         let port = replica.port;
         eventually(Duration::from_secs(20), "redis: ok", || {
             let http = http.clone();
-            async move { readyz(&http, port).await.contains("redis: ok") }
+            async move { readyz_says(&http, port, "redis: ok").await }
         })
         .await;
     }
@@ -447,7 +421,7 @@ async fn three_replicas_decide_everything_exactly_once() {
         let port = replica.port;
         eventually(Duration::from_secs(20), "redis: degraded", || {
             let http = http.clone();
-            async move { readyz(&http, port).await.contains("redis: degraded") }
+            async move { readyz_says(&http, port, "redis: degraded").await }
         })
         .await;
     }
@@ -456,7 +430,7 @@ async fn three_replicas_decide_everything_exactly_once() {
         let port = replica.port;
         eventually(Duration::from_secs(30), "redis: ok again", || {
             let http = http.clone();
-            async move { readyz(&http, port).await.contains("redis: ok") }
+            async move { readyz_says(&http, port, "redis: ok").await }
         })
         .await;
     }

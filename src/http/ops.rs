@@ -67,8 +67,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus text format: request counts and latency by route and status, write batch sizes,
-/// and proposals by status (read from the database at scrape time, so every replica reports
-/// the shared truth).
+/// and, read from the database at scrape time so every replica reports the shared truth,
+/// proposals by status and the background queues' backlog and lag.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
@@ -89,6 +89,31 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             }
         }
         Err(error) => tracing::warn!(%error, "metrics: cannot count proposals"),
+    }
+    let now = state.engine.clock().now();
+    match state.engine.store().backlog(now).await {
+        Ok(queues) => {
+            text.push_str("# HELP countersign_backlog Background work due and not yet done, by queue (slack, timers, callbacks).\n# TYPE countersign_backlog gauge\n");
+            for queue in &queues {
+                let _ = writeln!(
+                    text,
+                    "countersign_backlog{{queue=\"{}\"}} {}",
+                    queue.queue, queue.due
+                );
+            }
+            text.push_str("# HELP countersign_backlog_oldest_seconds How long the oldest due row of each queue has waited (0 when none): the workers' lag.\n# TYPE countersign_backlog_oldest_seconds gauge\n");
+            for queue in &queues {
+                let lag = queue.oldest_due.map_or(0.0, |due| {
+                    (now - due).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                let _ = writeln!(
+                    text,
+                    "countersign_backlog_oldest_seconds{{queue=\"{}\"}} {lag}",
+                    queue.queue
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "metrics: cannot read the queues' backlog"),
     }
     let _ = writeln!(
         text,

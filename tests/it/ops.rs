@@ -149,3 +149,46 @@ async fn api_and_worker_roles_split_the_work(db: TestDb) {
     worker.stop().await.unwrap();
 }
 both_backends!(api_and_worker_roles_split_the_work);
+
+async fn each_queues_backlog_and_lag_are_exported(db: TestDb) {
+    use countersign::clock::Clock;
+    use countersign::config::ServeRole;
+    // An API replica alone: what it accepts waits for a worker.
+    let mut config = crate::common::test_config(&db);
+    config.serve_role = ServeRole::Api;
+    let api = TestApp::start_with(config).await;
+    api.create(REVOPS, &discount_proposal()).await;
+    let backlog = |queue: &str| format!("countersign_backlog{{queue=\"{queue}\"}}");
+    let lag = |queue: &str| format!("countersign_backlog_oldest_seconds{{queue=\"{queue}\"}}");
+    assert_eq!(api.metric(&backlog("slack")).await, Some(1.0), "the card");
+    assert_eq!(api.metric(&backlog("timers")).await, Some(0.0));
+    assert_eq!(api.metric(&backlog("callbacks")).await, Some(0.0));
+    assert_eq!(api.metric(&lag("timers")).await, Some(0.0));
+
+    // Sixteen minutes on: the card still waits, and the 15-minute reminder is a minute late.
+    api.clock.advance(chrono::Duration::minutes(16));
+    assert_eq!(api.metric(&lag("slack")).await, Some(960.0));
+    assert_eq!(api.metric(&backlog("timers")).await, Some(1.0));
+    assert_eq!(api.metric(&lag("timers")).await, Some(60.0));
+
+    // A worker replica catches up; every replica reports the shared truth.
+    let mut config = crate::common::test_config(&db);
+    config.serve_role = ServeRole::Worker;
+    let worker = TestApp::start_at(config, api.clock.now()).await;
+    crate::common::eventually(
+        std::time::Duration::from_secs(30),
+        "the backlog done",
+        || {
+            let api = &api;
+            async move {
+                api.metric(&backlog("slack")).await == Some(0.0)
+                    && api.metric(&backlog("timers")).await == Some(0.0)
+            }
+        },
+    )
+    .await;
+    assert_eq!(api.metric(&lag("slack")).await, Some(0.0));
+    api.stop().await.unwrap();
+    worker.stop().await.unwrap();
+}
+both_backends!(each_queues_backlog_and_lag_are_exported);

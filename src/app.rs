@@ -44,6 +44,8 @@ pub async fn run_with_clock(
 ) -> anyhow::Result<()> {
     // slack-morphism's TLS stack needs a process-wide provider; another one may already be set.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The recorder first: metrics set while wiring up (Redis's degraded gauge) must not be lost.
+    let metrics = http::ops_metrics_handle();
     let registry = Registry::load(&config.manifests, &config.policies)
         .context("invalid manifest or policy")?;
     warn_about(&registry);
@@ -52,11 +54,15 @@ pub async fn run_with_clock(
     slack.admins = config.slack_admins.clone();
     let registry = SharedRegistry::new(registry);
 
-    let redis = match &config.redis_url {
-        Some(url) => {
+    let redis = match (&config.redis_url, &config.redis_ca) {
+        (Some(url), None) => {
             Some(RedisLink::new(url.expose(), &config.redis_key_prefix).context("redis_url")?)
         }
-        None => None,
+        (Some(url), Some(ca)) => Some(
+            RedisLink::with_ca(url.expose(), &config.redis_key_prefix, &ca.pem)
+                .context("redis_url with redis_ca_file")?,
+        ),
+        (None, _) => None,
     };
     if let Some(redis) = &redis {
         slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
@@ -152,7 +158,7 @@ pub async fn run_with_clock(
         engine,
         registry,
         public_url: config.public_url.clone(),
-        metrics: http::ops_metrics_handle(),
+        metrics,
         slack,
         links,
         admin_token: config.admin_token.clone(),

@@ -62,9 +62,23 @@ impl RedisLink {
     /// A link to the Redis at `url`, not contacted yet: a Redis that is down at start only
     /// degrades countersign, it does not stop it. Every key starts with `prefix`.
     pub fn new(url: &str, prefix: &str) -> Result<Self, RedisError> {
+        Self::with_client(redis::Client::open(url)?, prefix)
+    }
+
+    /// As [`RedisLink::new`] for a `rediss://` URL whose certificate is checked against the
+    /// certificate authorities in `ca_pem` only (a private CA), not the system's.
+    pub fn with_ca(url: &str, prefix: &str, ca_pem: &[u8]) -> Result<Self, RedisError> {
+        let certificates = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        Self::with_client(redis::Client::build_with_tls(url, certificates)?, prefix)
+    }
+
+    fn with_client(client: redis::Client, prefix: &str) -> Result<Self, RedisError> {
         metrics::gauge!("countersign_redis_degraded", "prefix" => prefix.to_owned()).set(0.0);
         Ok(Self(Arc::new(Inner {
-            client: redis::Client::open(url)?,
+            client,
             connection: tokio::sync::Mutex::new((None, None)),
             prefix: prefix.to_owned(),
             degraded: AtomicBool::new(false),

@@ -139,8 +139,44 @@ pub struct Config {
     pub slack_admins: Vec<String>,
     /// What countersign's Redis keys start with (several deployments may share one Redis).
     pub redis_key_prefix: String,
+    /// The certificate authority a `rediss://` Redis is checked against when it is not one the
+    /// system trusts (a private CA): then only it is trusted for Redis.
+    pub redis_ca: Option<RedisCa>,
     /// What this process does: the HTTP API, the background workers, or both.
     pub serve_role: ServeRole,
+}
+
+/// `redis_ca_file`'s certificates (PEM), read and checked when the configuration is loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisCa {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for RedisCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RedisCa").field(&self.path).finish()
+    }
+}
+
+impl RedisCa {
+    /// The file's certificates, or what is wrong with it.
+    fn read(path: PathBuf) -> Result<Self, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let pem =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "{} holds no certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+        Ok(Self { path, pem })
+    }
 }
 
 /// `serve --role`: lets a deployment scale the HTTP tier and the workers separately.
@@ -199,6 +235,7 @@ pub const KEYS: &[&str] = &[
     "callback_timeout",
     "slack_admins",
     "redis_key_prefix",
+    "redis_ca_file",
     "serve_role",
 ];
 
@@ -450,6 +487,25 @@ impl Config {
         };
         let redis_key_prefix =
             take("redis_key_prefix").map_or_else(|| "countersign:".to_owned(), |(v, _)| v);
+        let redis_ca = match take("redis_ca_file") {
+            Some((v, src)) => {
+                let tls = redis_url
+                    .as_ref()
+                    .is_some_and(|url| url.expose().starts_with("rediss://"));
+                if !tls {
+                    return Err(invalid(
+                        "redis_ca_file",
+                        &src,
+                        "is only used with a rediss:// redis_url (TLS)".into(),
+                    ));
+                }
+                Some(
+                    RedisCa::read(PathBuf::from(v))
+                        .map_err(|m| invalid("redis_ca_file", &src, m))?,
+                )
+            }
+            None => None,
+        };
         let serve_role = match take("serve_role") {
             Some((v, src)) => ServeRole::parse(&v)
                 .ok_or_else(|| invalid("serve_role", &src, "must be all, api or worker".into()))?,
@@ -476,6 +532,7 @@ impl Config {
             callback_timeout,
             slack_admins,
             redis_key_prefix,
+            redis_ca,
             serve_role,
         })
     }

@@ -151,3 +151,44 @@ fn secrets_never_print() {
         config.describe()
     );
 }
+
+#[test]
+fn a_private_ca_for_a_tls_redis_is_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, include_str!("../../tests/fixtures/redis-tls/ca.pem")).unwrap();
+    let ca_path = ca.to_str().unwrap();
+    let config = load(
+        None,
+        &[
+            ("COUNTERSIGN_REDIS_URL", "rediss://localhost:6380/"),
+            ("COUNTERSIGN_REDIS_CA_FILE", ca_path),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.redis_ca.unwrap().path, ca);
+
+    let refused = |env: &[(&str, &str)]| match load(None, env).unwrap_err() {
+        ConfigError::Invalid { key, message, .. } => (key, message),
+        other => panic!("{other:?}"),
+    };
+    let (key, message) = refused(&[
+        ("COUNTERSIGN_REDIS_URL", "redis://localhost:6379/"),
+        ("COUNTERSIGN_REDIS_CA_FILE", ca_path),
+    ]);
+    assert_eq!(key, "redis_ca_file");
+    assert!(message.contains("rediss://"), "{message}");
+    let not_pem = dir.path().join("notes.txt");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let (key, message) = refused(&[
+        ("COUNTERSIGN_REDIS_URL", "rediss://localhost:6380/"),
+        ("COUNTERSIGN_REDIS_CA_FILE", not_pem.to_str().unwrap()),
+    ]);
+    assert_eq!(key, "redis_ca_file");
+    assert!(message.contains("no certificate"), "{message}");
+    let (_, message) = refused(&[
+        ("COUNTERSIGN_REDIS_URL", "rediss://localhost:6380/"),
+        ("COUNTERSIGN_REDIS_CA_FILE", "/nonexistent/ca.pem"),
+    ]);
+    assert!(message.contains("cannot read"), "{message}");
+}

@@ -21,6 +21,7 @@ mod policy_cli;
 mod receiver;
 mod redis_limits;
 mod redis_support;
+mod redis_tls;
 mod replicas;
 mod reports;
 mod sandbox_api;

@@ -30,17 +30,23 @@ async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
     }
 }
 
-#[tokio::test]
-async fn a_429_from_slack_is_waited_out_and_the_card_posted_once() {
-    let db = TestDb::sqlite();
-    let slack = Standalone::start().await;
-    let worker = outbox(&db, &slack).await;
+/// A pending proposal whose card the worker owes (routed to finance).
+async fn owe_a_card(worker: &SlackOutbox, slack: &Standalone) -> countersign::domain::Proposal {
     let p = proposal("revops-crm");
     worker
         .store
         .apply(vec![submit(&p, None)], slack.clock.now())
         .await
         .unwrap();
+    p
+}
+
+#[tokio::test]
+async fn a_429_from_slack_is_waited_out_and_the_card_posted_once() {
+    let db = TestDb::sqlite();
+    let slack = Standalone::start().await;
+    let worker = outbox(&db, &slack).await;
+    let p = owe_a_card(&worker, &slack).await;
 
     // Someone else has just spent the channel's whole burst.
     let noise = OutgoingMessage {
@@ -92,12 +98,7 @@ async fn a_card_slack_refuses_is_given_up_not_retried() {
     let mut worker = outbox(&db, &slack).await;
     worker.registry =
         SharedRegistry::new(Registry::load(&fixture.manifests(), &fixture.policies()).unwrap());
-    let p = proposal("revops-crm");
-    worker
-        .store
-        .apply(vec![submit(&p, None)], slack.clock.now())
-        .await
-        .unwrap();
+    let p = owe_a_card(&worker, &slack).await;
 
     let pass = worker.run_once().await.unwrap();
     assert_eq!((pass.done, pass.retried, pass.failed), (0, 0, 1));
@@ -167,12 +168,7 @@ async fn a_slow_post_keeps_its_lease_so_no_second_worker_posts_it() {
     let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
     let mut worker = outbox(&db, &slack).await;
     worker.lease.renew_every = std::time::Duration::from_millis(20);
-    let p = proposal("revops-crm");
-    worker
-        .store
-        .apply(vec![submit(&p, None)], slack.clock.now())
-        .await
-        .unwrap();
+    owe_a_card(&worker, &slack).await;
 
     let first = tokio::spawn({
         let worker = worker.clone();
@@ -212,12 +208,7 @@ async fn a_dead_workers_row_comes_back_when_its_short_lease_ends() {
     let db = TestDb::sqlite();
     let slack = Standalone::start().await;
     let worker = outbox(&db, &slack).await;
-    let p = proposal("revops-crm");
-    worker
-        .store
-        .apply(vec![submit(&p, None)], slack.clock.now())
-        .await
-        .unwrap();
+    owe_a_card(&worker, &slack).await;
     // A worker claims the row and is killed before doing it: nobody renews its lease.
     let now = slack.clock.now();
     let claimed = worker
@@ -242,12 +233,8 @@ async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
     let db = TestDb::sqlite();
     let slack = Standalone::start().await;
     let worker = outbox(&db, &slack).await;
-    let p = proposal("revops-crm");
+    let p = owe_a_card(&worker, &slack).await;
     let store = worker.store.clone();
-    store
-        .apply(vec![submit(&p, None)], slack.clock.now())
-        .await
-        .unwrap();
     // Another replica has claimed the card's post and is slow about it; meanwhile the proposal
     // is decided, which owes a refresh of the card.
     let now = slack.clock.now();
@@ -309,12 +296,7 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
     let worker = outbox(&db, &slack).await;
-    let p = proposal("revops-crm");
-    worker
-        .store
-        .apply(vec![submit(&p, None)], slack.clock.now())
-        .await
-        .unwrap();
+    owe_a_card(&worker, &slack).await;
     // Someone else has spent the channel's burst: Slack will answer 429, Retry-After 1 s…
     let noise = OutgoingMessage {
         text: "busy channel".into(),

@@ -349,4 +349,10 @@ async fn without_a_token_there_is_nothing_to_check_and_it_says_so() {
         stdout.contains("! no slack_bot_token: `countersign serve` would run the built-in Slack sandbox, so there is no Slack workspace to check"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains(
+            "COUNTERSIGN_SLACK_APP_TOKEN (Socket Mode) or COUNTERSIGN_SLACK_SIGNING_SECRET (HTTP)"
+        ),
+        "both ways in are named: {stdout}"
+    );
 }

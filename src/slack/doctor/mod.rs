@@ -27,7 +27,8 @@ pub async fn run(config: &Config) -> Report {
                 "no slack_bot_token: `countersign serve` would run the built-in Slack sandbox, \
                  so there is no Slack workspace to check",
                 "to connect Slack, follow \"Connect to Slack in ten minutes\" in the README and \
-                 set COUNTERSIGN_SLACK_BOT_TOKEN and COUNTERSIGN_SLACK_SIGNING_SECRET",
+                 set COUNTERSIGN_SLACK_BOT_TOKEN, and COUNTERSIGN_SLACK_APP_TOKEN (Socket Mode) \
+                 or COUNTERSIGN_SLACK_SIGNING_SECRET (HTTP)",
             )],
         );
         return report;

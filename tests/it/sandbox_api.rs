@@ -15,6 +15,54 @@ use crate::common::{manifests_dir, policies_dir, start_time};
 
 pub const TOKEN: &str = "xoxb-sandbox-test";
 
+/// Slack slow to answer one Web API method: the call is done at once, its answer held (while
+/// holding, as at first) until the test releases it.
+#[derive(Clone)]
+pub struct SlowAnswers {
+    method: &'static str,
+    holding: Arc<std::sync::atomic::AtomicBool>,
+    /// Notified when a held answer is waiting.
+    pub arrived: Arc<tokio::sync::Notify>,
+    /// A permit lets one held answer go.
+    pub release: Arc<tokio::sync::Semaphore>,
+}
+
+impl SlowAnswers {
+    pub fn new(method: &'static str) -> Self {
+        Self {
+            method,
+            holding: Arc::new(true.into()),
+            arrived: Arc::default(),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    pub fn hold(&self, holding: bool) {
+        self.holding
+            .store(holding, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// For [`Standalone::start_wrapped`].
+    pub fn layer(&self, router: axum::Router) -> axum::Router {
+        let gate = self.clone();
+        router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = gate.clone();
+                async move {
+                    let held = request.uri().path().ends_with(&format!("/{}", gate.method))
+                        && gate.holding.load(std::sync::atomic::Ordering::SeqCst);
+                    let answer = next.run(request).await;
+                    if held {
+                        gate.arrived.notify_one();
+                        gate.release.acquire().await.unwrap().forget();
+                    }
+                    answer
+                }
+            },
+        ))
+    }
+}
+
 pub struct Standalone {
     pub sandbox: Sandbox,
     pub api: SlackApi,

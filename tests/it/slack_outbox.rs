@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::common::{TestDb, eventually, manifests_dir, policies_dir};
 use crate::fixture::Fixture;
-use crate::sandbox_api::Standalone;
+use crate::sandbox_api::{SlowAnswers, Standalone};
 use crate::store_contract::{decide, proposal, submit};
 
 async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
@@ -113,45 +113,6 @@ async fn a_card_slack_refuses_is_given_up_not_retried() {
     assert!(worker.store.posted_cards(&p.id).await.unwrap().is_empty());
 }
 
-/// Slack being very slow to answer chat.postMessage.
-#[derive(Clone)]
-struct SlowSlack {
-    /// Holding posts (else they go straight through).
-    holding: Arc<std::sync::atomic::AtomicBool>,
-    arrived: Arc<tokio::sync::Notify>,
-    release: Arc<tokio::sync::Semaphore>,
-}
-
-impl SlowSlack {
-    fn new() -> Self {
-        Self {
-            holding: Arc::new(true.into()),
-            arrived: Arc::default(),
-            release: Arc::new(tokio::sync::Semaphore::new(0)),
-        }
-    }
-
-    /// Slack does the work at once but its answer to chat.postMessage is held until released.
-    fn layer(&self, router: axum::Router) -> axum::Router {
-        let gate = self.clone();
-        router.layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let gate = gate.clone();
-                async move {
-                    let held = request.uri().path().ends_with("/chat.postMessage")
-                        && gate.holding.load(std::sync::atomic::Ordering::SeqCst);
-                    let answer = next.run(request).await;
-                    if held {
-                        gate.arrived.notify_one();
-                        gate.release.acquire().await.unwrap().forget();
-                    }
-                    answer
-                }
-            },
-        ))
-    }
-}
-
 fn cards_in_finance(slack: &Standalone) -> usize {
     slack
         .sandbox
@@ -164,7 +125,7 @@ fn cards_in_finance(slack: &Standalone) -> usize {
 #[tokio::test]
 async fn a_slow_post_keeps_its_lease_so_no_second_worker_posts_it() {
     let db = TestDb::sqlite();
-    let slow = SlowSlack::new();
+    let slow = SlowAnswers::new("chat.postMessage");
     let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
     let mut worker = outbox(&db, &slack).await;
     worker.lease.renew_every = std::time::Duration::from_millis(20);
@@ -291,9 +252,8 @@ async fn a_refresh_waits_for_the_card_another_worker_is_still_posting() {
 #[tokio::test]
 async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     let db = TestDb::sqlite();
-    let slow = SlowSlack::new();
-    slow.holding
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let slow = SlowAnswers::new("chat.postMessage");
+    slow.hold(false);
     let slack = Standalone::start_wrapped(|sandbox| sandbox, |router| slow.layer(router)).await;
     let worker = outbox(&db, &slack).await;
     owe_a_card(&worker, &slack).await;
@@ -305,8 +265,7 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     for _ in 0..4 {
         let _ = slack.api.post_message("C0FINANCE", &noise, None).await;
     }
-    slow.holding
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    slow.hold(true);
     let pass = tokio::spawn({
         let worker = worker.clone();
         async move { worker.run_once().await.unwrap() }
@@ -314,8 +273,7 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     // …and takes a second to say so.
     slow.arrived.notified().await;
     slack.clock.advance(chrono::Duration::seconds(1));
-    slow.holding
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    slow.hold(false);
     slow.release.add_permits(1);
     assert_eq!(pass.await.unwrap().retried, 1);
     let last = slack.sandbox.calls().last().cloned().unwrap();

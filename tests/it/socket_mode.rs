@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::both_backends;
 use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, test_config};
-use crate::sandbox_api::{self, Standalone};
+use crate::sandbox_api::{self, SlowAnswers, Standalone};
 use crate::slack_client::{Slack, card_in, status_of, votes_of};
 
 const APP_TOKEN: &str = "xapp-1-A0COUNTERSIGN-fake-slack";
@@ -21,9 +21,17 @@ struct FakeSlack(Standalone);
 
 impl FakeSlack {
     async fn start() -> Self {
+        Self::start_wrapped(|router| router).await
+    }
+
+    /// With its routes passed through `wrap` (slow answers, say).
+    async fn start_wrapped(wrap: impl FnOnce(axum::Router) -> axum::Router) -> Self {
         Self(
-            Standalone::start_with(|sandbox| sandbox.with_socket_mode(Secret::new(APP_TOKEN)))
-                .await,
+            Standalone::start_wrapped(
+                |sandbox| sandbox.with_socket_mode(Secret::new(APP_TOKEN)),
+                wrap,
+            )
+            .await,
         )
     }
 
@@ -218,6 +226,56 @@ async fn a_refresh_hands_over_to_a_new_connection_before_the_old_one_closes() {
     assert_eq!(status_of(&app, REVOPS, &id).await["status"], "approved");
     let status = slack.socket().await;
     assert_eq!(status["deliveries"][0]["connection"], 2, "{status}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_in_flight_during_a_refresh_is_finished_and_acknowledged_on_its_connection() {
+    let db = TestDb::sqlite();
+    let slow = SlowAnswers::new("views.open");
+    let slack = FakeSlack::start_wrapped(|router| slow.layer(router)).await;
+    let app = TestApp::start_with(slack.config(&db)).await;
+    slack.wait_for_connections(&[1], 1).await;
+    let (_, card) = card_in(
+        &slack.slack(),
+        &app,
+        REVOPS,
+        &discount_proposal(),
+        "C0FINANCE",
+    )
+    .await;
+
+    // Reject is clicked; its handler is waiting on Slack (views.open) when the refresh comes.
+    let click = tokio::spawn({
+        let (http, base) = (slack.0.http.clone(), slack.0.base.clone());
+        async move {
+            Slack::at(&http, &base)
+                .click("U0FIN002", &card, "reject")
+                .await
+        }
+    });
+    slow.arrived.notified().await;
+    slack
+        .control(
+            reqwest::Method::POST,
+            "/sandbox/control/socket/disconnect",
+            json!({"reason": "refresh_requested", "close_after_ms": 60_000}),
+        )
+        .await;
+    // The new connection serves; the old one stays open while its click is in hand…
+    slack.wait_for_connections(&[1, 2], 2).await;
+
+    // …and answers it there, then closes.
+    slow.release.add_permits(1);
+    let opened = click.await.unwrap();
+    assert_eq!(opened.status, 200, "{opened:?}");
+    assert_eq!(
+        opened.view.expect("the rejection modal")["callback_id"],
+        "reject"
+    );
+    let status = slack.wait_for_connections(&[2], 2).await;
+    assert_eq!(status["deliveries"][0]["connection"], 1, "{status}");
+    assert_eq!(status["deliveries"][0]["acknowledged"], true, "{status}");
     app.stop().await.unwrap();
 }
 

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::EngineError;
 use crate::clock::Clock;
+use crate::domain::{Actor, Decision, Proposal, Status};
 use crate::store::{Command, CommandResult, Store, StoreError};
 
 /// Most commands per transaction: enough to amortise a commit, small enough to keep one batch's
@@ -72,7 +73,9 @@ async fn run(
         batches.fetch_add(1, Ordering::Relaxed);
         metrics::histogram!("countersign_write_batch_size").record(commands.len() as f64);
         let retry = (commands.len() > 1).then(|| commands.clone());
-        match store.apply(commands, clock.now()).await {
+        // Retries run at the batch's time: the same instant its commands would have written.
+        let at = clock.now();
+        match store.apply(commands, at).await {
             Ok(results) => answer(replies, results.into_iter().map(Ok)),
             // One bad command must not sink its neighbours: retry each on its own, so only the
             // culprit gets the error. Not when the database is unreachable: everyone would wait
@@ -80,7 +83,7 @@ async fn run(
             Err(error) if retry.is_some() && !matches!(error, StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "batch failed; retrying its commands one by one");
                 for (command, reply) in retry.into_iter().flatten().zip(replies) {
-                    let result = retry_alone(store.as_ref(), command, clock.now()).await;
+                    let result = retry_alone(store.as_ref(), command, at).await;
                     let _ = reply.send(result.map_err(Arc::new));
                 }
             }
@@ -94,30 +97,63 @@ async fn run(
 }
 
 /// Applies one command of a failed batch on its own. A batch can fail at COMMIT after the
-/// database did commit (the connection broke on the way back): a submission retried then meets
-/// its own row. If the stored proposal is exactly the one being submitted, it was stored — say
-/// so, rather than report an error for an accepted proposal.
+/// database did commit (the connection broke on the way back): retried, the command then meets
+/// its own write — a submission its row, a cancellation or an outcome a proposal no longer in
+/// the state it needs. When what is stored is exactly what the command wrote (same proposal;
+/// same decision, to the microsecond of `at`; same outcome), it was applied: say so, rather than
+/// report an error or a conflict for a change that took effect.
 async fn retry_alone(
     store: &dyn Store,
     command: Command,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<CommandResult, StoreError> {
-    let submitted = match &command {
-        Command::Submit { proposal, .. } => Some(proposal.clone()),
-        _ => None,
-    };
+    let attempted = command.clone();
     match store.apply(vec![command], at).await {
-        Ok(mut results) => Ok(results.remove(0)),
-        Err(error) => match submitted {
-            Some(proposal)
-                if store.proposal(&proposal.id).await.ok().flatten().as_ref()
-                    == Some(&*proposal) =>
+        Ok(mut results) => match results.remove(0) {
+            CommandResult::WrongState(status) => match already_applied(store, &attempted, at).await
             {
-                Ok(CommandResult::Submitted(proposal))
+                Some(proposal) => Ok(CommandResult::Updated(Box::new(proposal))),
+                None => Ok(CommandResult::WrongState(status)),
+            },
+            result => Ok(result),
+        },
+        Err(error) => match already_applied(store, &attempted, at).await {
+            Some(proposal) if matches!(attempted, Command::Submit { .. }) => {
+                Ok(CommandResult::Submitted(Box::new(proposal)))
             }
             _ => Err(error),
         },
     }
+}
+
+/// The stored proposal, if it holds exactly what `command` (run at `at`) would have written.
+async fn already_applied(
+    store: &dyn Store,
+    command: &Command,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<Proposal> {
+    let id = match command {
+        Command::Submit { proposal, .. } => &proposal.id,
+        Command::Cancel { id, .. } | Command::RecordOutcome { id, .. } => id,
+        _ => return None,
+    };
+    let stored = store.proposal(id).await.ok().flatten()?;
+    let applied = match command {
+        Command::Submit { proposal, .. } => stored == **proposal,
+        Command::Cancel { agent, reason, .. } => {
+            stored.status == Status::Cancelled
+                && stored.decision
+                    == Some(Decision {
+                        by: Actor::agent(agent),
+                        at,
+                        reason: reason.clone(),
+                        execution_token: None,
+                    })
+        }
+        Command::RecordOutcome { outcome, .. } => stored.outcome.as_ref() == Some(outcome),
+        _ => false,
+    };
+    applied.then_some(stored)
 }
 
 fn answer(

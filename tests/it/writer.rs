@@ -60,6 +60,100 @@ async fn postgres_a_submission_that_was_stored_is_not_reported_as_failed() {
     }
 }
 
+/// A cancellation and an outcome whose batch failed although they were stored are reported as
+/// done, not as conflicts with themselves; a different cancellation still conflicts.
+async fn a_change_that_was_stored_is_not_reported_as_a_conflict(db: TestDb) {
+    use countersign::domain::{AgentId, ExecutionOutcome, ExecutionResult, Status};
+    let store = db.store().await;
+    let writer = Writer::spawn(
+        store.clone(),
+        Arc::new(ManualClock::new(start_time())) as Arc<dyn Clock>,
+    );
+    let agent = AgentId::parse("revops-crm").unwrap();
+    let (withdrawn, executed, other) = (
+        proposal("revops-crm"),
+        proposal("revops-crm"),
+        proposal("revops-crm"),
+    );
+    let cancel = |p: &countersign::domain::Proposal, reason: &str| Command::Cancel {
+        id: p.id.clone(),
+        agent: agent.clone(),
+        reason: Some(reason.into()),
+    };
+    let setup = vec![
+        submit(&withdrawn, None),
+        submit(&executed, None),
+        submit(&other, None),
+        crate::store_contract::decide(&executed, Status::Approved),
+    ];
+    store.apply(setup, start_time()).await.unwrap();
+    let token = store
+        .proposal(&executed.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .decision
+        .unwrap();
+    let outcome = ExecutionOutcome {
+        result: ExecutionResult::Executed,
+        details: Some(serde_json::json!({"ticket": "T-1"})),
+        at: start_time(),
+    };
+    let record = Command::RecordOutcome {
+        id: executed.id.clone(),
+        agent: agent.clone(),
+        outcome: outcome.clone(),
+        token: token.execution_token.unwrap(),
+    };
+    // Committed, but the answers were lost.
+    let committed = vec![
+        cancel(&withdrawn, "customer withdrew"),
+        record.clone(),
+        cancel(&other, "first reason"),
+    ];
+    store.apply(committed, start_time()).await.unwrap();
+
+    // The same commands again, in a batch that fails on a culprit and is retried one by one.
+    let mut culprit = withdrawn.clone();
+    culprit.content.summary = "Another proposal under a taken id".into();
+    let commands = [
+        cancel(&withdrawn, "customer withdrew"),
+        record,
+        cancel(&other, "a second, different reason"),
+        submit(&culprit, None),
+    ];
+    let results =
+        futures_util::future::join_all(commands.into_iter().map(|c| writer.apply(c))).await;
+    assert!(
+        matches!(&results[0], Ok(CommandResult::Updated(p)) if p.status == Status::Cancelled),
+        "{results:?}"
+    );
+    assert!(
+        matches!(&results[1], Ok(CommandResult::Updated(p)) if p.outcome == Some(outcome.clone())),
+        "{results:?}"
+    );
+    assert!(
+        matches!(
+            &results[2],
+            Ok(CommandResult::WrongState(Status::Cancelled))
+        ),
+        "not this command's write: {results:?}"
+    );
+    assert!(results[3].is_err(), "{results:?}");
+}
+
+#[tokio::test]
+async fn sqlite_a_change_that_was_stored_is_not_reported_as_a_conflict() {
+    a_change_that_was_stored_is_not_reported_as_a_conflict(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn postgres_a_change_that_was_stored_is_not_reported_as_a_conflict() {
+    if let Some(db) = TestDb::postgres().await {
+        a_change_that_was_stored_is_not_reported_as_a_conflict(db).await;
+    }
+}
+
 async fn concurrent_commands_share_one_transaction(db: TestDb) {
     let store = db.store().await;
     let writer = Writer::spawn(

@@ -62,6 +62,23 @@ impl FakeSlack {
         response.json().await.unwrap()
     }
 
+    /// countersign started against this Slack, once its first connection is open.
+    async fn connected_app(&self, db: &TestDb) -> TestApp {
+        let app = TestApp::start_with(self.config(db)).await;
+        self.wait_for_connections(&[1], 1).await;
+        app
+    }
+
+    /// POSTs to one of the sandbox's Socket Mode controls (`disconnect`, `drop`, `stall`).
+    async fn socket_control(&self, name: &str, body: Value) -> Value {
+        self.control(
+            reqwest::Method::POST,
+            &format!("/sandbox/control/socket/{name}"),
+            body,
+        )
+        .await
+    }
+
     /// `{connections: [open ids], opened, deliveries: [{envelope_id, type, connection, acknowledged}]}`.
     async fn socket(&self) -> Value {
         self.control(reqwest::Method::GET, "/sandbox/control/socket", json!({}))
@@ -99,8 +116,7 @@ impl FakeSlack {
 
 async fn clicks_modals_and_commands_arrive_over_the_socket(db: TestDb) {
     let slack = FakeSlack::start().await;
-    let app = TestApp::start_with(slack.config(&db)).await;
-    slack.wait_for_connections(&[1], 1).await;
+    let app = slack.connected_app(&db).await;
     let fake = slack.slack();
 
     // No public endpoint: without a signing secret, /slack/* does not exist.
@@ -196,8 +212,7 @@ both_backends!(clicks_modals_and_commands_arrive_over_the_socket);
 async fn a_refresh_hands_over_to_a_new_connection_before_the_old_one_closes() {
     let db = TestDb::sqlite();
     let slack = FakeSlack::start().await;
-    let app = TestApp::start_with(slack.config(&db)).await;
-    slack.wait_for_connections(&[1], 1).await;
+    let app = slack.connected_app(&db).await;
     let (id, card) = card_in(
         &slack.slack(),
         &app,
@@ -210,9 +225,8 @@ async fn a_refresh_hands_over_to_a_new_connection_before_the_old_one_closes() {
     // Slack warns, and would close the old connection ten seconds later; countersign has
     // already moved to a new one and closed the old itself.
     let warned = slack
-        .control(
-            reqwest::Method::POST,
-            "/sandbox/control/socket/disconnect",
+        .socket_control(
+            "disconnect",
             // Later than the wait below: only countersign can have closed it in time.
             json!({"reason": "refresh_requested", "close_after_ms": 60_000}),
         )
@@ -234,8 +248,7 @@ async fn a_click_in_flight_during_a_refresh_is_finished_and_acknowledged_on_its_
     let db = TestDb::sqlite();
     let slow = SlowAnswers::new("views.open");
     let slack = FakeSlack::start_wrapped(|router| slow.layer(router)).await;
-    let app = TestApp::start_with(slack.config(&db)).await;
-    slack.wait_for_connections(&[1], 1).await;
+    let app = slack.connected_app(&db).await;
     let (_, card) = card_in(
         &slack.slack(),
         &app,
@@ -256,9 +269,8 @@ async fn a_click_in_flight_during_a_refresh_is_finished_and_acknowledged_on_its_
     });
     slow.arrived.notified().await;
     slack
-        .control(
-            reqwest::Method::POST,
-            "/sandbox/control/socket/disconnect",
+        .socket_control(
+            "disconnect",
             json!({"reason": "refresh_requested", "close_after_ms": 60_000}),
         )
         .await;
@@ -283,17 +295,10 @@ async fn a_click_in_flight_during_a_refresh_is_finished_and_acknowledged_on_its_
 async fn a_dropped_connection_is_reopened() {
     let db = TestDb::sqlite();
     let slack = FakeSlack::start().await;
-    let app = TestApp::start_with(slack.config(&db)).await;
-    slack.wait_for_connections(&[1], 1).await;
+    let app = slack.connected_app(&db).await;
 
     // The network drops the connection without a close frame.
-    let dropped = slack
-        .control(
-            reqwest::Method::POST,
-            "/sandbox/control/socket/drop",
-            json!({}),
-        )
-        .await;
+    let dropped = slack.socket_control("drop", json!({})).await;
     assert_eq!(dropped["dropped"], 1);
     slack.wait_for_connections(&[2], 2).await;
 
@@ -310,15 +315,8 @@ async fn a_silent_connection_is_given_up_and_replaced() {
     use countersign::slack::socket::{PING_EVERY, SILENT_LIMIT};
     let db = TestDb::sqlite();
     let slack = FakeSlack::start().await;
-    let app = TestApp::start_with(slack.config(&db)).await;
-    slack.wait_for_connections(&[1], 1).await;
-    let stalled = slack
-        .control(
-            reqwest::Method::POST,
-            "/sandbox/control/socket/stall",
-            json!({}),
-        )
-        .await;
+    let app = slack.connected_app(&db).await;
+    let stalled = slack.socket_control("stall", json!({})).await;
     assert_eq!(stalled["stalled"], 1);
     let started = std::time::Instant::now();
     let deadline = SILENT_LIMIT + PING_EVERY + std::time::Duration::from_secs(15);
@@ -426,9 +424,8 @@ async fn the_fake_speaks_slacks_protocol() {
 
     // Slack's warning before it closes a connection, then the close.
     slack
-        .control(
-            reqwest::Method::POST,
-            "/sandbox/control/socket/disconnect",
+        .socket_control(
+            "disconnect",
             json!({"reason": "warning", "close_after_ms": 0}),
         )
         .await;

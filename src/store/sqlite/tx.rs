@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::query_builder::Separated;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::{SELECT_PROPOSAL, SELECT_VOTES, SqliteStore, proposal_row, vote_row};
@@ -16,6 +17,29 @@ use crate::store::rows::{
 use crate::store::{Command, CommandResult, StoreError};
 
 struct Tx(Transaction<'static, Sqlite>);
+
+impl Tx {
+    /// `head` (`INSERT INTO table (columns) `) with a VALUES list of `rows`, [`INSERT_CHUNK`] to a
+    /// statement, each row's values bound by `bind`. The text varies with the row count: not
+    /// worth a slot in the statement cache.
+    async fn insert_rows<T>(
+        &mut self,
+        head: &'static str,
+        rows: &[T],
+        mut bind: impl FnMut(Separated<'_, Sqlite, &'static str>, &T),
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(head);
+            insert.push_values(chunk, &mut bind);
+            insert
+                .build()
+                .persistent(false)
+                .execute(&mut *self.0)
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl BatchTx for Tx {
@@ -33,11 +57,10 @@ impl BatchTx for Tx {
     }
 
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        for chunk in events.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
+        self.insert_rows(
+            "INSERT INTO audit_events (seq, at, kind, proposal_id, actor, data, prev_hash, hash) ",
+            events,
+            |mut row, e| {
                 row.push_bind(e.seq)
                     .push_bind(format_timestamp(e.at))
                     .push_bind(&e.kind)
@@ -46,15 +69,9 @@ impl BatchTx for Tx {
                     .push_bind(&e.data)
                     .push_bind(&e.prev_hash)
                     .push_bind(&e.hash);
-            });
-            // The text varies with the row count: not worth a slot in the statement cache.
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError> {
@@ -88,21 +105,16 @@ impl BatchTx for Tx {
     }
 
     async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert =
-                QueryBuilder::<Sqlite>::new("INSERT INTO timers (proposal_id, timer, due_at) ");
-            insert.push_values(chunk, |mut row, t| {
+        self.insert_rows(
+            "INSERT INTO timers (proposal_id, timer, due_at) ",
+            rows,
+            |mut row, t| {
                 row.push_bind(&t.proposal_id)
                     .push_bind(&t.timer)
                     .push_bind(format_timestamp(t.due_at));
-            });
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     async fn disarm_timers(
@@ -153,46 +165,30 @@ impl BatchTx for Tx {
     }
 
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO slack_outbox (proposal_id, task, due_at) ",
-            );
-            insert.push_values(chunk, |mut row, job| {
+        self.insert_rows(
+            "INSERT INTO slack_outbox (proposal_id, task, due_at) ",
+            rows,
+            |mut row, job| {
                 row.push_bind(&job.proposal_id)
                     .push_bind(&job.task)
                     .push_bind(format_timestamp(job.due_at));
-            });
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO webhook_events (id, proposal_id, agent_id, url, body, created_at, next_attempt_at) ",
-            );
-            insert.push_values(chunk, |mut row, event| {
-                let at = format_timestamp(event.created_at);
-                row.push_bind(&event.id)
-                    .push_bind(&event.proposal_id)
-                    .push_bind(&event.agent_id)
-                    .push_bind(&event.url)
-                    .push_bind(&event.body)
-                    .push_bind(at.clone())
-                    .push_bind(at);
-            });
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok(())
+        self.insert_rows("INSERT INTO webhook_events (id, proposal_id, agent_id, url, body, created_at, next_attempt_at) ", rows, |mut row, event| {
+            let at = format_timestamp(event.created_at);
+            row.push_bind(&event.id)
+                .push_bind(&event.proposal_id)
+                .push_bind(&event.agent_id)
+                .push_bind(&event.url)
+                .push_bind(&event.body)
+                .push_bind(at.clone())
+                .push_bind(at);
+        })
+        .await
     }
 
     async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError> {
@@ -232,49 +228,29 @@ impl BatchTx for Tx {
     }
 
     async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut row, p| {
-                row.push_bind(&p.id)
-                    .push_bind(&p.agent_id)
-                    .push_bind(&p.status)
-                    .push_bind(&p.content)
-                    .push_bind(&p.decision)
-                    .push_bind(&p.outcome)
-                    .push_bind(format_timestamp(p.created_at))
-                    .push_bind(format_timestamp(p.updated_at));
-            });
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok(())
+        self.insert_rows("INSERT INTO proposals (id, agent_id, status, content, decision, outcome, created_at, updated_at) ", rows, |mut row, p| {
+            row.push_bind(&p.id)
+                .push_bind(&p.agent_id)
+                .push_bind(&p.status)
+                .push_bind(&p.content)
+                .push_bind(&p.decision)
+                .push_bind(&p.outcome)
+                .push_bind(format_timestamp(p.created_at))
+                .push_bind(format_timestamp(p.updated_at));
+        })
+        .await
     }
 
     async fn insert_idempotency_keys(&mut self, rows: &[IdempotencyRow]) -> Result<(), StoreError> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, k| {
-                row.push_bind(&k.agent_id)
-                    .push_bind(&k.key)
-                    .push_bind(&k.request_hash)
-                    .push_bind(&k.proposal_id)
-                    .push_bind(&k.response)
-                    .push_bind(format_timestamp(k.created_at));
-            });
-            insert
-                .build()
-                .persistent(false)
-                .execute(&mut *self.0)
-                .await?;
-        }
-        Ok(())
+        self.insert_rows("INSERT INTO idempotency_keys (agent_id, key, request_hash, proposal_id, response, created_at) ", rows, |mut row, k| {
+            row.push_bind(&k.agent_id)
+                .push_bind(&k.key)
+                .push_bind(&k.request_hash)
+                .push_bind(&k.proposal_id)
+                .push_bind(&k.response)
+                .push_bind(format_timestamp(k.created_at));
+        })
+        .await
     }
 
     async fn update_lifecycle(

@@ -7,6 +7,8 @@
 //! groups concurrent requests into one commit (see `engine::writer`).
 
 mod batch;
+#[macro_use]
+mod delegate;
 mod postgres;
 mod rows;
 mod sqlite;

@@ -285,7 +285,12 @@ fn connect_slack(
         let api = SlackApi::new(&config.slack_api_url, token);
         let signing_secret = config.slack_signing_secret.clone();
         return Ok((
-            SlackContext::new(api, signing_secret, config.secret_key.as_ref()),
+            SlackContext::new(
+                api,
+                &config.slack_api_url,
+                signing_secret,
+                config.secret_key.as_ref(),
+            ),
             None,
         ));
     }
@@ -313,7 +318,12 @@ fn connect_slack(
     }
     let api = SlackApi::new(&sandbox.api_url(), &token);
     Ok((
-        SlackContext::new(api, Some(signing_secret), config.secret_key.as_ref()),
+        SlackContext::new(
+            api,
+            &sandbox.api_url(),
+            Some(signing_secret),
+            config.secret_key.as_ref(),
+        ),
         Some(sandbox),
     ))
 }

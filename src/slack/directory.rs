@@ -1,6 +1,8 @@
 //! Who may approve for a role: the role's named users, and the members of its Slack user group
 //! (usergroups.users.list, cached briefly: membership changes rarely, clicks come in bursts, and
-//! the method is rate-limited at Tier 2).
+//! the method is rate-limited at Tier 2). And who an email is (users.lookupByEmail, Tier 3: about
+//! 50 a minute for the whole workspace), asked on every approval for separation of duties and
+//! on every card for the requester's mention, so answers — "nobody" included — are cached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,11 @@ use crate::manifest::Role;
 
 const TTL: Duration = Duration::from_secs(60);
 const LOCAL_TTL_WHEN_SHARED: Duration = Duration::from_secs(10);
+/// How long an email's owner is remembered. Slack accounts rarely change hands; ten minutes
+/// keeps a burst of approvals to one lookup per requester.
+const PERSON_TTL: Duration = Duration::from_secs(600);
+/// How long "no such member" is remembered: shorter, so a new hire is found soon.
+const NOBODY_TTL: Duration = Duration::from_secs(120);
 
 /// A user group's members, and when they were read.
 type CachedGroup = (Instant, Arc<Vec<String>>);
@@ -25,8 +32,9 @@ pub struct Directory {
     /// With Redis, user group members are shared by the replicas for [`TTL`] (one Tier 2 call a
     /// minute per group for the whole deployment); each process then keeps its copy for
     /// [`LOCAL_TTL_WHEN_SHARED`] only, so a change is seen everywhere within about a minute.
+    /// Email lookups are shared the same way.
     shared: Option<RedisLink>,
-    /// Email → Slack user id (or none), for the requester's mention on cards.
+    /// Email → Slack user id (or none): separation of duties and the requester's mention.
     people: Arc<Mutex<HashMap<String, CachedPerson>>>,
 }
 
@@ -50,28 +58,60 @@ impl Directory {
     /// (cached; a lookup that fails is `None` and not cached). An agent's text is never
     /// trusted to be a user id: `U…` text is not turned into a mention.
     pub async fn person(&self, requested_by: &str) -> Option<String> {
-        let email = requested_by.trim().to_ascii_lowercase();
-        if !email.contains('@') {
-            return None;
-        }
-        if let Some((at, found)) = self.people.lock().expect("cache poisoned").get(&email)
-            && at.elapsed() < TTL * 10
-        {
-            return found.clone();
-        }
-        match self.api.user_by_email(&email).await {
-            Ok(found) => {
-                self.people
-                    .lock()
-                    .expect("cache poisoned")
-                    .insert(email, (Instant::now(), found.clone()));
-                found
-            }
+        match self.lookup_email(requested_by).await {
+            Ok(found) => found,
             Err(error) => {
                 tracing::warn!(%error, "cannot look up a requester");
                 None
             }
         }
+    }
+
+    /// Who `email` belongs to in the workspace, if anyone; an error when Slack cannot say (not
+    /// cached: separation of duties refuses rather than guess). Answers, "nobody" included, are
+    /// kept for [`PERSON_TTL`] / [`NOBODY_TTL`] in this process and, with Redis, for every
+    /// replica, so a burst of approvals costs one `users.lookupByEmail` per requester.
+    pub async fn lookup_email(&self, email: &str) -> Result<Option<String>, super::SlackError> {
+        let email = email.trim().to_ascii_lowercase();
+        if !email.contains('@') {
+            return Ok(None);
+        }
+        if let Some((at, found)) = self.people.lock().expect("cache poisoned").get(&email)
+            && at.elapsed() < person_ttl(found)
+        {
+            return Ok(found.clone());
+        }
+        let found = match self.shared_person(&email).await {
+            Some(found) => found,
+            None => {
+                let found = self.api.user_by_email(&email).await?;
+                self.share_person(&email, &found).await;
+                found
+            }
+        };
+        self.people
+            .lock()
+            .expect("cache poisoned")
+            .insert(email, (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    /// Another replica's recent lookup of `email` (`Some(None)`: nobody has it).
+    async fn shared_person(&self, email: &str) -> Option<Option<String>> {
+        let redis = self.shared.as_ref()?;
+        let key = redis.key(format_args!("email:{}", email_key(email)));
+        let cached: Option<String> = redis.query(redis::Cmd::get(&key)).await.ok().flatten();
+        cached.map(|id| (!id.is_empty()).then_some(id))
+    }
+
+    async fn share_person(&self, email: &str, found: &Option<String>) {
+        let Some(redis) = &self.shared else { return };
+        let key = redis.key(format_args!("email:{}", email_key(email)));
+        let value = found.clone().unwrap_or_default();
+        let ttl = person_ttl(found).as_secs();
+        let _ = redis
+            .query::<()>(redis::Cmd::set_ex(&key, value, ttl))
+            .await;
     }
 
     /// Is `user` an approver for `role`? A user group that cannot be read counts as empty (and
@@ -148,4 +188,18 @@ impl Directory {
             .query::<()>(redis::Cmd::set_ex(&key, value, TTL.as_secs()))
             .await;
     }
+}
+
+fn person_ttl(found: &Option<String>) -> Duration {
+    if found.is_some() {
+        PERSON_TTL
+    } else {
+        NOBODY_TTL
+    }
+}
+
+/// Emails are personal data: Redis keys carry their SHA-256, not the address.
+fn email_key(email: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(email.as_bytes()))
 }

@@ -16,6 +16,7 @@ pub mod escape;
 mod interactions;
 pub mod payload;
 pub mod report;
+mod response_url;
 mod review;
 pub mod signature;
 pub mod socket;
@@ -30,6 +31,7 @@ use axum::routing::post;
 pub use client::{BotIdentity, ChannelInfo, OutgoingMessage, SlackApi, SlackError, UserInfo};
 pub use controls::announce as announce_control;
 pub use directory::Directory;
+pub use response_url::Responder;
 
 use crate::config::Secret;
 use crate::http::AppState;
@@ -43,16 +45,25 @@ pub struct SlackContext {
     /// routes are not served, as nothing arrives on them.
     pub signing_secret: Option<Secret>,
     pub directory: Directory,
+    /// Replies to the person who clicked, on the click's `response_url`.
+    pub responder: Responder,
     pub step_up: step_up::StepUpKeys,
     /// Who may pause and resume agents from Slack (user and user group ids).
     pub admins: Vec<String>,
 }
 
 impl SlackContext {
-    /// `secret_key` seals TOTP secrets (without it TOTP step-up is off) and signs step-up forms.
-    pub fn new(api: SlackApi, signing_secret: Option<Secret>, secret_key: Option<&Secret>) -> Self {
+    /// `api_url` is where `api` calls (Slack's, or the sandbox's); `secret_key` seals TOTP
+    /// secrets (without it TOTP step-up is off) and signs step-up forms.
+    pub fn new(
+        api: SlackApi,
+        api_url: &url::Url,
+        signing_secret: Option<Secret>,
+        secret_key: Option<&Secret>,
+    ) -> Self {
         Self {
             directory: Directory::new(api.clone()),
+            responder: Responder::new(api_url),
             api,
             signing_secret,
             step_up: step_up::StepUpKeys::new(secret_key),

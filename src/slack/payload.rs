@@ -39,6 +39,8 @@ pub struct BlockActions {
     pub actions: Vec<Action>,
     pub container: Option<Container>,
     pub channel: Option<ChannelRef>,
+    /// Where to answer the clicker (Slack's; absent in some surfaces, e.g. App Home).
+    pub response_url: Option<String>,
 }
 
 impl BlockActions {

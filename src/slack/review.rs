@@ -43,24 +43,16 @@ const PRESET_REASONS: &[&str] = &[
 pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
     let user = click.user.id.clone();
     let channel = click.channel_id().map(str::to_owned);
+    let clicker = Clicker::of(click);
     let reply = |text: String| {
-        let api = state.slack.api.clone();
-        let (channel, user) = (channel.clone(), user.clone());
-        async move {
-            let Some(channel) = channel else { return };
-            if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
-                tracing::warn!(%error, "cannot answer a click");
-            }
-        }
+        tokio::spawn(clicker.clone().answer(state.clone(), text));
     };
     let Some(id) = action
         .value
         .as_deref()
         .and_then(|v| ProposalId::parse(v).ok())
     else {
-        tokio::spawn(reply(
-            "That button does not name a countersign proposal.".into(),
-        ));
+        reply("That button does not name a countersign proposal.".into());
         return;
     };
 
@@ -82,24 +74,30 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
             .await
         {
             tracing::warn!(%error, proposal_id = %id, "cannot open the rejection modal");
-            tokio::spawn(reply(
+            reply(
                 "Slack did not let me open the rejection form in time; please click Reject again."
                     .into(),
-            ));
+            );
         }
         return;
     }
 
+    // The proposal is read once for the whole click: the step-up check, who may vote, and
+    // separation of duties all work from this copy; the writer re-checks its state.
+    let proposal = match state.engine.store().proposal(&id).await {
+        Ok(Some(proposal)) => proposal,
+        Ok(None) => {
+            reply("That proposal does not exist.".into());
+            return;
+        }
+        Err(error) => {
+            reply(unavailable(&id, &error));
+            return;
+        }
+    };
     // A policy that asks for step-up gets its modal instead of a vote, once the clicker is
     // known to be someone who may approve at all.
-    let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.store().proposal(&id))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .flatten();
-    if let Some(proposal) = proposal.filter(|p| {
-        p.content.verdict.step_up != StepUp::None && p.status == crate::domain::Status::Pending
-    }) {
+    if proposal.content.verdict.step_up != StepUp::None && proposal.status == Status::Pending {
         let refusal = match admit(state, &proposal, &user, Ballot::Approve).await {
             Err(refusal) => {
                 if let Err(error) = state
@@ -117,7 +115,7 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
             }
         };
         if let Some(text) = refusal {
-            tokio::spawn(reply(text));
+            reply(text);
         }
         return;
     }
@@ -127,12 +125,64 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
         action.action_id,
         action.action_ts.as_deref().unwrap_or("")
     );
-    let text = match vote(state, &id, &user, Ballot::Approve, None, dedupe, false).await {
-        Ok(Some(text)) => text,
+    let text = match vote(
+        state,
+        &proposal,
+        &user,
+        Ballot::Approve,
+        None,
+        dedupe,
+        false,
+    )
+    .await
+    {
+        Ok(Some((text, _))) => text,
         Ok(None) => return,
         Err(text) => text,
     };
-    tokio::spawn(reply(text));
+    reply(text);
+}
+
+/// Where to tell the clicker what became of their click.
+#[derive(Clone)]
+struct Clicker {
+    user: String,
+    channel: Option<String>,
+    response_url: Option<String>,
+}
+
+impl Clicker {
+    fn of(click: &BlockActions) -> Self {
+        Self {
+            user: click.user.id.clone(),
+            channel: click.channel_id().map(str::to_owned),
+            response_url: click.response_url.clone(),
+        }
+    }
+
+    /// On the click's `response_url` (Slack's reply channel for a click, outside the Web API's
+    /// budgets), or with `chat.postEphemeral` where Slack sent none.
+    async fn answer(self, state: AppState, text: String) {
+        let result = match (&self.response_url, &self.channel) {
+            (Some(url), _) => state.slack.responder.ephemeral(url, &text).await,
+            (None, Some(channel)) => {
+                state
+                    .slack
+                    .api
+                    .post_ephemeral(channel, &self.user, &text)
+                    .await
+            }
+            (None, None) => return,
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "cannot answer a click");
+        }
+    }
+}
+
+fn unavailable(id: &ProposalId, error: &dyn std::fmt::Display) -> String {
+    tracing::error!(%error, proposal_id = %id, "cannot record a vote");
+    "countersign could not record that just now; nothing was recorded. Please try again.".to_owned()
 }
 
 /// A modal was submitted. Only the rejection modal is ours; its answer goes back in the
@@ -166,9 +216,14 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
     let reason = truncate(&reason, 2000);
     let user = submission.user.id.clone();
     let dedupe = format!("view:{}", submission.view.id);
+    let proposal = match state.engine.store().proposal(&id).await {
+        Ok(Some(proposal)) => proposal,
+        Ok(None) => return errors("That proposal does not exist."),
+        Err(error) => return errors(&unavailable(&id, &error)),
+    };
     match vote(
         state,
-        &id,
+        &proposal,
         &user,
         Ballot::Reject,
         Some(reason),
@@ -178,15 +233,13 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
     .await
     {
         Ok(message) => {
-            if let Ok(Some(proposal)) = state.engine.store().proposal(&id).await
-                && proposal.status == crate::domain::Status::Rejected
-            {
+            if let Some((_, Status::Rejected)) = &message {
                 tokio::spawn(crate::breaker::after_rejection(
                     state.clone(),
                     proposal.agent.to_string(),
                 ));
             }
-            if let (Some(channel), Some(text)) = (channel, message) {
+            if let (Some(channel), Some((text, _))) = (channel, message) {
                 let api = state.slack.api.clone();
                 tokio::spawn(async move {
                     if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
@@ -204,29 +257,21 @@ fn errors(message: &str) -> Ack {
     Ack::with(json!({"response_action": "errors", "errors": {REASON_BLOCK: message}}))
 }
 
-/// Checks the voter and records the vote. `Ok(Some(text))`: recorded, tell them `text`;
-/// `Ok(None)`: the same click again, say nothing; `Err(text)`: refused, tell them why.
-/// `stepped_up`: the reviewer has just passed the step-up the policy asks for.
+/// Checks the voter and records the vote. `Ok(Some((text, status)))`: recorded, tell them
+/// `text`, the proposal is now `status`; `Ok(None)`: the same click again, say nothing;
+/// `Err(text)`: refused, tell them why. `proposal` is as read for this click; the writer checks
+/// its state again. `stepped_up`: the reviewer has just passed the step-up the policy asks for.
 pub(super) async fn vote(
     state: &AppState,
-    id: &ProposalId,
+    proposal: &Proposal,
     user: &str,
     ballot: Ballot,
     reason: Option<String>,
     dedupe: String,
     stepped_up: bool,
-) -> Result<Option<String>, String> {
-    let unavailable = |error: &dyn std::fmt::Display| {
-        tracing::error!(%error, proposal_id = %id, "cannot record a vote");
-        "countersign could not record that just now; nothing was recorded. Please try again."
-            .to_owned()
-    };
-    let proposal = match state.engine.store().proposal(id).await {
-        Ok(Some(proposal)) => proposal,
-        Ok(None) => return Err("That proposal does not exist.".into()),
-        Err(error) => return Err(unavailable(&error)),
-    };
-    let mut admitted = admit(state, &proposal, user, ballot).await;
+) -> Result<Option<(String, Status)>, String> {
+    let id = &proposal.id;
+    let mut admitted = admit(state, proposal, user, ballot).await;
     // Defence in depth: an approval of a step-up proposal only ever comes through the modal.
     if admitted.is_ok()
         && ballot == Ballot::Approve
@@ -239,7 +284,7 @@ pub(super) async fn vote(
         Ok(eligible) => eligible,
         Err(refusal) => {
             if let Err(error) = state.engine.refuse_click(id, user, ballot, &refusal).await {
-                return Err(unavailable(&error));
+                return Err(unavailable(id, &error));
             }
             return Err(refusal);
         }
@@ -259,7 +304,7 @@ pub(super) async fn vote(
         Ok(Voted::Recorded { replay: true, .. }) => Ok(None),
         Ok(Voted::Recorded {
             proposal, votes, ..
-        }) => Ok(Some(recorded(&proposal, &votes, ballot))),
+        }) => Ok(Some((recorded(&proposal, &votes, ballot), proposal.status))),
         Ok(Voted::Refused { proposal, reason }) => Err(match reason {
             VoteRefusal::NotPending => already_decided(&proposal),
             VoteRefusal::Expired => format!(
@@ -281,7 +326,7 @@ pub(super) async fn vote(
             ),
         }),
         Ok(Voted::NotFound) => Err("That proposal does not exist.".into()),
-        Err(error) => Err(unavailable(&error)),
+        Err(error) => Err(unavailable(id, &error)),
     }
 }
 
@@ -304,26 +349,21 @@ async fn eligible_roles(state: &AppState, proposal: &Proposal, user: &str) -> Ve
     eligible
 }
 
-/// Was `user` notified by an escalation rung of this proposal that grants approval? Read from
-/// the proposal's audit trail, where the SLA worker recorded whom each rung reached.
+/// Was `user` notified by an escalation rung of this proposal that grants approval? Recorded by
+/// key when the rung fired. A store that cannot answer grants nothing.
 async fn escalation_granted(state: &AppState, proposal: &Proposal, user: &str) -> bool {
-    let filter = crate::audit::AuditFilter {
-        since: None,
-        proposal_id: Some(proposal.id.to_string()),
-    };
-    let Ok(events) = state.engine.store().audit_page(&filter, 0, 1000).await else {
-        return false;
-    };
-    events
-        .iter()
-        .filter(|e| e.kind == crate::audit::kinds::ESCALATED)
-        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.data).ok())
-        .any(|data| {
-            data["grants_approval"] == true
-                && data["notified"]
-                    .as_array()
-                    .is_some_and(|users| users.iter().any(|u| u == user))
-        })
+    match state
+        .engine
+        .store()
+        .approval_granted(&proposal.id, user)
+        .await
+    {
+        Ok(granted) => granted,
+        Err(error) => {
+            tracing::warn!(%error, proposal_id = %proposal.id, "cannot read approval grants");
+            false
+        }
+    }
 }
 
 /// The agent's owner and the person the agent acts for may not approve it. `requested_by` is
@@ -347,7 +387,7 @@ async fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str)
         return Some(acting_for_you.into());
     }
     if requester.contains('@') {
-        match state.slack.api.user_by_email(requester).await {
+        match state.slack.directory.lookup_email(requester).await {
             Ok(Some(id)) if id == user => return Some(acting_for_you.into()),
             Ok(_) => {}
             Err(error) => {

@@ -294,19 +294,9 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
         );
     }
     let dedupe = format!("view:{}", submission.view.id);
-    match super::review::vote(
-        state,
-        &proposal.id,
-        user,
-        Ballot::Approve,
-        None,
-        dedupe,
-        true,
-    )
-    .await
-    {
+    match super::review::vote(state, &proposal, user, Ballot::Approve, None, dedupe, true).await {
         Ok(message) => {
-            if let Some(text) = message {
+            if let Some((text, _)) = message {
                 let api = state.slack.api.clone();
                 let (channel, user) = (binding.channel, user.to_owned());
                 tokio::spawn(async move {

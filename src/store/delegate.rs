@@ -111,6 +111,14 @@ macro_rules! impl_store_by_delegation {
                 self.votes(id).await
             }
 
+            async fn approval_granted(
+                &self,
+                id: &ProposalId,
+                user: &str,
+            ) -> Result<bool, StoreError> {
+                self.approval_granted(id, user).await
+            }
+
             async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {
                 self.posted_cards(id).await
             }

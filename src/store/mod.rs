@@ -155,6 +155,23 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The existing proposal this command may change, if any: a batch reads them all up front.
+    pub(crate) fn changes(&self) -> Option<&ProposalId> {
+        match self {
+            Command::Cancel { id, .. }
+            | Command::Decide { id, .. }
+            | Command::RecordOutcome { id, .. }
+            | Command::Vote { id, .. } => Some(id),
+            Command::FireTimer {
+                timer,
+                effect: TimerEffect::Expire,
+            } => Some(&timer.proposal_id),
+            _ => None,
+        }
+    }
+}
+
 /// What a firing timer does, resolved by the SLA worker against the manifests at firing time.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TimerEffect {
@@ -163,6 +180,9 @@ pub enum TimerEffect {
         task: SlackTask,
         kind: &'static str,
         data: serde_json::Value,
+        /// People the rung makes approvers of this proposal (`grants_approval`), remembered
+        /// by key for their clicks.
+        grants: Vec<String>,
     },
     /// The proposal expires.
     Expire,
@@ -306,6 +326,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every vote on a proposal, oldest first.
     async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError>;
+
+    /// Whether an escalation rung of this proposal that grants approval reached `user`.
+    async fn approval_granted(&self, id: &ProposalId, user: &str) -> Result<bool, StoreError>;
 
     /// Every card posted for a proposal.
     async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError>;

@@ -339,3 +339,71 @@ pub(super) fn control(row: ControlRow) -> Result<crate::domain::Control, StoreEr
         set_at: row.set_at,
     })
 }
+
+/// A vote about to be written.
+pub(super) struct VoteRow {
+    pub proposal_id: String,
+    pub voter: String,
+    /// The routed roles the voter approves for, as JSON.
+    pub eligible: String,
+    pub ballot: &'static str,
+    pub reason: Option<String>,
+    pub dedupe: String,
+    pub at: DateTime<Utc>,
+}
+
+impl VoteRow {
+    pub fn new(
+        proposal: &ProposalId,
+        vote: &crate::domain::Vote,
+        dedupe: &str,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            proposal_id: proposal.to_string(),
+            voter: vote.voter.clone(),
+            eligible: serde_json::to_string(&vote.eligible)?,
+            ballot: vote.ballot.as_str(),
+            reason: vote.reason.clone(),
+            dedupe: dedupe.to_owned(),
+            at: vote.at,
+        })
+    }
+}
+
+/// A proposal's new lifecycle columns, written only if its stored status is still `from`.
+pub(super) struct LifecycleRow {
+    pub id: String,
+    pub status: &'static str,
+    pub decision: Option<String>,
+    pub outcome: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    pub from: &'static str,
+}
+
+impl LifecycleRow {
+    pub fn new(proposal: &Proposal, from: Status) -> Result<Self, StoreError> {
+        let encoded = encode(proposal)?;
+        Ok(Self {
+            id: proposal.id.to_string(),
+            status: proposal.status.as_str(),
+            decision: encoded.decision,
+            outcome: encoded.outcome,
+            updated_at: proposal.updated_at,
+            from: from.as_str(),
+        })
+    }
+}
+
+/// The unfired timers of a decided proposal, disarmed as of `at`.
+pub(super) struct DisarmRow {
+    pub proposal_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Approval granted to a person by an escalation rung (`grants_approval`), kept by key so a
+/// click can ask "may this person approve?" without reading the audit trail.
+pub(super) struct GrantRow {
+    pub proposal_id: String,
+    pub user_id: String,
+    pub granted_at: DateTime<Utc>,
+}

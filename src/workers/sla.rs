@@ -122,6 +122,7 @@ impl SlaWorker {
                     kind: kinds::REMINDED,
                     data: json!({"level": level, "mentions": mentions}),
                     task: SlackTask::Remind { mentions },
+                    grants: Vec::new(),
                 }
             }
             Timer::Escalate {
@@ -165,6 +166,11 @@ impl SlaWorker {
                 TimerEffect::Notify {
                     kind: kinds::ESCALATED,
                     data: json!({"level": level, "target": target, "notified": users, "channel": channel, "grants_approval": grants_approval}),
+                    grants: if *grants_approval {
+                        users.clone()
+                    } else {
+                        Vec::new()
+                    },
                     task: SlackTask::Escalate {
                         level: *level,
                         label,

@@ -1,6 +1,9 @@
 //! What a batch writes through: the primitive reads and writes each backend's transaction
-//! supplies ([`BatchTx`]), and the buffer that holds inserts back so that a batch writes each
-//! table in one statement ([`Batch`]).
+//! supplies ([`BatchTx`]), and the buffer that holds writes back so that a batch reads and
+//! writes each table in a constant number of statements, however many commands it holds
+//! ([`Batch`]).
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,12 +12,15 @@ use crate::audit::{AuditEvent, ChainTip};
 use crate::domain::{AgentId, Proposal, ProposalId, Status, Vote};
 use crate::store::StoreError;
 use crate::store::rows::{
-    IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow,
+    DisarmRow, GrantRow, IdempotencyRow, LifecycleRow, ProposalRow, SlackJobRow, StoredKey,
+    TimerRow, VoteRow, WebhookRow,
 };
 
 /// Primitive operations inside one open transaction. The transaction already holds whatever
-/// lock makes it the only writer of the audit chain. Inserts take many rows at once, so a batch
-/// writes each table in one statement.
+/// lock makes it the only writer of the audit chain (and so of proposals and votes: every
+/// change to them is a command batch). Reads and writes take many rows at once, so a batch
+/// touches each table in one statement (PostgreSQL) or in cached per-row statements without a
+/// round trip (SQLite).
 #[async_trait]
 pub(in crate::store) trait BatchTx: Send {
     async fn chain_tip(&mut self) -> Result<ChainTip, StoreError>;
@@ -24,12 +30,14 @@ pub(in crate::store) trait BatchTx: Send {
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError>;
     async fn insert_timers(&mut self, rows: &[TimerRow]) -> Result<(), StoreError>;
     async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError>;
+    async fn insert_votes(&mut self, rows: &[VoteRow]) -> Result<(), StoreError>;
+    /// Remembers approvals granted by escalation; a grant already there is kept.
+    async fn insert_grants(&mut self, rows: &[GrantRow]) -> Result<(), StoreError>;
     async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError>;
     /// Deletes an override; false if there was none.
     async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError>;
-    /// Marks every unfired timer of a proposal disarmed (it was decided).
-    async fn disarm_timers(&mut self, id: &ProposalId, at: DateTime<Utc>)
-    -> Result<(), StoreError>;
+    /// Marks every unfired timer of each proposal disarmed (it was decided).
+    async fn disarm_timers(&mut self, rows: &[DisarmRow]) -> Result<(), StoreError>;
     /// Marks one timer fired, if it has not fired yet: the guard that makes it fire once.
     async fn fire_timer(
         &mut self,
@@ -46,21 +54,15 @@ pub(in crate::store) trait BatchTx: Send {
         proposal: &ProposalId,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError>;
-    /// Votes on a proposal with the dedupe key each was cast with, oldest first.
-    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError>;
-    async fn insert_vote(
-        &mut self,
-        id: &ProposalId,
-        vote: &Vote,
-        dedupe: &str,
-    ) -> Result<(), StoreError>;
-    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError>;
-    /// Writes `proposal`'s lifecycle columns if its stored status is still `from`.
-    async fn update_lifecycle(
-        &mut self,
-        proposal: &Proposal,
-        from: Status,
-    ) -> Result<bool, StoreError>;
+    /// The proposals among `ids` that exist (any order).
+    async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError>;
+    /// Votes on the proposals `ids`: (proposal id, vote, the dedupe key it was cast with), each
+    /// proposal's oldest first.
+    async fn load_votes(&mut self, ids: &[&str])
+    -> Result<Vec<(String, Vote, String)>, StoreError>;
+    /// Writes each row's lifecycle columns where the stored status is still its `from`;
+    /// answers how many rows were written.
+    async fn update_lifecycles(&mut self, rows: &[LifecycleRow]) -> Result<u64, StoreError>;
     /// What is remembered of this agent's key.
     async fn find_idempotency(
         &mut self,
@@ -69,10 +71,23 @@ pub(in crate::store) trait BatchTx: Send {
     ) -> Result<Option<StoredKey>, StoreError>;
 }
 
-/// A transaction with its inserts held back until something needs to read or update: then (and
-/// at the end) they are written, one statement per table. Every command therefore sees the
-/// effects of the commands before it, while a batch of plain submissions costs a handful of
-/// statements instead of two per proposal.
+/// A proposal as this batch knows it: read once (or found missing), then kept up to date by
+/// the batch's own commands. Every change to proposals and votes is a command batch holding the
+/// chain's lock, so nothing else changes them while the batch runs.
+struct Known {
+    proposal: Option<Proposal>,
+    /// Its status as stored when the batch read it: the guard of its conditional update.
+    stored_status: Option<Status>,
+    /// Every vote with its dedupe key, oldest first; `None` until read.
+    votes: Option<Vec<(Vote, String)>>,
+    /// The batch changed its lifecycle columns: written at the next flush.
+    changed: bool,
+}
+
+/// A transaction with its writes held back until something needs the database to show them:
+/// then (and at the end) they are written, one statement per table. Proposals and their votes
+/// are read once per batch (all the batch's proposals in one statement) and kept here, so a
+/// batch of 256 clicks costs a handful of statements, not a dozen per click.
 pub(super) struct Batch<'a> {
     pub(super) tx: &'a mut dyn BatchTx,
     pub(super) proposals: Vec<ProposalRow>,
@@ -81,17 +96,155 @@ pub(super) struct Batch<'a> {
     pub(super) slack_jobs: Vec<SlackJobRow>,
     pub(super) timers: Vec<TimerRow>,
     pub(super) webhooks: Vec<WebhookRow>,
+    pub(super) grants: Vec<GrantRow>,
+    votes: Vec<VoteRow>,
+    disarms: Vec<DisarmRow>,
+    known: HashMap<ProposalId, Known>,
 }
 
-impl Batch<'_> {
-    pub(super) async fn flush(&mut self) -> Result<(), StoreError> {
-        if !self.proposals.is_empty() {
-            self.tx.insert_proposals(&self.proposals).await?;
-            self.proposals.clear();
+impl<'a> Batch<'a> {
+    pub(super) fn new(tx: &'a mut dyn BatchTx) -> Self {
+        Self {
+            tx,
+            proposals: Vec::new(),
+            keys: Vec::new(),
+            events: Vec::new(),
+            slack_jobs: Vec::new(),
+            timers: Vec::new(),
+            webhooks: Vec::new(),
+            grants: Vec::new(),
+            votes: Vec::new(),
+            disarms: Vec::new(),
+            known: HashMap::new(),
         }
+    }
+
+    /// Reads the proposals the batch's commands name, and their votes, in two statements.
+    pub(super) async fn prefetch(&mut self, ids: &[&ProposalId]) -> Result<(), StoreError> {
+        let mut wanted: Vec<&str> = ids
+            .iter()
+            .filter(|id| !self.known.contains_key(**id))
+            .map(|id| id.as_str())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let proposals = self.tx.load_proposals(&wanted).await?;
+        let votes = self.tx.load_votes(&wanted).await?;
+        for id in &wanted {
+            let id = ProposalId::parse(id).map_err(|e| StoreError::Other(e.0))?;
+            self.known.insert(
+                id,
+                Known {
+                    proposal: None,
+                    stored_status: None,
+                    votes: Some(Vec::new()),
+                    changed: false,
+                },
+            );
+        }
+        for proposal in proposals {
+            if let Some(known) = self.known.get_mut(&proposal.id) {
+                known.stored_status = Some(proposal.status);
+                known.proposal = Some(proposal);
+            }
+        }
+        for (id, vote, dedupe) in votes {
+            let id = ProposalId::parse(&id).map_err(|e| StoreError::Corrupt(e.0))?;
+            if let Some(votes) = self.known.get_mut(&id).and_then(|k| k.votes.as_mut()) {
+                votes.push((vote, dedupe));
+            }
+        }
+        Ok(())
+    }
+
+    /// The proposal as this batch sees it (its own changes included).
+    pub(super) async fn load_proposal(
+        &mut self,
+        id: &ProposalId,
+    ) -> Result<Option<Proposal>, StoreError> {
+        if !self.known.contains_key(id) {
+            // Submitted earlier in this very batch, or not named by any command up front.
+            self.flush_proposals().await?;
+            self.prefetch(&[id]).await?;
+        }
+        Ok(self.known.get(id).and_then(|k| k.proposal.clone()))
+    }
+
+    /// Every vote on `id` with its dedupe key, oldest first (this batch's votes included).
+    pub(super) async fn votes(
+        &mut self,
+        id: &ProposalId,
+    ) -> Result<Vec<(Vote, String)>, StoreError> {
+        if !self.known.contains_key(id) {
+            self.load_proposal(id).await?;
+        }
+        Ok(self
+            .known
+            .get(id)
+            .and_then(|k| k.votes.clone())
+            .unwrap_or_default())
+    }
+
+    /// Records a vote (written at the next flush).
+    pub(super) async fn insert_vote(
+        &mut self,
+        id: &ProposalId,
+        vote: &Vote,
+        dedupe: &str,
+    ) -> Result<(), StoreError> {
+        self.votes(id).await?;
+        self.votes.push(VoteRow::new(id, vote, dedupe)?);
+        if let Some(votes) = self.known.get_mut(id).and_then(|k| k.votes.as_mut()) {
+            votes.push((vote.clone(), dedupe.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Moves `proposal`'s lifecycle columns if its status (as this batch sees it) is still
+    /// `from`; false otherwise. Written at the next flush, guarded there by the stored status.
+    pub(super) async fn update_lifecycle(
+        &mut self,
+        proposal: &Proposal,
+        from: Status,
+    ) -> Result<bool, StoreError> {
+        if self.load_proposal(&proposal.id).await?.map(|p| p.status) != Some(from) {
+            return Ok(false);
+        }
+        let known = self.known.get_mut(&proposal.id).expect("loaded just above");
+        known.proposal = Some(proposal.clone());
+        known.changed = true;
+        Ok(true)
+    }
+
+    /// Disarms the unfired timers of a decided proposal (at the next flush).
+    pub(super) fn disarm_timers(&mut self, id: &ProposalId, at: DateTime<Utc>) {
+        self.disarms.push(DisarmRow {
+            proposal_id: id.to_string(),
+            at,
+        });
+    }
+
+    /// Writes everything held back.
+    pub(super) async fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_proposals().await?;
         if !self.keys.is_empty() {
             self.tx.insert_idempotency_keys(&self.keys).await?;
             self.keys.clear();
+        }
+        if !self.votes.is_empty() {
+            self.tx.insert_votes(&self.votes).await?;
+            self.votes.clear();
+        }
+        if !self.disarms.is_empty() {
+            self.tx.disarm_timers(&self.disarms).await?;
+            self.disarms.clear();
+        }
+        if !self.grants.is_empty() {
+            self.tx.insert_grants(&self.grants).await?;
+            self.grants.clear();
         }
         if !self.events.is_empty() {
             self.tx.append_audit(&self.events).await?;
@@ -112,41 +265,55 @@ impl Batch<'_> {
         Ok(())
     }
 
-    /// Only held-back proposal rows can change what this reads, so only they are written first;
-    /// audit events, Slack jobs and timers stay held back for one statement each. (A batch of
-    /// fired timers reads a proposal per timer: a full flush there would cost two statements
-    /// more per timer.)
-    pub(super) async fn load_proposal(
-        &mut self,
-        id: &ProposalId,
-    ) -> Result<Option<Proposal>, StoreError> {
-        self.flush_proposals().await?;
-        self.tx.load_proposal(id).await
-    }
-
+    /// Writes the held-back proposal rows and lifecycle changes, the only writes a statement
+    /// that reads `proposals` itself (a timer firing only while its proposal is pending) can
+    /// see; audit events, Slack jobs and timers stay held back for one statement each.
     pub(super) async fn flush_proposals(&mut self) -> Result<(), StoreError> {
         if !self.proposals.is_empty() {
             self.tx.insert_proposals(&self.proposals).await?;
             self.proposals.clear();
         }
+        let mut rows = Vec::new();
+        for known in self.known.values_mut().filter(|k| k.changed) {
+            let (Some(proposal), Some(from)) = (&known.proposal, known.stored_status) else {
+                continue;
+            };
+            rows.push(LifecycleRow::new(proposal, from)?);
+            known.stored_status = Some(proposal.status);
+            known.changed = false;
+        }
+        if !rows.is_empty() {
+            let written = self.tx.update_lifecycles(&rows).await?;
+            // Cannot happen while every change goes through a batch under the chain's lock;
+            // if it ever does, the writer retries each command alone and the guard holds.
+            if written != rows.len() as u64 {
+                return Err(StoreError::Other(format!(
+                    "{} of {} proposals changed underneath the batch",
+                    rows.len() as u64 - written,
+                    rows.len()
+                )));
+            }
+        }
         Ok(())
     }
 
-    pub(super) async fn update_lifecycle(
-        &mut self,
-        proposal: &Proposal,
-        from: Status,
-    ) -> Result<bool, StoreError> {
-        self.flush().await?;
-        self.tx.update_lifecycle(proposal, from).await
-    }
-
+    /// What is remembered of this agent's key, including keys this batch holds back.
     pub(super) async fn find_idempotency(
         &mut self,
         agent: &AgentId,
         key: &str,
     ) -> Result<Option<StoredKey>, StoreError> {
-        self.flush().await?;
+        if let Some(held) = self
+            .keys
+            .iter()
+            .find(|k| k.agent_id == agent.as_str() && k.key == key)
+        {
+            return Ok(Some(StoredKey {
+                request_hash: held.request_hash.clone(),
+                proposal_id: held.proposal_id.clone(),
+                response: held.response.clone(),
+            }));
+        }
         self.tx.find_idempotency(agent, key).await
     }
 }

@@ -11,7 +11,7 @@ pub(super) use buffer::BatchTx;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::rows::{IdempotencyRow, ProposalRow, SlackJobRow, TimerRow, WebhookRow};
+use super::rows::{GrantRow, IdempotencyRow, ProposalRow, SlackJobRow, TimerRow, WebhookRow};
 use super::{Command, CommandResult, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, kinds};
 use crate::domain::{
@@ -25,15 +25,22 @@ pub(super) async fn run(
     at: DateTime<Utc>,
 ) -> Result<Vec<CommandResult>, StoreError> {
     let mut tip = tx.chain_tip().await?;
-    let mut batch = Batch {
-        tx,
-        proposals: Vec::new(),
-        keys: Vec::new(),
-        events: Vec::new(),
-        slack_jobs: Vec::new(),
-        timers: Vec::new(),
-        webhooks: Vec::new(),
-    };
+    let mut batch = Batch::new(tx);
+    // Every stored proposal the batch's commands change, with its votes, read in one go (one
+    // submitted in this same batch is read once its row is written).
+    let submitted: std::collections::HashSet<&ProposalId> = commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::Submit { proposal, .. } => Some(&proposal.id),
+            _ => None,
+        })
+        .collect();
+    let named: Vec<&ProposalId> = commands
+        .iter()
+        .filter_map(Command::changes)
+        .filter(|id| !submitted.contains(id))
+        .collect();
+    batch.prefetch(&named).await?;
     let mut results = Vec::with_capacity(commands.len());
     for command in commands {
         let (result, drafts) = run_one(&mut batch, command, at).await?;
@@ -240,7 +247,13 @@ async fn run_one(
         // decides that and fires the timer (a batch of due timers is mostly these).
         Command::FireTimer {
             timer,
-            effect: TimerEffect::Notify { task, kind, data },
+            effect:
+                TimerEffect::Notify {
+                    task,
+                    kind,
+                    data,
+                    grants,
+                },
         } => {
             tx.flush_proposals().await?;
             let id = &timer.proposal_id;
@@ -252,6 +265,11 @@ async fn run_one(
             {
                 None => Ok((CommandResult::TimerHandled("already fired"), vec![])),
                 Some("fired") => {
+                    tx.grants.extend(grants.into_iter().map(|user_id| GrantRow {
+                        proposal_id: id.to_string(),
+                        user_id,
+                        granted_at: at,
+                    }));
                     tx.slack_jobs.push(SlackJobRow::new(id, &task, at)?);
                     // The card's status line says it was reminded or escalated.
                     tx.slack_jobs
@@ -386,7 +404,9 @@ async fn transition(
             .then(crate::domain::callback::new_execution_token),
         ..decision
     });
-    // The conditional update is the guard of record: of two racing transitions exactly one wins.
+    // Of two racing transitions exactly one wins: they meet in one batch, which sees the first
+    // one's change, or in two batches serialised by the chain's lock; the write is conditional
+    // on the stored status all the same.
     if !tx.update_lifecycle(&proposal, Status::Pending).await? {
         let current = tx
             .load_proposal(&proposal.id)
@@ -395,14 +415,10 @@ async fn transition(
         return Ok((CommandResult::WrongState(current), vec![]));
     }
     // Decided: its timers are disarmed.
-    tx.flush().await?;
-    tx.tx
-        .disarm_timers(&proposal.id, decision_at(&proposal))
-        .await?;
+    tx.disarm_timers(&proposal.id, decision_at(&proposal));
     // The agent is told (by the callback worker), with every vote.
     let votes: Vec<Vote> = tx
-        .tx
-        .load_votes(&proposal.id)
+        .votes(&proposal.id)
         .await?
         .into_iter()
         .map(|(vote, _)| vote)

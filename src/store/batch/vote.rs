@@ -36,7 +36,7 @@ pub(super) async fn cast(
         kind: ActorKind::Reviewer,
         id: voter.clone(),
     };
-    let stored = tx.tx.load_votes(&id).await?;
+    let stored = tx.votes(&id).await?;
     let mut votes: Vec<Vote> = stored.iter().map(|(v, _)| v.clone()).collect();
     let earlier = stored.iter().find(|(v, _)| v.voter == voter);
     // The same click delivered again (Slack retries, double clicks): answered as before.
@@ -75,8 +75,7 @@ pub(super) async fn cast(
         reason: reason.clone(),
         at,
     };
-    tx.flush().await?;
-    tx.tx.insert_vote(&id, &vote, &dedupe).await?;
+    tx.insert_vote(&id, &vote, &dedupe).await?;
     let announce = SlackTask::AnnounceVote {
         voter: voter.clone(),
     };

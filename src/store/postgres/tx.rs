@@ -6,12 +6,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{PostgresStore, SELECT_PROPOSAL, SELECT_VOTES, proposal_row, vote_row};
+use super::{PostgresStore, proposal_row, vote_row};
 use crate::audit::{AuditEvent, ChainTip};
-use crate::domain::{AgentId, Proposal, ProposalId, Status, Vote};
+use crate::domain::{AgentId, Proposal, ProposalId, Vote};
 use crate::store::batch::{self, BatchTx};
 use crate::store::rows::{
-    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow, encode,
+    DisarmRow, GrantRow, INSERT_CHUNK, IdempotencyRow, LifecycleRow, ProposalRow, SlackJobRow,
+    StoredKey, TimerRow, VoteRow, WebhookRow,
 };
 use crate::store::{Command, CommandResult, StoreError};
 
@@ -23,6 +24,22 @@ const AUDIT_CHAIN_LOCK: i64 = 0x6373_2d61_7564_6974;
 fn column<T>(rows: &[T], field: impl Fn(&T) -> &String) -> Vec<&str> {
     rows.iter().map(|row| field(row).as_str()).collect()
 }
+
+/// A batch's proposals, by primary key.
+const SELECT_PROPOSALS: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at \
+     FROM proposals WHERE id = ANY($1::text[])";
+
+/// Decided proposals' unfired timers. Public to the crate's tests of its plan.
+pub(crate) const DISARM_TIMERS: &str = "UPDATE timers t SET fired_at = d.at, outcome = 'disarmed', leased_until = NULL \
+     FROM UNNEST($1::text[], $2::timestamptz[]) AS d(proposal_id, at) \
+     WHERE t.proposal_id = d.proposal_id AND t.fired_at IS NULL";
+
+/// Lifecycle columns of many proposals, each only if its status is still the one read.
+const UPDATE_LIFECYCLES: &str = "UPDATE proposals p SET status = u.status, decision = u.decision, \
+     outcome = u.outcome, updated_at = u.updated_at \
+     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]) \
+     AS u(id, status, decision, outcome, updated_at, from_status) \
+     WHERE p.id = u.id AND p.status = u.from_status";
 
 struct Tx(Transaction<'static, Postgres>);
 
@@ -111,43 +128,71 @@ impl BatchTx for Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
-        sqlx::query(SELECT_PROPOSAL)
-            .bind(id.as_str())
-            .fetch_optional(&mut *self.0)
-            .await?
-            .as_ref()
-            .map(proposal_row)
-            .transpose()
-    }
-
-    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError> {
-        let rows = sqlx::query(SELECT_VOTES)
-            .bind(id.as_str())
+    async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError> {
+        let rows = sqlx::query(SELECT_PROPOSALS)
+            .bind(ids)
             .fetch_all(&mut *self.0)
             .await?;
-        rows.iter().map(vote_row).collect()
+        rows.iter().map(proposal_row).collect()
     }
 
-    async fn insert_vote(
+    async fn load_votes(
         &mut self,
-        id: &ProposalId,
-        vote: &Vote,
-        dedupe: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        ids: &[&str],
+    ) -> Result<Vec<(String, Vote, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT proposal_id, voter, eligible, ballot, reason, dedupe, at FROM votes \
+             WHERE proposal_id = ANY($1::text[]) ORDER BY proposal_id, at, voter",
         )
-        .bind(id.as_str())
-        .bind(&vote.voter)
-        .bind(serde_json::to_string(&vote.eligible)?)
-        .bind(vote.ballot.as_str())
-        .bind(&vote.reason)
-        .bind(dedupe)
-        .bind(vote.at)
-        .execute(&mut *self.0)
+        .bind(ids)
+        .fetch_all(&mut *self.0)
         .await?;
+        rows.iter()
+            .map(|row| {
+                let (vote, dedupe) = vote_row(row)?;
+                Ok((row.try_get("proposal_id")?, vote, dedupe))
+            })
+            .collect()
+    }
+
+    async fn insert_votes(&mut self, rows: &[VoteRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::timestamptz[])",
+            )
+            .bind(column(chunk, |v| &v.proposal_id))
+            .bind(column(chunk, |v| &v.voter))
+            .bind(column(chunk, |v| &v.eligible))
+            .bind(chunk.iter().map(|v| v.ballot).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|v| v.reason.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(chunk, |v| &v.dedupe))
+            .bind(chunk.iter().map(|v| v.at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_grants(&mut self, rows: &[GrantRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(
+                "INSERT INTO approval_grants (proposal_id, user_id, granted_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[]) \
+                 ON CONFLICT (proposal_id, user_id) DO NOTHING",
+            )
+            .bind(column(chunk, |g| &g.proposal_id))
+            .bind(column(chunk, |g| &g.user_id))
+            .bind(chunk.iter().map(|g| g.granted_at).collect::<Vec<_>>())
+            .execute(&mut *self.0)
+            .await?;
+        }
         Ok(())
     }
 
@@ -166,16 +211,16 @@ impl BatchTx for Tx {
         Ok(())
     }
 
-    async fn disarm_timers(
-        &mut self,
-        id: &ProposalId,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE timers SET fired_at = $1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = $2 AND fired_at IS NULL")
-            .bind(at)
-            .bind(id.as_str())
-            .execute(&mut *self.0)
-            .await?;
+    async fn disarm_timers(&mut self, rows: &[DisarmRow]) -> Result<(), StoreError> {
+        // Reaches the unfired timers through `timers_unfired_by_proposal`, also as a generic
+        // plan: the cost of a decision does not grow with the timers still armed elsewhere.
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            sqlx::query(DISARM_TIMERS)
+                .bind(column(chunk, |d| &d.proposal_id))
+                .bind(chunk.iter().map(|d| d.at).collect::<Vec<_>>())
+                .execute(&mut *self.0)
+                .await?;
+        }
         Ok(())
     }
 
@@ -267,25 +312,31 @@ impl BatchTx for Tx {
         Ok(())
     }
 
-    async fn update_lifecycle(
-        &mut self,
-        proposal: &Proposal,
-        from: Status,
-    ) -> Result<bool, StoreError> {
-        let encoded = encode(proposal)?;
-        let done = sqlx::query(
-            "UPDATE proposals SET status = $1, decision = $2, outcome = $3, updated_at = $4 \
-             WHERE id = $5 AND status = $6",
-        )
-        .bind(proposal.status.as_str())
-        .bind(encoded.decision)
-        .bind(encoded.outcome)
-        .bind(proposal.updated_at)
-        .bind(proposal.id.as_str())
-        .bind(from.as_str())
-        .execute(&mut *self.0)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    async fn update_lifecycles(&mut self, rows: &[LifecycleRow]) -> Result<u64, StoreError> {
+        let mut written = 0;
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let done = sqlx::query(UPDATE_LIFECYCLES)
+                .bind(column(chunk, |r| &r.id))
+                .bind(chunk.iter().map(|r| r.status).collect::<Vec<_>>())
+                .bind(
+                    chunk
+                        .iter()
+                        .map(|r| r.decision.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    chunk
+                        .iter()
+                        .map(|r| r.outcome.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(chunk.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.from).collect::<Vec<_>>())
+                .execute(&mut *self.0)
+                .await?;
+            written += done.rows_affected();
+        }
+        Ok(written)
     }
 
     async fn find_idempotency(

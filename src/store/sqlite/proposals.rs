@@ -76,4 +76,18 @@ impl SqliteStore {
             .map(|row| vote_row(row).map(|(vote, _)| vote))
             .collect()
     }
+
+    pub(super) async fn approval_granted(
+        &self,
+        id: &ProposalId,
+        user: &str,
+    ) -> Result<bool, StoreError> {
+        let granted =
+            sqlx::query("SELECT 1 FROM approval_grants WHERE proposal_id = ?1 AND user_id = ?2")
+                .bind(id.as_str())
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(granted.is_some())
+    }
 }

@@ -9,10 +9,11 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use super::{SELECT_PROPOSAL, SELECT_VOTES, SqliteStore, proposal_row, vote_row};
 use crate::audit::{AuditEvent, ChainTip};
 use crate::clock::format_timestamp;
-use crate::domain::{AgentId, Proposal, ProposalId, Status, Vote};
+use crate::domain::{AgentId, Proposal, ProposalId, Vote};
 use crate::store::batch::{self, BatchTx};
 use crate::store::rows::{
-    INSERT_CHUNK, IdempotencyRow, ProposalRow, SlackJobRow, StoredKey, TimerRow, WebhookRow, encode,
+    DisarmRow, GrantRow, INSERT_CHUNK, IdempotencyRow, LifecycleRow, ProposalRow, SlackJobRow,
+    StoredKey, TimerRow, VoteRow, WebhookRow,
 };
 use crate::store::{Command, CommandResult, StoreError};
 
@@ -74,33 +75,54 @@ impl BatchTx for Tx {
         .await
     }
 
-    async fn load_votes(&mut self, id: &ProposalId) -> Result<Vec<(Vote, String)>, StoreError> {
-        let rows = sqlx::query(SELECT_VOTES)
-            .bind(id.as_str())
-            .fetch_all(&mut *self.0)
-            .await?;
-        rows.iter().map(vote_row).collect()
+    async fn load_votes(
+        &mut self,
+        ids: &[&str],
+    ) -> Result<Vec<(String, Vote, String)>, StoreError> {
+        // In-process: one cached statement per proposal costs no round trip.
+        let mut votes = Vec::new();
+        for id in ids {
+            let rows = sqlx::query(SELECT_VOTES)
+                .bind(*id)
+                .fetch_all(&mut *self.0)
+                .await?;
+            for row in &rows {
+                let (vote, dedupe) = vote_row(row)?;
+                votes.push(((*id).to_owned(), vote, dedupe));
+            }
+        }
+        Ok(votes)
     }
 
-    async fn insert_vote(
-        &mut self,
-        id: &ProposalId,
-        vote: &Vote,
-        dedupe: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    async fn insert_votes(&mut self, rows: &[VoteRow]) -> Result<(), StoreError> {
+        self.insert_rows(
+            "INSERT INTO votes (proposal_id, voter, eligible, ballot, reason, dedupe, at) ",
+            rows,
+            |mut row, v| {
+                row.push_bind(&v.proposal_id)
+                    .push_bind(&v.voter)
+                    .push_bind(&v.eligible)
+                    .push_bind(v.ballot)
+                    .push_bind(&v.reason)
+                    .push_bind(&v.dedupe)
+                    .push_bind(format_timestamp(v.at));
+            },
         )
-        .bind(id.as_str())
-        .bind(&vote.voter)
-        .bind(serde_json::to_string(&vote.eligible)?)
-        .bind(vote.ballot.as_str())
-        .bind(&vote.reason)
-        .bind(dedupe)
-        .bind(format_timestamp(vote.at))
-        .execute(&mut *self.0)
-        .await?;
+        .await
+    }
+
+    async fn insert_grants(&mut self, rows: &[GrantRow]) -> Result<(), StoreError> {
+        for grant in rows {
+            sqlx::query(
+                "INSERT INTO approval_grants (proposal_id, user_id, granted_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (proposal_id, user_id) DO NOTHING",
+            )
+            .bind(&grant.proposal_id)
+            .bind(&grant.user_id)
+            .bind(format_timestamp(grant.granted_at))
+            .execute(&mut *self.0)
+            .await?;
+        }
         Ok(())
     }
 
@@ -117,16 +139,14 @@ impl BatchTx for Tx {
         .await
     }
 
-    async fn disarm_timers(
-        &mut self,
-        id: &ProposalId,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE timers SET fired_at = ?1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = ?2 AND fired_at IS NULL")
-            .bind(format_timestamp(at))
-            .bind(id.as_str())
-            .execute(&mut *self.0)
-            .await?;
+    async fn disarm_timers(&mut self, rows: &[DisarmRow]) -> Result<(), StoreError> {
+        for row in rows {
+            sqlx::query("UPDATE timers SET fired_at = ?1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = ?2 AND fired_at IS NULL")
+                .bind(format_timestamp(row.at))
+                .bind(&row.proposal_id)
+                .execute(&mut *self.0)
+                .await?;
+        }
         Ok(())
     }
 
@@ -217,14 +237,18 @@ impl BatchTx for Tx {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn load_proposal(&mut self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
-        sqlx::query(SELECT_PROPOSAL)
-            .bind(id.as_str())
-            .fetch_optional(&mut *self.0)
-            .await?
-            .as_ref()
-            .map(proposal_row)
-            .transpose()
+    async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = sqlx::query(SELECT_PROPOSAL)
+                .bind(*id)
+                .fetch_optional(&mut *self.0)
+                .await?
+            {
+                found.push(proposal_row(&row)?);
+            }
+        }
+        Ok(found)
     }
 
     async fn insert_proposals(&mut self, rows: &[ProposalRow]) -> Result<(), StoreError> {
@@ -253,25 +277,24 @@ impl BatchTx for Tx {
         .await
     }
 
-    async fn update_lifecycle(
-        &mut self,
-        proposal: &Proposal,
-        from: Status,
-    ) -> Result<bool, StoreError> {
-        let encoded = encode(proposal)?;
-        let done = sqlx::query(
-            "UPDATE proposals SET status = ?1, decision = ?2, outcome = ?3, updated_at = ?4 \
-             WHERE id = ?5 AND status = ?6",
-        )
-        .bind(proposal.status.as_str())
-        .bind(encoded.decision)
-        .bind(encoded.outcome)
-        .bind(format_timestamp(proposal.updated_at))
-        .bind(proposal.id.as_str())
-        .bind(from.as_str())
-        .execute(&mut *self.0)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    async fn update_lifecycles(&mut self, rows: &[LifecycleRow]) -> Result<u64, StoreError> {
+        let mut written = 0;
+        for row in rows {
+            let done = sqlx::query(
+                "UPDATE proposals SET status = ?1, decision = ?2, outcome = ?3, updated_at = ?4 \
+                 WHERE id = ?5 AND status = ?6",
+            )
+            .bind(row.status)
+            .bind(&row.decision)
+            .bind(&row.outcome)
+            .bind(format_timestamp(row.updated_at))
+            .bind(&row.id)
+            .bind(row.from)
+            .execute(&mut *self.0)
+            .await?;
+            written += done.rows_affected();
+        }
+        Ok(written)
     }
 
     async fn find_idempotency(

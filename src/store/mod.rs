@@ -26,7 +26,7 @@ use crate::domain::{
 };
 use crate::report::ReportPost;
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, decision_statements as postgres_decision_statements};
 
 /// One queue's due work: how many rows, and since when the oldest has been due (its lag).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod audit_cli;
 mod browser;
 mod callbacks;
 mod controls;
+mod decision_plans;
 mod deploy_files;
 mod directory_cache;
 mod doctor;

@@ -104,3 +104,29 @@ const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at F
 const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = $1";
 
 impl_store_by_delegation!(PostgresStore);
+
+/// What a reviewer's click runs on PostgreSQL, besides the inserts: (name, parameter types,
+/// SQL, sample arguments). Each must stay an index access when PostgreSQL plans it generically
+/// (prepared statements go generic after five runs), whatever the backlog; the test suite
+/// checks their plans on a database holding tens of thousands of timers and proposals.
+pub fn decision_statements() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    vec![
+        ("read the proposal", "text", SELECT_PROPOSAL, "'p1'"),
+        ("escalation grant", "text, text", proposals::SELECT_GRANT, "'p1', 'U1'"),
+        ("chain tip", "", tx::CHAIN_TIP, ""),
+        ("batch's proposals", "text[]", tx::SELECT_PROPOSALS, "ARRAY['p1']"),
+        ("batch's votes", "text[]", tx::SELECT_VOTES_OF, "ARRAY['p1']"),
+        (
+            "decisions",
+            "text[], text[], text[], text[], timestamptz[], text[]",
+            tx::UPDATE_LIFECYCLES,
+            "ARRAY['p1'], ARRAY['approved'], ARRAY['{}'], ARRAY[NULL], ARRAY[now()], ARRAY['pending']",
+        ),
+        (
+            "disarm timers",
+            "text[], timestamptz[]",
+            tx::DISARM_TIMERS,
+            "ARRAY['p1'], ARRAY[now()]",
+        ),
+    ]
+}

@@ -9,6 +9,10 @@ use crate::domain::{Proposal, ProposalId, Status, Vote};
 use crate::store::StoreError;
 use crate::store::rows::status_count;
 
+/// Whether an escalation granted a person approval of a proposal.
+pub(super) const SELECT_GRANT: &str =
+    "SELECT 1 FROM approval_grants WHERE proposal_id = $1 AND user_id = $2";
+
 impl PostgresStore {
     pub(super) async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
         sqlx::query(SELECT_PROPOSAL)

@@ -26,16 +26,23 @@ fn column<T>(rows: &[T], field: impl Fn(&T) -> &String) -> Vec<&str> {
 }
 
 /// A batch's proposals, by primary key.
-const SELECT_PROPOSALS: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at \
+pub(super) const SELECT_PROPOSALS: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at \
      FROM proposals WHERE id = ANY($1::text[])";
 
-/// Decided proposals' unfired timers. Public to the crate's tests of its plan.
-pub(crate) const DISARM_TIMERS: &str = "UPDATE timers t SET fired_at = d.at, outcome = 'disarmed', leased_until = NULL \
+/// The votes on a batch's proposals.
+pub(super) const SELECT_VOTES_OF: &str = "SELECT proposal_id, voter, eligible, ballot, reason, dedupe, at \
+     FROM votes WHERE proposal_id = ANY($1::text[]) ORDER BY proposal_id, at, voter";
+
+/// The audit chain's tip, read under the chain's lock.
+pub(super) const CHAIN_TIP: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+
+/// Decided proposals' unfired timers.
+pub(super) const DISARM_TIMERS: &str = "UPDATE timers t SET fired_at = d.at, outcome = 'disarmed', leased_until = NULL \
      FROM UNNEST($1::text[], $2::timestamptz[]) AS d(proposal_id, at) \
      WHERE t.proposal_id = d.proposal_id AND t.fired_at IS NULL";
 
 /// Lifecycle columns of many proposals, each only if its status is still the one read.
-const UPDATE_LIFECYCLES: &str = "UPDATE proposals p SET status = u.status, decision = u.decision, \
+pub(super) const UPDATE_LIFECYCLES: &str = "UPDATE proposals p SET status = u.status, decision = u.decision, \
      outcome = u.outcome, updated_at = u.updated_at \
      FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[]) \
      AS u(id, status, decision, outcome, updated_at, from_status) \
@@ -50,7 +57,7 @@ impl BatchTx for Tx {
             .bind(AUDIT_CHAIN_LOCK)
             .execute(&mut *self.0)
             .await?;
-        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        let row = sqlx::query(CHAIN_TIP)
             .fetch_optional(&mut *self.0)
             .await?;
         Ok(match row {
@@ -140,11 +147,8 @@ impl BatchTx for Tx {
         &mut self,
         ids: &[&str],
     ) -> Result<Vec<(String, Vote, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT proposal_id, voter, eligible, ballot, reason, dedupe, at FROM votes \
-             WHERE proposal_id = ANY($1::text[]) ORDER BY proposal_id, at, voter",
-        )
-        .bind(ids)
+        let rows = sqlx::query(SELECT_VOTES_OF)
+            .bind(ids)
         .fetch_all(&mut *self.0)
         .await?;
         rows.iter()

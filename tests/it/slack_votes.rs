@@ -377,3 +377,32 @@ async fn twenty_racing_approvals_and_rejections_make_one_decision(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(twenty_racing_approvals_and_rejections_make_one_decision);
+
+/// A burst of approvals costs Slack no call per click that a cache or the click's own reply
+/// channel can answer: the requester's email is looked up once (the card's mention; separation
+/// of duties reuses it), and each clicker hears back on the click's `response_url`, not through
+/// `chat.postEphemeral`.
+async fn approvals_cost_no_lookup_or_ephemeral_call_per_click(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let slack = app.slack();
+    let mut body = discount_proposal();
+    body["requested_by"] = json!("sam@acme.example");
+    let mut cards = Vec::new();
+    for summary in ["first", "second", "third"] {
+        body["summary"] = json!(format!("Discount, {summary}"));
+        cards.push(card_for(&app, REVOPS, &body, "C0FINANCE").await);
+    }
+    for (id, card) in &cards {
+        slack.click("U0FIN001", card, "approve").await;
+        slack
+            .wait_for_ephemeral("C0FINANCE", "U0FIN001", "completed the quorum")
+            .await;
+        assert_eq!(status_of(&app, REVOPS, id).await["status"], "approved");
+    }
+    let calls = slack.calls().await;
+    let count = |method: &str| calls.iter().filter(|c| c["method"] == method).count();
+    assert_eq!(count("users.lookupByEmail"), 1, "{calls:#?}");
+    assert_eq!(count("chat.postEphemeral"), 0, "{calls:#?}");
+    app.stop().await.unwrap();
+}
+both_backends!(approvals_cost_no_lookup_or_ephemeral_call_per_click);

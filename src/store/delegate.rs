@@ -119,6 +119,29 @@ macro_rules! impl_store_by_delegation {
                 self.approval_granted(id, user).await
             }
 
+            async fn card_posts_in_flight(
+                &self,
+                id: &ProposalId,
+                now: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                self.card_posts_in_flight(id, now).await
+            }
+
+            async fn coalesce_slack_jobs(
+                &self,
+                job: &SlackJob,
+                now: DateTime<Utc>,
+            ) -> Result<u64, StoreError> {
+                self.coalesce_slack_jobs(job, now).await
+            }
+
+            async fn fired_nudges(
+                &self,
+                id: &ProposalId,
+            ) -> Result<Vec<(crate::domain::Timer, DateTime<Utc>)>, StoreError> {
+                self.fired_nudges(id).await
+            }
+
             async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {
                 self.posted_cards(id).await
             }

@@ -337,6 +337,32 @@ pub trait Store: Send + Sync + 'static {
     /// a worker's hands): replies in its thread and updates of it wait for it.
     async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError>;
 
+    /// Whether a post of one of the proposal's cards is in a worker's hands at `now` (claimed,
+    /// lease running): a refresh must wait for it, as the card it posts may show older state.
+    /// A post not yet claimed will render the proposal as it is then.
+    async fn card_posts_in_flight(
+        &self,
+        id: &ProposalId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    /// Marks done the other due, unclaimed rows of `job`'s proposal with the same task: `job`,
+    /// done after this, renders the proposal as it is then, which covers what each of them
+    /// asked for. For tasks whose effect is "show the latest state" only (card refreshes).
+    /// Answers how many were folded in.
+    async fn coalesce_slack_jobs(
+        &self,
+        job: &SlackJob,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// The reminders and escalations of a proposal that took effect, with when, oldest first
+    /// (the card's SLA line), read from the timers themselves.
+    async fn fired_nudges(
+        &self,
+        id: &ProposalId,
+    ) -> Result<Vec<(crate::domain::Timer, DateTime<Utc>)>, StoreError>;
+
     /// A reviewer's TOTP enrollment, if any.
     async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError>;
 

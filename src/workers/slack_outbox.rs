@@ -141,9 +141,21 @@ impl SlackOutbox {
         let ids: Vec<i64> = jobs.iter().map(|job| job.id).collect();
         let work = async {
             let mut pass = Pass::default();
+            // Cards refreshed in this pass: every row claimed with them was committed before
+            // the claim, so before the refresh read the proposal, and is already shown.
+            let mut refreshed = std::collections::HashSet::new();
             for job in &jobs {
                 let attempted = self.clock.now();
-                let outcome = self.perform(job).await;
+                let outcome = if job.task == SlackTask::RefreshCards
+                    && refreshed.contains(&job.proposal_id)
+                {
+                    JobOutcome::Done(None)
+                } else {
+                    self.perform(job).await
+                };
+                if job.task == SlackTask::RefreshCards && matches!(outcome, JobOutcome::Done(_)) {
+                    refreshed.insert(job.proposal_id.clone());
+                }
                 self.settle(job, outcome, attempted, &mut pass).await?;
             }
             Ok(pass)
@@ -211,6 +223,15 @@ impl SlackOutbox {
 
     #[tracing::instrument(skip_all, fields(job = job.id, proposal_id = %job.proposal_id))]
     async fn perform(&self, job: &SlackJob) -> JobOutcome {
+        if job.task == SlackTask::RefreshCards {
+            // Several changes before the refresh went out: this one update, rendered from the
+            // proposal as read below (after this), shows them all.
+            match self.store.coalesce_slack_jobs(job, self.clock.now()).await {
+                Ok(0) => {}
+                Ok(folded) => tracing::debug!(folded, "card refreshes coalesced"),
+                Err(error) => return transient(job, error.to_string()),
+            }
+        }
         let proposal = match self.store.proposal(&job.proposal_id).await {
             Ok(Some(proposal)) => proposal,
             Ok(None) => return JobOutcome::Fail("proposal not found".into()),
@@ -240,18 +261,28 @@ impl SlackOutbox {
             let unposted = routed
                 .iter()
                 .any(|role| !posted.iter().any(|c| &c.role == role));
-            if unposted {
-                match self.store.card_posts_outstanding(&proposal.id).await {
-                    Ok(true) => {
-                        return JobOutcome::Retry {
-                            after: CARD_WAIT,
-                            error: "waiting for its card to be posted".into(),
-                            counted: false,
-                        };
-                    }
-                    Ok(false) => {}
-                    Err(error) => return transient(job, error.to_string()),
+            // A refresh waits only for a post in a worker's hands (it may carry older state); a
+            // post not yet claimed will show the state of its time. A thread reply needs the
+            // thread, so it waits for every post.
+            let waiting = if !unposted {
+                Ok(false)
+            } else if job.task == SlackTask::RefreshCards {
+                self.store
+                    .card_posts_in_flight(&proposal.id, self.clock.now())
+                    .await
+            } else {
+                self.store.card_posts_outstanding(&proposal.id).await
+            };
+            match waiting {
+                Ok(true) => {
+                    return JobOutcome::Retry {
+                        after: CARD_WAIT,
+                        error: "waiting for its card to be posted".into(),
+                        counted: false,
+                    };
                 }
+                Ok(false) => {}
+                Err(error) => return transient(job, error.to_string()),
             }
         }
         let sla_note = self.sla_note(&proposal.id).await;
@@ -394,29 +425,26 @@ impl SlackOutbox {
         }
     }
 
-    /// The latest reminder or escalation of a proposal, from its audit trail.
+    /// The latest reminder or escalation of a proposal that took effect, from its timers.
     async fn sla_note(
         &self,
         id: &crate::domain::ProposalId,
     ) -> Option<(String, chrono::DateTime<chrono::Utc>)> {
-        let filter = crate::audit::AuditFilter {
-            since: None,
-            proposal_id: Some(id.to_string()),
+        let nudges = match self.store.fired_nudges(id).await {
+            Ok(nudges) => nudges,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a proposal's reminders");
+                return None;
+            }
         };
-        let events = self.store.audit_page(&filter, 0, 1000).await.ok()?;
-        let last = events.iter().rev().find(|e| {
-            e.kind == crate::audit::kinds::REMINDED || e.kind == crate::audit::kinds::ESCALATED
-        })?;
-        let data: serde_json::Value = serde_json::from_str(&last.data).ok()?;
-        let note = if last.kind == crate::audit::kinds::REMINDED {
-            "approvers reminded".to_owned()
-        } else {
-            format!(
-                "escalated (level {})",
-                data["level"].as_u64().unwrap_or(0) + 1
-            )
+        let (timer, at) = nudges.into_iter().last()?;
+        let note = match timer {
+            crate::domain::Timer::Escalate { level, .. } => {
+                format!("escalated (level {})", level + 1)
+            }
+            _ => "approvers reminded".to_owned(),
         };
-        Some((note, last.at))
+        Some((note, at))
     }
 
     /// A reply in every card's thread (budgeted for all threads first, so a retry repeats none).

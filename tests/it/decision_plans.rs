@@ -59,7 +59,10 @@ async fn decision_statements_stay_index_only_under_generic_plans() {
         .unwrap();
     for analyzed in [false, true] {
         if analyzed {
-            sqlx::raw_sql("ANALYZE").execute(&mut connection).await.unwrap();
+            sqlx::raw_sql("ANALYZE")
+                .execute(&mut connection)
+                .await
+                .unwrap();
         }
         for (i, (name, types, sql, args)) in countersign::store::postgres_decision_statements()
             .into_iter()
@@ -87,7 +90,13 @@ async fn decision_statements_stay_index_only_under_generic_plans() {
                 .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             let plan: String = plan.into_iter().map(|(line,)| line + "\n").collect();
-            for table in ["proposals", "timers", "votes", "audit_events", "approval_grants"] {
+            for table in [
+                "proposals",
+                "timers",
+                "votes",
+                "audit_events",
+                "approval_grants",
+            ] {
                 assert!(
                     !plan.contains(&format!("Seq Scan on {table}")),
                     "{name} (analyzed: {analyzed}) scans {table}:\n{plan}"

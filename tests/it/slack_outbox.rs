@@ -283,3 +283,69 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     assert_eq!(worker.run_once().await.unwrap().done, 1);
     assert_eq!(cards_in_finance(&slack), 1);
 }
+
+/// Five votes before the worker gets to the card: one `chat.update` shows them all. Rows claimed
+/// in the same pass are folded into the first refresh, and rows left unclaimed are marked done
+/// by it (`coalesced into job …`).
+#[tokio::test]
+async fn several_refreshes_of_one_card_go_out_as_one_update() {
+    use countersign::domain::Ballot;
+    use countersign::store::Command;
+    let db = TestDb::sqlite();
+    let slack = Standalone::start().await;
+    let worker = outbox(&db, &slack).await;
+    let mut p = proposal("revops-crm");
+    p.content.verdict.quorum.approvals = 9;
+    p.content.verdict.quorum.per_role = [("finance".to_owned(), 9)].into();
+    let store = worker.store.clone();
+    store
+        .apply(vec![submit(&p, None)], slack.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        worker.run_once().await.unwrap().done,
+        1,
+        "the card is posted"
+    );
+    let votes = (1..=5)
+        .map(|n| Command::Vote {
+            id: p.id.clone(),
+            voter: format!("U0VOTER{n}"),
+            eligible: vec!["finance".into()],
+            ballot: Ballot::Approve,
+            reason: None,
+            dedupe: format!("click:{n}"),
+        })
+        .collect();
+    store.apply(votes, slack.clock.now()).await.unwrap();
+    let updates = || {
+        slack
+            .sandbox
+            .calls()
+            .iter()
+            .filter(|c| c.method == "chat.update")
+            .count()
+    };
+    worker.run_once().await.unwrap();
+    assert_eq!(updates(), 1);
+    // The thread replies get their turn as the channel's budget allows; no refresh is left.
+    for _ in 0..10 {
+        slack.clock.advance(chrono::Duration::seconds(2));
+        worker.run_once().await.unwrap();
+    }
+    assert_eq!(updates(), 1, "one update for five votes");
+    assert_eq!(worker.run_once().await.unwrap().claimed(), 0);
+    let card = slack
+        .sandbox
+        .messages("C0FINANCE", None)
+        .into_iter()
+        .find(|m| m.thread_ts.is_none() && m.text.contains("Approval needed"))
+        .unwrap();
+    assert!(
+        serde_json::to_string(&card.blocks)
+            .unwrap()
+            .contains("U0VOTER5"),
+        "the update shows the last vote: {:?}",
+        card.blocks
+    );
+}

@@ -112,10 +112,25 @@ impl_store_by_delegation!(PostgresStore);
 pub fn decision_statements() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     vec![
         ("read the proposal", "text", SELECT_PROPOSAL, "'p1'"),
-        ("escalation grant", "text, text", proposals::SELECT_GRANT, "'p1', 'U1'"),
+        (
+            "escalation grant",
+            "text, text",
+            proposals::SELECT_GRANT,
+            "'p1', 'U1'",
+        ),
         ("chain tip", "", tx::CHAIN_TIP, ""),
-        ("batch's proposals", "text[]", tx::SELECT_PROPOSALS, "ARRAY['p1']"),
-        ("batch's votes", "text[]", tx::SELECT_VOTES_OF, "ARRAY['p1']"),
+        (
+            "batch's proposals",
+            "text[]",
+            tx::SELECT_PROPOSALS,
+            "ARRAY['p1']",
+        ),
+        (
+            "batch's votes",
+            "text[]",
+            tx::SELECT_VOTES_OF,
+            "ARRAY['p1']",
+        ),
         (
             "decisions",
             "text[], text[], text[], text[], timestamptz[], text[]",

@@ -136,4 +136,40 @@ impl PostgresStore {
         .await?;
         Ok(outstanding > 0)
     }
+
+    pub(super) async fn card_posts_in_flight(
+        &self,
+        id: &ProposalId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = $1 AND done_at IS NULL \
+             AND leased_until > $2 AND task LIKE '%\"kind\":\"post_card\"%'",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(in_flight > 0)
+    }
+
+    pub(super) async fn coalesce_slack_jobs(
+        &self,
+        job: &SlackJob,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE slack_outbox SET done_at = $1, last_error = $2 \
+             WHERE proposal_id = $3 AND task = $4 AND id <> $5 AND done_at IS NULL \
+             AND due_at <= $1 AND (leased_until IS NULL OR leased_until <= $1)",
+        )
+        .bind(now)
+        .bind(format!("coalesced into job {}", job.id))
+        .bind(job.proposal_id.as_str())
+        .bind(serde_json::to_string(&job.task)?)
+        .bind(job.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

@@ -40,4 +40,28 @@ impl PostgresStore {
         timers.sort_by_key(|t| (t.due_at, t.id));
         Ok(timers)
     }
+
+    pub(super) async fn fired_nudges(
+        &self,
+        id: &crate::domain::ProposalId,
+    ) -> Result<Vec<(crate::domain::Timer, DateTime<Utc>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, timer, fired_at FROM timers WHERE proposal_id = $1 AND outcome = 'fired' \
+             ORDER BY fired_at, id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut nudges = Vec::new();
+        for row in &rows {
+            let timer_id: i64 = row.try_get("id")?;
+            let text: String = row.try_get("timer")?;
+            let timer: crate::domain::Timer = serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("timers {timer_id}: timer: {e}")))?;
+            if timer != crate::domain::Timer::Expire {
+                nudges.push((timer, row.try_get("fired_at")?));
+            }
+        }
+        Ok(nudges)
+    }
 }

@@ -57,9 +57,7 @@ impl BatchTx for Tx {
             .bind(AUDIT_CHAIN_LOCK)
             .execute(&mut *self.0)
             .await?;
-        let row = sqlx::query(CHAIN_TIP)
-            .fetch_optional(&mut *self.0)
-            .await?;
+        let row = sqlx::query(CHAIN_TIP).fetch_optional(&mut *self.0).await?;
         Ok(match row {
             Some(row) => ChainTip {
                 seq: row.try_get("seq")?,
@@ -149,8 +147,8 @@ impl BatchTx for Tx {
     ) -> Result<Vec<(String, Vote, String)>, StoreError> {
         let rows = sqlx::query(SELECT_VOTES_OF)
             .bind(ids)
-        .fetch_all(&mut *self.0)
-        .await?;
+            .fetch_all(&mut *self.0)
+            .await?;
         rows.iter()
             .map(|row| {
                 let (vote, dedupe) = vote_row(row)?;

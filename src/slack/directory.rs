@@ -17,6 +17,8 @@ const LOCAL_TTL_WHEN_SHARED: Duration = Duration::from_secs(10);
 /// How long an email's owner is remembered. Slack accounts rarely change hands; ten minutes
 /// keeps a burst of approvals to one lookup per requester.
 const PERSON_TTL: Duration = Duration::from_secs(600);
+/// DM channels remembered before the cache starts over.
+const MAX_DMS: usize = 50_000;
 /// How long "no such member" is remembered: shorter, so a new hire is found soon.
 const NOBODY_TTL: Duration = Duration::from_secs(120);
 
@@ -36,6 +38,9 @@ pub struct Directory {
     shared: Option<RedisLink>,
     /// Email → Slack user id (or none): separation of duties and the requester's mention.
     people: Arc<Mutex<HashMap<String, CachedPerson>>>,
+    /// User → the bot's DM channel with them. A DM channel never changes, so it is opened
+    /// (conversations.open, Tier 3) once per person per process rather than once per message.
+    dms: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Directory {
@@ -44,6 +49,7 @@ impl Directory {
             api,
             groups: Arc::default(),
             people: Arc::default(),
+            dms: Arc::default(),
             shared: None,
         }
     }
@@ -112,6 +118,21 @@ impl Directory {
         let _ = redis
             .query::<()>(redis::Cmd::set_ex(&key, value, ttl))
             .await;
+    }
+
+    /// The bot's DM channel with `user`, opened once and remembered.
+    pub async fn dm_channel(&self, user: &str) -> Result<String, super::SlackError> {
+        if let Some(channel) = self.dms.lock().expect("cache poisoned").get(user) {
+            return Ok(channel.clone());
+        }
+        let channel = self.api.open_dm(user).await?;
+        let mut dms = self.dms.lock().expect("cache poisoned");
+        // A bound, not an eviction policy: a workspace's reviewers fit many times over.
+        if dms.len() >= MAX_DMS {
+            dms.clear();
+        }
+        dms.insert(user.to_owned(), channel.clone());
+        Ok(channel)
     }
 
     /// Is `user` an approver for `role`? A user group that cannot be read counts as empty (and

@@ -353,7 +353,7 @@ impl SlackOutbox {
                     return self.outcome_of(job, error);
                 }
                 for user in users {
-                    let dm = match self.api.open_dm(user).await {
+                    let dm = match self.directory.dm_channel(user).await {
                         Ok(dm) => dm,
                         Err(error) => return self.outcome_of(job, error),
                     };
@@ -374,7 +374,7 @@ impl SlackOutbox {
                     text: card::callback_failed(&proposal, event, url, error),
                     blocks: Vec::new(),
                 };
-                match self.api.open_dm(&owner).await {
+                match self.directory.dm_channel(&owner).await {
                     Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
                     Err(error) => Err(error),
                 }
@@ -388,7 +388,7 @@ impl SlackOutbox {
                     text,
                     blocks: Vec::new(),
                 };
-                match self.api.open_dm(user).await {
+                match self.directory.dm_channel(user).await {
                     Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
                     Err(error) => Err(error),
                 }

@@ -57,13 +57,29 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
     };
 
     if action.action_id == card::REJECT {
-        // The trigger id lives three seconds: the modal opens before anything slow. Reading the
-        // policy's preset reasons is one indexed read, bounded; without it the form still opens.
-        let presets = tokio::time::timeout(PRESET_LOOKUP, state.engine.store().proposal(&id))
+        // The trigger id lives three seconds: the modal opens before anything slow. The
+        // proposal (for who may reject, and the policy's preset reasons) is one indexed read,
+        // bounded; who may vote is answered from caches. Someone who may not reject is told so
+        // now, not after writing a reason.
+        let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.store().proposal(&id))
             .await
             .ok()
             .and_then(Result::ok)
-            .flatten()
+            .flatten();
+        if let Some(proposal) = &proposal
+            && let Err(refusal) = admit(state, proposal, &user, Ballot::Reject).await
+        {
+            if let Err(error) = state
+                .engine
+                .refuse_click(&id, &user, Ballot::Reject, &refusal)
+                .await
+            {
+                tracing::error!(%error, "cannot audit a refused click");
+            }
+            reply(refusal);
+            return;
+        }
+        let presets = proposal
             .map(|p| p.content.verdict.reject_reasons)
             .unwrap_or_default();
         let metadata = format!("{id} {}", channel.as_deref().unwrap_or(""));

@@ -406,3 +406,32 @@ async fn approvals_cost_no_lookup_or_ephemeral_call_per_click(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(approvals_cost_no_lookup_or_ephemeral_call_per_click);
+
+/// Reject from someone who may not decide is refused at the click, as Approve is: no form to
+/// fill in first, the refusal audited.
+async fn a_non_approvers_reject_is_refused_at_the_click(db: TestDb) {
+    let app = TestApp::start(&db).await;
+    let (id, card) = card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let slack = app.slack();
+    let acted = slack.click("U0SEC001", &card, "reject").await;
+    assert_eq!(acted.status, 200);
+    assert!(acted.view.is_none(), "no rejection form: {:?}", acted.view);
+    slack
+        .wait_for_ephemeral("C0FINANCE", "U0SEC001", "Only approvers for finance")
+        .await;
+    let refused: Vec<Value> = db
+        .audit_of(&id)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "request.refused")
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["request"], "reject");
+    // An approver still gets the form.
+    let acted = slack.click("U0FIN001", &card, "reject").await;
+    assert!(acted.view.is_some());
+    assert_eq!(status_of(&app, REVOPS, &id).await["status"], "pending");
+    app.stop().await.unwrap();
+}
+both_backends!(a_non_approvers_reject_is_refused_at_the_click);

@@ -16,6 +16,37 @@ pub fn mrkdwn(text: &str) -> String {
     out
 }
 
+/// countersign's own mrkdwn made readable where Slack shows text as it is (a modal's field
+/// error, a plain_text element): a date token shows its fallback (`2026-12-02 09:30 UTC`), a
+/// mention `@U…`, a link `label (url)`, and escaped characters themselves again.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('>') else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let token = &rest[open + 1..open + close];
+        let (target, label) = match token.split_once('|') {
+            Some((target, label)) => (target, Some(label)),
+            None => (token, None),
+        };
+        match (target.chars().next(), label) {
+            (Some('!'), Some(label)) => out.push_str(label),
+            (Some('!'), None) => out.push_str(target.trim_start_matches('!')),
+            (Some('@' | '#'), _) => out.push_str(&format!("@{}", &target[1..])),
+            (_, Some(label)) => out.push_str(&format!("{label} ({target})")),
+            (_, None) => out.push_str(target),
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
 /// Cuts text to at most `max` characters, marking the cut with an ellipsis.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -46,6 +77,17 @@ pub fn fit(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_text_shows_dates_and_mentions_not_tokens() {
+        let text = "Locked until <!date^1796203800^{date_short_pretty} at {time}|2026-12-02 09:30 UTC> by <@U0FIN001>: a &lt;b&gt; &amp; <https://x.example|docs>";
+        assert_eq!(
+            plain(text),
+            "Locked until 2026-12-02 09:30 UTC by @U0FIN001: a <b> & docs (https://x.example)"
+        );
+        assert_eq!(plain("no tokens"), "no tokens");
+        assert_eq!(plain("half <!da"), "half <!da");
+    }
 
     #[test]
     fn control_sequences_lose_their_brackets() {

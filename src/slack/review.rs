@@ -270,6 +270,8 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
 }
 
 fn errors(message: &str) -> Ack {
+    // Slack shows a field error as plain text: no date tokens or mentions in it.
+    let message = super::escape::plain(message);
     Ack::with(json!({"response_action": "errors", "errors": {REASON_BLOCK: message}}))
 }
 

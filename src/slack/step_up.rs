@@ -200,6 +200,8 @@ fn modal(proposal: &Proposal, step_up: StepUp, token: String) -> SlackModalView 
 }
 
 fn errors(message: &str) -> Ack {
+    // Slack shows a field error as plain text: no date tokens or mentions in it.
+    let message = super::escape::plain(message);
     Ack::with(json!({"response_action": "errors", "errors": {ANSWER_BLOCK: message}}))
 }
 

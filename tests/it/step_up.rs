@@ -339,6 +339,11 @@ async fn five_wrong_codes_lock_the_reviewer_and_alert_the_channel(db: TestDb) {
             .await;
         let message = wrong.errors.unwrap()["answer"].as_str().unwrap().to_owned();
         assert_eq!(message.contains("locked until"), n == 4, "{n}: {message}");
+        // A field error is plain text in Slack: a readable date, never a `<!date^…>` token.
+        assert!(!message.contains('<'), "{n}: {message}");
+        if n == 4 {
+            assert!(message.contains(" UTC"), "{message}");
+        }
     }
     slack
         .wait_for("C0FINANCE", "U0NOBODY", "the lockout alert", |messages| {

@@ -88,6 +88,7 @@ pub struct Deliveries {
         (status = 200, body = Deliveries),
         (status = 401, content_type = "application/problem+json"),
         (status = 403, content_type = "application/problem+json"),
+        (status = 404, description = "No such proposal", content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -96,15 +97,17 @@ pub async fn deliveries(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Deliveries>, ApiError> {
+    // An unknown proposal is a 404, as on the agent API, not an empty list that reads like
+    // "no callback was owed".
     let Ok(id) = crate::domain::ProposalId::parse(&id) else {
-        return Ok(Json(Deliveries { deliveries: vec![] }));
+        return Err(ApiError::NotFound);
     };
-    let deliveries = state
-        .engine
-        .store()
-        .webhook_events(&id)
-        .await
-        .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
+    let store = state.engine.store();
+    let stored = |e| ApiError::from(crate::engine::EngineError::Store(e));
+    if store.proposal(&id).await.map_err(stored)?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let deliveries = store.webhook_events(&id).await.map_err(stored)?;
     Ok(Json(Deliveries { deliveries }))
 }
 

@@ -615,3 +615,30 @@ async fn an_expiry_is_told_to_the_agent(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(an_expiry_is_told_to_the_agent);
+
+/// The deliveries of a proposal that does not exist are a 404 (problem+json), as on the agent
+/// API, not an empty list; a real proposal with none owed is an empty list.
+async fn deliveries_of_an_unknown_proposal_are_not_found(db: TestDb) {
+    let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
+    for unknown in ["prop_01JDNOSUCHPROPOSAL0000000", "not-an-id"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/v1/admin/proposals/{unknown}/deliveries")))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{unknown}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    let created = app.create(REVOPS, &crate::common::discount_proposal()).await;
+    assert_eq!(
+        deliveries(&app, created["id"].as_str().unwrap()).await,
+        Vec::<Value>::new()
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(deliveries_of_an_unknown_proposal_are_not_found);

@@ -72,8 +72,10 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unavailable(error.to_string())
             }
+            // A column of an unexpected type is countersign reading its own schema wrong (a
+            // bug), not damaged data: "corrupt" is kept for stored values that do not parse.
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
-                StoreError::Corrupt(error.to_string())
+                StoreError::Other(format!("cannot read a column: {error}"))
             }
             other => StoreError::Other(other.to_string()),
         }

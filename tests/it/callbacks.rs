@@ -634,7 +634,9 @@ async fn deliveries_of_an_unknown_proposal_are_not_found(db: TestDb) {
             "application/problem+json"
         );
     }
-    let created = app.create(REVOPS, &crate::common::discount_proposal()).await;
+    let created = app
+        .create(REVOPS, &crate::common::discount_proposal())
+        .await;
     assert_eq!(
         deliveries(&app, created["id"].as_str().unwrap()).await,
         Vec::<Value>::new()

@@ -417,6 +417,39 @@ async fn an_auto_approval_over_budget_becomes_a_review_that_names_it(db: TestDb)
 }
 both_backends!(an_auto_approval_over_budget_becomes_a_review_that_names_it);
 
+/// Amounts as agents send them: integers, decimals, or none at all. Each later submission is
+/// still answered (SQLite's SUM of integers once made every one after the first a 500), and the
+/// budget counts them all.
+async fn budgets_count_integer_decimal_and_absent_amounts(db: TestDb) {
+    let fixture = Fixture::new();
+    fixture.append(
+        "manifests/agents/revops-crm.yaml",
+        "budgets: {daily: {amount: 1000, count: 5}}\n",
+    );
+    let app = TestApp::start_with(with_admins(fixture.config(&db), &[])).await;
+    let tag = |amount: Option<Value>| {
+        let mut body = tag_lead();
+        if let Some(amount) = amount {
+            body["params"]["amount"] = amount;
+        }
+        body
+    };
+    for amount in [Some(json!(400)), Some(json!(250.5)), None, Some(json!(300))] {
+        let created = app.create(REVOPS, &tag(amount.clone())).await;
+        assert_eq!(created["status"], "approved", "{amount:?}: {created}");
+    }
+    let over = app.create(REVOPS, &tag(Some(json!(100)))).await;
+    assert_eq!(over["status"], "pending", "{over}");
+    assert!(
+        over["verdict"]["reasons"]
+            .to_string()
+            .contains("daily auto-approved amount would reach 1,050.5 (cap 1,000; 950.5 used)"),
+        "{over}"
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(budgets_count_integer_decimal_and_absent_amounts);
+
 async fn the_autonomy_report_reads_a_known_history(db: TestDb) {
     use countersign::domain::{Actor, Decision, ProposalId, Status};
     use countersign::store::Command;

@@ -38,10 +38,12 @@ impl SqliteStore {
         day: DateTime<Utc>,
         month: DateTime<Utc>,
     ) -> Result<crate::budgets::Usage, StoreError> {
+        // Amounts are summed as REAL: SQLite's SUM of integers is an INTEGER, which would not
+        // decode as the f64 the budget compares.
         let row = sqlx::query(
             "WITH approved AS (\
                SELECT created_at, CASE WHEN json_type(content, '$.params.amount') IN ('integer', 'real') \
-                 THEN json_extract(content, '$.params.amount') ELSE 0 END AS amount \
+                 THEN CAST(json_extract(content, '$.params.amount') AS REAL) ELSE 0.0 END AS amount \
                FROM proposals WHERE agent_id = ?1 AND status = 'approved' AND created_at >= ?3 \
                AND json_extract(decision, '$.by.kind') = 'policy') \
              SELECT COALESCE(SUM(CASE WHEN created_at >= ?2 THEN amount END), 0.0) AS day_amount, \

@@ -3,6 +3,7 @@
 //! The crate is a library with a thin binary (`src/main.rs`). Tests start the very same server
 //! through [`app::run`] on a port-0 listener, so what is tested is what ships.
 
+pub mod addresses;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -51,7 +51,9 @@ impl DatabaseUrl {
             }
             Ok(Self::Sqlite(PathBuf::from(path)))
         } else if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+            Url::parse(text).map_err(|e| {
+                format!("not a valid URL: {}", crate::addresses::url_error(text, e))
+            })?;
             Ok(Self::Postgres(Secret::new(text)))
         } else {
             Err("must start with sqlite:// or postgres://".into())
@@ -316,7 +318,10 @@ impl Config {
                 invalid(
                     "listen",
                     &src,
-                    format!("not a socket address such as 127.0.0.1:8080: {e}"),
+                    format!(
+                        "not a socket address such as 127.0.0.1:8080: {}",
+                        crate::addresses::socket_error(&v, e)
+                    ),
                 )
             })?,
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -569,7 +574,10 @@ fn http_url(text: &str) -> Result<Url, String> {
     match Url::parse(text) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
         Ok(_) => Err("must be an http or https URL".into()),
-        Err(e) => Err(format!("not a URL: {e}")),
+        Err(e) => Err(format!(
+            "not a URL: {}",
+            crate::addresses::url_error(text, e)
+        )),
     }
 }
 

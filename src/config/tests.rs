@@ -45,6 +45,14 @@ fn errors_name_the_key_and_its_source() {
         err.starts_with("listen (from env COUNTERSIGN_LISTEN)"),
         "{err}"
     );
+    let err = load(None, &[("COUNTERSIGN_LISTEN", "fd00::1:8080")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs brackets, e.g. [::1]:8080"), "{err}");
+    let err = load(None, &[("COUNTERSIGN_PUBLIC_URL", "http://fd00::1:8080/")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs brackets"), "{err}");
     let err = load(Some("database_url = \"mysql://x\"\n"), &[])
         .unwrap_err()
         .to_string();

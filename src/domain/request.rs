@@ -313,7 +313,10 @@ impl Checker {
         match url::Url::parse(text) {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
             Ok(_) => self.fail(field, "must be an http or https URL with a host"),
-            Err(e) => self.fail(field, format!("not a URL: {e}")),
+            Err(e) => self.fail(
+                field,
+                format!("not a URL: {}", crate::addresses::url_error(text, e)),
+            ),
         }
     }
 

@@ -186,6 +186,12 @@ async fn invalid_fields_are_named(db: TestDb) {
         assert_eq!(problem["field"], field, "{problem}");
         assert!(problem["errors"][0]["message"].is_string());
     }
+    // An IPv6 literal without brackets is named as such, not as "invalid port number".
+    let body = json!({"action": "a.b", "summary": "x", "callback_url": "http://fd00::1/hook"});
+    let unbracketed = problem(app.submit(REVOPS, &body).await, 422).await;
+    assert_eq!(unbracketed["field"], "callback_url");
+    let message = unbracketed["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("http://[fd00::1]/"), "{message}");
     // Not JSON at all is a 400.
     let response = app
         .http

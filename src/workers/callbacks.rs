@@ -6,9 +6,10 @@
 //! attempt); 410 Gone stops deliveries to that URL until an operator redelivers; 429 and 503
 //! are retried after their `Retry-After`; anything else, a timeout or a refused connection is
 //! retried on [`crate::domain::callback::SCHEDULE`] (with up to 10% jitter) and, when that runs
-//! out, the delivery has failed and the agent's owner is told in Slack. An IP-literal URL the
-//! SSRF guard refuses fails at once (it cannot get better); a host name is resolved again at
-//! every attempt, and only the addresses the guard allows are ever connected to.
+//! out, the delivery has failed and the agent's owner is told in Slack. A URL the SSRF guard
+//! refuses fails at once, whether it names a refused IP or a host name that resolves only to
+//! refused addresses; a host name is resolved again at every attempt, and only the addresses the
+//! guard allows are ever connected to.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +53,30 @@ pub struct CallbackWorker {
 #[derive(Debug)]
 enum Answer {
     Status(u16, Option<Duration>),
+    /// A 3xx, recorded with its status but never followed (the target could be anywhere).
+    Redirect(u16, String),
     Failed(String),
+}
+
+impl Answer {
+    fn status_code(&self) -> Option<i32> {
+        match self {
+            Answer::Status(code, _) | Answer::Redirect(code, _) => Some(i32::from(*code)),
+            Answer::Failed(_) => None,
+        }
+    }
+
+    /// Why the attempt did not deliver, if it did not.
+    fn error(&self) -> Option<String> {
+        match self {
+            Answer::Status(code, _) if (200..300).contains(code) => None,
+            Answer::Status(code, _) => Some(format!("answered {code}")),
+            Answer::Redirect(code, to) => {
+                Some(format!("answered {code} (redirect to {to}), not followed"))
+            }
+            Answer::Failed(error) => Some(error.clone()),
+        }
+    }
 }
 
 impl CallbackWorker {
@@ -143,15 +167,8 @@ impl CallbackWorker {
         let record = WebhookAttempt {
             attempt,
             at: started_at,
-            status_code: match &answer {
-                Answer::Status(code, _) => Some(i32::from(*code)),
-                Answer::Failed(_) => None,
-            },
-            error: match &answer {
-                Answer::Status(code, _) if (200..300).contains(code) => None,
-                Answer::Status(code, _) => Some(format!("answered {code}")),
-                Answer::Failed(error) => Some(error.clone()),
-            },
+            status_code: answer.status_code(),
+            error: answer.error(),
             duration_ms: started.elapsed().as_millis() as i64,
         };
         let next = next_step(&answer, permanent, attempt, started_at);
@@ -166,6 +183,17 @@ impl CallbackWorker {
             .store()
             .record_webhook_attempt(delivery, &record, &next)
             .await?;
+        if let WebhookNext::Retry { at } = &next {
+            // Claimed when it is due, not at the next idle poll (which made the "5 s" first
+            // retry come at 6 s): a wake-up at the retry time. Other replicas, and a restart,
+            // still find it by polling.
+            let wait = (*at - self.clock.now()).to_std().unwrap_or_default();
+            let work = self.engine.callback_work();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                work.notify_one();
+            });
+        }
         let audit = match &next {
             WebhookNext::Delivered => Some((kinds::CALLBACK_DELIVERED, None)),
             WebhookNext::Failed { error, .. } => Some((kinds::CALLBACK_FAILED, Some(error))),
@@ -236,8 +264,8 @@ impl CallbackWorker {
                         .get("location")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("?");
-                    let error = format!("answered {code} (redirect to {to}), not followed");
-                    return (Answer::Failed(error), false);
+                    let to: String = to.chars().take(200).collect();
+                    return (Answer::Redirect(code, to), false);
                 }
                 (Answer::Status(code, retry_after), false)
             }
@@ -245,7 +273,12 @@ impl CallbackWorker {
                 Answer::Failed(format!("no answer within {:?}", self.timeout)),
                 false,
             ),
-            Err(error) => (Answer::Failed(error_chain(&error)), false),
+            // A name that resolves only to addresses the guard refuses is refused as an
+            // IP literal is: at once, for good, in the same words.
+            Err(error) => match refused_name(&error) {
+                Some(refused) => (Answer::Failed(format!("refused: {refused}")), true),
+                None => (Answer::Failed(error_chain(&error)), false),
+            },
         }
     }
 
@@ -289,8 +322,7 @@ fn next_step(answer: &Answer, permanent: bool, attempt: i32, at: DateTime<Utc>) 
                 .unwrap_or(chrono::Duration::hours(10));
             return WebhookNext::Retry { at: at + after };
         }
-        Answer::Status(code, _) => format!("answered {code}"),
-        Answer::Failed(error) => error.clone(),
+        other => other.error().unwrap_or_default(),
     };
     if permanent {
         return give_up(error);
@@ -319,6 +351,20 @@ fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Opti
         .ok()?
         .with_timezone(&Utc);
     (at - now).to_std().ok()
+}
+
+/// The guarded resolver's refusal inside a request error, if that is why it failed.
+fn refused_name(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<crate::callbacks::ssrf::NoPermittedAddress>()
+            && !refused.refused.is_empty()
+        {
+            return Some(format!("callback URL host {refused}"));
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// An error with its causes, which is where reqwest keeps the useful part (and where the SSRF

@@ -144,11 +144,92 @@ fn block(block: &Value, w: &Workspace) -> String {
                 input(&element, &escape_html(&name), w),
             )
         }
+        "rich_text" => {
+            let mut html = String::from("<div class=\"bk-rich\">");
+            for part in block
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let inline = rich_inline(part, w);
+                let _ = match str_at(part, "type") {
+                    "rich_text_quote" => write!(html, "<blockquote>{inline}</blockquote>"),
+                    "rich_text_preformatted" => write!(html, "<pre>{inline}</pre>"),
+                    _ => write!(html, "<div class=\"bk-rich-section\">{inline}</div>"),
+                };
+            }
+            html.push_str("</div>");
+            html
+        }
         other => format!(
             "<div class=\"bk-unknown\">[{} block]</div>",
             escape_html(other)
         ),
     }
+}
+
+/// A rich_text section's elements. Text runs are literal (escaped, never parsed as mrkdwn) and
+/// styled only by their `style`.
+fn rich_inline(part: &Value, w: &Workspace) -> String {
+    let mut html = String::new();
+    for item in part
+        .get("elements")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match str_at(item, "type") {
+            "text" => {
+                let mut run = escape_html(str_at(item, "text")).replace('\n', "<br>");
+                let style = item.get("style").cloned().unwrap_or(Value::Null);
+                for (flag, tag) in [
+                    ("code", "code"),
+                    ("strike", "s"),
+                    ("italic", "i"),
+                    ("bold", "b"),
+                ] {
+                    if style[flag] == true {
+                        run = format!("<{tag}>{run}</{tag}>");
+                    }
+                }
+                html.push_str(&run);
+            }
+            "user" => html.push_str(&mrkdwn::to_html(
+                &format!("<@{}>", str_at(item, "user_id")),
+                w,
+            )),
+            "usergroup" => html.push_str(&mrkdwn::to_html(
+                &format!("<!subteam^{}>", str_at(item, "usergroup_id")),
+                w,
+            )),
+            "emoji" => html.push_str(&mrkdwn::to_html(&format!(":{}:", str_at(item, "name")), w)),
+            "date" => {
+                let _ = write!(
+                    html,
+                    "<time data-unix=\"{}\">{}</time>",
+                    escape_html(&item["timestamp"].to_string()),
+                    escape_html(str_at(item, "fallback"))
+                );
+            }
+            "link" => {
+                let url = str_at(item, "url");
+                let label = item.get("text").and_then(Value::as_str).unwrap_or(url);
+                let _ = match safe_url(url) {
+                    Some(href) => write!(
+                        html,
+                        "<a href=\"{href}\" target=\"_blank\" rel=\"noopener noreferrer\">{}</a>",
+                        escape_html(label)
+                    ),
+                    None => write!(html, "{}", escape_html(label)),
+                };
+            }
+            other => {
+                let _ = write!(html, "[{}]", escape_html(other));
+            }
+        }
+    }
+    html
 }
 
 fn image(item: &Value, class: &str) -> String {

@@ -7,7 +7,8 @@ use slack_morphism::prelude::*;
 
 use super::client::OutgoingMessage;
 use super::diff;
-use super::escape::{fit, mrkdwn, truncate};
+use super::escape::{fit, inert, mrkdwn, truncate};
+use super::rich::{self, Paragraph, RichText};
 use crate::domain::vote::tally;
 use crate::domain::{Ballot, DataClass, Proposal, Status, StepUp, Vote};
 use crate::manifest::{CatalogEntry, Impact};
@@ -23,6 +24,8 @@ pub const DECIDE_BLOCK: &str = "decide";
 const CHANGES_SHOWN: usize = 8;
 /// Evidence items shown.
 const EVIDENCE_SHOWN: usize = 3;
+/// The rationale's share of a card.
+const RATIONALE_CHARS: usize = 2800;
 
 /// What the card needs beyond the proposal.
 #[derive(Default)]
@@ -43,18 +46,43 @@ pub struct CardContext<'a> {
 }
 
 /// The DM to an agent's owner when the agent could not be told of a decision. The URL and the
-/// error come from the agent's manifest or proposal and the receiver's answer: escaped.
-pub fn callback_failed(proposal: &Proposal, event: &str, url: &str, error: &str) -> String {
-    format!(
-        ":warning: countersign could not tell agent `{}` that *{}* was {}: the callback to `{}` failed ({}). \
-         It will not be retried; an operator can redeliver it: `POST /v1/admin/deliveries/{}/redeliver`.",
-        mrkdwn(proposal.agent.as_str()),
-        mrkdwn(&truncate(&proposal.content.summary, 150)),
+/// error come from the agent's manifest or proposal and the receiver's answer: literal.
+pub fn callback_failed(
+    proposal: &Proposal,
+    event: &str,
+    url: &str,
+    error: &str,
+) -> OutgoingMessage {
+    let summary = truncate(&proposal.content.summary, 150);
+    let (url, error) = (truncate(url, 200), truncate(error, 300));
+    let redeliver = format!("POST /v1/admin/deliveries/{event}/redeliver");
+    let text = format!(
+        ":warning: countersign could not tell agent `{}` that {} was {}: the callback to {} failed ({}). \
+         It will not be retried; an operator can redeliver it: `{}`.",
+        inert(proposal.agent.as_str()),
+        inert(&summary),
         proposal.status.as_str(),
-        mrkdwn(&truncate(url, 200)),
-        mrkdwn(&truncate(error, 300)),
-        mrkdwn(event)
-    )
+        inert(&url),
+        inert(&error),
+        inert(&redeliver)
+    );
+    let body = Paragraph::new()
+        .emoji("warning")
+        .text(" countersign could not tell agent ")
+        .code(proposal.agent.as_str())
+        .text(" that ")
+        .bold(summary)
+        .text(format!(
+            " was {}: the callback to ",
+            proposal.status.as_str()
+        ))
+        .code(url)
+        .text(format!(
+            " failed ({error}). It will not be retried; an operator can redeliver it: "
+        ))
+        .code(redeliver)
+        .text(".");
+    rich_message(text, body)
 }
 
 /// A time every reader sees in their own time zone.
@@ -82,6 +110,36 @@ fn status_line(proposal: &Proposal) -> String {
         Status::Rejected => format!(":x: *Rejected*{decided}"),
         Status::Expired => ":hourglass: *Expired*: nobody decided in time".to_owned(),
         Status::Cancelled => format!(":no_entry_sign: *Cancelled*{decided}"),
+    }
+}
+
+/// [`status_line`] as rich text.
+fn status_paragraph(proposal: &Proposal) -> Paragraph {
+    let decided = |p: Paragraph| match &proposal.decision {
+        Some(d) => {
+            let p = p.text(" by ");
+            let p = match d.by.kind {
+                crate::domain::ActorKind::Reviewer => p.user(&d.by.id),
+                _ => p.text(d.by.audit_name()),
+            };
+            p.text(" ").date(d.at)
+        }
+        None => p,
+    };
+    let base = Paragraph::new();
+    match proposal.status {
+        Status::Pending => base
+            .emoji("hourglass_flowing_sand")
+            .text(" ")
+            .bold("Pending review"),
+        Status::Approved => decided(base.emoji("white_check_mark").text(" ").bold("Approved")),
+        Status::Rejected => decided(base.emoji("x").text(" ").bold("Rejected")),
+        Status::Expired => base
+            .emoji("hourglass")
+            .text(" ")
+            .bold("Expired")
+            .text(": nobody decided in time"),
+        Status::Cancelled => decided(base.emoji("no_entry_sign").text(" ").bold("Cancelled")),
     }
 }
 
@@ -167,35 +225,40 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
     blocks.push(section(status));
 
     // Who: the agent, its accountable owner, and the human it acts for.
-    let mut who = format!("*Agent* `{}` proposes `{}`", proposal.agent, content.action);
+    let mut who = Paragraph::new()
+        .bold("Agent")
+        .text(" ")
+        .code(proposal.agent.as_str())
+        .text(" proposes ")
+        .code(content.action.as_str());
     if let Some(owner) = ctx.owner {
-        who.push_str(&format!(" · owner <@{owner}>"));
+        who = who.text(" · owner ").user(owner);
     }
     match (ctx.requester, &content.requested_by) {
-        (Some(user), _) => who.push_str(&format!(" · for <@{user}>")),
-        (None, Some(text)) => who.push_str(&format!(" · for {}", mrkdwn(&truncate(text, 80)))),
+        (Some(user), _) => who = who.text(" · for ").user(user),
+        (None, Some(text)) => who = who.text(" · for ").text(truncate(text, 80)),
         (None, None) => {}
     }
-    blocks.push(section(who));
+    blocks.push(rich::block(who));
 
     if let Some(target) = &content.target {
-        let mut line = format!(
-            "*Target* {} {} `{}`",
-            mrkdwn(&truncate(&target.system, 80)),
-            mrkdwn(&truncate(&target.kind, 80)),
-            mrkdwn(&truncate(&target.id, 120)).replace('`', "'")
-        );
+        let mut line = Paragraph::new()
+            .bold("Target")
+            .text(" ")
+            .text(truncate(&target.system, 80))
+            .text(" ")
+            .text(truncate(&target.kind, 80))
+            .text(" ")
+            .code(truncate(&target.id, 120));
         // The link's real host, always visible: a label can lie, the host cannot.
         if let Some(url) = target.url.as_deref().and_then(|u| url::Url::parse(u).ok())
             && let Some(host) = url.host_str()
         {
-            line.push_str(&format!(
-                " · <{}|open on {}>",
-                mrkdwn(url.as_str()).replace('|', "%7C"),
-                mrkdwn(host)
-            ));
+            line = line
+                .text(" · ")
+                .link(url.as_str(), &format!("open on {host}"));
         }
-        blocks.push(section(line));
+        blocks.push(rich::block(line));
     }
 
     let badges = risk_badges(proposal, ctx.catalog);
@@ -204,73 +267,69 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
     }
 
     if !content.changes.is_empty() {
-        let mut lines: Vec<String> = content
-            .changes
-            .iter()
-            .take(CHANGES_SHOWN)
-            .map(|c| diff::line(c, currency))
-            .collect();
+        let heading = if content.changes.len() == 1 {
+            "Change".to_owned()
+        } else {
+            format!("Changes ({})", content.changes.len())
+        };
+        let mut lines = Paragraph::new().bold(heading);
+        for change in content.changes.iter().take(CHANGES_SHOWN) {
+            lines = lines.newline().append(diff::line(change, currency));
+        }
         let hidden = content.changes.len().saturating_sub(CHANGES_SHOWN);
         if hidden > 0 {
-            lines.push(format!(
+            lines = lines.newline().text(format!(
                 "…and {hidden} more (see all {})",
                 content.changes.len()
             ));
         }
-        let heading = if content.changes.len() == 1 {
-            "*Change*".to_owned()
-        } else {
-            format!("*Changes* ({})", content.changes.len())
-        };
-        blocks.push(section(format!("{heading}\n{}", lines.join("\n"))));
+        blocks.push(rich::block(lines));
     }
 
     if let Some(rationale) = &content.rationale {
-        blocks.push(section(format!(
-            "*Why the agent wants this*\n{}",
-            mrkdwn(rationale)
-        )));
+        blocks.push(rich::block(
+            Paragraph::new()
+                .bold("Why the agent wants this")
+                .newline()
+                .text(truncate(rationale, RATIONALE_CHARS)),
+        ));
     }
 
     if !content.evidence.is_empty() {
-        let mut lines: Vec<String> = content
-            .evidence
-            .iter()
-            .take(EVIDENCE_SHOWN)
-            .map(|e| {
-                let mut line = format!("• *{}*", mrkdwn(&truncate(&e.label, 120)));
-                if let Some(host) = e
-                    .url
-                    .as_deref()
-                    .and_then(|u| url::Url::parse(u).ok())
-                    .and_then(|u| u.host_str().map(str::to_owned))
-                {
-                    line.push_str(&format!(" ({})", mrkdwn(&host)));
-                }
-                if let Some(excerpt) = &e.excerpt {
-                    line.push_str(&format!(
-                        "\n> {}",
-                        mrkdwn(&truncate(excerpt, 300)).replace('\n', " ")
-                    ));
-                }
-                line
-            })
-            .collect();
+        let mut evidence = RichText::new();
+        let mut heading = Some(Paragraph::new().bold("Evidence"));
+        for e in content.evidence.iter().take(EVIDENCE_SHOWN) {
+            let mut line = heading
+                .take()
+                .map_or_else(Paragraph::new, Paragraph::newline);
+            line = line.text("• ").bold(truncate(&e.label, 120));
+            if let Some(host) = e
+                .url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_owned))
+            {
+                line = line.text(format!(" ({host})"));
+            }
+            evidence = evidence.paragraph(line);
+            if let Some(excerpt) = &e.excerpt {
+                evidence = evidence.quote(Paragraph::new().text(truncate(excerpt, 300)));
+            }
+        }
         if content.evidence.len() > EVIDENCE_SHOWN {
-            lines.push(format!(
+            evidence = evidence.paragraph(Paragraph::new().text(format!(
                 "…and {} more",
                 content.evidence.len() - EVIDENCE_SHOWN
-            ));
+            )));
         }
-        blocks.push(section(format!("*Evidence*\n{}", lines.join("\n"))));
+        blocks.push(evidence.block());
     }
 
     // Why this needs you: the rules, the quorum, the step-up, the deadline.
-    let mut why: Vec<String> = verdict
-        .reasons
-        .iter()
-        .map(|r| format!("• {}", mrkdwn(r)))
-        .collect();
+    let mut why = Paragraph::new().bold("Why this needs you");
+    for reason in &verdict.reasons {
+        why = why.newline().text(format!("• {}", truncate(reason, 300)));
+    }
     let approvals = verdict.quorum.approvals;
     let quorum = if verdict.quorum.each_role && verdict.route.len() > 1 {
         format!(
@@ -284,12 +343,20 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
             verdict.route.join(" or ")
         )
     };
-    why.push(format!("*Quorum*: {quorum}"));
+    why = why.newline().bold("Quorum").text(format!(": {quorum}"));
     match verdict.step_up {
         StepUp::None => {}
-        StepUp::Confirm => why.push("*Step-up*: typed confirmation of the value".into()),
+        StepUp::Confirm => {
+            why = why
+                .newline()
+                .bold("Step-up")
+                .text(": typed confirmation of the value");
+        }
         StepUp::Totp => {
-            why.push("*Step-up*: a code from the approver's authenticator (TOTP)".into())
+            why = why
+                .newline()
+                .bold("Step-up")
+                .text(": a code from the approver's authenticator (TOTP)");
         }
     }
     let sla_due = verdict
@@ -299,25 +366,25 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
         .and_then(|d| chrono::Duration::from_std(d).ok())
         .map(|d| proposal.created_at + d);
     if let Some(due) = sla_due {
-        why.push(format!("*Decide by* {}", slack_date(due)));
+        why = why.newline().bold("Decide by").text(" ").date(due);
     }
     if let Some(expires) = content.expires_at {
-        why.push(format!("*Expires* {}", slack_date(expires)));
+        why = why.newline().bold("Expires").text(" ").date(expires);
     }
-    blocks.push(section(format!("*Why this needs you*\n{}", why.join("\n"))));
+    blocks.push(rich::block(why));
 
     if !ctx.votes.is_empty() || proposal.status == Status::Pending {
         let tally = tally(&verdict.quorum, &verdict.route, ctx.votes);
-        let mut lines: Vec<String> = ctx
-            .votes
-            .iter()
-            .zip(&tally.roles)
-            .map(|(vote, role)| vote_reply(vote, role.as_deref()))
-            .collect();
-        if proposal.status == Status::Pending {
-            lines.push(format!("Still needed: {}", tally.shortfall.describe()));
+        let mut lines = Paragraph::new().bold("Votes");
+        for (vote, role) in ctx.votes.iter().zip(&tally.roles) {
+            lines = lines.newline().append(vote_line(vote, role.as_deref()));
         }
-        blocks.push(section(format!("*Votes*\n{}", lines.join("\n"))));
+        if proposal.status == Status::Pending {
+            lines = lines
+                .newline()
+                .text(format!("Still needed: {}", tally.shortfall.describe()));
+        }
+        blocks.push(rich::block(lines));
     }
 
     let mut buttons: Vec<SlackActionBlockElement> = Vec::new();
@@ -355,22 +422,57 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
                 .into(),
         );
     }
-    blocks.push(context(format!(
-        "`{}` · rules: {}",
-        proposal.id,
-        verdict.rules.join(", ")
-    )));
+    blocks.push(
+        SlackContextBlock::new(vec![SlackContextBlockElement::Plain(
+            SlackBlockPlainText::new(truncate(
+                &format!("{} · rules: {}", proposal.id, verdict.rules.join(", ")),
+                2000,
+            )),
+        )])
+        .into(),
+    );
 
-    let text = format!("{} — {}", status_plain(proposal.status), mrkdwn(&summary));
+    // The notification fallback is mrkdwn: the summary goes in made inert.
+    let text = format!("{} — {}", status_plain(proposal.status), inert(&summary));
     OutgoingMessage { text, blocks }
 }
 
-/// The thread reply that records a vote under the card.
-pub fn vote_reply(vote: &Vote, role: Option<&str>) -> String {
+/// A vote as a line of the card: who, for which role, when, and a rejection's reason (the
+/// reviewer's words, literal).
+fn vote_line(vote: &Vote, role: Option<&str>) -> Paragraph {
     let role = role.map(|r| format!(" for {r}")).unwrap_or_default();
     match vote.ballot {
+        Ballot::Approve => Paragraph::new()
+            .emoji("white_check_mark")
+            .text(" ")
+            .user(&vote.voter)
+            .text(format!(" approved{role} "))
+            .date(vote.at),
+        Ballot::Reject => Paragraph::new()
+            .emoji("x")
+            .text(" ")
+            .user(&vote.voter)
+            .text(" rejected ")
+            .date(vote.at)
+            .text(": ")
+            .text(truncate(vote.reason.as_deref().unwrap_or(""), 2000)),
+    }
+}
+
+/// A message whose body is rich text, with the mrkdwn notification fallback `text` beside it.
+fn rich_message(text: String, body: Paragraph) -> OutgoingMessage {
+    OutgoingMessage {
+        text,
+        blocks: vec![rich::block(body)],
+    }
+}
+
+/// The thread reply that records a vote under the card.
+pub fn vote_reply(vote: &Vote, role: Option<&str>) -> OutgoingMessage {
+    let role_text = role.map(|r| format!(" for {r}")).unwrap_or_default();
+    let text = match vote.ballot {
         Ballot::Approve => format!(
-            ":white_check_mark: <@{}> approved{role} {}",
+            ":white_check_mark: <@{}> approved{role_text} {}",
             vote.voter,
             slack_date(vote.at)
         ),
@@ -378,55 +480,130 @@ pub fn vote_reply(vote: &Vote, role: Option<&str>) -> String {
             ":x: <@{}> rejected {}: {}",
             vote.voter,
             slack_date(vote.at),
-            mrkdwn(&truncate(vote.reason.as_deref().unwrap_or(""), 2000))
+            inert(&truncate(vote.reason.as_deref().unwrap_or(""), 2000))
         ),
-    }
+    };
+    rich_message(text, vote_line(vote, role))
 }
 
 /// The DM to the person the agent acted for, once the proposal is decided.
-pub fn outcome_notice(proposal: &Proposal) -> String {
-    let summary = mrkdwn(&truncate(&proposal.content.summary, 150));
+pub fn outcome_notice(proposal: &Proposal) -> OutgoingMessage {
+    let summary = truncate(&proposal.content.summary, 150);
     let reason = proposal
         .decision
         .as_ref()
         .and_then(|d| d.reason.as_deref())
-        .map(|r| format!("\n> {}", mrkdwn(&truncate(r, 1000)).replace('\n', " ")))
-        .unwrap_or_default();
-    format!(
-        "{} `{}` asked on your behalf: *{summary}*{reason}",
+        .map(|r| truncate(r, 1000).replace('\n', " "));
+    let text = format!(
+        "{} `{}` asked on your behalf: {}{}",
         status_line(proposal),
-        proposal.agent
-    )
+        proposal.agent,
+        inert(&summary),
+        reason
+            .as_deref()
+            .map(|r| format!("\n> {}", inert(r)))
+            .unwrap_or_default()
+    );
+    let mut body = status_paragraph(proposal)
+        .text(" ")
+        .code(proposal.agent.as_str())
+        .text(" asked on your behalf: ")
+        .bold(summary);
+    if let Some(reason) = reason {
+        body = body.newline().text(format!("> {reason}"));
+    }
+    rich_message(text, body)
+}
+
+/// `<@U…>` and `<!subteam^S…>`, as countersign writes mentions, made rich-text elements.
+fn mention(paragraph: Paragraph, mention: &str) -> Paragraph {
+    if let Some(user) = mention.strip_prefix("<@").and_then(|m| m.strip_suffix('>')) {
+        paragraph.user(user)
+    } else if let Some(group) = mention
+        .strip_prefix("<!subteam^")
+        .and_then(|m| m.strip_suffix('>'))
+    {
+        paragraph.usergroup(group)
+    } else {
+        paragraph.text(mention)
+    }
+}
+
+fn mentions(mut paragraph: Paragraph, all: &[String]) -> Paragraph {
+    for (i, m) in all.iter().enumerate() {
+        if i > 0 {
+            paragraph = paragraph.text(" ");
+        }
+        paragraph = mention(paragraph, m);
+    }
+    paragraph
 }
 
 /// An SLA reminder in the card's thread.
-pub fn reminder(proposal: &Proposal, mentions: &[String]) -> String {
-    let who = if mentions.is_empty() {
+pub fn reminder(proposal: &Proposal, who: &[String]) -> OutgoingMessage {
+    let summary = truncate(&proposal.content.summary, 150);
+    let named = if who.is_empty() {
         "Approvers".to_owned()
     } else {
-        mentions.join(" ")
+        who.join(" ")
     };
-    format!(
-        ":bell: Reminder: {who}, *{}* is still waiting for a decision.",
-        mrkdwn(&truncate(&proposal.content.summary, 150))
-    )
+    let text = format!(
+        ":bell: Reminder: {named}, {} is still waiting for a decision.",
+        inert(&summary)
+    );
+    let mut body = Paragraph::new().emoji("bell").text(" Reminder: ");
+    body = if who.is_empty() {
+        body.text("Approvers")
+    } else {
+        mentions(body, who)
+    };
+    let body = body
+        .text(", ")
+        .bold(summary)
+        .text(" is still waiting for a decision.");
+    rich_message(text, body)
 }
 
-/// An escalation rung, in the card's thread, a DM and (for a role) its channel.
-pub fn escalation(proposal: &Proposal, level: usize, label: &str, mentions: &[String]) -> String {
-    format!(
-        ":rotating_light: Escalation {} ({}): {} — *{}* from `{}` has not been decided in time (`{}`).",
+/// An escalation rung, in the card's thread, a DM and (for a role) its channel. `label` is
+/// countersign's (a rung's target, which may be a mention).
+pub fn escalation(
+    proposal: &Proposal,
+    level: usize,
+    label: &str,
+    who: &[String],
+) -> OutgoingMessage {
+    let summary = truncate(&proposal.content.summary, 150);
+    let asked = if who.is_empty() {
+        "please take a look".to_owned()
+    } else {
+        format!("{} please take a look", who.join(" "))
+    };
+    let text = format!(
+        ":rotating_light: Escalation {} ({}): {asked} — {} from `{}` has not been decided in time (`{}`).",
         level + 1,
-        mrkdwn(label),
-        if mentions.is_empty() {
-            "please take a look".to_owned()
-        } else {
-            format!("{} please take a look", mentions.join(" "))
-        },
-        mrkdwn(&truncate(&proposal.content.summary, 150)),
+        label,
+        inert(&summary),
         proposal.agent,
         proposal.id
-    )
+    );
+    let body = Paragraph::new()
+        .emoji("rotating_light")
+        .text(format!(" Escalation {} (", level + 1));
+    let body = mention(body, label).text("): ");
+    let body = if who.is_empty() {
+        body
+    } else {
+        mentions(body, who).text(" ")
+    };
+    let body = body
+        .text("please take a look — ")
+        .bold(summary)
+        .text(" from ")
+        .code(proposal.agent.as_str())
+        .text(" has not been decided in time (")
+        .code(proposal.id.as_str())
+        .text(").");
+    rich_message(text, body)
 }
 
 fn status_plain(status: Status) -> &'static str {
@@ -495,27 +672,62 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn any_proposal_renders_within_limits_and_without_live_control_sequences(
+        fn any_proposal_renders_within_limits_and_agent_text_never_styles_or_mentions(
             summary in hostile(),
             rationale in prop::collection::vec(hostile(), 1..12).prop_map(|parts| parts.concat()),
             texts in prop::collection::vec(hostile(), 0..30),
         ) {
-            let p = proposal(if summary.is_empty() { "s" } else { &summary }, &rationale, &texts);
+            // Every agent-written string carries a sentinel, to find where it ended up.
+            let mark = |t: &str| format!("§{t}");
+            let texts: Vec<String> = texts.iter().map(|t| mark(t)).collect();
+            let p = proposal(&mark(&summary), &mark(&rationale), &texts);
             let card = render(&p, &CardContext::default());
             let blocks = serde_json::to_value(&card.blocks).unwrap();
             prop_assert_eq!(blockkit::message_blocks(&blocks), Ok(()));
-            let mut texts = vec![card.text.clone()];
+            // No agent text in any mrkdwn field: there, `*`, `_`, `~` and backticks would style.
+            let mut texts = Vec::new();
             mrkdwn_texts(&blocks, &mut texts);
-            for text in texts {
-                // The only control sequences on an unvoted card are countersign's own: dates,
-                // and the target's link, labelled with its real host.
-                for (at, _) in text.match_indices('<') {
-                    let rest = &text[at..];
-                    let ours = rest.starts_with("<!date^")
-                        || (rest.starts_with("<https://evil.example/") && rest.contains("|open on evil.example>"));
-                    prop_assert!(ours, "live sequence in {text:?}");
-                }
+            for text in &texts {
+                prop_assert!(!text.contains('§'), "agent text in mrkdwn: {text:?}");
             }
+            // The notification fallback is mrkdwn: there the agent's summary is inert.
+            let (_, summary_shown) = card.text.split_once(" — ").unwrap();
+            prop_assert!(
+                !summary_shown.contains(['*', '_', '~', '`', '<', '>']),
+                "live formatting in the fallback: {:?}", card.text
+            );
+            // Everywhere else agent text is a literal rich_text run or plain_text.
+            let mut carriers = Vec::new();
+            agent_text_carriers(&blocks, &mut carriers);
+            for carrier in carriers {
+                prop_assert!(
+                    carrier == "text" || carrier == "plain_text" || carrier == "link",
+                    "agent text in a {carrier} element"
+                );
+            }
+        }
+    }
+
+    /// The `type` of every element whose `text` holds the sentinel.
+    fn agent_text_carriers(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map
+                    .get("text")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.contains('§'))
+                {
+                    out.push(
+                        map.get("type")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned(),
+                    );
+                }
+                map.values().for_each(|v| agent_text_carriers(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| agent_text_carriers(v, out)),
+            _ => {}
         }
     }
 

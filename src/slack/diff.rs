@@ -1,10 +1,11 @@
 //! One line per change of a proposal's diff, as a reviewer reads it: `field: before → after`,
 //! with the difference spelled out for numbers (`+$4,500`, `+10 pts`) and additions and removals
-//! marked. Returns mrkdwn with every agent-supplied part escaped.
+//! marked. Returns rich text in which every agent-supplied part is a literal run.
 
 use serde_json::Value;
 
-use super::escape::{mrkdwn, truncate};
+use super::escape::truncate;
+use super::rich::Paragraph;
 use crate::domain::Change;
 use crate::format::grouped;
 
@@ -58,7 +59,7 @@ fn symbol(currency: &str) -> String {
         "EUR" => "€".into(),
         "GBP" => "£".into(),
         "JPY" => "¥".into(),
-        other => format!("{} ", mrkdwn(&truncate(other, 5))),
+        other => format!("{} ", truncate(other, 5)),
     }
 }
 
@@ -84,43 +85,51 @@ fn delta(before: f64, after: f64, unit: Unit<'_>) -> String {
     }
 }
 
-/// A value as shown on the card (escaped).
-fn shown(value: &Value, unit: Unit<'_>) -> String {
-    match value {
-        Value::Number(n) => n
-            .as_f64()
-            .map_or_else(|| n.to_string(), |f| number(f, unit)),
-        Value::String(s) if s.is_empty() => "(empty)".into(),
-        Value::String(s) => format!("“{}”", mrkdwn(&truncate(s, VALUE_CHARS))),
-        Value::Null => "null".into(),
-        other => format!(
-            "`{}`",
-            mrkdwn(&truncate(&other.to_string(), VALUE_CHARS)).replace('`', "'")
+/// A value as shown on the card: literal text, or (for objects and arrays) literal code.
+fn shown(paragraph: Paragraph, value: &Value, unit: Unit<'_>, strike: bool) -> Paragraph {
+    let (text, code) = match value {
+        Value::Number(n) => (
+            n.as_f64()
+                .map_or_else(|| n.to_string(), |f| number(f, unit)),
+            false,
         ),
+        Value::String(s) if s.is_empty() => ("(empty)".to_owned(), false),
+        Value::String(s) => (format!("“{}”", truncate(s, VALUE_CHARS)), false),
+        Value::Null => ("null".to_owned(), false),
+        other => (truncate(&other.to_string(), VALUE_CHARS), true),
+    };
+    match (code, strike) {
+        (true, _) => paragraph.code(text),
+        (false, true) => paragraph.strike(text),
+        (false, false) => paragraph.text(text),
     }
 }
 
-/// One change as a mrkdwn line.
-pub fn line(change: &Change, currency: Option<&str>) -> String {
+/// One change as a line of rich text.
+pub fn line(change: &Change, currency: Option<&str>) -> Paragraph {
     let unit = unit_of(&change.path, currency);
-    let path = mrkdwn(&truncate(&change.path, 120)).replace('`', "'");
+    let path = truncate(&change.path, 120);
     match (&change.before, &change.after) {
-        (None, Some(after)) => format!("➕ `{path}`: {} (added)", shown(after, unit)),
-        (Some(before), None) => format!("➖ `{path}`: ~{}~ (removed)", shown(before, unit)),
+        (None, Some(after)) => {
+            let line = Paragraph::new().text("➕ ").code(path).text(": ");
+            shown(line, after, unit, false).text(" (added)")
+        }
+        (Some(before), None) => {
+            let line = Paragraph::new().text("➖ ").code(path).text(": ");
+            shown(line, before, unit, true).text(" (removed)")
+        }
         (Some(before), Some(after)) => {
-            let mut text = format!(
-                "• `{path}`: {} → {}",
-                shown(before, unit),
-                shown(after, unit)
-            );
+            let line = Paragraph::new().text("• ").code(path).text(": ");
+            let line = shown(line, before, unit, false).text(" → ");
+            let mut line = shown(line, after, unit, false);
             if let (Some(b), Some(a)) = (before.as_f64(), after.as_f64())
                 && a != b
             {
-                text.push_str(&format!(" (*{}*)", delta(b, a, unit)));
+                line = line.text(" (").bold(delta(b, a, unit)).text(")");
             }
-            text
+            line
         }
-        (None, None) => format!("• `{path}`"),
+        (None, None) => Paragraph::new().text("• ").code(path),
     }
 }
 
@@ -129,6 +138,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// The line as mrkdwn would style it, to read the styles in an assertion.
+    fn line(change: &Change, currency: Option<&str>) -> String {
+        super::line(change, currency).styled_preview()
+    }
 
     fn change(path: &str, before: Option<Value>, after: Option<Value>) -> Change {
         Change {
@@ -183,18 +197,20 @@ mod tests {
     }
 
     #[test]
-    fn agent_text_is_escaped_everywhere() {
+    fn agent_text_is_literal_everywhere() {
         let hostile = change(
-            "<!here>`x",
-            Some(json!("<@U1>")),
+            "<!here>`x*",
+            Some(json!("<@U1> *bold*")),
             Some(json!({"a": "<!channel>"})),
         );
-        let text = line(&hostile, Some("<b>"));
-        assert!(!text.contains('<'), "{text}");
-        assert_eq!(
-            text.matches('`').count(),
-            4,
-            "code spans stay closed: {text}"
+        let paragraph = super::line(&hostile, Some("<b>"));
+        let value = serde_json::to_value(crate::slack::rich::block(paragraph)).unwrap();
+        let runs = value["elements"][0]["elements"].as_array().unwrap().clone();
+        assert!(runs.iter().all(|r| r["type"] == "text"), "{runs:?}");
+        assert!(
+            runs.iter()
+                .any(|r| r["text"] == "<!here>`x*" && r["style"]["code"] == true)
         );
+        assert!(runs.iter().any(|r| r["text"] == "“<@U1> *bold*”"));
     }
 }

@@ -49,6 +49,18 @@ pub fn plain(text: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// Untrusted text for the one place that must be mrkdwn, a message's notification fallback
+/// `text`: escaped, and the four formatting characters mrkdwn cannot escape replaced by
+/// look-alikes that format nothing (`*` ∗, `_` ˍ, `~` ∼, `` ` `` ˋ). Everywhere else agent text is
+/// a literal rich_text run (see `slack::rich`).
+pub fn inert(text: &str) -> String {
+    mrkdwn(text)
+        .replace('*', "∗")
+        .replace('_', "ˍ")
+        .replace('~', "∼")
+        .replace('`', "ˋ")
+}
+
 /// Cuts text to at most `max` characters, marking the cut with an ellipsis.
 pub fn truncate(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

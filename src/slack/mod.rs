@@ -18,6 +18,7 @@ pub mod payload;
 pub mod report;
 mod response_url;
 mod review;
+pub mod rich;
 pub mod signature;
 pub mod socket;
 pub mod step_up;

@@ -255,9 +255,9 @@ fn reviewers(report: &SlaReport) -> String {
     text
 }
 
-/// An agent's summary (untrusted: escaped and cut), linked to its card when there is a link.
+/// An agent's summary (untrusted: made inert and cut), linked to its card when there is a link.
 fn linked(summary: &str, link: Option<&String>) -> String {
-    let text = mrkdwn(&truncate(summary, SUMMARY_CHARS));
+    let text = super::escape::inert(&truncate(summary, SUMMARY_CHARS));
     match link {
         Some(url) => format!("<{url}|{text}>"),
         None => text,

@@ -12,7 +12,7 @@ use slack_morphism::prelude::*;
 
 use super::Ack;
 use super::card::{self, slack_date};
-use super::escape::{mrkdwn, truncate};
+use super::escape::{inert, mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
 use crate::domain::{Ballot, Proposal, ProposalId, Status, StepUp, Vote};
 use crate::engine::Voted;
@@ -445,11 +445,11 @@ fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {
     match (ballot, proposal.status) {
         (Ballot::Reject, _) => format!(
             ":x: You rejected *{}*. The agent is told why.",
-            mrkdwn(&truncate(&proposal.content.summary, 150))
+            inert(&truncate(&proposal.content.summary, 150))
         ),
         (Ballot::Approve, Status::Approved) => format!(
             ":white_check_mark: Approved: *{}*. Your approval completed the quorum.",
-            mrkdwn(&truncate(&proposal.content.summary, 150))
+            inert(&truncate(&proposal.content.summary, 150))
         ),
         _ => {
             let verdict = &proposal.content.verdict;

@@ -10,8 +10,9 @@ use slack_morphism::prelude::*;
 use super::Ack;
 use super::card::slack_date;
 use super::diff;
-use super::escape::{mrkdwn, truncate};
+use super::escape::truncate;
 use super::payload::{BlockActions, ViewSubmission};
+use super::rich::Paragraph;
 use crate::audit::kinds;
 use crate::config::Secret;
 use crate::domain::{Ballot, Proposal, StepUp};
@@ -135,27 +136,29 @@ async fn totp_ready(
 fn modal(proposal: &Proposal, step_up: StepUp, token: String) -> SlackModalView {
     let content = &proposal.content;
     let currency = content.params.get("currency").and_then(|c| c.as_str());
-    let mut restated = format!(
-        "You are approving: *{}*\n`{}` wants to run `{}`",
-        mrkdwn(&truncate(&content.summary, 150)),
-        proposal.agent,
-        content.action
-    );
+    // What is being approved, restated; the agent's words as literal rich text.
+    let mut restated = Paragraph::new()
+        .text("You are approving: ")
+        .bold(truncate(&content.summary, 150))
+        .newline()
+        .code(proposal.agent.as_str())
+        .text(" wants to run ")
+        .code(content.action.as_str());
     if let Some(target) = &content.target {
-        restated.push_str(&format!(
-            " on {} {} `{}`",
-            mrkdwn(&truncate(&target.system, 60)),
-            mrkdwn(&truncate(&target.kind, 60)),
-            mrkdwn(&truncate(&target.id, 80)).replace('`', "'")
-        ));
+        restated = restated
+            .text(" on ")
+            .text(truncate(&target.system, 60))
+            .text(" ")
+            .text(truncate(&target.kind, 60))
+            .text(" ")
+            .code(truncate(&target.id, 80));
     }
     for change in content.changes.iter().take(CHANGES_SHOWN) {
-        restated.push('\n');
-        restated.push_str(&diff::line(change, currency));
+        restated = restated.newline().append(diff::line(change, currency));
     }
     if content.changes.len() > CHANGES_SHOWN {
-        restated.push_str(&format!(
-            "\n…and {} more",
+        restated = restated.newline().text(format!(
+            "…and {} more",
             content.changes.len() - CHANGES_SHOWN
         ));
     }
@@ -184,19 +187,11 @@ fn modal(proposal: &Proposal, step_up: StepUp, token: String) -> SlackModalView 
     )
     .with_block_id(ANSWER_BLOCK.into())
     .with_hint(pt!(hint));
-    SlackModalView::new(
-        pt!(title),
-        vec![
-            SlackSectionBlock::new()
-                .with_text(md!(super::escape::fit(&restated, 3000)))
-                .into(),
-            input.into(),
-        ],
-    )
-    .with_submit(pt!("Approve"))
-    .with_close(pt!("Cancel"))
-    .with_callback_id(VIEW.into())
-    .with_private_metadata(token)
+    SlackModalView::new(pt!(title), vec![super::rich::block(restated), input.into()])
+        .with_submit(pt!("Approve"))
+        .with_close(pt!("Cancel"))
+        .with_callback_id(VIEW.into())
+        .with_private_metadata(token)
 }
 
 fn errors(message: &str) -> Ack {

@@ -348,7 +348,7 @@ impl SlackOutbox {
             } => {
                 let text = card::escalation(&proposal, *level, label, mentions);
                 if let Some(channel) = channel
-                    && let Err(error) = self.post(channel, &plain(text.clone()), None).await
+                    && let Err(error) = self.post(channel, &text, None).await
                 {
                     return self.outcome_of(job, error);
                 }
@@ -357,7 +357,7 @@ impl SlackOutbox {
                         Ok(dm) => dm,
                         Err(error) => return self.outcome_of(job, error),
                     };
-                    if let Err(error) = self.post(&dm, &plain(text.clone()), None).await {
+                    if let Err(error) = self.post(&dm, &text, None).await {
                         return self.outcome_of(job, error);
                     }
                 }
@@ -370,10 +370,7 @@ impl SlackOutbox {
                 let Some(owner) = agent.as_ref().map(|a| a.owner.clone()) else {
                     return JobOutcome::Done(None);
                 };
-                let notice = crate::slack::OutgoingMessage {
-                    text: card::callback_failed(&proposal, event, url, error),
-                    blocks: Vec::new(),
-                };
+                let notice = card::callback_failed(&proposal, event, url, error);
                 match self.directory.dm_channel(&owner).await {
                     Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
                     Err(error) => Err(error),
@@ -383,11 +380,7 @@ impl SlackOutbox {
                 let Some(user) = requester.as_deref() else {
                     return JobOutcome::Done(None);
                 };
-                let text = card::outcome_notice(&proposal);
-                let notice = crate::slack::OutgoingMessage {
-                    text,
-                    blocks: Vec::new(),
-                };
+                let notice = card::outcome_notice(&proposal);
                 match self.directory.dm_channel(user).await {
                     Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
                     Err(error) => Err(error),
@@ -452,7 +445,7 @@ impl SlackOutbox {
         &self,
         job: &SlackJob,
         posted: &[PostedCard],
-        text: &str,
+        message: &crate::slack::OutgoingMessage,
     ) -> Result<(), JobOutcome> {
         let now = self.clock.now();
         for card in posted {
@@ -463,7 +456,7 @@ impl SlackOutbox {
         for card in posted {
             if let Err(error) = self
                 .api
-                .post_message(&card.channel, &plain(text.to_owned()), Some(&card.ts))
+                .post_message(&card.channel, message, Some(&card.ts))
                 .await
             {
                 return Err(self.outcome_of(job, error));
@@ -508,12 +501,5 @@ fn transient(job: &SlackJob, error: String) -> JobOutcome {
             counted: true,
         },
         None => JobOutcome::Fail(error),
-    }
-}
-
-fn plain(text: String) -> crate::slack::OutgoingMessage {
-    crate::slack::OutgoingMessage {
-        text,
-        blocks: Vec::new(),
     }
 }

@@ -67,6 +67,32 @@ impl Message {
 
 fn collect_text(value: &Value, out: &mut Vec<String>) {
     match value {
+        // A rich text paragraph reads as one line: its runs, mentions as `<@U…>`, dates by
+        // their fallback.
+        Value::Object(map)
+            if matches!(
+                map.get("type").and_then(Value::as_str),
+                Some("rich_text_section" | "rich_text_quote")
+            ) =>
+        {
+            let mut line = String::new();
+            for item in map
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let field = |key: &str| item[key].as_str().unwrap_or_default().to_owned();
+                line.push_str(&match item["type"].as_str().unwrap_or_default() {
+                    "user" => format!("<@{}>", field("user_id")),
+                    "usergroup" => format!("<!subteam^{}>", field("usergroup_id")),
+                    "date" => field("fallback"),
+                    "emoji" => format!(":{}:", field("name")),
+                    _ => field("text"),
+                });
+            }
+            out.push(line);
+        }
         Value::Object(map) => {
             if let Some(Value::String(text)) = map.get("text") {
                 out.push(text.clone());

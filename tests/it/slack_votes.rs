@@ -124,12 +124,27 @@ async fn reject_asks_why_in_a_modal_and_the_reason_is_kept(db: TestDb) {
             m.visible_text().contains("*Rejected*")
         })
         .await;
+    // The reason is shown as written, in a literal rich text run: text, not a broadcast.
     let seen = card.visible_text();
     assert!(
-        seen.contains("This is the &lt;!here&gt; wrong account"),
-        "reason shown, escaped: {seen}"
+        seen.contains("This is the <!here> wrong account"),
+        "reason shown literally: {seen}"
     );
-    assert!(!seen.contains("<!here>"));
+    let blocks = card.blocks.to_string();
+    assert!(!blocks.contains("\"broadcast\""), "{blocks}");
+    let mrkdwn: Vec<&Value> = card
+        .blocks
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["text"]["type"] == "mrkdwn")
+        .collect();
+    assert!(
+        mrkdwn
+            .iter()
+            .all(|b| !b["text"]["text"].as_str().unwrap().contains("here")),
+        "never in mrkdwn: {mrkdwn:?}"
+    );
     app.stop().await.unwrap();
 }
 both_backends!(reject_asks_why_in_a_modal_and_the_reason_is_kept);

@@ -5,6 +5,7 @@
 //! [`Ack`]. The only module that imports slack-morphism; the engine knows nothing of Slack.
 
 mod autonomy;
+pub mod budget;
 pub mod card;
 mod client;
 mod commands;
@@ -20,6 +21,7 @@ mod review;
 pub mod signature;
 pub mod socket;
 pub mod step_up;
+pub mod tiers;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -27,6 +29,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+pub use budget::SlackBudget;
 pub use client::{BotIdentity, ChannelInfo, OutgoingMessage, SlackApi, SlackError, UserInfo};
 pub use controls::announce as announce_control;
 pub use directory::Directory;

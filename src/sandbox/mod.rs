@@ -2,8 +2,8 @@
 //! default run, the demo and the tests exercise the production path without a Slack workspace.
 //!
 //! - `/sandbox/api/{method}`: the Web API subset, answered in Slack's envelope, enforcing what
-//!   Slack enforces (bot token, Block Kit limits, per-channel posting rate, single-use trigger
-//!   ids). countersign's Slack client talks to it over HTTP exactly as it talks to Slack.
+//!   Slack enforces (bot token, Block Kit limits, every method's rate tier and the per-channel
+//!   posting rate, single-use trigger ids). countersign's Slack client talks to it over HTTP exactly as it talks to Slack.
 //! - `/sandbox/control/*`: JSON endpoints to act as a person (click, submit a modal, run a slash
 //!   command) and to read what was posted; each action reaches countersign as a real signed
 //!   request on `/slack/*` — or, in Socket Mode ([`Sandbox::with_socket_mode`]), as an envelope
@@ -35,7 +35,7 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::config::Secret;
-pub use state::{Call, Message, View};
+pub use state::{Call, Message, Refusal, View};
 pub use workspace::Workspace;
 
 /// A running sandbox. Cheap to clone.
@@ -220,6 +220,11 @@ impl Sandbox {
     /// Every Web API call countersign made, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
+    }
+
+    /// Every call refused for its rate (429), in order.
+    pub fn refused(&self) -> Vec<Refusal> {
+        self.state().refused.clone()
     }
 
     /// A trigger id as a click by `user` would carry (for scripts and tests of views.open).

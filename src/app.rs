@@ -64,6 +64,7 @@ pub async fn run_with_clock(
         ),
         (None, _) => None,
     };
+    slack = slack.with_budget(crate::slack::SlackBudget::new(clock.clone(), redis.clone()));
     if let Some(redis) = &redis {
         slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
     }
@@ -101,10 +102,7 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         links: links.clone(),
         public_url: config.public_url.clone(),
-        budget: redis
-            .clone()
-            .map(crate::workers::ChannelBudget::shared)
-            .unwrap_or_default(),
+        holds: Default::default(),
         lease: crate::workers::Lease::default(),
     };
     let sla = crate::workers::SlaWorker {

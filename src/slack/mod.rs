@@ -30,7 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
 pub use budget::SlackBudget;
-pub use client::{BotIdentity, ChannelInfo, OutgoingMessage, SlackApi, SlackError, UserInfo};
+pub use client::{
+    BotIdentity, ChannelInfo, OutgoingMessage, PostPermit, SlackApi, SlackError, UserInfo,
+};
 pub use controls::announce as announce_control;
 pub use directory::Directory;
 
@@ -61,6 +63,14 @@ impl SlackContext {
             step_up: step_up::StepUpKeys::new(secret_key),
             admins: Vec::new(),
         }
+    }
+
+    /// Spends from `budget` (the app's clock, Redis when configured). Call before the
+    /// directory is given its shared cache: the directory is rebuilt on the budgeted client.
+    pub fn with_budget(mut self, budget: SlackBudget) -> Self {
+        self.api = self.api.with_budget(budget);
+        self.directory = Directory::new(self.api.clone());
+        self
     }
 }
 

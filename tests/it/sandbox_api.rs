@@ -8,7 +8,7 @@ use countersign::config::Secret;
 use countersign::registry::Registry;
 use countersign::sandbox::{Sandbox, Workspace};
 use countersign::slack::tiers::Tier;
-use countersign::slack::{OutgoingMessage, SlackApi, SlackError};
+use countersign::slack::{OutgoingMessage, SlackApi, SlackBudget, SlackError};
 use serde_json::{Value, json};
 use slack_morphism::prelude::*;
 
@@ -104,7 +104,10 @@ impl Standalone {
         ));
         let router: axum::Router = wrap(sandbox.routes());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN));
+        // countersign's client, its budget on the same clock as the sandbox's limits (as in the
+        // app, where both run on the app's clock).
+        let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN))
+            .with_budget(SlackBudget::new(Arc::new(clock.clone()), None));
         Self {
             sandbox,
             api,
@@ -344,6 +347,70 @@ async fn every_method_is_limited_at_its_documented_tier() {
     assert_eq!(refusals[0]["bucket"], "method:chat.update");
     assert_eq!(refusals[0]["retry_after"], 2);
     assert_eq!(refusals[1]["bucket"], "method:usergroups.users.list");
+}
+
+#[tokio::test]
+async fn countersigns_client_spends_from_its_own_budget_before_slack_refuses() {
+    let s = Standalone::start().await;
+    let text = message(header("hello"));
+    // A channel: three at once (Slack allows four).
+    for _ in 0..3 {
+        s.api.post_message("C0FINANCE", &text, None).await.unwrap();
+    }
+    assert_eq!(
+        s.api.post_message("C0FINANCE", &text, None).await,
+        Err(SlackError::RateLimited(std::time::Duration::from_secs(1)))
+    );
+    // chat.update: twenty-five at once (Slack allows fifty), then one each 1.2 s.
+    let ts = a_message(&s).await;
+    for _ in 0..25 {
+        s.api.update_message("C0FINANCE", &ts, &text).await.unwrap();
+    }
+    assert_eq!(
+        s.api.update_message("C0FINANCE", &ts, &text).await,
+        Err(SlackError::RateLimited(std::time::Duration::from_millis(
+            1200
+        )))
+    );
+    // Neither refusal reached Slack.
+    let calls = s.sandbox.calls();
+    let count = |method: &str| calls.iter().filter(|c| c.method == method).count();
+    assert_eq!((count("chat.postMessage"), count("chat.update")), (4, 25));
+    assert!(calls.iter().all(|c| c.status == 200));
+    assert_eq!(s.refused().await["refusals"], json!([]));
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_method_until_its_retry_after() {
+    let s = Standalone::start().await;
+    let ts = a_message(&s).await;
+    let text = message(header("hello"));
+    // Another app has spent the workspace's minute of chat.update.
+    for _ in 0..50 {
+        let (status, _) = s
+            .call(
+                "chat.update",
+                json!({"channel": "C0FINANCE", "ts": ts, "text": "theirs"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let wait = |seconds| {
+        Err(SlackError::RateLimited(std::time::Duration::from_secs(
+            seconds,
+        )))
+    };
+    assert_eq!(s.api.update_message("C0FINANCE", &ts, &text).await, wait(2));
+    // Paused: nothing more goes to Slack before Retry-After has passed.
+    let calls = s.sandbox.calls().len();
+    assert_eq!(s.api.update_message("C0FINANCE", &ts, &text).await, wait(2));
+    s.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(s.api.update_message("C0FINANCE", &ts, &text).await, wait(1));
+    assert_eq!(s.sandbox.calls().len(), calls, "no call while paused");
+    s.clock.advance(chrono::Duration::seconds(1));
+    s.api.update_message("C0FINANCE", &ts, &text).await.unwrap();
+    let limited = s.sandbox.calls().iter().filter(|c| c.status == 429).count();
+    assert_eq!(limited, 1, "the 429 was waited out, not repeated");
 }
 
 fn modal(title: &str) -> SlackModalView {

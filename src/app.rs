@@ -64,7 +64,10 @@ pub async fn run_with_clock(
         ),
         (None, _) => None,
     };
-    slack = slack.with_budget(crate::slack::SlackBudget::new(clock.clone(), redis.clone()));
+    slack = slack.with_budget(
+        crate::slack::SlackBudget::new(clock.clone(), redis.clone())
+            .with_tier_scale(config.slack_tier_scale),
+    );
     if let Some(redis) = &redis {
         slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
     }

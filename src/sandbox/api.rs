@@ -227,8 +227,9 @@ impl Sandbox {
 
     fn spend(&self, method: &str, bucket: &str, tier: Tier) -> Result<(), Reply> {
         let now = self.0.clock.now();
+        let rate = tier.scaled(tier.slack(), self.0.tier_scale);
         self.state()
-            .take_token(method, bucket, tier.slack(), now)
+            .take_token(method, bucket, rate, now)
             .map_err(Reply::RateLimited)
     }
 

@@ -60,6 +60,8 @@ struct Inner {
     /// Set: Socket Mode, as a Slack app with it turned on — interactions and commands go over
     /// the app's WebSocket, never to `app_url`.
     socket: Option<socket::Hub>,
+    /// How many times Slack's documented tiers it allows ([`Sandbox::with_tier_scale`]).
+    tier_scale: u32,
 }
 
 impl Sandbox {
@@ -87,6 +89,7 @@ impl Sandbox {
             closing: tokio::sync::watch::channel(false).0,
             http,
             socket: None,
+            tier_scale: 1,
         }))
     }
 
@@ -98,6 +101,16 @@ impl Sandbox {
         Arc::get_mut(&mut self.0)
             .expect("socket mode is set before the sandbox is shared")
             .socket = Some(socket::Hub::new(app_token));
+        self
+    }
+
+    /// Allows `scale` times Slack's documented per-method tiers, for a countersign configured
+    /// with the same `slack_tier_scale` (a test at a volume Slack's tiers would take minutes
+    /// over). Call before sharing the sandbox.
+    pub fn with_tier_scale(mut self, scale: u32) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("the tier scale is set before the sandbox is shared")
+            .tier_scale = scale.max(1);
         self
     }
 

@@ -64,6 +64,10 @@ pub async fn run_with_clock(
         ),
         (None, _) => None,
     };
+    slack = slack.with_budget(
+        crate::slack::SlackBudget::new(clock.clone(), redis.clone())
+            .with_tier_scale(config.slack_tier_scale),
+    );
     if let Some(redis) = &redis {
         slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
     }
@@ -101,10 +105,7 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         links: links.clone(),
         public_url: config.public_url.clone(),
-        budget: redis
-            .clone()
-            .map(crate::workers::ChannelBudget::shared)
-            .unwrap_or_default(),
+        holds: Default::default(),
         lease: crate::workers::Lease::default(),
     };
     let sla = crate::workers::SlaWorker {

@@ -119,6 +119,9 @@ pub struct Config {
     /// Slack needs no way in.
     pub slack_app_token: Option<Secret>,
     pub slack_api_url: Url,
+    /// Multiplies Slack's per-method tiers in countersign's Slack budget (1: as Slack documents
+    /// them; see [`crate::slack::tiers`]).
+    pub slack_tier_scale: u32,
     /// The base URL people and agents reach countersign at (links in responses and cards).
     pub public_url: Url,
     pub policies: PathBuf,
@@ -226,6 +229,7 @@ pub const KEYS: &[&str] = &[
     "slack_signing_secret",
     "slack_app_token",
     "slack_api_url",
+    "slack_tier_scale",
     "public_url",
     "policies",
     "manifests",
@@ -344,6 +348,19 @@ impl Config {
                 }
             },
             None => 10,
+        };
+        let slack_tier_scale = match take("slack_tier_scale") {
+            Some((v, src)) => match v.parse::<u32>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "slack_tier_scale",
+                        &src,
+                        "must be a number from 1 to 100".into(),
+                    ));
+                }
+            },
+            None => 1,
         };
         let redis_url = match take("redis_url") {
             Some((v, src)) => {
@@ -526,6 +543,7 @@ impl Config {
             slack_signing_secret,
             slack_app_token,
             slack_api_url,
+            slack_tier_scale,
             public_url,
             policies,
             manifests,

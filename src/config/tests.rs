@@ -200,3 +200,16 @@ fn a_private_ca_for_a_tls_redis_is_read_and_checked() {
     ]);
     assert!(message.contains("cannot read"), "{message}");
 }
+
+#[test]
+fn the_slack_tier_scale_is_one_unless_set_within_bounds() {
+    assert_eq!(load(None, &[]).unwrap().slack_tier_scale, 1);
+    let config = load(None, &[("COUNTERSIGN_SLACK_TIER_SCALE", "20")]).unwrap();
+    assert_eq!(config.slack_tier_scale, 20);
+    for bad in ["0", "101", "fast"] {
+        let err = load(None, &[("COUNTERSIGN_SLACK_TIER_SCALE", bad)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("slack_tier_scale (from env"), "{err}");
+    }
+}

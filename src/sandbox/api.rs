@@ -2,6 +2,10 @@
 //! (query string, form or JSON body); answers are Slack's envelope with `Content-Type:
 //! application/json` (the Slack client decodes anything else as `{}`), and errors use Slack's
 //! names so countersign handles them as it would in production.
+//!
+//! Every method is rate limited at its documented tier ([`crate::slack::tiers`]), on the
+//! sandbox's clock: past it, `429` with `Retry-After` and `{"ok": false, "error":
+//! "ratelimited"}`, as Slack answers. Only calls with a valid token count (Slack counts per app).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +20,7 @@ use super::blockkit::{self, ViewProblem};
 use super::state::{Message, TRIGGER_LIFETIME, UploadedFile, View};
 use super::workspace::{BOT_ID, BOT_USER};
 use super::{Sandbox, json_argument};
+use crate::slack::tiers::{self, Tier};
 
 /// Slack refuses message text longer than this with `msg_too_long`.
 const TEXT_LIMIT: usize = 40_000;
@@ -102,7 +107,10 @@ async fn call(
         Some(_) if authed && sockets => error("not_allowed_token_type"),
         Some(_) if authed => match super::scopes::required(&method, &args) {
             Some(needed) if !granted.iter().any(|s| s == needed) => Reply::MissingScope(needed),
-            _ => sandbox.dispatch(&method, &args),
+            _ => match sandbox.within_tier(&method) {
+                Ok(()) => sandbox.dispatch(&method, &args),
+                Err(refused) => refused,
+            },
         },
         Some(token)
             if sandbox
@@ -112,7 +120,10 @@ async fn call(
                 .is_some_and(|hub| hub.accepts(&token)) =>
         {
             if sockets {
-                sandbox.open_connection()
+                match sandbox.within_tier(&method) {
+                    Ok(()) => sandbox.open_connection(),
+                    Err(refused) => refused,
+                }
             } else {
                 error("not_allowed_token_type")
             }
@@ -205,6 +216,23 @@ impl Sandbox {
         self.changed();
     }
 
+    /// Spends one call from the method's tier bucket. chat.postMessage is counted per channel
+    /// instead, once the post is known to be valid ([`Sandbox::post_message`]).
+    fn within_tier(&self, method: &str) -> Result<(), Reply> {
+        match tiers::of(method) {
+            None | Some(Tier::PerChannel) => Ok(()),
+            Some(tier) => self.spend(method, &format!("method:{method}"), tier),
+        }
+    }
+
+    fn spend(&self, method: &str, bucket: &str, tier: Tier) -> Result<(), Reply> {
+        let now = self.0.clock.now();
+        let rate = tier.scaled(tier.slack(), self.0.tier_scale);
+        self.state()
+            .take_token(method, bucket, rate, now)
+            .map_err(Reply::RateLimited)
+    }
+
     fn dispatch(&self, method: &str, args: &Args) -> Reply {
         match method {
             "auth.test" => Reply::Ok(json!({
@@ -290,7 +318,9 @@ impl Sandbox {
         {
             return error("thread_not_found");
         }
-        if let Err(retry_after) = state.take_post_token(&channel.id, now) {
+        let bucket = format!("channel:{}", channel.id);
+        let rate = Tier::PerChannel.slack();
+        if let Err(retry_after) = state.take_token("chat.postMessage", &bucket, rate, now) {
             return Reply::RateLimited(retry_after);
         }
         let ts = state.next_ts(now);

@@ -22,6 +22,7 @@ pub fn routes() -> Router<Sandbox> {
         .route("/sandbox/control/workspace", get(workspace))
         .route("/sandbox/control/messages", get(messages))
         .route("/sandbox/control/calls", get(calls))
+        .route("/sandbox/control/refused", get(refused))
         .route("/sandbox/control/view", get(open_view))
         .route("/sandbox/control/click", post(click))
         .route("/sandbox/control/submit", post(submit))
@@ -72,6 +73,18 @@ async fn messages(State(sandbox): State<Sandbox>, Query(q): Query<MessagesQuery>
 
 async fn calls(State(sandbox): State<Sandbox>) -> Json<Vec<super::Call>> {
     Json(sandbox.calls())
+}
+
+/// The calls refused for their rate (429): per method, and each with its bucket, Retry-After
+/// and time, oldest first.
+async fn refused(State(sandbox): State<Sandbox>) -> Json<Value> {
+    let refused = sandbox.refused();
+    let mut by_method = Map::new();
+    for refusal in &refused {
+        let count = by_method.entry(refusal.method.clone()).or_insert(json!(0));
+        *count = json!(count.as_u64().unwrap_or(0) + 1);
+    }
+    Json(json!({"by_method": by_method, "refusals": refused}))
 }
 
 #[derive(Deserialize)]

@@ -2,8 +2,8 @@
 //! default run, the demo and the tests exercise the production path without a Slack workspace.
 //!
 //! - `/sandbox/api/{method}`: the Web API subset, answered in Slack's envelope, enforcing what
-//!   Slack enforces (bot token, Block Kit limits, per-channel posting rate, single-use trigger
-//!   ids). countersign's Slack client talks to it over HTTP exactly as it talks to Slack.
+//!   Slack enforces (bot token, Block Kit limits, every method's rate tier and the per-channel
+//!   posting rate, single-use trigger ids). countersign's Slack client talks to it over HTTP exactly as it talks to Slack.
 //! - `/sandbox/control/*`: JSON endpoints to act as a person (click, submit a modal, run a slash
 //!   command) and to read what was posted; each action reaches countersign as a real signed
 //!   request on `/slack/*` — or, in Socket Mode ([`Sandbox::with_socket_mode`]), as an envelope
@@ -35,7 +35,7 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::config::Secret;
-pub use state::{Call, Message, View};
+pub use state::{Call, Message, Refusal, View};
 pub use workspace::Workspace;
 
 /// A running sandbox. Cheap to clone.
@@ -60,6 +60,8 @@ struct Inner {
     /// Set: Socket Mode, as a Slack app with it turned on — interactions and commands go over
     /// the app's WebSocket, never to `app_url`.
     socket: Option<socket::Hub>,
+    /// How many times Slack's documented tiers it allows ([`Sandbox::with_tier_scale`]).
+    tier_scale: u32,
 }
 
 impl Sandbox {
@@ -87,6 +89,7 @@ impl Sandbox {
             closing: tokio::sync::watch::channel(false).0,
             http,
             socket: None,
+            tier_scale: 1,
         }))
     }
 
@@ -98,6 +101,16 @@ impl Sandbox {
         Arc::get_mut(&mut self.0)
             .expect("socket mode is set before the sandbox is shared")
             .socket = Some(socket::Hub::new(app_token));
+        self
+    }
+
+    /// Allows `scale` times Slack's documented per-method tiers, for a countersign configured
+    /// with the same `slack_tier_scale` (a test at a volume Slack's tiers would take minutes
+    /// over). Call before sharing the sandbox.
+    pub fn with_tier_scale(mut self, scale: u32) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("the tier scale is set before the sandbox is shared")
+            .tier_scale = scale.max(1);
         self
     }
 
@@ -220,6 +233,11 @@ impl Sandbox {
     /// Every Web API call countersign made, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
+    }
+
+    /// Every call refused for its rate (429), in order.
+    pub fn refused(&self) -> Vec<Refusal> {
+        self.state().refused.clone()
     }
 
     /// A trigger id as a click by `user` would carry (for scripts and tests of views.open).

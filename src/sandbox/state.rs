@@ -1,6 +1,7 @@
 //! What the sandbox remembers while it runs: messages, open modals, trigger ids, response URLs,
-//! uploaded files, per-channel rate buckets and the log of every Web API call. In memory only:
-//! the sandbox is a stand-in for Slack, whose history is not countersign's to keep.
+//! uploaded files, rate buckets (one per method, by Slack's tiers; one per channel for
+//! chat.postMessage), the log of every Web API call and of every call refused for its rate. In
+//! memory only: the sandbox is a stand-in for Slack, whose history is not countersign's to keep.
 
 use std::collections::HashMap;
 
@@ -8,9 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-/// chat.postMessage budget per channel: Slack allows about one a second with short bursts.
-pub const POST_BURST: f64 = 4.0;
-pub const POSTS_PER_SECOND: f64 = 1.0;
+use crate::slack::budget::{Bucket, Rate};
 /// A trigger id opens one modal, within three seconds of the click.
 pub const TRIGGER_LIFETIME: chrono::Duration = chrono::Duration::seconds(3);
 /// A response_url accepts five posts within thirty minutes.
@@ -80,10 +79,15 @@ pub struct Call {
     pub response: Value,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: DateTime<Utc>,
+/// A call refused with 429, as the control API lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    pub method: String,
+    /// What ran dry: `method:<name>`, or `channel:<id>` for chat.postMessage.
+    pub bucket: String,
+    /// The `Retry-After` it was answered with, in seconds.
+    pub retry_after: u64,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -96,6 +100,7 @@ pub struct State {
     pub response_urls: HashMap<String, ResponseUrl>,
     pub files: HashMap<String, UploadedFile>,
     pub calls: Vec<Call>,
+    pub refused: Vec<Refusal>,
     buckets: HashMap<String, Bucket>,
     last_ts: (i64, u32),
     next_id: u64,
@@ -139,25 +144,30 @@ impl State {
         format!("{prefix}0SBX{:06}", self.next_id)
     }
 
-    /// Takes one chat.postMessage token for `channel`, or says how many seconds to wait.
-    pub fn take_post_token(&mut self, channel: &str, now: DateTime<Utc>) -> Result<(), u64> {
-        let bucket = self.buckets.entry(channel.to_owned()).or_insert(Bucket {
-            tokens: POST_BURST,
-            updated: now,
+    /// Takes one call of `method` from `bucket`, sized `rate` (Slack's documented limit), or
+    /// says how many whole seconds to wait (Slack's `Retry-After`) and records the refusal.
+    pub fn take_token(
+        &mut self,
+        method: &str,
+        bucket: &str,
+        rate: Rate,
+        now: DateTime<Utc>,
+    ) -> Result<(), u64> {
+        let at = now.timestamp_millis();
+        let taken = self
+            .buckets
+            .entry(bucket.to_owned())
+            .or_insert_with(|| Bucket::full(rate, at))
+            .take(rate, at, 0);
+        let Err(wait) = taken else { return Ok(()) };
+        let retry_after = u64::try_from(wait).unwrap_or(0).div_ceil(1000).max(1);
+        self.refused.push(Refusal {
+            method: method.to_owned(),
+            bucket: bucket.to_owned(),
+            retry_after,
+            at: now,
         });
-        let elapsed = (now - bucket.updated)
-            .num_microseconds()
-            .unwrap_or(0)
-            .max(0) as f64
-            / 1e6;
-        bucket.tokens = (bucket.tokens + elapsed * POSTS_PER_SECOND).min(POST_BURST);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - bucket.tokens) / POSTS_PER_SECOND).ceil().max(1.0) as u64)
-        }
+        Err(retry_after)
     }
 
     pub fn message(&self, channel: &str, ts: &str) -> Option<&Message> {
@@ -212,20 +222,39 @@ mod tests {
     }
 
     #[test]
-    fn posting_budget_allows_a_burst_then_one_a_second() {
+    fn a_bucket_refuses_past_its_burst_in_whole_seconds_and_says_so() {
         let mut state = State::default();
         let now = Utc::now();
-        for _ in 0..POST_BURST as usize {
-            assert_eq!(state.take_post_token("C1", now), Ok(()));
+        let rate = crate::slack::tiers::Tier::PerChannel.slack();
+        for _ in 0..rate.burst {
+            assert_eq!(
+                state.take_token("chat.postMessage", "channel:C1", rate, now),
+                Ok(())
+            );
         }
-        assert_eq!(state.take_post_token("C1", now), Err(1));
         assert_eq!(
-            state.take_post_token("C2", now),
+            state.take_token("chat.postMessage", "channel:C1", rate, now),
+            Err(1)
+        );
+        assert_eq!(
+            state.take_token("chat.postMessage", "channel:C2", rate, now),
             Ok(()),
-            "budgets are per channel"
+            "buckets are per key"
         );
         let later = now + chrono::Duration::seconds(1);
-        assert_eq!(state.take_post_token("C1", later), Ok(()));
-        assert_eq!(state.take_post_token("C1", later), Err(1));
+        assert_eq!(
+            state.take_token("chat.postMessage", "channel:C1", rate, later),
+            Ok(())
+        );
+        assert_eq!(
+            state.take_token("chat.postMessage", "channel:C1", rate, later),
+            Err(1)
+        );
+        let refused: Vec<_> = state
+            .refused
+            .iter()
+            .map(|r| (r.bucket.as_str(), r.retry_after))
+            .collect();
+        assert_eq!(refused, [("channel:C1", 1), ("channel:C1", 1)]);
     }
 }

@@ -5,6 +5,7 @@
 //! [`Ack`]. The only module that imports slack-morphism; the engine knows nothing of Slack.
 
 mod autonomy;
+pub mod budget;
 pub mod card;
 mod client;
 mod commands;
@@ -22,6 +23,7 @@ pub mod rich;
 pub mod signature;
 pub mod socket;
 pub mod step_up;
+pub mod tiers;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -29,7 +31,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-pub use client::{BotIdentity, ChannelInfo, OutgoingMessage, SlackApi, SlackError, UserInfo};
+pub use budget::SlackBudget;
+pub use client::{
+    BotIdentity, ChannelInfo, OutgoingMessage, PostPermit, SlackApi, SlackError, UserInfo,
+};
 pub use controls::announce as announce_control;
 pub use directory::Directory;
 pub use response_url::Responder;
@@ -70,6 +75,14 @@ impl SlackContext {
             step_up: step_up::StepUpKeys::new(secret_key),
             admins: Vec::new(),
         }
+    }
+
+    /// Spends from `budget` (the app's clock, Redis when configured). Call before the
+    /// directory is given its shared cache: the directory is rebuilt on the budgeted client.
+    pub fn with_budget(mut self, budget: SlackBudget) -> Self {
+        self.api = self.api.with_budget(budget);
+        self.directory = Directory::new(self.api.clone());
+        self
     }
 }
 

@@ -3,13 +3,13 @@
 //! starts deliveries without waiting for them, so a slow endpoint holds up nothing).
 
 pub mod callbacks;
-pub mod channel_budget;
+pub mod channel_holds;
 pub mod reports;
 pub mod sla;
 pub mod slack_outbox;
 
 pub use callbacks::CallbackWorker;
-pub use channel_budget::ChannelBudget;
+pub use channel_holds::ChannelHolds;
 pub use reports::ReportWorker;
 pub use sla::SlaWorker;
 pub use slack_outbox::{Lease, SlackOutbox};

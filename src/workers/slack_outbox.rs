@@ -7,16 +7,20 @@
 //! post of one of them is still outstanding: replicas do rows in parallel, and an escalation
 //! due before its card got through the channel's budget would otherwise find no thread.
 //!
-//! Slack's answer decides what happens to a row: success → done; 429 → due again after
-//! `Retry-After`, however often it takes; a refusal such as `invalid_blocks` or
+//! Slack's answer decides what happens to a row: success → done; 429 (or countersign's own
+//! Slack budget spent, which reads the same) → due again after `Retry-After`, however often it
+//! takes, and for a post the channel is held until then ([`ChannelHolds`]) so that the jobs
+//! behind it in that channel keep their order; a refusal such as `invalid_blocks` or
 //! `channel_not_found` → given up at once, logged (retrying cannot help); unreachable → retried
 //! on [`BACKOFF`], then given up.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use super::ChannelHolds;
 use crate::clock::Clock;
 use crate::domain::{PostedCard, SlackJob, SlackTask};
 use crate::links::LinkSigner;
@@ -83,6 +87,8 @@ enum JobOutcome {
         after: Duration,
         error: String,
         counted: bool,
+        /// Set when a post to this channel was put off: the channel is held until it is due.
+        channel: Option<String>,
     },
     Fail(String),
 }
@@ -97,8 +103,8 @@ pub struct SlackOutbox {
     pub links: LinkSigner,
     /// Base of the links cards carry (the full-diff page).
     pub public_url: url::Url,
-    /// Posting budget per channel, shared by every pass of this worker.
-    pub budget: super::ChannelBudget,
+    /// Channels whose posts are put off, so the jobs behind one wait with it (in order).
+    pub holds: ChannelHolds,
     pub lease: Lease,
 }
 
@@ -203,9 +209,13 @@ impl SlackOutbox {
                 after,
                 error,
                 counted,
+                channel,
             } => {
-                let due =
+                let mut due =
                     attempted + chrono::Duration::from_std(after).unwrap_or(self.lease.length);
+                if let Some(channel) = &channel {
+                    due = self.holds.hold(channel, due, now);
+                }
                 tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
                 self.store
                     .retry_slack_job(job, due, &error, counted)
@@ -279,6 +289,7 @@ impl SlackOutbox {
                         after: CARD_WAIT,
                         error: "waiting for its card to be posted".into(),
                         counted: false,
+                        channel: None,
                     };
                 }
                 Ok(false) => {}
@@ -297,7 +308,7 @@ impl SlackOutbox {
             sla_note,
         };
         let message = card::render(&proposal, &context);
-        let result = match &job.task {
+        match &job.task {
             SlackTask::PostCard { role } => {
                 if posted.iter().any(|card| &card.role == role) {
                     return JobOutcome::Done(None);
@@ -305,13 +316,14 @@ impl SlackOutbox {
                 let Some(channel) = registry.roles.get(role).map(|r| r.channel.clone()) else {
                     return JobOutcome::Fail(format!("role {role:?} is no longer declared"));
                 };
-                self.post(&channel, &message, None).await.map(|ts| {
-                    Some(PostedCard {
+                match self.post(job, &channel, &message, None).await {
+                    Ok(ts) => JobOutcome::Done(Some(PostedCard {
                         role: role.clone(),
                         channel,
                         ts,
-                    })
-                })
+                    })),
+                    Err(outcome) => outcome,
+                }
             }
             SlackTask::AnnounceVote { voter } => {
                 let tally = crate::domain::vote::tally(
@@ -327,17 +339,11 @@ impl SlackOutbox {
                     return JobOutcome::Fail(format!("no vote by {voter}"));
                 };
                 let text = card::vote_reply(vote, role.as_deref());
-                if let Err(outcome) = self.thread_replies(job, &posted, &text).await {
-                    return outcome;
-                }
-                Ok(None)
+                done(self.thread_replies(job, &posted, &text).await)
             }
             SlackTask::Remind { mentions } => {
                 let text = card::reminder(&proposal, mentions);
-                if let Err(outcome) = self.thread_replies(job, &posted, &text).await {
-                    return outcome;
-                }
-                Ok(None)
+                done(self.thread_replies(job, &posted, &text).await)
             }
             SlackTask::Escalate {
                 level,
@@ -348,43 +354,30 @@ impl SlackOutbox {
             } => {
                 let text = card::escalation(&proposal, *level, label, mentions);
                 if let Some(channel) = channel
-                    && let Err(error) = self.post(channel, &text, None).await
+                    && let Err(outcome) = self.post(job, channel, &text, None).await
                 {
-                    return self.outcome_of(job, error);
-                }
-                for user in users {
-                    let dm = match self.directory.dm_channel(user).await {
-                        Ok(dm) => dm,
-                        Err(error) => return self.outcome_of(job, error),
-                    };
-                    if let Err(error) = self.post(&dm, &text, None).await {
-                        return self.outcome_of(job, error);
-                    }
-                }
-                if let Err(outcome) = self.thread_replies(job, &posted, &text).await {
                     return outcome;
                 }
-                Ok(None)
+                for user in users {
+                    if let Err(outcome) = self.dm(job, user, &text).await {
+                        return outcome;
+                    }
+                }
+                done(self.thread_replies(job, &posted, &text).await)
             }
             SlackTask::CallbackFailed { event, url, error } => {
                 let Some(owner) = agent.as_ref().map(|a| a.owner.clone()) else {
                     return JobOutcome::Done(None);
                 };
                 let notice = card::callback_failed(&proposal, event, url, error);
-                match self.directory.dm_channel(&owner).await {
-                    Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
-                    Err(error) => Err(error),
-                }
+                done(self.dm(job, &owner, &notice).await)
             }
             SlackTask::NotifyRequester => {
                 let Some(user) = requester.as_deref() else {
                     return JobOutcome::Done(None);
                 };
                 let notice = card::outcome_notice(&proposal);
-                match self.directory.dm_channel(user).await {
-                    Ok(channel) => self.post(&channel, &notice, None).await.map(|_| None),
-                    Err(error) => Err(error),
-                }
+                done(self.dm(job, user, &notice).await)
             }
             SlackTask::RefreshCards => {
                 // Every copy is updated even if one fails: a deleted message must not leave
@@ -401,7 +394,7 @@ impl SlackOutbox {
                             tracing::warn!(channel = %card.channel, ts = %card.ts, "a card was deleted in Slack; not updating it");
                         }
                         Err(error) => {
-                            let this = self.outcome_of(job, error);
+                            let this = self.outcome_of(job, error, None);
                             // Prefer a retry (which redoes every copy) over giving up.
                             if !matches!(outcome, JobOutcome::Retry { .. }) {
                                 outcome = this;
@@ -409,12 +402,8 @@ impl SlackOutbox {
                         }
                     }
                 }
-                return outcome;
+                outcome
             }
-        };
-        match result {
-            Ok(posted) => JobOutcome::Done(posted),
-            Err(error) => self.outcome_of(job, error),
         }
     }
 
@@ -440,7 +429,8 @@ impl SlackOutbox {
         Some((note, at))
     }
 
-    /// A reply in every card's thread (budgeted for all threads first, so a retry repeats none).
+    /// A reply in every card's thread: paid for in every channel first, so that a refusal
+    /// comes before any reply and a retry repeats none.
     async fn thread_replies(
         &self,
         job: &SlackJob,
@@ -448,47 +438,90 @@ impl SlackOutbox {
         message: &crate::slack::OutgoingMessage,
     ) -> Result<(), JobOutcome> {
         let now = self.clock.now();
+        let mut permits = Vec::with_capacity(posted.len());
         for card in posted {
-            if let Err(wait) = self.budget.take(&card.channel, now).await {
-                return Err(self.outcome_of(job, SlackError::RateLimited(wait)));
+            if let Some(until) = self.holds.until(&card.channel, now) {
+                return Err(held(&card.channel, until, now));
+            }
+            match self.api.reserve_post(&card.channel).await {
+                Ok(permit) => permits.push((permit, card.ts.as_str())),
+                Err(error) => return Err(self.outcome_of(job, error, Some(&card.channel))),
             }
         }
-        for card in posted {
-            if let Err(error) = self
-                .api
-                .post_message(&card.channel, message, Some(&card.ts))
-                .await
-            {
-                return Err(self.outcome_of(job, error));
+        for (permit, ts) in permits {
+            let channel = permit.channel().to_owned();
+            if let Err(error) = self.api.post_paid(permit, message, Some(ts)).await {
+                return Err(self.outcome_of(job, error, Some(&channel)));
             }
         }
         Ok(())
     }
 
-    /// Posts within the channel's budget; an empty budget reads like Slack's 429.
+    /// Posts in `channel` unless an earlier job's post there was put off ([`ChannelHolds`]);
+    /// the client spends from the channel's budget, an empty one reading like Slack's 429.
     async fn post(
         &self,
+        job: &SlackJob,
         channel: &str,
         message: &crate::slack::OutgoingMessage,
         thread_ts: Option<&str>,
-    ) -> Result<String, SlackError> {
-        self.budget
-            .take(channel, self.clock.now())
+    ) -> Result<String, JobOutcome> {
+        let now = self.clock.now();
+        if let Some(until) = self.holds.until(channel, now) {
+            return Err(held(channel, until, now));
+        }
+        self.api
+            .post_message(channel, message, thread_ts)
             .await
-            .map_err(SlackError::RateLimited)?;
-        self.api.post_message(channel, message, thread_ts).await
+            .map_err(|error| self.outcome_of(job, error, Some(channel)))
     }
 
-    fn outcome_of(&self, job: &SlackJob, error: SlackError) -> JobOutcome {
+    /// A message to `user`, in the DM the bot opens with them.
+    async fn dm(
+        &self,
+        job: &SlackJob,
+        user: &str,
+        message: &crate::slack::OutgoingMessage,
+    ) -> Result<String, JobOutcome> {
+        let channel = self
+            .directory
+            .dm_channel(user)
+            .await
+            .map_err(|error| self.outcome_of(job, error, None))?;
+        self.post(job, &channel, message, None).await
+    }
+
+    /// What Slack's answer makes of a job; a rate limit on a post in `channel` holds the
+    /// channel for the jobs behind it.
+    fn outcome_of(&self, job: &SlackJob, error: SlackError, channel: Option<&str>) -> JobOutcome {
         match error {
             SlackError::RateLimited(after) => JobOutcome::Retry {
                 after,
                 error: "rate limited".into(),
                 counted: false,
+                channel: channel.map(str::to_owned),
             },
             SlackError::Api(error) => JobOutcome::Fail(error),
             SlackError::Transport(error) => transient(job, error),
         }
+    }
+}
+
+/// A post put off because an earlier job's post in `channel` is: due when the hold ends.
+fn held(channel: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> JobOutcome {
+    JobOutcome::Retry {
+        after: (until - now).to_std().unwrap_or_default(),
+        error: "waiting behind an earlier message to the channel".into(),
+        counted: false,
+        channel: Some(channel.to_owned()),
+    }
+}
+
+/// A step's result as the job's outcome.
+fn done<T>(result: Result<T, JobOutcome>) -> JobOutcome {
+    match result {
+        Ok(_) => JobOutcome::Done(None),
+        Err(outcome) => outcome,
     }
 }
 
@@ -499,6 +532,7 @@ fn transient(job: &SlackJob, error: String) -> JobOutcome {
             after: *after,
             error,
             counted: true,
+            channel: None,
         },
         None => JobOutcome::Fail(error),
     }

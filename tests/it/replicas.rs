@@ -1,14 +1,18 @@
 //! What replicas share through Redis, with two apps on one database: a decision on one ends a
-//! long-poll on the other (pub/sub wake-ups, and polling while Redis is away); one Slack posting
-//! budget per channel; dedup keys seen by every replica.
+//! long-poll on the other (pub/sub wake-ups, and polling while Redis is away); one Slack budget
+//! (per method, per channel) and the pauses Slack's 429s put on it; dedup keys seen by every
+//! replica.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use countersign::clock::ManualClock;
 use countersign::cluster::{RedisLink, SeenKeys};
-use countersign::workers::ChannelBudget;
+use countersign::slack::SlackBudget;
+use countersign::slack::tiers::Tier;
 use serde_json::Value;
 
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal};
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, start_time};
 use crate::redis_support::{Proxy, REDIS, redis_available, redis_config};
 
 fn prefix(test: &str) -> String {
@@ -111,25 +115,63 @@ async fn without_redis_a_long_poll_still_sees_another_replicas_decision(db: Test
 crate::both_backends!(without_redis_a_long_poll_still_sees_another_replicas_decision);
 
 #[tokio::test]
-async fn replicas_spend_from_one_slack_budget_per_channel() {
+async fn replicas_spend_from_one_slack_budget_and_honour_each_others_pauses() {
     if !redis_available().await {
         return;
     }
     let prefix = prefix("budget");
     let link = || RedisLink::new(&format!("redis://{REDIS}/"), &prefix).unwrap();
-    let (a, b) = (ChannelBudget::shared(link()), ChannelBudget::shared(link()));
-    let now = chrono::Utc::now();
-    // A burst of three for the channel, whichever replica posts.
-    assert_eq!(a.take("C1", now).await, Ok(()));
-    assert_eq!(b.take("C1", now).await, Ok(()));
-    assert_eq!(a.take("C1", now).await, Ok(()));
-    assert_eq!(b.take("C1", now).await, Err(Duration::from_secs(1)));
-    assert_eq!(a.take("C2", now).await, Ok(()), "another channel");
-    let half = now + chrono::Duration::milliseconds(500);
-    assert_eq!(a.take("C1", half).await, Err(Duration::from_millis(500)));
-    let second = now + chrono::Duration::seconds(1);
-    assert_eq!(b.take("C1", second).await, Ok(()));
-    assert_eq!(a.take("C1", second).await, Err(Duration::from_secs(1)));
+    let clock = ManualClock::new(start_time());
+    let replica = || SlackBudget::new(Arc::new(clock.clone()), Some(link()));
+    let (a, b) = (replica(), replica());
+    let none = Duration::ZERO;
+    let ok = Ok(Duration::ZERO);
+    let wait = |ms| Err(Duration::from_millis(ms));
+
+    // A channel's burst of three, whichever replica posts.
+    let channel = Tier::PerChannel.ours();
+    assert_eq!(a.take("T1:channel:C1", channel, none).await, ok);
+    assert_eq!(b.take("T1:channel:C1", channel, none).await, ok);
+    assert_eq!(a.take("T1:channel:C1", channel, none).await, ok);
+    assert_eq!(b.take("T1:channel:C1", channel, none).await, wait(1000));
+    assert_eq!(
+        a.take("T1:channel:C2", channel, none).await,
+        ok,
+        "another channel"
+    );
+    clock.advance(chrono::Duration::milliseconds(500));
+    assert_eq!(a.take("T1:channel:C1", channel, none).await, wait(500));
+    // One that may wait half a second reserves the next post; nobody else gets it.
+    assert_eq!(
+        b.take("T1:channel:C1", channel, Duration::from_millis(500))
+            .await,
+        Ok(Duration::from_millis(500))
+    );
+    assert_eq!(a.take("T1:channel:C1", channel, none).await, wait(1500));
+
+    // Slack answered one replica 429 for chat.update: the other sends none before Retry-After.
+    let tier = Tier::Three.ours();
+    assert_eq!(b.take("T1:method:chat.update", tier, none).await, ok);
+    a.pause(
+        "T1:method:chat.update",
+        tier,
+        a.now(),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        b.take("T1:method:chat.update", tier, none).await,
+        wait(30_000)
+    );
+    clock.advance(chrono::Duration::seconds(30));
+    assert_eq!(b.take("T1:method:chat.update", tier, none).await, ok);
+    // After a pause: that one call, then the tier's pace (1.2 s), not the rest of a burst.
+    assert_eq!(
+        a.take("T1:method:chat.update", tier, none).await,
+        wait(1200)
+    );
+    // Budgets are per workspace.
+    assert_eq!(a.take("T2:method:chat.update", tier, none).await, ok);
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ use chrono::Duration;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem, start_time, test_config};
+use crate::common::{
+    REVOPS, TestApp, TestDb, discount_proposal, eventually, problem, start_time, test_config,
+};
 use crate::slack_client::{Message, Slack, card_for};
 
 const ADMIN_TOKEN: &str = "admin-token-for-the-report-tests";
@@ -442,6 +444,19 @@ async fn the_weekly_digest_reaches_every_role_channel_once_across_restarts(db: T
         )
         .await;
     assert!(finance.visible_text().contains("*Backlog now*: 1 pending"));
+    // The waiting card's reminder and escalation were due too, and reply in its thread in the
+    // finance channel: with the digest, the channel's whole burst at this frozen instant. Once
+    // they are done, a second passes, so the channel's budget has room for the report.
+    eventually(
+        std::time::Duration::from_secs(20),
+        "the reminder and escalation sent",
+        || async {
+            let undone = "SELECT CAST(COUNT(*) AS TEXT) FROM slack_outbox WHERE done_at IS NULL";
+            db.strings(undone).await == ["0"]
+        },
+    )
+    .await;
+    app.clock.advance(Duration::seconds(1));
     // A command wakes the worker, which schedules digests before it posts: once its report is
     // there, this instance has had its chance to post the digest twice, and did not.
     slack.command("U0FIN001", "C0FINANCE", "report").await;

@@ -7,7 +7,8 @@ use countersign::clock::{Clock, ManualClock};
 use countersign::config::Secret;
 use countersign::registry::Registry;
 use countersign::sandbox::{Sandbox, Workspace};
-use countersign::slack::{OutgoingMessage, SlackApi, SlackError};
+use countersign::slack::tiers::Tier;
+use countersign::slack::{OutgoingMessage, SlackApi, SlackBudget, SlackError};
 use serde_json::{Value, json};
 use slack_morphism::prelude::*;
 
@@ -103,7 +104,10 @@ impl Standalone {
         ));
         let router: axum::Router = wrap(sandbox.routes());
         tokio::spawn(async move { axum::serve(listener, router).await });
-        let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN));
+        // countersign's client, its budget on the same clock as the sandbox's limits (as in the
+        // app, where both run on the app's clock).
+        let api = SlackApi::new(&sandbox.api_url(), &Secret::new(TOKEN))
+            .with_budget(SlackBudget::new(Arc::new(clock.clone()), None));
         Self {
             sandbox,
             api,
@@ -113,8 +117,15 @@ impl Standalone {
         }
     }
 
-    /// A raw Web API call (for methods countersign's client does not wrap).
-    async fn call(&self, method: &str, args: Value) -> (u16, Value) {
+    /// A raw Web API call (for methods countersign's client does not wrap, or another app's
+    /// calls, outside countersign's budget).
+    pub async fn call(&self, method: &str, args: Value) -> (u16, Value) {
+        let answer = self.raw(method, args).await;
+        (answer.status, answer.body)
+    }
+
+    /// [`Standalone::call`] with the `Retry-After` header.
+    pub async fn raw(&self, method: &str, args: Value) -> RawAnswer {
         let response = self
             .http
             .post(format!("{}/{method}", self.sandbox.api_url()))
@@ -129,8 +140,48 @@ impl Standalone {
             "application/json",
             "Slack's content type"
         );
-        (status, response.json().await.unwrap())
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        RawAnswer {
+            status,
+            retry_after,
+            body: response.json().await.unwrap(),
+        }
     }
+
+    /// Another app posts into `channel` until Slack's burst for it is spent.
+    pub async fn spend_channel(&self, channel: &str) {
+        for _ in 0..Tier::PerChannel.slack().burst {
+            let (status, _) = self
+                .call(
+                    "chat.postMessage",
+                    json!({"channel": channel, "text": "busy channel"}),
+                )
+                .await;
+            assert_eq!(status, 200);
+        }
+    }
+
+    /// `GET /sandbox/control/refused`.
+    pub async fn refused(&self) -> Value {
+        let url = format!("{}/sandbox/control/refused", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+pub struct RawAnswer {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub body: Value,
 }
 
 fn message(blocks: Value) -> OutgoingMessage {
@@ -220,27 +271,146 @@ async fn only_the_bot_token_is_accepted() {
 #[tokio::test]
 async fn a_burst_of_posts_to_one_channel_gets_429_with_retry_after() {
     let s = Standalone::start().await;
+    // Slack's limit: a burst of four per channel, then one a second.
+    s.spend_channel("C0FINANCE").await;
+    let refused = s
+        .raw(
+            "chat.postMessage",
+            json!({"channel": "C0FINANCE", "text": "x"}),
+        )
+        .await;
+    assert_eq!((refused.status, refused.retry_after), (429, Some(1)));
+    assert_eq!(refused.body, json!({"ok": false, "error": "ratelimited"}));
+    // Other channels have their own; a second later this one has room again.
+    let post = |channel: &'static str| {
+        s.call("chat.postMessage", json!({"channel": channel, "text": "x"}))
+    };
+    assert_eq!(post("C0LEGAL").await.0, 200);
+    s.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(post("C0FINANCE").await.0, 200);
+    let limited = s.sandbox.calls().iter().filter(|c| c.status == 429).count();
+    assert_eq!(limited, 1);
+}
+
+/// A message in #finance to update, posted by another app (outside countersign's budget).
+async fn a_message(s: &Standalone) -> String {
+    let (status, posted) = s
+        .call(
+            "chat.postMessage",
+            json!({"channel": "C0FINANCE", "text": "v0"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    posted["ts"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn every_method_is_limited_at_its_documented_tier() {
+    let s = Standalone::start().await;
+    let ts = a_message(&s).await;
+    let update = || {
+        s.raw(
+            "chat.update",
+            json!({"channel": "C0FINANCE", "ts": ts, "text": "v1"}),
+        )
+    };
+    // chat.update is Tier 3: fifty in a minute…
+    for _ in 0..50 {
+        assert_eq!(update().await.status, 200);
+    }
+    // …and the 51st is refused as Slack refuses it, until a fiftieth of a minute has passed
+    // (1.2 s, said in whole seconds).
+    let refused = update().await;
+    assert_eq!((refused.status, refused.retry_after), (429, Some(2)));
+    assert_eq!(refused.body, json!({"ok": false, "error": "ratelimited"}));
+    // Each method has its own bucket.
+    let (status, _) = s.call("users.info", json!({"user": "U0FIN001"})).await;
+    assert_eq!(status, 200);
+    s.clock.advance(chrono::Duration::seconds(2));
+    assert_eq!(update().await.status, 200);
+
+    // usergroups.users.list is Tier 2: twenty, then three seconds a call.
+    let members = || s.raw("usergroups.users.list", json!({"usergroup": "S0FINAPPR"}));
+    for _ in 0..20 {
+        assert_eq!(members().await.status, 200);
+    }
+    let refused = members().await;
+    assert_eq!((refused.status, refused.retry_after), (429, Some(3)));
+
+    // The control API lists what was refused.
+    let listed = s.refused().await;
+    assert_eq!(
+        listed["by_method"],
+        json!({"chat.update": 1, "usergroups.users.list": 1})
+    );
+    let refusals = listed["refusals"].as_array().unwrap();
+    assert_eq!(refusals[0]["bucket"], "method:chat.update");
+    assert_eq!(refusals[0]["retry_after"], 2);
+    assert_eq!(refusals[1]["bucket"], "method:usergroups.users.list");
+}
+
+#[tokio::test]
+async fn countersigns_client_spends_from_its_own_budget_before_slack_refuses() {
+    let s = Standalone::start().await;
     let text = message(header("hello"));
-    for _ in 0..4 {
+    // A channel: three at once (Slack allows four).
+    for _ in 0..3 {
         s.api.post_message("C0FINANCE", &text, None).await.unwrap();
     }
     assert_eq!(
         s.api.post_message("C0FINANCE", &text, None).await,
         Err(SlackError::RateLimited(std::time::Duration::from_secs(1)))
     );
-    let (status, body) = s
-        .call(
-            "chat.postMessage",
-            json!({"channel": "C0FINANCE", "text": "x"}),
-        )
-        .await;
-    assert_eq!((status, body["error"].as_str()), (429, Some("ratelimited")));
-    // Other channels have their own budget; a second later this one has room again.
-    s.api.post_message("C0LEGAL", &text, None).await.unwrap();
+    // chat.update: twenty-five at once (Slack allows fifty), then one each 1.2 s.
+    let ts = a_message(&s).await;
+    for _ in 0..25 {
+        s.api.update_message("C0FINANCE", &ts, &text).await.unwrap();
+    }
+    assert_eq!(
+        s.api.update_message("C0FINANCE", &ts, &text).await,
+        Err(SlackError::RateLimited(std::time::Duration::from_millis(
+            1200
+        )))
+    );
+    // Neither refusal reached Slack.
+    let calls = s.sandbox.calls();
+    let count = |method: &str| calls.iter().filter(|c| c.method == method).count();
+    assert_eq!((count("chat.postMessage"), count("chat.update")), (4, 25));
+    assert!(calls.iter().all(|c| c.status == 200));
+    assert_eq!(s.refused().await["refusals"], json!([]));
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_method_until_its_retry_after() {
+    let s = Standalone::start().await;
+    let ts = a_message(&s).await;
+    let text = message(header("hello"));
+    // Another app has spent the workspace's minute of chat.update.
+    for _ in 0..50 {
+        let (status, _) = s
+            .call(
+                "chat.update",
+                json!({"channel": "C0FINANCE", "ts": ts, "text": "theirs"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let wait = |seconds| {
+        Err(SlackError::RateLimited(std::time::Duration::from_secs(
+            seconds,
+        )))
+    };
+    assert_eq!(s.api.update_message("C0FINANCE", &ts, &text).await, wait(2));
+    // Paused: nothing more goes to Slack before Retry-After has passed.
+    let calls = s.sandbox.calls().len();
+    assert_eq!(s.api.update_message("C0FINANCE", &ts, &text).await, wait(2));
     s.clock.advance(chrono::Duration::seconds(1));
-    s.api.post_message("C0FINANCE", &text, None).await.unwrap();
+    assert_eq!(s.api.update_message("C0FINANCE", &ts, &text).await, wait(1));
+    assert_eq!(s.sandbox.calls().len(), calls, "no call while paused");
+    s.clock.advance(chrono::Duration::seconds(1));
+    s.api.update_message("C0FINANCE", &ts, &text).await.unwrap();
     let limited = s.sandbox.calls().iter().filter(|c| c.status == 429).count();
-    assert_eq!(limited, 2);
+    assert_eq!(limited, 1, "the 429 was waited out, not repeated");
 }
 
 fn modal(title: &str) -> SlackModalView {

@@ -7,9 +7,8 @@ use countersign::clock::Clock;
 use countersign::config::Secret;
 use countersign::links::LinkSigner;
 use countersign::registry::{Registry, SharedRegistry};
-use countersign::slack::{Directory, OutgoingMessage};
-use countersign::workers::{ChannelBudget, Lease, SlackOutbox};
-use serde_json::json;
+use countersign::slack::Directory;
+use countersign::workers::{Lease, SlackOutbox};
 
 use crate::common::{TestDb, eventually, manifests_dir, policies_dir};
 use crate::fixture::Fixture;
@@ -25,7 +24,7 @@ async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
         clock: Arc::new(slack.clock.clone()) as Arc<dyn Clock>,
         links: LinkSigner::new(Some(&Secret::new("k".repeat(32)))),
         public_url: url::Url::parse("http://countersign.test/").unwrap(),
-        budget: ChannelBudget::default(),
+        holds: Default::default(),
         lease: Lease::default(),
     }
 }
@@ -49,17 +48,7 @@ async fn a_429_from_slack_is_waited_out_and_the_card_posted_once() {
     let p = owe_a_card(&worker, &slack).await;
 
     // Someone else has just spent the channel's whole burst.
-    let noise = OutgoingMessage {
-        text: "busy channel".into(),
-        blocks: serde_json::from_value(json!([])).unwrap(),
-    };
-    for _ in 0..4 {
-        slack
-            .api
-            .post_message("C0FINANCE", &noise, None)
-            .await
-            .unwrap();
-    }
+    slack.spend_channel("C0FINANCE").await;
     let pass = worker.run_once().await.unwrap();
     assert_eq!((pass.done, pass.retried, pass.failed), (0, 1, 0));
     let last = slack.sandbox.calls().last().cloned().unwrap();
@@ -258,13 +247,7 @@ async fn a_retry_after_counts_from_the_attempt_not_from_a_slow_answer() {
     let worker = outbox(&db, &slack).await;
     owe_a_card(&worker, &slack).await;
     // Someone else has spent the channel's burst: Slack will answer 429, Retry-After 1 s…
-    let noise = OutgoingMessage {
-        text: "busy channel".into(),
-        blocks: Vec::new(),
-    };
-    for _ in 0..4 {
-        let _ = slack.api.post_message("C0FINANCE", &noise, None).await;
-    }
+    slack.spend_channel("C0FINANCE").await;
     slow.hold(true);
     let pass = tokio::spawn({
         let worker = worker.clone();
@@ -347,5 +330,82 @@ async fn several_refreshes_of_one_card_go_out_as_one_update() {
             .contains("U0VOTER5"),
         "the update shows the last vote: {:?}",
         card.blocks
+    );
+}
+
+/// The statuses of countersign's posts (not the other app's), in the order Slack got them.
+fn card_posts(slack: &Standalone) -> Vec<u16> {
+    slack
+        .sandbox
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "chat.postMessage" && c.args["text"] != "busy channel")
+        .map(|c| c.status)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_429_pauses_the_channel_and_its_cards_go_out_in_order() {
+    let db = TestDb::sqlite();
+    let slack = Standalone::start().await;
+    let worker = outbox(&db, &slack).await;
+    let first = owe_a_card(&worker, &slack).await;
+    slack.spend_channel("C0FINANCE").await;
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!(
+        (pass.done, pass.retried),
+        (0, 1),
+        "the first card met a 429"
+    );
+
+    // A second card for the channel is owed while the first waits: it does not overtake it,
+    // nor even ask Slack.
+    let second = owe_a_card(&worker, &slack).await;
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!((pass.done, pass.retried), (0, 1), "{pass:?}");
+    assert_eq!(card_posts(&slack).len(), 1, "only the refused post so far");
+
+    // Retry-After (1 s) has passed: the first card goes; the second follows at the channel's
+    // pace, a second later (after a 429, one post, then the steady rate).
+    slack.clock.advance(chrono::Duration::seconds(1));
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!((pass.done, pass.retried), (1, 1), "{pass:?}");
+    assert_eq!(worker.store.posted_cards(&first.id).await.unwrap().len(), 1);
+    assert!(
+        worker
+            .store
+            .posted_cards(&second.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    slack.clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(worker.run_once().await.unwrap().done, 1);
+    assert_eq!(worker.run_once().await.unwrap().claimed(), 0);
+
+    // Slack saw: the first card refused once, the first card, the second card.
+    assert_eq!(card_posts(&slack), [429, 200, 200]);
+    let refusals = slack.sandbox.refused();
+    assert_eq!(
+        refusals.len(),
+        1,
+        "every 429 waited out once, none repeated"
+    );
+    let in_channel: Vec<String> = slack
+        .sandbox
+        .messages("C0FINANCE", None)
+        .into_iter()
+        .filter(|m| m.text.contains("Approval needed"))
+        .map(|m| m.ts)
+        .collect();
+    let posted_ts = |p: &countersign::domain::Proposal| {
+        let store = worker.store.clone();
+        let id = p.id.clone();
+        async move { store.posted_cards(&id).await.unwrap()[0].ts.clone() }
+    };
+    assert_eq!(
+        in_channel,
+        [posted_ts(&first).await, posted_ts(&second).await],
+        "in submission order"
     );
 }

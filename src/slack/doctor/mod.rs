@@ -106,7 +106,7 @@ pub async fn run(config: &Config) -> Report {
     };
 
     let (granted, scope_checks) = match caller
-        .call(|| scopes::granted(&config.slack_api_url, token))
+        .call(|| api.within_budget("auth.test", scopes::granted(&config.slack_api_url, token)))
         .await
     {
         Ok(granted) => {

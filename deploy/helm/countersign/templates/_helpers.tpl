@@ -102,6 +102,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "COUNTERSIGN_REPORT_DIGEST" .Values.config.reportDigest
   "COUNTERSIGN_SLACK_ADMINS" .Values.config.slackAdmins
   "COUNTERSIGN_SLACK_API_URL" .Values.config.slackApiUrl
+  "COUNTERSIGN_SLACK_TIER_SCALE" .Values.config.slackTierScale
   "COUNTERSIGN_CALLBACK_ALLOWLIST" .Values.config.callbackAllowlist
   "COUNTERSIGN_CALLBACK_TIMEOUT" .Values.config.callbackTimeout
   "COUNTERSIGN_DATABASE_MAX_CONNECTIONS" .Values.config.databaseMaxConnections

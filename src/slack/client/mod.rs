@@ -1,19 +1,33 @@
 //! The Slack Web API client: slack-morphism over hyper, pointed at Slack or at the sandbox. The
 //! connector accepts `http` as well as `https` because the sandbox (and only the sandbox) is
 //! plain HTTP on this machine; Slack itself is always https.
+//!
+//! Every call spends from the [`SlackBudget`] first (the method's tier, or for chat.postMessage
+//! the channel's), and a 429 pauses that bucket: no caller can forget either. An empty budget
+//! answers [`SlackError::RateLimited`], exactly as Slack's 429 would, so callers handle one
+//! thing. Calls made while a person waits on the answer (a modal after a click, the ephemeral
+//! reply to it, whether the clicker may vote) wait up to [`PERSON_WAITS`] for a token instead:
+//! Slack's trigger id and acknowledgement both expire after 3 s, so a short wait can still
+//! serve the click where failing at once could not, and a longer one would lose it anyway.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::Digest;
 use slack_morphism::errors::SlackClientError;
 use slack_morphism::prelude::*;
 use url::Url;
 
+use super::budget::SlackBudget;
 use crate::config::Secret;
+
+mod spend;
+
+use spend::{NOBODY_WAITS, Spend};
+pub use spend::{PERSON_WAITS, PostPermit};
 
 /// The longest any one Web API call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
-
 /// A Slack call that did not succeed, in the terms the callers act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlackError {
@@ -64,6 +78,10 @@ impl OutgoingMessage {
 pub struct SlackApi {
     client: Arc<SlackHyperClient>,
     token: SlackApiToken,
+    budget: SlackBudget,
+    /// Scopes the budget's buckets: Slack counts per app per workspace, which one bot token
+    /// is. A digest, not the token: the keys live in Redis.
+    workspace: Arc<str>,
 }
 
 impl std::fmt::Debug for SlackApi {
@@ -73,7 +91,8 @@ impl std::fmt::Debug for SlackApi {
 }
 
 impl SlackApi {
-    /// A client for the Web API at `api_url` (`https://slack.com/api`, or the sandbox's).
+    /// A client for the Web API at `api_url` (`https://slack.com/api`, or the sandbox's), with
+    /// a budget of its own on the wall clock until [`SlackApi::with_budget`] gives it the app's.
     pub fn new(api_url: &Url, token: &Secret) -> Self {
         let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
             Ok(builder) => builder,
@@ -91,9 +110,12 @@ impl SlackApi {
         let https = builder.https_or_http().enable_http1().build();
         let connector = SlackClientHyperConnector::from(https)
             .with_slack_api_url(api_url.as_str().trim_end_matches('/'));
+        let digest = sha2::Sha256::digest(token.expose().as_bytes());
         Self {
             client: Arc::new(SlackClient::new(connector)),
             token: SlackApiToken::new(SlackApiTokenValue::new(token.expose().to_owned())),
+            budget: SlackBudget::default(),
+            workspace: hex::encode(&digest[..6]).into(),
         }
     }
 
@@ -114,16 +136,32 @@ impl SlackApi {
         }
     }
 
-    /// Posts in a channel (or a thread of it); answers the message's `ts`.
+    /// Posts in a channel (or a thread of it), within the channel's budget; answers the
+    /// message's `ts`.
     pub async fn post_message(
         &self,
         channel: &str,
         message: &OutgoingMessage,
         thread_ts: Option<&str>,
     ) -> Result<String, SlackError> {
-        let mut request = SlackApiChatPostMessageRequest::new(channel.into(), message.content());
+        let permit = self.reserve_post(channel).await?;
+        self.post_paid(permit, message, thread_ts).await
+    }
+
+    /// Posts what `permit` paid for (in its channel, or a thread of it); answers the `ts`.
+    pub async fn post_paid(
+        &self,
+        permit: PostPermit,
+        message: &OutgoingMessage,
+        thread_ts: Option<&str>,
+    ) -> Result<String, SlackError> {
+        let channel = permit.channel;
+        let mut request =
+            SlackApiChatPostMessageRequest::new(channel.as_str().into(), message.content());
         request.thread_ts = thread_ts.map(|ts| SlackTs::new(ts.to_owned()));
-        let response = Self::bounded(self.session().chat_post_message(&request)).await?;
+        let session = self.session();
+        let call = Self::bounded(session.chat_post_message(&request));
+        let response = self.send(&Spend::Channel(&channel), call).await?;
         Ok(response.ts.to_string())
     }
 
@@ -139,7 +177,12 @@ impl SlackApi {
             message.content(),
             SlackTs::new(ts.to_owned()),
         );
-        Self::bounded(self.session().chat_update(&request)).await?;
+        self.call(
+            "chat.update",
+            NOBODY_WAITS,
+            self.session().chat_update(&request),
+        )
+        .await?;
         Ok(())
     }
 
@@ -155,7 +198,12 @@ impl SlackApi {
             user.into(),
             SlackMessageContent::new().with_text(text.to_owned()),
         );
-        Self::bounded(self.session().chat_post_ephemeral(&request)).await?;
+        self.call(
+            "chat.postEphemeral",
+            PERSON_WAITS,
+            self.session().chat_post_ephemeral(&request),
+        )
+        .await?;
         Ok(())
     }
 
@@ -166,14 +214,26 @@ impl SlackApi {
         view: SlackModalView,
     ) -> Result<String, SlackError> {
         let request = SlackApiViewsOpenRequest::new(trigger_id.into(), SlackView::Modal(view));
-        let response = Self::bounded(self.session().views_open(&request)).await?;
+        let response = self
+            .call(
+                "views.open",
+                PERSON_WAITS,
+                self.session().views_open(&request),
+            )
+            .await?;
         Ok(response.view.state_params.id.to_string())
     }
 
     /// The bot's DM channel with `user`.
     pub async fn open_dm(&self, user: &str) -> Result<String, SlackError> {
         let request = SlackApiConversationsOpenRequest::new().with_users(vec![user.into()]);
-        let response = Self::bounded(self.session().conversations_open(&request)).await?;
+        let response = self
+            .call(
+                "conversations.open",
+                NOBODY_WAITS,
+                self.session().conversations_open(&request),
+            )
+            .await?;
         Ok(response.channel.id.to_string())
     }
 
@@ -188,16 +248,28 @@ impl SlackApi {
     ) -> Result<(), SlackError> {
         let session = self.session();
         let request = SlackApiFilesGetUploadUrlExternalRequest::new(filename.to_owned(), png.len());
-        let target = Self::bounded(session.get_upload_url_external(&request)).await?;
+        let target = self
+            .call(
+                "files.getUploadURLExternal",
+                NOBODY_WAITS,
+                session.get_upload_url_external(&request),
+            )
+            .await?;
         let upload =
             SlackApiFilesUploadViaUrlRequest::new(target.upload_url, png, "image/png".into());
+        // Not a Web API method: the bytes go to Slack's file store, which the tiers do not cover.
         Self::bounded(session.files_upload_via_url(&upload)).await?;
         let complete = SlackApiFilesCompleteUploadExternalRequest::new(vec![
             SlackApiFilesComplete::new(target.file_id).with_title(title.to_owned()),
         ])
         .with_channel_id(channel.into())
         .with_initial_comment(comment.to_owned());
-        Self::bounded(session.files_complete_upload_external(&complete)).await?;
+        self.call(
+            "files.completeUploadExternal",
+            NOBODY_WAITS,
+            session.files_complete_upload_external(&complete),
+        )
+        .await?;
         Ok(())
     }
 
@@ -205,21 +277,35 @@ impl SlackApi {
     pub async fn permalink(&self, channel: &str, ts: &str) -> Result<String, SlackError> {
         let request =
             SlackApiChatGetPermalinkRequest::new(channel.into(), SlackTs::new(ts.to_owned()));
-        let response = Self::bounded(self.session().chat_get_permalink(&request)).await?;
+        let response = self
+            .call(
+                "chat.getPermalink",
+                NOBODY_WAITS,
+                self.session().chat_get_permalink(&request),
+            )
+            .await?;
         Ok(response.permalink.to_string())
     }
 
     /// Members of a user group.
     pub async fn usergroup_members(&self, usergroup: &str) -> Result<Vec<String>, SlackError> {
         let request = SlackApiUserGroupsUsersListRequest::new(usergroup.into());
-        let response = Self::bounded(self.session().usergroups_users_list(&request)).await?;
+        let response = self
+            .call(
+                "usergroups.users.list",
+                PERSON_WAITS,
+                self.session().usergroups_users_list(&request),
+            )
+            .await?;
         Ok(response.users.into_iter().map(|u| u.to_string()).collect())
     }
 
     /// The workspace member with this email, if there is one.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<String>, SlackError> {
         let request = SlackApiUsersLookupByEmailRequest::new(EmailAddress(email.to_owned()));
-        match Self::bounded(self.session().users_lookup_by_email(&request)).await {
+        let session = self.session();
+        let call = session.users_lookup_by_email(&request);
+        match self.call("users.lookupByEmail", NOBODY_WAITS, call).await {
             Ok(response) => Ok(Some(response.user.id.to_string())),
             Err(SlackError::Api(error)) if error.starts_with("users_not_found") => Ok(None),
             Err(error) => Err(error),
@@ -232,7 +318,13 @@ impl SlackApi {
         let token = SlackApiToken::new(SlackApiTokenValue::new(app_token.expose().to_owned()));
         let session = self.client.open_session(&token);
         let request = SlackApiAppsConnectionOpenRequest::new();
-        let response = Self::bounded(session.apps_connections_open(&request)).await?;
+        let response = self
+            .call(
+                "apps.connections.open",
+                NOBODY_WAITS,
+                session.apps_connections_open(&request),
+            )
+            .await?;
         Ok(response.url.0)
     }
 
@@ -243,7 +335,9 @@ impl SlackApi {
 
     /// `auth.test` in full: the workspace and the bot user the token speaks for.
     pub async fn identity(&self) -> Result<BotIdentity, SlackError> {
-        let response = Self::bounded(self.session().auth_test()).await?;
+        let response = self
+            .call("auth.test", NOBODY_WAITS, self.session().auth_test())
+            .await?;
         Ok(BotIdentity {
             team: response.team,
             team_id: response.team_id.to_string(),
@@ -255,7 +349,13 @@ impl SlackApi {
     /// `conversations.info`: does the channel exist, is it archived, is the bot in it.
     pub async fn channel_info(&self, channel: &str) -> Result<ChannelInfo, SlackError> {
         let request = SlackApiConversationsInfoRequest::new(channel.into());
-        let response = Self::bounded(self.session().conversations_info(&request)).await?;
+        let response = self
+            .call(
+                "conversations.info",
+                NOBODY_WAITS,
+                self.session().conversations_info(&request),
+            )
+            .await?;
         let flags = response.channel.flags;
         Ok(ChannelInfo {
             name: response.channel.name.unwrap_or_default(),
@@ -268,7 +368,13 @@ impl SlackApi {
     /// `users.info`: whether a user id is a live person.
     pub async fn user_info(&self, user: &str) -> Result<UserInfo, SlackError> {
         let request = SlackApiUsersInfoRequest::new(user.into());
-        let response = Self::bounded(self.session().users_info(&request)).await?;
+        let response = self
+            .call(
+                "users.info",
+                NOBODY_WAITS,
+                self.session().users_info(&request),
+            )
+            .await?;
         let user = response.user;
         Ok(UserInfo {
             name: user.name.unwrap_or_default(),

@@ -6,7 +6,7 @@
 use crate::domain::{Control, ControlMode, Status};
 use crate::http::AppState;
 
-pub const ACTOR: &str = "system:breaker";
+pub const ACTOR: &str = crate::domain::control::BREAKER;
 
 /// After a proposal of `agent` was rejected (by people or by policy).
 pub async fn after_rejection(state: AppState, agent: String) {
@@ -65,19 +65,20 @@ async fn trip(state: &AppState, agent: &str, reason: String) {
         agent: agent.to_owned(),
         action: None,
         mode: ControlMode::Paused,
-        reason: Some(format!("circuit breaker: {reason}")),
+        reason: Some(reason.clone()),
         set_by: ACTOR.into(),
         set_at: engine.clock().now(),
     };
-    if let Err(error) = engine.set_control(control).await {
+    // Audited and announced in the role channels in one transaction.
+    let by = crate::domain::Actor {
+        kind: crate::domain::ActorKind::System,
+        id: "breaker".into(),
+    };
+    if let Err(error) = engine.narrow(control, false, by).await {
         tracing::error!(%error, agent, "circuit breaker: cannot pause the agent");
         return;
     }
     tracing::warn!(agent, %reason, "circuit breaker tripped: agent paused");
     metrics::counter!("countersign_circuit_breaker_trips_total", "agent" => agent.to_owned())
         .increment(1);
-    let text = format!(
-        ":rotating_light: *{agent}* was paused by the circuit breaker: {reason}. A person must look and `/countersign resume {agent}`."
-    );
-    crate::slack::announce_control(state, agent, text).await;
 }

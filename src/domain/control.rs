@@ -46,6 +46,43 @@ pub struct Control {
     pub set_at: DateTime<Utc>,
 }
 
+/// What the role channels are told of a change to an agent's mode, whoever made it (a Slack
+/// admin, the admin API, the circuit breaker). Queued in the transaction of the change, so it
+/// is sent through the outbox, within the channels' budgets, retried, never lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlNotice {
+    pub agent: String,
+    pub action: Option<String>,
+    /// The mode put in force; `None`: the override was cleared (resumed).
+    pub mode: Option<ControlMode>,
+    /// Who: `reviewer:U…` (a Slack admin), `system:admin…` (the admin API), `system:breaker`.
+    pub by: String,
+    pub reason: Option<String>,
+    /// Pending proposals rejected with it (`--reject-pending`).
+    pub rejected: Option<usize>,
+}
+
+/// Who set an override, as a sentence's subject: the breaker, an operator, or a Slack user id.
+pub fn setter(set_by: &str) -> Setter<'_> {
+    if set_by == BREAKER {
+        Setter::Breaker
+    } else if let Some(user) = set_by.strip_prefix("reviewer:") {
+        Setter::SlackUser(user)
+    } else {
+        Setter::Operator
+    }
+}
+
+/// The circuit breaker's actor name.
+pub const BREAKER: &str = "system:breaker";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setter<'a> {
+    Breaker,
+    SlackUser(&'a str),
+    Operator,
+}
+
 /// The strictest override that applies to `action` of an agent, from its overrides.
 pub fn strictest<'a>(controls: &'a [Control], action: &str) -> Option<&'a Control> {
     controls

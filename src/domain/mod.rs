@@ -12,7 +12,7 @@ pub mod verdict;
 pub mod vote;
 
 pub use callback::WebhookDelivery;
-pub use control::{Control, ControlMode};
+pub use control::{Control, ControlMode, ControlNotice};
 pub use ids::{ActionId, AgentId, ProposalId};
 pub use outbox::{PostedCard, SlackJob, SlackTask};
 pub use proposal::{

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ProposalId;
 
-/// One thing to do in Slack for a proposal.
+/// One thing to do in Slack: for a proposal, or (an announcement) for an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SlackTask {
@@ -34,6 +34,9 @@ pub enum SlackTask {
         url: String,
         error: String,
     },
+    /// Tell the channels of the roles an agent's cards go to that its mode changed. Not about a
+    /// proposal: its row names none.
+    AnnounceControl { notice: super::ControlNotice },
 }
 
 impl SlackTask {
@@ -55,7 +58,8 @@ impl SlackTask {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlackJob {
     pub id: i64,
-    pub proposal_id: ProposalId,
+    /// The proposal it is about; `None` for an agent's announcement.
+    pub proposal_id: Option<ProposalId>,
     pub task: SlackTask,
     /// Earlier attempts that failed.
     pub attempts: i32,

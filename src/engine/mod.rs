@@ -44,9 +44,9 @@ pub enum Submitted {
     KeyReused,
     /// The agent may not propose this action (not in its catalog, or read-only).
     NotPermitted(String),
-    /// The agent is paused: it may propose nothing.
-    /// Paused, by its manifest or an operator (with the operator's reason).
-    AgentPaused(Option<String>),
+    /// The agent is paused: it may propose nothing. By its manifest (`None`), or by the
+    /// override in force: who set it (`set_by`) and why.
+    AgentPaused(Option<crate::domain::Control>),
 }
 
 /// What a transition (cancel, decide, outcome) gave.
@@ -159,52 +159,35 @@ impl Engine {
         Ok(())
     }
 
-    /// Narrows an agent (or one of its actions): audited, and in force for the next request.
-    pub async fn set_control(&self, control: crate::domain::Control) -> Result<(), EngineError> {
-        self.apply(Command::SetControl(control)).await?;
-        self.refresh_controls().await
-    }
-
-    /// Narrows an agent (or one action) and, when asked, rejects its pending proposals that the
-    /// override covers, decided by `by` with the override's reason. Answers those rejected.
+    /// Narrows an agent (or one action): audited, in force for the next request, and announced
+    /// in the role channels (through the outbox, in the same transaction). With
+    /// `reject_pending`, its pending proposals that the override covers are rejected in that
+    /// transaction too, decided by `by` with the override's reason. Answers those rejected.
     pub async fn narrow(
         &self,
         control: crate::domain::Control,
         reject_pending: bool,
         by: Actor,
     ) -> Result<Vec<ProposalId>, EngineError> {
-        let agent = control.agent.clone();
-        let scope = control.action.clone();
-        let reason = format!(
-            "agent {} {}: {}",
-            control.mode.as_str().replace('_', "-"),
-            agent,
-            control.reason.as_deref().unwrap_or("no reason given")
-        );
-        self.set_control(control).await?;
-        let mut rejected = Vec::new();
-        if reject_pending {
-            for (id, action) in self.store.pending_of(&agent).await? {
-                if scope.as_deref().is_some_and(|scope| scope != action) {
-                    continue;
-                }
-                let decided = self
-                    .decide(
-                        id.clone(),
-                        Status::Rejected,
-                        by.clone(),
-                        Some(reason.clone()),
-                    )
-                    .await?;
-                if matches!(decided, Transition::Done(_)) {
-                    rejected.push(id);
-                }
+        let command = Command::SetControl {
+            control,
+            reject_pending,
+            by,
+        };
+        let rejected = match self.apply(command).await? {
+            CommandResult::Narrowed(rejected) => rejected,
+            other => {
+                return Err(EngineError::Store(StoreError::Other(format!(
+                    "narrow: unexpected {other:?}"
+                ))));
             }
-        }
+        };
+        self.refresh_controls().await?;
         Ok(rejected)
     }
 
-    /// Clears an override; false if there was none.
+    /// Clears an override (announced in the role channels, through the outbox); false if there
+    /// was none.
     pub async fn clear_control(
         &self,
         agent: &str,
@@ -264,6 +247,11 @@ impl Engine {
                 self.announce_slack_work();
                 self.decided(proposal);
             }
+            CommandResult::Narrowed(rejected) => {
+                self.announce_slack_work();
+                rejected.iter().for_each(|id| self.announce_decision(id));
+            }
+            CommandResult::Control(true) => self.announce_slack_work(),
             _ => {}
         }
         Ok(result)
@@ -327,7 +315,7 @@ impl Engine {
                 self.apply(Command::Audit(event)).await?;
                 tracing::info!(reason = refusal.reason(), "proposal refused");
                 return Ok(match refusal {
-                    Refusal::Paused => Submitted::AgentPaused(control.and_then(|c| c.reason)),
+                    Refusal::Paused => Submitted::AgentPaused(control),
                     _ => Submitted::NotPermitted(format!(
                         "{} for agent {}: {}",
                         request.action,

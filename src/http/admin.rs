@@ -266,11 +266,21 @@ pub async fn narrow_agent(
     Ok(Json(controls_of(&state, &agent)))
 }
 
-/// Clears an override (`?action=` for one action's): the manifest's mode applies again.
+/// Clears an override (`?action=` for one action's): the manifest's mode applies again. Who
+/// (`by`) and why (`reason`) are audited and announced with it.
 #[utoipa::path(
     delete, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
-    params(("agent" = String, Path), ("action" = Option<String>, Query), ("by" = Option<String>, Query)),
-    responses((status = 200, body = AgentControls), (status = 404, content_type = "application/problem+json")),
+    params(
+        ("agent" = String, Path),
+        ("action" = Option<String>, Query),
+        ("by" = Option<String>, Query),
+        ("reason" = Option<String>, Query, description = "Why (at most 500 characters)"),
+    ),
+    responses(
+        (status = 200, body = AgentControls),
+        (status = 404, content_type = "application/problem+json"),
+        (status = 422, description = "Bad field (named in `field`)", content_type = "application/problem+json"),
+    ),
     security(("bearer" = []))
 )]
 pub async fn resume_agent(
@@ -280,16 +290,23 @@ pub async fn resume_agent(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<AgentControls>, ApiError> {
     let agent = find_agent(&state, &agent)?;
-    let by = query
-        .get("by")
-        .map_or("system:admin".to_owned(), |by| format!("system:admin:{by}"));
+    let by = query.get("by").map_or("system:admin".to_owned(), |by| {
+        format!("system:admin:{}", by.chars().take(100).collect::<String>())
+    });
+    let reason = query
+        .get("reason")
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::field("reason", "at most 500 characters"));
+    }
     state
         .engine
         .clear_control(
             agent.id.as_str(),
             query.get("action").map(String::as_str),
             by,
-            None,
+            reason,
         )
         .await?;
     Ok(Json(controls_of(&state, &agent)))

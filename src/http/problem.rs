@@ -33,7 +33,8 @@ pub enum ApiError {
     #[error("action not permitted: {0}")]
     NotPermitted(String),
     #[error("agent paused")]
-    AgentPaused(Option<String>),
+    /// Paused by its manifest (`None`) or by this override.
+    AgentPaused(Option<crate::domain::Control>),
     #[error("no such proposal")]
     NotFound,
     #[error("no such delivery")]
@@ -114,8 +115,17 @@ impl ApiError {
                 .value("field", &"action"),
             ApiError::AgentPaused(reason) => base(StatusCode::LOCKED, "agent-paused", "The agent is paused")
                 .detail(match reason {
-                    Some(reason) => format!("An operator paused this agent (or this action): {reason}. No proposal is accepted until it is resumed."),
-                    None => "The agent (or this action) is paused, by its manifest or an operator; no proposal is accepted until it is resumed.".to_owned(),
+                    Some(control) => {
+                        use crate::domain::control::{Setter, setter};
+                        let who = match setter(&control.set_by) {
+                            Setter::Breaker => "The circuit breaker paused this agent",
+                            Setter::SlackUser(_) => "A countersign admin paused this agent from Slack",
+                            Setter::Operator => "An operator paused this agent",
+                        };
+                        let why = control.reason.as_deref().unwrap_or("no reason given");
+                        format!("{who} (or this action): {why}. No proposal is accepted until a person resumes it.")
+                    }
+                    None => "The agent's manifest sets it paused; no proposal is accepted until the manifest changes.".to_owned(),
                 }),
             ApiError::NotFound => base(StatusCode::NOT_FOUND, "not-found", "No such proposal"),
             ApiError::RateLimited { retry_after } => base(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many proposals")

@@ -1,10 +1,14 @@
 //! `/countersign pause | draft-only | resume AGENT [ACTION] [--reject-pending] [reason…]`: the
 //! kill switch from Slack, for the people in `slack_admins` only. The change is audited with who
 //! and why, in force for the very next request, and posted in the channels of the roles the
-//! agent's cards go to.
+//! agent's cards go to (the core queues that announcement; [`control_notice`] renders it, for
+//! every way in: Slack, the admin API, the circuit breaker).
 
-use super::escape::{mrkdwn, truncate};
+use super::escape::{inert, mrkdwn, truncate};
 use super::payload::SlashCommand;
+use super::rich::Paragraph;
+use crate::domain::ControlNotice;
+use crate::domain::control::{Setter, setter};
 use crate::domain::{Actor, ActorKind, Control, ControlMode};
 use crate::http::AppState;
 
@@ -66,7 +70,7 @@ pub async fn handle(
         id: user.clone(),
     };
     let engine = &state.engine;
-    let (reply, notice) = match change {
+    match change {
         Change::Narrow(mode) => {
             let control = Control {
                 agent: agent.id.to_string(),
@@ -94,12 +98,8 @@ pub async fn handle(
             } else {
                 String::new()
             };
-            let why = reason
-                .as_deref()
-                .map_or(String::new(), |r| format!(" Reason: {}", mrkdwn(r)));
-            (
-                format!("{scope} is {what}, until `/countersign resume`.{rejected}"),
-                format!(":octagonal_sign: {scope} {what} — by <@{user}>.{why}{rejected}"),
+            format!(
+                "{scope} is {what}, until `/countersign resume`.{rejected} The role channels are told."
             )
         }
         Change::Resume => {
@@ -113,50 +113,80 @@ pub async fn handle(
                 )
                 .await
             {
-                Ok(true) => (
-                    format!("{scope} is back to what its manifest says."),
-                    format!(
-                        ":arrow_forward: {scope} resumed by <@{user}>: back to its manifest's mode."
-                    ),
+                Ok(true) => format!(
+                    "{scope} is back to what its manifest says. The role channels are told."
                 ),
-                Ok(false) => return format!("{scope} had no pause or draft-only to clear."),
+                Ok(false) => format!("{scope} had no pause or draft-only to clear."),
                 Err(error) => {
                     tracing::error!(%error, "cannot clear an agent control");
-                    return "Sorry, that did not take effect (the database is not answering); try again.".into();
+                    "Sorry, that did not take effect (the database is not answering); try again."
+                        .into()
                 }
             }
         }
-    };
-    announce(state, agent.id.as_str(), notice).await;
-    reply
+    }
 }
 
-/// Posts the change in the channels of the roles the agent's cards have gone to.
-pub async fn announce(state: &AppState, agent: &str, text: String) {
-    let roles = match state.engine.store().card_roles_of(agent).await {
-        Ok(roles) => roles,
-        Err(error) => {
-            tracing::warn!(%error, "cannot find the channels to announce a control in");
-            return;
+/// What the role channels are told of a change to an agent's mode: what changed, who did it
+/// (a person, an operator through the admin API, or the circuit breaker), why, and how many
+/// pending proposals were rejected with it — each on its own line, the reason as written.
+pub fn control_notice(notice: &ControlNotice) -> super::OutgoingMessage {
+    let what = match notice.mode {
+        Some(crate::domain::ControlMode::Paused) => "paused: new proposals are refused",
+        Some(crate::domain::ControlMode::DraftOnly) => {
+            "draft-only: nothing is auto-approved, every proposal needs a person"
         }
+        None => "resumed: back to its manifest's mode",
     };
-    let registry = state.registry.current();
-    let channels: std::collections::BTreeSet<String> = roles
-        .iter()
-        .filter_map(|role| registry.roles.get(role).map(|r| r.channel.clone()))
-        .collect();
-    let message = super::OutgoingMessage {
+    let (emoji, emoji_name) = match notice.mode {
+        Some(_) => (":octagonal_sign:", "octagonal_sign"),
+        None => (":arrow_forward:", "arrow_forward"),
+    };
+    let by_text = match setter(&notice.by) {
+        Setter::Breaker => "the circuit breaker".to_owned(),
+        Setter::SlackUser(user) => format!("<@{user}>"),
+        Setter::Operator => "an operator (admin API)".to_owned(),
+    };
+    let mut text = format!("{emoji} ");
+    let mut body = Paragraph::new().emoji(emoji_name).text(" ");
+    if let Some(action) = &notice.action {
+        text.push_str(&format!("`{}` of ", inert(action)));
+        body = body.code(action).text(" of ");
+    }
+    text.push_str(&format!("*{}* {what} — by ", inert(&notice.agent)));
+    body = body.bold(&notice.agent).text(format!(" {what} — by "));
+    text.push_str(&by_text);
+    body = match setter(&notice.by) {
+        Setter::SlackUser(user) => body.user(user),
+        _ => body.text(&by_text),
+    };
+    text.push('.');
+    body = body.text(".");
+    if let Some(reason) = &notice.reason {
+        let reason = truncate(reason, 500);
+        text.push_str(&format!("\nReason: {}", inert(&reason)));
+        body = body.newline().bold("Reason:").text(" ").text(reason);
+    }
+    if let Some(rejected) = notice.rejected {
+        let line = format!(
+            "{rejected} pending proposal{} rejected.",
+            if rejected == 1 { "" } else { "s" }
+        );
+        text.push_str(&format!("\n{line}"));
+        body = body.newline().text(line);
+    }
+    if notice.mode == Some(crate::domain::ControlMode::Paused)
+        && setter(&notice.by) == Setter::Breaker
+    {
+        let next = format!(
+            "A person must look, then `/countersign resume {}`.",
+            notice.agent
+        );
+        text.push_str(&format!("\n{}", inert(&next)));
+        body = body.newline().text(next);
+    }
+    super::OutgoingMessage {
         text,
-        blocks: Vec::new(),
-    };
-    for channel in channels {
-        let api = state.slack.api.clone();
-        let message = message.clone();
-        // Not on the command's path: Slack wants its answer within 3 seconds.
-        tokio::spawn(async move {
-            if let Err(error) = api.post_message(&channel, &message, None).await {
-                tracing::warn!(%error, %channel, "cannot announce an agent control");
-            }
-        });
+        blocks: vec![super::rich::block(body)],
     }
 }

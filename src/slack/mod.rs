@@ -35,7 +35,7 @@ pub use budget::SlackBudget;
 pub use client::{
     BotIdentity, ChannelInfo, OutgoingMessage, PostPermit, SlackApi, SlackError, UserInfo,
 };
-pub use controls::announce as announce_control;
+pub use controls::control_notice;
 pub use directory::Directory;
 pub use response_url::Responder;
 

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::config::DatabaseUrl;
 use crate::domain::{
-    AgentId, Ballot, Decision, DueTimer, ExecutionOutcome, PostedCard, Proposal, ProposalId,
+    Actor, AgentId, Ballot, Decision, DueTimer, ExecutionOutcome, PostedCard, Proposal, ProposalId,
     SlackJob, SlackTask, Status, Vote, WebhookDelivery,
 };
 use crate::report::ReportPost;
@@ -147,7 +147,14 @@ pub enum Command {
     /// Only an audit event: a refused request that named a proposal.
     Audit(AuditDraft),
     /// Puts an override of an agent's mode in force (replacing one for the same scope).
-    SetControl(crate::domain::Control),
+    /// With `reject_pending`, the agent's pending proposals the override covers are rejected in
+    /// the same transaction (decided by `by`). Either way the role channels are told, through
+    /// the outbox, in that transaction too.
+    SetControl {
+        control: crate::domain::Control,
+        reject_pending: bool,
+        by: Actor,
+    },
     /// Clears the override for an agent (and action); audited with who and why.
     ClearControl {
         agent: String,
@@ -221,6 +228,8 @@ pub enum CommandResult {
     Audited,
     /// An override was set, or cleared (`false`: there was none to clear).
     Control(bool),
+    /// An override was set; these pending proposals were rejected with it.
+    Narrowed(Vec<ProposalId>),
     /// The vote is recorded (or was: `replay` when this was the same click again); the
     /// proposal as it now stands and every vote on it.
     Voted {

@@ -135,6 +135,23 @@ impl SlackJobRow {
     }
 }
 
+impl SlackJobRow {
+    /// An announcement of an agent's change of mode: a row about no proposal.
+    pub fn announcement(
+        notice: &crate::domain::ControlNotice,
+        due_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        let task = crate::domain::SlackTask::AnnounceControl {
+            notice: notice.clone(),
+        };
+        Ok(Self {
+            proposal_id: String::new(),
+            task: serde_json::to_string(&task)?,
+            due_at,
+        })
+    }
+}
+
 /// Claimed outbox rows (`id, proposal_id, task, attempts`), oldest first; the same columns
 /// decode alike from either backend's rows.
 pub(super) fn slack_jobs<R: sqlx::Row>(
@@ -155,10 +172,14 @@ where
             let corrupt = |what: &str, detail: String| {
                 StoreError::Corrupt(format!("slack_outbox {id}: {what}: {detail}"))
             };
+            // An announcement names no proposal: its row's proposal_id is empty.
+            let proposal_id = match proposal_id.as_str() {
+                "" => None,
+                id => Some(ProposalId::parse(id).map_err(|e| corrupt("proposal_id", e.0))?),
+            };
             Ok(crate::domain::SlackJob {
                 id,
-                proposal_id: ProposalId::parse(&proposal_id)
-                    .map_err(|e| corrupt("proposal_id", e.0))?,
+                proposal_id,
                 task: serde_json::from_str(&task).map_err(|e| corrupt("task", e.to_string()))?,
                 attempts: row.try_get("attempts")?,
             })

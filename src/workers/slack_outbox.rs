@@ -216,14 +216,14 @@ impl SlackOutbox {
                 if let Some(channel) = &channel {
                     due = self.holds.hold(channel, due, now);
                 }
-                tracing::info!(job = job.id, proposal_id = %job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
+                tracing::info!(job = job.id, proposal_id = ?job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
                 self.store
                     .retry_slack_job(job, due, &error, counted)
                     .await?;
                 pass.retried += 1;
             }
             JobOutcome::Fail(error) => {
-                tracing::error!(job = job.id, proposal_id = %job.proposal_id, %error, "slack outbox: giving up");
+                tracing::error!(job = job.id, proposal_id = ?job.proposal_id, %error, "slack outbox: giving up");
                 self.store.fail_slack_job(job, now, &error).await?;
                 pass.failed += 1;
             }
@@ -231,8 +231,13 @@ impl SlackOutbox {
         Ok(())
     }
 
-    #[tracing::instrument(skip_all, fields(job = job.id, proposal_id = %job.proposal_id))]
+    #[tracing::instrument(skip_all, fields(job = job.id, proposal_id = ?job.proposal_id))]
     async fn perform(&self, job: &SlackJob) -> JobOutcome {
+        let proposal_id = match (&job.task, &job.proposal_id) {
+            (SlackTask::AnnounceControl { notice }, _) => return self.announce(job, notice).await,
+            (_, Some(id)) => id,
+            (_, None) => return JobOutcome::Fail("the job names no proposal".into()),
+        };
         if job.task == SlackTask::RefreshCards {
             // Several changes before the refresh went out: this one update, rendered from the
             // proposal as read below (after this), shows them all.
@@ -242,7 +247,7 @@ impl SlackOutbox {
                 Err(error) => return transient(job, error.to_string()),
             }
         }
-        let proposal = match self.store.proposal(&job.proposal_id).await {
+        let proposal = match self.store.proposal(proposal_id).await {
             Ok(Some(proposal)) => proposal,
             Ok(None) => return JobOutcome::Fail("proposal not found".into()),
             Err(error) => return transient(job, error.to_string()),
@@ -379,6 +384,8 @@ impl SlackOutbox {
                 let notice = card::outcome_notice(&proposal);
                 done(self.dm(job, user, &notice).await)
             }
+            // Handled before the proposal is read (it names none).
+            SlackTask::AnnounceControl { notice } => return self.announce(job, notice).await,
             SlackTask::RefreshCards => {
                 // Every copy is updated even if one fails: a deleted message must not leave
                 // the other channels showing live buttons.
@@ -437,24 +444,56 @@ impl SlackOutbox {
         posted: &[PostedCard],
         message: &crate::slack::OutgoingMessage,
     ) -> Result<(), JobOutcome> {
+        let threads: Vec<(&str, Option<&str>)> = posted
+            .iter()
+            .map(|card| (card.channel.as_str(), Some(card.ts.as_str())))
+            .collect();
+        self.post_everywhere(job, &threads, message).await
+    }
+
+    /// Posts `message` in each (channel, thread), budgeted for all of them before any is
+    /// posted, so a retry repeats none.
+    async fn post_everywhere(
+        &self,
+        job: &SlackJob,
+        places: &[(&str, Option<&str>)],
+        message: &crate::slack::OutgoingMessage,
+    ) -> Result<(), JobOutcome> {
         let now = self.clock.now();
-        let mut permits = Vec::with_capacity(posted.len());
-        for card in posted {
-            if let Some(until) = self.holds.until(&card.channel, now) {
-                return Err(held(&card.channel, until, now));
+        let mut permits = Vec::with_capacity(places.len());
+        for (channel, thread) in places {
+            if let Some(until) = self.holds.until(channel, now) {
+                return Err(held(channel, until, now));
             }
-            match self.api.reserve_post(&card.channel).await {
-                Ok(permit) => permits.push((permit, card.ts.as_str())),
-                Err(error) => return Err(self.outcome_of(job, error, Some(&card.channel))),
+            match self.api.reserve_post(channel).await {
+                Ok(permit) => permits.push((permit, *thread)),
+                Err(error) => return Err(self.outcome_of(job, error, Some(channel))),
             }
         }
-        for (permit, ts) in permits {
+        for (permit, thread) in permits {
             let channel = permit.channel().to_owned();
-            if let Err(error) = self.api.post_paid(permit, message, Some(ts)).await {
+            if let Err(error) = self.api.post_paid(permit, message, thread).await {
                 return Err(self.outcome_of(job, error, Some(&channel)));
             }
         }
         Ok(())
+    }
+
+    /// An agent's change of mode, posted in the channels of the roles its cards have gone to.
+    async fn announce(&self, job: &SlackJob, notice: &crate::domain::ControlNotice) -> JobOutcome {
+        let roles = match self.store.card_roles_of(&notice.agent).await {
+            Ok(roles) => roles,
+            Err(error) => return transient(job, error.to_string()),
+        };
+        let registry = self.registry.current();
+        let channels: std::collections::BTreeSet<String> = roles
+            .iter()
+            .filter_map(|role| registry.roles.get(role).map(|r| r.channel.clone()))
+            .collect();
+        let places: Vec<(&str, Option<&str>)> =
+            channels.iter().map(|c| (c.as_str(), None)).collect();
+        let message = crate::slack::control_notice(notice);
+        done(self.post_everywhere(job, &places, &message).await)
     }
 
     /// Posts in `channel` unless an earlier job's post there was put off ([`ChannelHolds`]);

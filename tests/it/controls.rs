@@ -90,8 +90,9 @@ async fn a_pause_from_slack_refuses_the_next_proposal_and_is_audited(db: TestDb)
         rejected["decision"]["reason"],
         "agent paused revops-crm: Runaway discounts"
     );
-    // The role channel the agent's cards go to hears of it.
-    slack
+    // The role channel the agent's cards go to hears of it: who, why, and (on a line of its
+    // own) how many pending proposals went with it.
+    let notice = slack
         .wait_for("C0FINANCE", "U0NOBODY", "the pause notice", |messages| {
             messages
                 .iter()
@@ -99,6 +100,14 @@ async fn a_pause_from_slack_refuses_the_next_proposal_and_is_audited(db: TestDb)
                 .cloned()
         })
         .await;
+    assert!(notice.text.contains("— by <@U0MGR001>."), "{}", notice.text);
+    assert!(
+        notice
+            .text
+            .ends_with("\nReason: Runaway discounts\n1 pending proposal rejected."),
+        "{}",
+        notice.text
+    );
 
     let resumed = slack
         .command(
@@ -122,7 +131,7 @@ async fn a_pause_from_slack_refuses_the_next_proposal_and_is_audited(db: TestDb)
             (
                 "agent.controlled".to_owned(),
                 "reviewer:U0MGR001".to_owned(),
-                json!({"agent": "revops-crm", "action": null, "mode": "paused", "reason": "Runaway discounts"})
+                json!({"agent": "revops-crm", "action": null, "mode": "paused", "reason": "Runaway discounts", "reject_pending": true})
             ),
             (
                 "agent.resumed".to_owned(),
@@ -245,6 +254,80 @@ async fn draft_only_from_the_admin_api_forces_review(db: TestDb) {
 }
 both_backends!(draft_only_from_the_admin_api_forces_review);
 
+/// Every change from the admin API is announced, through the outbox: six quick pauses and
+/// resumes make six audit events and six posts, however the channel's budget paces them; a
+/// resume says who and why.
+async fn every_admin_change_is_announced_through_the_outbox(db: TestDb) {
+    let app = TestApp::start_with(config(&db, &[])).await;
+    // A card in finance: that is where revops-crm's announcements go.
+    card_for(&app, REVOPS, &discount_proposal(), "C0FINANCE").await;
+    let url = app.url("/v1/admin/agents/revops-crm/controls");
+    for n in 0..3 {
+        let pause = json!({"mode": "paused", "reason": format!("check {n}"), "by": "ops@acme"});
+        let set = app.http.post(&url).bearer_auth(ADMIN).json(&pause).send();
+        assert_eq!(set.await.unwrap().status(), 200);
+        let resume = app
+            .http
+            .delete(format!("{url}?by=ops@acme&reason=looked+at+it+{n}"))
+            .bearer_auth(ADMIN)
+            .send();
+        assert_eq!(resume.await.unwrap().status(), 200);
+    }
+    let too_long = app
+        .http
+        .delete(format!("{url}?reason={}", "x".repeat(501)))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(too_long, 422).await["field"], "reason");
+    assert_eq!(controls_in_trail(&db).await.len(), 6);
+
+    // The channel's budget lets some out at once; the rest follow as time passes.
+    let slack = app.slack();
+    let notices = || async {
+        let messages: Vec<Value> = app
+            .http
+            .get(app.url("/sandbox/control/messages?channel=C0FINANCE"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        messages
+            .into_iter()
+            .filter_map(|m| m["text"].as_str().map(str::to_owned))
+            .filter(|t| t.contains("*revops-crm*"))
+            .collect::<Vec<String>>()
+    };
+    crate::common::eventually(
+        std::time::Duration::from_secs(20),
+        "six notices",
+        || async {
+            app.clock.advance(chrono::Duration::seconds(1));
+            notices().await.len() == 6
+        },
+    )
+    .await;
+    let all = notices().await;
+    assert_eq!(all.iter().filter(|t| t.contains(" paused: ")).count(), 3);
+    let resumed: Vec<&String> = all.iter().filter(|t| t.contains(" resumed: ")).collect();
+    assert_eq!(resumed.len(), 3);
+    assert!(
+        resumed[0].contains("— by an operator (admin API).\nReason: looked at it 0"),
+        "{}",
+        resumed[0]
+    );
+    let refused = slack.calls().await;
+    assert!(
+        refused.iter().all(|c| c["status"] == 200),
+        "paced by the budget, never refused: {refused:#?}"
+    );
+    app.stop().await.unwrap();
+}
+both_backends!(every_admin_change_is_announced_through_the_outbox);
+
 async fn an_agent_over_its_rate_is_told_when_to_retry(db: TestDb) {
     rate_limited_with(db, None).await;
 }
@@ -295,12 +378,16 @@ async fn the_circuit_breaker_pauses_an_agent_rejected_again_and_again(db: TestDb
             |messages| {
                 messages
                     .iter()
-                    .find(|m| m.text.contains("paused by the circuit breaker"))
+                    .find(|m| {
+                        m.text
+                            .contains("paused: new proposals are refused — by the circuit breaker")
+                    })
                     .cloned()
             },
         )
         .await;
     assert!(notice.text.contains("last 5 proposals were all rejected"));
+    assert!(notice.text.contains("/countersign resume revops-crm"));
     let refused = problem(app.submit(REVOPS, &tag_lead()).await, 423).await;
     assert!(
         refused["detail"]

@@ -54,6 +54,8 @@ pub(in crate::store) trait BatchTx: Send {
         proposal: &ProposalId,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError>;
+    /// The ids of an agent's pending proposals, oldest first.
+    async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError>;
     /// The proposals among `ids` that exist (any order).
     async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError>;
     /// Votes on the proposals `ids`: (proposal id, vote, the dedupe key it was cast with), each

@@ -15,7 +15,8 @@ use super::rows::{GrantRow, IdempotencyRow, ProposalRow, SlackJobRow, TimerRow, 
 use super::{Command, CommandResult, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, kinds};
 use crate::domain::{
-    Actor, ActorKind, AgentId, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
+    Actor, ActorKind, AgentId, ControlNotice, Decision, Proposal, ProposalId, SlackTask, Status,
+    Vote,
 };
 
 /// Runs every command against `tx`, appending audit events as it goes.
@@ -321,16 +322,75 @@ async fn run_one(
             Ok((CommandResult::TimerHandled(handled), events))
         }
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
-        Command::SetControl(control) => {
+        Command::SetControl {
+            control,
+            reject_pending,
+            by,
+        } => {
             tx.flush().await?;
             tx.tx.upsert_control(&control).await?;
-            let event = AuditDraft::new(
+            let mut events = vec![AuditDraft::new(
                 kinds::AGENT_CONTROLLED,
                 None,
                 control.set_by.clone(),
-                json!({"agent": control.agent, "action": control.action, "mode": control.mode, "reason": control.reason}),
-            );
-            Ok((CommandResult::Control(true), vec![event]))
+                json!({"agent": control.agent, "action": control.action, "mode": control.mode, "reason": control.reason, "reject_pending": reject_pending}),
+            )];
+            let mut rejected = Vec::new();
+            if reject_pending {
+                let reason = format!(
+                    "agent {} {}: {}",
+                    control.mode.as_str().replace('_', "-"),
+                    control.agent,
+                    control.reason.as_deref().unwrap_or("no reason given")
+                );
+                let pending = tx.tx.pending_of(&control.agent).await?;
+                let ids: Vec<ProposalId> = pending
+                    .iter()
+                    .map(|id| ProposalId::parse(id).map_err(|e| StoreError::Corrupt(e.0)))
+                    .collect::<Result<_, _>>()?;
+                tx.prefetch(&ids.iter().collect::<Vec<_>>()).await?;
+                for id in ids {
+                    let Some(proposal) = tx.load_proposal(&id).await? else {
+                        continue;
+                    };
+                    if control
+                        .action
+                        .as_deref()
+                        .is_some_and(|scope| scope != proposal.content.action.as_str())
+                    {
+                        continue;
+                    }
+                    let decision = Decision {
+                        by: by.clone(),
+                        at,
+                        reason: Some(reason.clone()),
+                        execution_token: None,
+                    };
+                    let (result, more) = transition(
+                        tx,
+                        proposal,
+                        Status::Rejected,
+                        decision,
+                        kinds::DECIDED,
+                        "reject pending",
+                    )
+                    .await?;
+                    events.extend(more);
+                    if matches!(result, CommandResult::Updated(_)) {
+                        rejected.push(id);
+                    }
+                }
+            }
+            let notice = ControlNotice {
+                agent: control.agent.clone(),
+                action: control.action.clone(),
+                mode: Some(control.mode),
+                by: control.set_by.clone(),
+                reason: control.reason.clone(),
+                rejected: reject_pending.then_some(rejected.len()),
+            };
+            tx.slack_jobs.push(SlackJobRow::announcement(&notice, at)?);
+            Ok((CommandResult::Narrowed(rejected), events))
         }
         Command::ClearControl {
             agent,
@@ -344,6 +404,15 @@ async fn run_one(
                 .delete_control(&agent, action.as_deref().unwrap_or(""))
                 .await?;
             let events = if cleared {
+                let notice = ControlNotice {
+                    agent: agent.clone(),
+                    action: action.clone(),
+                    mode: None,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    rejected: None,
+                };
+                tx.slack_jobs.push(SlackJobRow::announcement(&notice, at)?);
                 vec![AuditDraft::new(
                     kinds::AGENT_RESUMED,
                     None,

@@ -133,6 +133,15 @@ impl BatchTx for Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",
+        )
+        .bind(agent)
+        .fetch_all(&mut *self.0)
+        .await?)
+    }
+
     async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError> {
         let rows = sqlx::query(SELECT_PROPOSALS)
             .bind(ids)

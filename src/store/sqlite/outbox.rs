@@ -59,7 +59,7 @@ impl SqliteStore {
                 "INSERT INTO slack_messages (proposal_id, role, channel, ts, posted_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (proposal_id, role) DO NOTHING",
             )
-            .bind(job.proposal_id.as_str())
+            .bind(job.proposal_id.as_ref().map_or("", |id| id.as_str()))
             .bind(&card.role)
             .bind(&card.channel)
             .bind(&card.ts)
@@ -166,7 +166,7 @@ impl SqliteStore {
         )
         .bind(format_timestamp(now))
         .bind(format!("coalesced into job {}", job.id))
-        .bind(job.proposal_id.as_str())
+        .bind(job.proposal_id.as_ref().map_or("", |id| id.as_str()))
         .bind(serde_json::to_string(&job.task)?)
         .bind(job.id)
         .execute(&self.pool)

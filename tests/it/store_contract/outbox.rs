@@ -20,7 +20,7 @@ async fn the_slack_outbox_is_claimed_under_a_lease(db: TestDb) {
     );
     assert_eq!(
         (jobs[0].proposal_id.clone(), jobs[0].attempts),
-        (p.id.clone(), 0)
+        (Some(p.id.clone()), 0)
     );
     // Leased: nobody else gets it until the lease ends (a worker that died loses only that).
     assert!(
@@ -187,7 +187,7 @@ async fn a_card_post_is_outstanding_until_done_or_given_up(db: TestDb) {
         .unwrap();
     let post = again
         .iter()
-        .find(|job| job.proposal_id == posted.id)
+        .find(|job| job.proposal_id.as_ref() == Some(&posted.id))
         .unwrap();
     store.finish_slack_job(post, None, at).await.unwrap();
     assert!(!store.card_posts_outstanding(&posted.id).await.unwrap());

@@ -2,6 +2,11 @@
 //! `/slack/interactions`, form-encoded and signed, in the shape the sandbox's control API sends
 //! (src/sandbox/control.rs) — the whole clicked message included, as Slack does, so the server
 //! parses what it would parse in production.
+//!
+//! The trigger id and response URL are shaped like the sandbox's but not issued by it: an
+//! Approve without step-up uses neither (countersign answers with `chat.postEphemeral` and opens
+//! modals only for Reject and step-up), and the card's `message_ts` is the template card's, which
+//! the vote does not read either: the proposal is the button's value.
 
 use countersign::config::Secret;
 use serde_json::{Value, json};

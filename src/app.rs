@@ -212,9 +212,7 @@ pub async fn run_with_clock(
         // Like the listener, the socket takes nothing new; what it carries is acknowledged.
         let _ = stop_socket.send(true);
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    http::serve(listener, router, http::ServeLimits::from(&config), shutdown).await;
     let _ = stop_workers.send(true);
     if let Some(socket) = socket
         && tokio::time::timeout(Duration::from_secs(10), socket)
@@ -239,7 +237,7 @@ pub async fn run_with_clock(
     wakeups.abort();
     store.close().await;
     tracing::info!("countersign stopped");
-    served.context("server failed")
+    Ok(())
 }
 
 /// Other replicas' pauses and resumes reach this one within this long.

@@ -149,6 +149,12 @@ pub struct Config {
     pub redis_ca: Option<RedisCa>,
     /// What this process does: the HTTP API, the background workers, or both.
     pub serve_role: ServeRole,
+    /// How many client connections the HTTP server holds at once; past it, new ones wait in
+    /// the listen queue, so a flood of idle sockets cannot exhaust file descriptors.
+    pub max_connections: usize,
+    /// How long a client has, from connecting (or from its previous response), to send a
+    /// request's complete headers before the connection is closed (slowloris).
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// `redis_ca_file`'s certificates (PEM), read and checked when the configuration is loaded.
@@ -216,6 +222,10 @@ impl ServeRole {
     }
 }
 
+/// The most `max_connections` may say: beyond it the server's file descriptors, not the
+/// setting, would be the limit.
+const MAX_CONNECTIONS_LIMIT: usize = 100_000;
+
 /// The weekly digest's slot unless configured otherwise.
 const DEFAULT_DIGEST: &str = "mon 09:00 UTC";
 
@@ -243,6 +253,8 @@ pub const KEYS: &[&str] = &[
     "redis_key_prefix",
     "redis_ca_file",
     "serve_role",
+    "max_connections",
+    "header_read_timeout",
 ];
 
 /// A configuration problem, naming the key and where its value came from.
@@ -533,6 +545,37 @@ impl Config {
                 .ok_or_else(|| invalid("serve_role", &src, "must be all, api or worker".into()))?,
             None => ServeRole::All,
         };
+        let max_connections = match take("max_connections") {
+            Some((v, src)) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "max_connections",
+                        &src,
+                        format!("must be a number from 1 to {MAX_CONNECTIONS_LIMIT}"),
+                    ));
+                }
+            },
+            None => 1024,
+        };
+        let header_read_timeout = match take("header_read_timeout") {
+            Some((v, src)) => match humantime::parse_duration(&v) {
+                Ok(d)
+                    if d >= std::time::Duration::from_millis(100)
+                        && d <= std::time::Duration::from_secs(300) =>
+                {
+                    d
+                }
+                _ => {
+                    return Err(invalid(
+                        "header_read_timeout",
+                        &src,
+                        "must be a duration from 100ms to 5m, e.g. 10s".into(),
+                    ));
+                }
+            },
+            None => std::time::Duration::from_secs(10),
+        };
 
         Ok(Config {
             listen,
@@ -557,6 +600,8 @@ impl Config {
             redis_key_prefix,
             redis_ca,
             serve_role,
+            max_connections,
+            header_read_timeout,
         })
     }
 
@@ -569,8 +614,10 @@ impl Config {
     pub fn describe(&self) -> String {
         let secret = |s: &Option<Secret>| if s.is_some() { "(set)" } else { "(unset)" };
         format!(
-            "listen={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} slack_app_token={} redis_url={} admin_token={} secret_key={} report_digest={}",
+            "listen={} max_connections={} header_read_timeout={} database_url={} public_url={} manifests={} policies={} slack_api_url={} slack_bot_token={} slack_signing_secret={} slack_app_token={} redis_url={} admin_token={} secret_key={} report_digest={}",
             self.listen,
+            self.max_connections,
+            humantime::format_duration(self.header_read_timeout),
             self.database_url,
             self.public_url,
             self.manifests.display(),

@@ -213,3 +213,34 @@ fn the_slack_tier_scale_is_one_unless_set_within_bounds() {
         assert!(err.starts_with("slack_tier_scale (from env"), "{err}");
     }
 }
+
+#[test]
+fn connection_limits_have_defaults_and_are_bounded() {
+    let config = load(None, &[]).unwrap();
+    assert_eq!(config.max_connections, 1024);
+    assert_eq!(
+        config.header_read_timeout,
+        std::time::Duration::from_secs(10)
+    );
+    let config = load(
+        Some("max_connections = 64\nheader_read_timeout = \"2s\"\n"),
+        &[("COUNTERSIGN_HEADER_READ_TIMEOUT", "500ms")],
+    )
+    .unwrap();
+    assert_eq!(config.max_connections, 64);
+    assert_eq!(
+        config.header_read_timeout,
+        std::time::Duration::from_millis(500)
+    );
+    let err = load(None, &[("COUNTERSIGN_MAX_CONNECTIONS", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("max_connections (from env COUNTERSIGN_MAX_CONNECTIONS)"),
+        "{err}"
+    );
+    let err = load(Some("header_read_timeout = \"1h\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("header_read_timeout (from "), "{err}");
+}

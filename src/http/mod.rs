@@ -9,6 +9,7 @@ pub mod html;
 mod ops;
 pub mod problem;
 mod proposals;
+mod serve;
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use utoipa_axum::routes;
 
 pub use body::BODY_LIMIT;
 pub use ops::metrics_handle as ops_metrics_handle;
+pub use serve::{REQUEST_TIMEOUT, ServeLimits, serve};
 
 use crate::engine::Engine;
 use crate::registry::SharedRegistry;
@@ -111,6 +113,7 @@ pub fn ops_router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) ->
     }
     routes
         .fallback(|| async { problem::ApiError::NoRoute })
+        .layer(middleware::from_fn(serve::time_limit))
         .with_state(state)
 }
 
@@ -136,6 +139,8 @@ pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Rou
         )
         .fallback(|| async { problem::ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { problem::ApiError::MethodNotAllowed })
+        // Inside the metrics: a request cut off is counted, with its 503.
+        .layer(middleware::from_fn(serve::time_limit))
         .layer(middleware::from_fn(track_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(

@@ -56,6 +56,8 @@ pub enum ApiError {
     WrongExecutionToken,
     #[error("idempotency key reused with a different body")]
     IdempotencyKeyReused,
+    #[error("request not answered in time")]
+    RequestTimeout,
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -149,6 +151,8 @@ impl ApiError {
                 .value("field", &"Idempotency-Key"),
             ApiError::Unavailable(_) => base(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable")
                 .detail("The database is not reachable; retry with the same Idempotency-Key."),
+            ApiError::RequestTimeout => base(StatusCode::SERVICE_UNAVAILABLE, "request-timeout", "Request not answered in time")
+                .detail("The request took longer than the server allows; if it changed something, retry with the same Idempotency-Key."),
             ApiError::Internal(_) => base(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }

@@ -33,6 +33,7 @@ mod slack_flow;
 mod slack_manifest;
 mod slack_outbox;
 mod slack_votes;
+mod slow_clients;
 mod socket_mode;
 mod step_up;
 mod store_contract;

@@ -107,6 +107,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "COUNTERSIGN_CALLBACK_TIMEOUT" .Values.config.callbackTimeout
   "COUNTERSIGN_DATABASE_MAX_CONNECTIONS" .Values.config.databaseMaxConnections
   "COUNTERSIGN_REDIS_KEY_PREFIX" .Values.config.redisKeyPrefix
+  "COUNTERSIGN_MAX_CONNECTIONS" .Values.config.maxConnections
+  "COUNTERSIGN_HEADER_READ_TIMEOUT" .Values.config.headerReadTimeout
 }}
 {{- range $var, $value := $settings }}
 {{- if ne (toString $value) "" }}

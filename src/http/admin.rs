@@ -3,14 +3,32 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::api_doc::{
+    AdminDisabled, Internal, InvalidField, InvalidJson, NotFound, PayloadTooLarge, Unauthorized,
+    Unavailable,
+};
 use super::auth::Admin;
 use super::problem::ApiError;
 use crate::report::{self, Period, SlaReport};
+
+/// The longest reason for a control, in characters (after trimming).
+pub(super) const CONTROL_REASON_MAX: usize = 500;
+
+/// A path segment as text. One that is not (invalid percent-encoding, not UTF-8) names nothing
+/// there is: `missing`, as for an unknown one, rather than axum's plain-text 400.
+fn segment(
+    path: Result<Path<String>, PathRejection>,
+    missing: ApiError,
+) -> Result<String, ApiError> {
+    path.map(|Path(text)| text).map_err(|_| missing)
+}
 
 /// One SLA report per role asked for.
 #[derive(Debug, Serialize, ToSchema)]
@@ -23,16 +41,18 @@ pub struct SlaReports {
 #[utoipa::path(
     get, path = "/v1/reports/sla", tag = "admin",
     params(
-        ("period" = Option<String>, Query, description = "7d (default), 30d or 90d"),
-        ("role" = Option<String>, Query, description = "A role from manifests/roles.yaml; every role when absent"),
+        ("period" = Option<Period>, Query, nullable = false, description = "7d (default), 30d or 90d"),
+        ("role" = Option<String>, Query, nullable = false, description = "A role from manifests/roles.yaml; every role when absent"),
     ),
     responses(
         (status = 200, description = "The reports", body = SlaReports),
-        (status = 401, description = "Missing or wrong admin token", content_type = "application/problem+json"),
-        (status = 403, description = "No admin token is configured", content_type = "application/problem+json"),
-        (status = 422, description = "Unknown period or role (named in `field`)", content_type = "application/problem+json"),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn sla_report(
     _: Admin,
@@ -83,20 +103,23 @@ pub struct Deliveries {
 /// endpoint answered (or why nothing did), how long it took.
 #[utoipa::path(
     get, path = "/v1/admin/proposals/{id}/deliveries", tag = "admin",
-    params(("id" = String, Path, description = "Proposal id (prop_…)")),
+    params(("id" = String, Path, pattern = r"^prop_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "Proposal id (`prop_` and a ULID); anything else is a 404")),
     responses(
-        (status = 200, body = Deliveries),
-        (status = 401, content_type = "application/problem+json"),
-        (status = 403, content_type = "application/problem+json"),
-        (status = 404, description = "No such proposal", content_type = "application/problem+json"),
+        (status = 200, description = "The proposal's callbacks, each with its attempts", body = Deliveries),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn deliveries(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Deliveries>, ApiError> {
+    let id = segment(id, ApiError::NotFound)?;
     // An unknown proposal is a 404, as on the agent API, not an empty list that reads like
     // "no callback was owed".
     let Ok(id) = crate::domain::ProposalId::parse(&id) else {
@@ -115,20 +138,23 @@ pub async fn deliveries(
 /// was delivered or given up, and lifts a 410 block on its endpoint.
 #[utoipa::path(
     post, path = "/v1/admin/deliveries/{event}/redeliver", tag = "admin",
-    params(("event" = String, Path, description = "The webhook id (msg_…)")),
+    params(("event" = String, Path, description = "The webhook id (`msg_…`)")),
     responses(
-        (status = 202, description = "Queued"),
-        (status = 401, content_type = "application/problem+json"),
-        (status = 403, content_type = "application/problem+json"),
-        (status = 404, description = "No such delivery", content_type = "application/problem+json"),
+        (status = 202, description = "Queued", body = Redelivering),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, response = NotFound),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn redeliver(
     _: Admin,
     State(state): State<AppState>,
-    Path(event): Path<String>,
-) -> Result<(axum::http::StatusCode, Json<serde_json::Value>), ApiError> {
+    event: Result<Path<String>, PathRejection>,
+) -> Result<(axum::http::StatusCode, Json<Redelivering>), ApiError> {
+    let event = segment(event, ApiError::NoSuchDelivery)?;
     let now = state.engine.clock().now();
     let found = state
         .engine
@@ -143,8 +169,17 @@ pub async fn redeliver(
     tracing::info!(%event, "callback redelivery requested");
     Ok((
         axum::http::StatusCode::ACCEPTED,
-        Json(serde_json::json!({"redelivering": event})),
+        Json(Redelivering {
+            redelivering: event,
+        }),
     ))
+}
+
+/// The answer to a redelivery.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Redelivering {
+    /// The webhook id going out again.
+    pub redelivering: String,
 }
 
 /// An agent's mode: what its manifest says and the overrides in force.
@@ -199,39 +234,50 @@ fn controls_of(state: &AppState, agent: &crate::manifest::Agent) -> AgentControl
 /// The agent's manifest mode and the overrides in force.
 #[utoipa::path(
     get, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
-    params(("agent" = String, Path)),
-    responses((status = 200, body = AgentControls), (status = 404, content_type = "application/problem+json")),
-    security(("bearer" = []))
+    params(("agent" = String, Path, pattern = r"^[a-z][a-z0-9_-]*$", max_length = 64, example = "billing", description = "An agent id from manifests/agents/")),
+    responses(
+        (status = 200, description = "The manifest's mode and the overrides in force", body = AgentControls),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, response = NotFound),
+    ),
+    security(("admin" = []))
 )]
 pub async fn agent_controls(
     _: Admin,
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    agent: Result<Path<String>, PathRejection>,
 ) -> Result<Json<AgentControls>, ApiError> {
-    let agent = find_agent(&state, &agent)?;
+    let agent = find_agent(&state, &segment(agent, ApiError::NoSuchAgent)?)?;
     Ok(Json(controls_of(&state, &agent)))
 }
 
 /// Pauses or draft-onlies an agent (or one action), in force for its next request; audited.
 #[utoipa::path(
     post, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
-    params(("agent" = String, Path)),
+    params(("agent" = String, Path, pattern = r"^[a-z][a-z0-9_-]*$", max_length = 64, example = "billing", description = "An agent id from manifests/agents/")),
     request_body = ControlRequest,
     responses(
-        (status = 200, body = AgentControls),
-        (status = 404, content_type = "application/problem+json"),
-        (status = 422, description = "Bad field (named in `field`)", content_type = "application/problem+json"),
+        (status = 200, description = "In force; the agent's controls", body = AgentControls),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn narrow_agent(
     _: Admin,
     State(state): State<AppState>,
-    Path(agent): Path<String>,
-    body: axum::body::Bytes,
+    agent: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AgentControls>, ApiError> {
-    let agent = find_agent(&state, &agent)?;
-    let request: ControlRequest = super::body::decode(&body)?;
+    let agent = find_agent(&state, &segment(agent, ApiError::NoSuchAgent)?)?;
+    let request: ControlRequest = super::body::decode(&super::body::bytes(body)?)?;
     if let Some(action) = &request.action
         && !agent.actions.keys().any(|a| a.as_str() == action)
     {
@@ -241,8 +287,11 @@ pub async fn narrow_agent(
         ));
     }
     let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::field("reason", "say why, in 1 to 500 characters"));
+    if reason.is_empty() || reason.chars().count() > CONTROL_REASON_MAX {
+        return Err(ApiError::field(
+            "reason",
+            format!("say why, in 1 to {CONTROL_REASON_MAX} characters"),
+        ));
     }
     let by = crate::domain::Actor {
         kind: crate::domain::ActorKind::System,
@@ -271,25 +320,29 @@ pub async fn narrow_agent(
 #[utoipa::path(
     delete, path = "/v1/admin/agents/{agent}/controls", tag = "admin",
     params(
-        ("agent" = String, Path),
-        ("action" = Option<String>, Query),
-        ("by" = Option<String>, Query),
-        ("reason" = Option<String>, Query, description = "Why (at most 500 characters)"),
+        ("agent" = String, Path, pattern = r"^[a-z][a-z0-9_-]*$", max_length = 64, example = "billing", description = "An agent id from manifests/agents/"),
+        ("action" = Option<String>, Query, nullable = false, description = "Clear this action's override instead of the agent's"),
+        ("by" = Option<String>, Query, nullable = false, description = "Who is doing this (recorded as `system:admin:<by>`, the first 100 characters)"),
+        ("reason" = Option<String>, Query, nullable = false, max_length = 500, description = "Why (at most 500 characters)"),
     ),
     responses(
-        (status = 200, body = AgentControls),
-        (status = 404, content_type = "application/problem+json"),
-        (status = 422, description = "Bad field (named in `field`)", content_type = "application/problem+json"),
+        (status = 200, description = "Cleared (or there was nothing to clear); the agent's controls", body = AgentControls),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, response = NotFound),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
-    security(("bearer" = []))
+    security(("admin" = []))
 )]
 pub async fn resume_agent(
     _: Admin,
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    agent: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<AgentControls>, ApiError> {
-    let agent = find_agent(&state, &agent)?;
+    let agent = find_agent(&state, &segment(agent, ApiError::NoSuchAgent)?)?;
     let by = query.get("by").map_or("system:admin".to_owned(), |by| {
         format!("system:admin:{}", by.chars().take(100).collect::<String>())
     });
@@ -297,8 +350,14 @@ pub async fn resume_agent(
         .get("reason")
         .map(|r| r.trim().to_owned())
         .filter(|r| !r.is_empty());
-    if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-        return Err(ApiError::field("reason", "at most 500 characters"));
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > CONTROL_REASON_MAX)
+    {
+        return Err(ApiError::field(
+            "reason",
+            format!("at most {CONTROL_REASON_MAX} characters"),
+        ));
     }
     state
         .engine
@@ -316,21 +375,28 @@ pub async fn resume_agent(
 /// criteria in policy recommend (nothing changes by itself).
 #[utoipa::path(
     get, path = "/v1/admin/agents/{agent}/autonomy", tag = "admin",
-    params(("agent" = String, Path), ("period" = Option<String>, Query, description = "7d, 30d (default) or 90d")),
-    responses(
-        (status = 200, body = crate::autonomy::AutonomyReport),
-        (status = 404, content_type = "application/problem+json"),
-        (status = 422, content_type = "application/problem+json"),
+    params(
+        ("agent" = String, Path, pattern = r"^[a-z][a-z0-9_-]*$", max_length = 64, example = "billing", description = "An agent id from manifests/agents/"),
+        ("period" = Option<Period>, Query, nullable = false, description = "7d, 30d (default) or 90d"),
     ),
-    security(("bearer" = []))
+    responses(
+        (status = 200, description = "Each action's record and what the criteria recommend", body = crate::autonomy::AutonomyReport),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, response = NotFound),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("admin" = []))
 )]
 pub async fn autonomy(
     _: Admin,
     State(state): State<AppState>,
-    Path(agent): Path<String>,
+    agent: Result<Path<String>, PathRejection>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<crate::autonomy::AutonomyReport>, ApiError> {
-    let agent = find_agent(&state, &agent)?;
+    let agent = find_agent(&state, &segment(agent, ApiError::NoSuchAgent)?)?;
     let period = match query.get("period") {
         Some(text) => text
             .parse::<Period>()

@@ -2,6 +2,7 @@
 //! between HTTP and the engine; they hold no business rules.
 
 mod admin;
+mod api_doc;
 mod auth;
 mod body;
 mod diff_page;
@@ -21,7 +22,6 @@ use axum::response::Response;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -53,29 +53,9 @@ pub struct AppState {
     pub seen: std::sync::Arc<crate::cluster::SeenKeys>,
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "countersign", description = "Approval gateway for AI agents: agents propose, people decide."),
-    modifiers(&BearerAuth),
-    tags((name = "proposals", description = "The agent API"), (name = "operations", description = "Health and metrics"), (name = "admin", description = "Operators' API (admin token)"))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The routes with their OpenAPI description, which is generated from the handlers' annotations.
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::with_openapi(api_doc::ApiDoc::openapi())
         .routes(routes!(proposals::create))
         .routes(routes!(proposals::get))
         .routes(routes!(proposals::cancel))
@@ -96,8 +76,8 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 /// The OpenAPI document, as served at `/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().1
+pub fn openapi() -> serde_json::Value {
+    api_doc::finish(api().1)
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -119,8 +99,8 @@ pub fn ops_router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) ->
 
 /// The whole HTTP application; with a sandbox, its routes too (they exist only then).
 pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Router {
-    let (routes, openapi) = api();
-    let openapi = std::sync::Arc::new(openapi);
+    let (routes, doc) = api();
+    let doc = std::sync::Arc::new(api_doc::finish(doc));
     let mut routes = routes.route("/p/{id}", axum::routing::get(diff_page::show));
     // Without a signing secret (Socket Mode only) nothing can arrive on `/slack/*`.
     if state.slack.signing_secret.is_some() {
@@ -133,8 +113,8 @@ pub fn router(state: AppState, sandbox: Option<&crate::sandbox::Sandbox>) -> Rou
         .route(
             "/openapi.json",
             axum::routing::get(move || {
-                let openapi = openapi.clone();
-                async move { axum::Json(openapi.as_ref().clone()) }
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
         .fallback(|| async { problem::ApiError::NoRoute })

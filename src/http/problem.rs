@@ -79,7 +79,7 @@ impl ApiError {
         ApiError::InvalidFields(vec![FieldError::new(field, message)])
     }
 
-    fn problem(&self) -> HttpApiProblem {
+    pub(super) fn problem(&self) -> HttpApiProblem {
         let base = |status: StatusCode, slug: &str, title: &str| {
             HttpApiProblem::new(status)
                 .type_url(format!("{TYPE_PREFIX}{slug}"))

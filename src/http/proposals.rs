@@ -14,6 +14,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::api_doc::{
+    ActionNotPermitted, AgentPaused, IdempotencyKeyReused, Internal, InvalidField, InvalidJson,
+    InvalidState, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
+    WrongExecutionToken,
+};
 use super::auth::AuthenticatedAgent;
 use super::body;
 use super::problem::ApiError;
@@ -22,9 +27,12 @@ use crate::domain::{ExecutionResult, Proposal, ProposalId, Status};
 use crate::engine::{Submitted, Transition};
 use crate::store::IdempotencyKey;
 
-const IDEMPOTENCY_KEY_MAX: usize = 255;
-const REASON_MAX: usize = 1_000;
-const DETAILS_MAX_BYTES: usize = 16 * 1024;
+/// The longest `Idempotency-Key`, in bytes (printable ASCII).
+pub(super) const IDEMPOTENCY_KEY_MAX: usize = 255;
+/// The longest cancellation reason, in characters.
+pub(super) const REASON_MAX: usize = 1_000;
+/// The most an outcome's `details` may take, serialized.
+pub(super) const DETAILS_MAX_BYTES: usize = 16 * 1024;
 
 /// Submit a proposal.
 ///
@@ -34,17 +42,27 @@ const DETAILS_MAX_BYTES: usize = 16 * 1024;
 #[utoipa::path(
     post, path = "/v1/proposals", tag = "proposals",
     request_body = ProposalRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: up to 255 printable ASCII characters")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255,
+            pattern = r"^[\x21-\x7E]([\x20-\x7E]*[\x21-\x7E])?$",
+            description = "Makes retries safe: 1 to 255 printable ASCII characters (spaces only inside). Kept per agent for 25 hours."),
+    ),
     responses(
-        (status = 201, description = "Stored", body = Proposal),
-        (status = 400, description = "Not JSON", content_type = "application/problem+json"),
-        (status = 401, description = "Bad token", content_type = "application/problem+json"),
-        (status = 403, description = "Action not in the agent's catalog, or read_only", content_type = "application/problem+json"),
-        (status = 409, description = "Idempotency key reused with another body", content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field (named in `field`)", content_type = "application/problem+json"),
-        (status = 423, description = "The agent is paused", content_type = "application/problem+json"),
-        (status = 429, description = "The agent's rate limit is used up (Retry-After)", content_type = "application/problem+json"),
+        (status = 201, description = "Stored, with its verdict; with a known `Idempotency-Key` and the same body, the original answer", body = ProposalView,
+            headers(
+                ("Location" = String, description = "`/v1/proposals/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the original answer to an earlier request with the same key"),
+            )),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = ActionNotPermitted),
+        (status = 409, response = IdempotencyKeyReused),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidField),
+        (status = 423, response = AgentPaused),
+        (status = 429, response = RateLimited),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = []))
 )]
@@ -126,13 +144,18 @@ pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 #[utoipa::path(
     get, path = "/v1/proposals/{id}", tag = "proposals",
     params(
-        ("id" = String, Path, description = "Proposal id (prop_…)"),
-        ("wait" = Option<String>, Query, description = "Long-poll: answer as soon as the proposal is decided, or after this long (e.g. 30s; at most 60s)"),
+        ("id" = String, Path, pattern = r"^prop_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", example = "prop_01jd2m3k4n5p6q7r8s9t0v1w2x",
+            description = "Proposal id (`prop_` and a ULID); anything else is a 404"),
+        ("wait" = Option<String>, Query, nullable = false, pattern = r"^[0-9]{1,6}(ms|s|m|h)$", example = "1s",
+            description = "Long-poll: answer as soon as the proposal is decided, or after this long (a duration such as `30s`, `500ms` or `1m`; longer than 60s waits 60s; other humantime forms such as `1m 30s` are read too)"),
     ),
     responses(
-        (status = 200, body = Proposal),
-        (status = 401, content_type = "application/problem+json"),
-        (status = 404, description = "No such proposal, or another agent's", content_type = "application/problem+json"),
+        (status = 200, description = "The proposal as it is (or once decided, or when the wait ended)", body = ProposalView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = []))
 )]
@@ -187,14 +210,22 @@ pub struct CancelRequest {
 }
 
 /// Withdraw a pending proposal.
+///
+/// The body is optional: none (or only white space) is a cancellation without a reason.
 #[utoipa::path(
     post, path = "/v1/proposals/{id}/cancel", tag = "proposals",
-    params(("id" = String, Path)),
-    request_body(content = Option<CancelRequest>),
+    params(("id" = String, Path, pattern = r"^prop_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "Proposal id")),
+    request_body(content = CancelRequest, description = "Optional; when sent, a JSON object"),
     responses(
-        (status = 200, body = Proposal),
-        (status = 404, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending", content_type = "application/problem+json"),
+        (status = 200, description = "Cancelled", body = ProposalView),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = InvalidState),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = []))
 )]
@@ -244,14 +275,19 @@ pub struct OutcomeRequest {
 /// Report what happened after an approval (once).
 #[utoipa::path(
     post, path = "/v1/proposals/{id}/outcome", tag = "proposals",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, pattern = r"^prop_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$", description = "Proposal id")),
     request_body = OutcomeRequest,
     responses(
-        (status = 200, body = Proposal),
-        (status = 404, content_type = "application/problem+json"),
-        (status = 403, description = "Wrong execution token", content_type = "application/problem+json"),
-        (status = 409, description = "Not approved, or the token was already used", content_type = "application/problem+json"),
-        (status = 422, content_type = "application/problem+json"),
+        (status = 200, description = "Recorded; the execution token is spent", body = ProposalView),
+        (status = 400, response = InvalidJson),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WrongExecutionToken),
+        (status = 404, response = NotFound),
+        (status = 409, response = InvalidState),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = InvalidField),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = []))
 )]
@@ -308,16 +344,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ProposalPath {
     }
 }
 
-/// The API representation of a proposal: the stored resource plus links.
-#[derive(Serialize)]
-struct ProposalView<'a> {
+/// A proposal as the API answers it: the stored proposal and the links to act on it.
+#[derive(Serialize, ToSchema)]
+pub struct ProposalView<'a> {
     #[serde(flatten)]
     proposal: &'a Proposal,
     links: Links,
 }
 
-#[derive(Serialize)]
-struct Links {
+/// Where to read, cancel and report on the proposal (absolute, from `public_url`).
+#[derive(Serialize, ToSchema)]
+pub struct Links {
     #[serde(rename = "self")]
     this: String,
     cancel: String,
@@ -339,7 +376,7 @@ impl AppState {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };

@@ -1,0 +1,701 @@
+//! The OpenAPI document served at `/openapi.json`, which SDKs are generated from.
+//!
+//! Most of it comes from the handlers' `#[utoipa::path]` annotations: every status each operation
+//! can answer, its parameters with their constraints. This module adds what annotations cannot
+//! say well: the error body (`Problem`) and one reusable response per kind of problem, naming the
+//! problem `type`s it carries; the two bearer schemes (agent, admin); and the constraints the
+//! domain enforces on request bodies, stated from the same constants the validation uses.
+//! `scripts/fuzz-api` holds the document to the code: a request the schema allows must not be
+//! refused for a reason the schema does not give, and every answer must be documented.
+
+use std::borrow::Cow;
+
+use serde_json::{Value, json};
+use utoipa::openapi::schema::{AdditionalProperties, AllOfBuilder, ArrayBuilder, ObjectBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{
+    Header, Ref, RefOr, Response, ResponseBuilder, Type, content::ContentBuilder, schema::Schema,
+};
+use utoipa::{OpenApi, PartialSchema, ToResponse, ToSchema};
+
+use super::problem::TYPE_PREFIX;
+use crate::domain::ActionId;
+use crate::domain::request::{FieldError, limits};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "countersign", description = "Approval gateway for AI agents: agents propose, people decide.\n\nEvery error is `application/problem+json` (RFC 9457) with a stable `type` to match on."),
+    modifiers(&SecuritySchemes),
+    tags((name = "proposals", description = "The agent API (an agent's bearer token)"), (name = "operations", description = "Health and metrics"), (name = "admin", description = "Operators' API (the admin token)")),
+    components(
+        schemas(Problem),
+        responses(
+            InvalidJson, Unauthorized, AdminDisabled, ActionNotPermitted, WrongExecutionToken,
+            NotFound, InvalidState, IdempotencyKeyReused, PayloadTooLarge, InvalidField,
+            AgentPaused, RateLimited, Internal, Unavailable
+        )
+    )
+)]
+pub(super) struct ApiDoc;
+
+/// `bearer`: an agent's token (`token_sha256` in its manifest); `admin`: the `admin_token`.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        components.add_security_scheme(
+            "bearer",
+            bearer(
+                "An agent's token, whose SHA-256 is declared in its manifest (manifests/agents/).",
+            ),
+        );
+        components.add_security_scheme(
+            "admin",
+            bearer("The admin_token of countersign's configuration (COUNTERSIGN_ADMIN_TOKEN)."),
+        );
+    }
+}
+
+/// The body of every error: RFC 9457 problem details, as `ApiError` writes them.
+pub struct Problem;
+
+impl PartialSchema for Problem {
+    fn schema() -> RefOr<Schema> {
+        let string = |description: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "An error (RFC 9457 problem details, `application/problem+json`). Match on `type`; \
+                 the other members are for people, except the extension members named here.",
+            ))
+            .property(
+                "type",
+                string(
+                    "Stable identifier of the kind of problem: `urn:countersign:problem:<kind>`.",
+                )
+                .pattern(Some(format!("^{TYPE_PREFIX}[a-z-]+$"))),
+            )
+            .required("type")
+            .property("title", string("A short summary of the kind of problem."))
+            .required("title")
+            .property(
+                "status",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("The HTTP status code.")),
+            )
+            .required("status")
+            .property("detail", string("What went wrong with this request."))
+            .property(
+                "field",
+                string(
+                    "The (first) field in error: a path into the body (`summary`, \
+                     `changes[3].path`), a parameter or a header (`Idempotency-Key`).",
+                ),
+            )
+            .property(
+                "errors",
+                ArrayBuilder::new()
+                    .items(Ref::from_schema_name(FieldError::name()))
+                    .description(Some("422: every field in error.")),
+            )
+            .property(
+                "limit",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .description(Some("413: the largest body accepted, in bytes.")),
+            )
+            .property(
+                "proposal_status",
+                AllOfBuilder::new()
+                    .item(Ref::from_schema_name(crate::domain::Status::name()))
+                    .description(Some("409 invalid-state: the proposal's status.")),
+            )
+            .property(
+                "retry_after_seconds",
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .description(Some("429: when to retry, as `Retry-After` says.")),
+            )
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .into()
+    }
+}
+
+impl ToSchema for Problem {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Problem")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((FieldError::name().into(), FieldError::schema()));
+        schemas.push((
+            crate::domain::Status::name().into(),
+            crate::domain::Status::schema(),
+        ));
+    }
+}
+
+/// A problem+json response whose `type` is one of `kinds`, with `members` always present.
+fn problem_response(description: &str, kinds: &[&str], members: &[&str]) -> ResponseBuilder {
+    let mut specific = ObjectBuilder::new().property(
+        "type",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(
+                kinds.iter().map(|kind| format!("{TYPE_PREFIX}{kind}")),
+            )),
+    );
+    for member in members {
+        specific = specific.required(*member);
+    }
+    let schema = AllOfBuilder::new()
+        .item(Ref::from_schema_name(Problem::name()))
+        .item(specific);
+    ResponseBuilder::new().description(description).content(
+        "application/problem+json",
+        ContentBuilder::new().schema(Some(schema)).build(),
+    )
+}
+
+/// Reusable error responses, referenced by name from the handlers' annotations
+/// (`(status = 401, response = Unauthorized)`).
+macro_rules! problem_responses {
+    ($($(#[$doc:meta])* $name:ident: $description:literal, [$($kind:literal),+], [$($member:literal),*] $(, $extra:expr)?;)+) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+
+            impl<'r> ToResponse<'r> for $name {
+                fn response() -> (&'r str, RefOr<Response>) {
+                    let response = problem_response($description, &[$($kind),+], &[$($member),*]);
+                    $(let response = ($extra)(response);)?
+                    (stringify!($name), response.build().into())
+                }
+            }
+        )+
+    };
+}
+
+problem_responses! {
+    /// 400.
+    InvalidJson: "The body is not JSON (`invalid-json`).", ["invalid-json"], [];
+    /// 401, with `WWW-Authenticate: Bearer`.
+    Unauthorized: "No bearer token, or not one this endpoint takes (`unauthorized`).",
+        ["unauthorized"], [],
+        |r: ResponseBuilder| r.header("WWW-Authenticate", string_header("`Bearer`"));
+    /// 403 on every admin endpoint while no admin token is configured.
+    AdminDisabled: "No `admin_token` is configured: the admin API is off (`admin-api-disabled`).",
+        ["admin-api-disabled"], [];
+    /// 403 on submit.
+    ActionNotPermitted: "The action is not in the agent's catalog, or is `read_only` for it \
+        (`action-not-permitted`, audited).", ["action-not-permitted"], ["field"];
+    /// 403 on an outcome.
+    WrongExecutionToken: "The execution token is not this proposal's approval's \
+        (`wrong-execution-token`, audited).", ["wrong-execution-token"], ["field"];
+    /// 404.
+    NotFound: "No such resource (`not-found`). A malformed proposal id, and another agent's \
+        proposal, are answered alike.", ["not-found"], [];
+    /// 409 on cancel and outcome.
+    InvalidState: "The proposal is not in a state that allows this (`invalid-state`): cancel \
+        when not pending; outcome when not approved, or already recorded.",
+        ["invalid-state"], ["proposal_status"];
+    /// 409 on submit.
+    IdempotencyKeyReused: "The `Idempotency-Key` was already used with a different body \
+        (`idempotency-key-reused`).", ["idempotency-key-reused"], ["field"];
+    /// 413.
+    PayloadTooLarge: "The body is over 256 KiB (`payload-too-large`).",
+        ["payload-too-large"], ["limit"];
+    /// 422.
+    InvalidField: "A field, parameter or header is missing, mistyped, unknown or out of bounds \
+        (`invalid-field`): `field` names the first, `errors` lists them all.",
+        ["invalid-field"], ["field", "errors"];
+    /// 423 on submit.
+    AgentPaused: "The agent, or this action, is paused by its manifest or an operator \
+        (`agent-paused`, audited); `detail` gives the operator's reason.", ["agent-paused"], [];
+    /// 429 on submit, with `Retry-After`.
+    RateLimited: "The agent's `rate_limit` is used up (`rate-limited`): retry after \
+        `Retry-After` seconds.", ["rate-limited"], ["retry_after_seconds"],
+        |r: ResponseBuilder| r.header(
+            "Retry-After",
+            Header::builder()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1))))
+                .description(Some("Seconds to wait before retrying."))
+                .build(),
+        );
+    /// 500.
+    Internal: "A bug or an unexpected database error (`internal`), logged with the request id.",
+        ["internal"], [];
+    /// 503.
+    Unavailable: "The database is unreachable, busy or restarting (`unavailable`): retry (with \
+        the same `Idempotency-Key`).", ["unavailable"], [];
+}
+
+fn string_header(description: &str) -> Header {
+    Header::builder()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+        .description(Some(description))
+        .build()
+}
+
+/// Text the domain accepts: no control characters (Unicode's Cc) but newline and tab.
+const TEXT: &str = r"^[^\x00-\x08\x0B-\x1F\x7F-\x9F]*$";
+/// The same, with something other than white space in it.
+const NON_BLANK_TEXT: &str =
+    r"^[^\x00-\x08\x0B-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x08\x0B-\x1F\x7F-\x9F]*$";
+/// Anything with something other than white space in it.
+const NON_BLANK: &str = r"^[\s\S]*\S[\s\S]*$";
+/// An action id (`ActionId`): lowercase letters, digits, `.`, `-`, `_`, from a letter.
+const ACTION: &str = r"^[a-z][a-z0-9._-]*$";
+/// `expires_in`: one number and a unit, from 1m to 30d (`limits::EXPIRES_IN_MIN`..`MAX`). The
+/// server also reads other humantime forms (`1h 30m`, `90min`) within those bounds.
+pub const EXPIRES_IN: &str = "^(([1-9][0-9]{0,3}|[1-3][0-9]{4}|4[0-2][0-9]{3}|43[01][0-9]{2}|43200)m|([1-9][0-9]?|[1-6][0-9]{2}|7[01][0-9]|720)h|([1-9]|[12][0-9]|30)d)$";
+
+/// An http(s) URL with a host, as the domain's `http_url` check (WHATWG parsing) accepts it: a
+/// host name whose last label starts with a letter, or an IPv4 address; a port up to 65535.
+/// (IPv6 literals and Unicode host names are accepted too, but left out of the pattern.)
+fn http_url_pattern() -> String {
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let port = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})";
+    format!(
+        r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]+\.)*[A-Za-z_-][A-Za-z0-9_-]*\.?|({octet}\.){{3}}{octet})(:{port})?([/?#][\x21-\x7E]*)?$"
+    )
+}
+
+fn text(min: usize, max: usize) -> Value {
+    let pattern = if min > 0 { NON_BLANK_TEXT } else { TEXT };
+    json!({"minLength": min, "maxLength": max, "pattern": pattern})
+}
+
+fn http_url() -> Value {
+    json!({"maxLength": limits::URL, "pattern": http_url_pattern()})
+}
+
+/// Any JSON value (replacing the `object` the annotations say), at most
+/// `limits::JSON_VALUE_BYTES` serialized.
+fn any_json(description: &str) -> Value {
+    let kib = limits::JSON_VALUE_BYTES / 1024;
+    json!({"type": null, "description": format!("{description} Any JSON value, at most {kib} KiB serialized.")})
+}
+
+/// The finished document: the annotations' document, with the body constraints added.
+pub(super) fn finish(doc: utoipa::openapi::OpenApi) -> Value {
+    let mut doc = serde_json::to_value(doc).expect("the OpenAPI document serializes");
+    let schemas = body_constraints()
+        .into_iter()
+        .map(|(schema, patch)| (format!("/components/schemas/{schema}"), patch));
+    // utoipa makes an optional body nullable, and `null` is not a body cancel takes: none, or an
+    // object.
+    let cancel = (
+        "/paths/~1v1~1proposals~1{id}~1cancel/post/requestBody".to_owned(),
+        json!({"required": false}),
+    );
+    for (pointer, patch) in schemas.chain([cancel]) {
+        let target = doc
+            .pointer_mut(&pointer)
+            .unwrap_or_else(|| panic!("OpenAPI document: no {pointer}"));
+        merge(target, patch);
+    }
+    doc
+}
+
+/// JSON Merge Patch (RFC 7396): objects merge, `null` removes a member, anything else replaces.
+fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(&key);
+                } else {
+                    merge(target.entry(key).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch,
+    }
+}
+
+/// What `ProposalRequest::validate` and the handlers check, by the schema (and property) it
+/// constrains.
+fn body_constraints() -> Vec<(&'static str, Value)> {
+    use super::admin::CONTROL_REASON_MAX;
+    use super::proposals::{DETAILS_MAX_BYTES, REASON_MAX};
+    let kib = limits::JSON_VALUE_BYTES / 1024;
+    vec![
+        (
+            "ProposalRequest/properties/action",
+            json!({"minLength": 1, "maxLength": ActionId::MAX_LEN, "pattern": ACTION}),
+        ),
+        (
+            "ProposalRequest/properties/summary",
+            text(1, limits::SUMMARY),
+        ),
+        (
+            "ProposalRequest/properties/rationale",
+            text(0, limits::RATIONALE),
+        ),
+        (
+            "ProposalRequest/properties/requested_by",
+            text(1, limits::REQUESTED_BY),
+        ),
+        ("ProposalRequest/properties/callback_url", http_url()),
+        (
+            "ProposalRequest/properties/expires_in",
+            json!({"pattern": EXPIRES_IN}),
+        ),
+        (
+            "ProposalRequest/properties/changes",
+            json!({"maxItems": limits::CHANGES}),
+        ),
+        (
+            "ProposalRequest/properties/evidence",
+            json!({"maxItems": limits::EVIDENCE}),
+        ),
+        (
+            "ProposalRequest/properties/params",
+            json!({
+                "maxProperties": limits::PARAMS,
+                "propertyNames": text(1, limits::PARAM_KEY),
+                "description": format!(
+                    "Numbers and strings policies read (amount, currency, discount_percent, \
+                     recipients…): at most {} keys, each value at most {kib} KiB of JSON.",
+                    limits::PARAMS),
+            }),
+        ),
+        (
+            "ProposalRequest/properties/metadata",
+            json!({"description": format!("Free-form, returned as sent: at most {kib} KiB of JSON.")}),
+        ),
+        ("Target/properties/system", text(1, limits::TARGET_PART)),
+        ("Target/properties/type", text(1, limits::TARGET_PART)),
+        ("Target/properties/id", text(1, limits::TARGET_PART)),
+        ("Target/properties/url", http_url()),
+        // Beside `path`, at least one of `before` and `after`.
+        ("Change", json!({"minProperties": 2})),
+        ("Change/properties/path", text(1, limits::CHANGE_PATH)),
+        (
+            "Change/properties/before",
+            any_json("The value before; absent: the value is added."),
+        ),
+        (
+            "Change/properties/after",
+            any_json("The value after; absent: the value is removed."),
+        ),
+        ("Evidence/properties/label", text(1, limits::EVIDENCE_LABEL)),
+        (
+            "Evidence/properties/excerpt",
+            text(0, limits::EVIDENCE_EXCERPT),
+        ),
+        ("Evidence/properties/url", http_url()),
+        (
+            "CancelRequest/properties/reason",
+            json!({"maxLength": REASON_MAX}),
+        ),
+        (
+            "OutcomeRequest/properties/details",
+            json!({"type": null, "description": format!(
+                "Anything useful to a later reader (error message, external ids): any JSON \
+                 value, at most {} KiB serialized.", DETAILS_MAX_BYTES / 1024)}),
+        ),
+        (
+            "ExecutionOutcome/properties/details",
+            any_json("What the agent reported."),
+        ),
+        (
+            "ControlRequest/properties/reason",
+            json!({"minLength": 1, "maxLength": CONTROL_REASON_MAX, "pattern": NON_BLANK}),
+        ),
+        (
+            "ControlRequest/properties/action",
+            json!({"maxLength": ActionId::MAX_LEN, "pattern": ACTION}),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::http::{HeaderMap, HeaderValue};
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use super::super::problem::ApiError;
+    use super::super::proposals::{IDEMPOTENCY_KEY_MAX, idempotency_key};
+    use super::*;
+    use crate::domain::request::ProposalRequest;
+    use crate::domain::{ProposalId, Status};
+
+    fn doc() -> Value {
+        crate::http::openapi()
+    }
+
+    /// Strings a fully anchored pattern matches (proptest's generator takes no anchors).
+    fn matching(pattern: &str) -> proptest::string::RegexGeneratorStrategy<String> {
+        let inner = pattern
+            .strip_prefix('^')
+            .and_then(|p| p.strip_suffix('$'))
+            .expect("patterns are anchored");
+        proptest::string::string_regex(inner).expect("proptest reads the pattern")
+    }
+
+    fn matches(pattern: &str, text: &str) -> bool {
+        regex::Regex::new(pattern).unwrap().is_match(text)
+    }
+
+    /// Runs `check` on strings `pattern` matches.
+    fn for_each_match(pattern: &str, check: impl Fn(String) -> Result<(), TestCaseError>) {
+        TestRunner::new(Config::with_cases(500))
+            .run(&matching(pattern), check)
+            .unwrap();
+    }
+
+    fn errors_with(field: &str, value: Value) -> Vec<String> {
+        let mut body = json!({"action": "crm.lead.tag", "summary": "Tag the lead"});
+        body[field] = value;
+        match ProposalRequest::from_json(body).map(ProposalRequest::validate) {
+            Ok(Ok(_)) => vec![],
+            Ok(Err(errors)) => errors.into_iter().map(|e| format!("{e:?}")).collect(),
+            Err(error) => vec![format!("{error:?}")],
+        }
+    }
+
+    #[test]
+    fn what_the_text_patterns_allow_is_accepted() {
+        for (pattern, min, max) in [
+            (NON_BLANK_TEXT, 1, limits::SUMMARY),
+            (TEXT, 0, limits::RATIONALE),
+        ] {
+            for_each_match(pattern, |text| {
+                let field = if min > 0 { "summary" } else { "rationale" };
+                if text.chars().count() <= max {
+                    prop_assert_eq!(errors_with(field, json!(text)), Vec::<String>::new());
+                }
+                Ok(())
+            });
+        }
+        // …and what the domain refuses, the pattern does not allow.
+        for refused in ["", " ", "\n\t", "a\u{7}b", "\u{85}x", "x\u{9f}"] {
+            assert!(!matches(NON_BLANK_TEXT, refused), "{refused:?}");
+            assert!(
+                !errors_with("summary", json!(refused)).is_empty(),
+                "{refused:?}"
+            );
+        }
+        assert!(matches(TEXT, "") && matches(TEXT, "two\nlines\tand a tab"));
+    }
+
+    #[test]
+    fn what_the_url_pattern_allows_is_accepted() {
+        let pattern = http_url_pattern();
+        for_each_match(&pattern, |url| {
+            if url.len() <= limits::URL {
+                prop_assert_eq!(
+                    errors_with("callback_url", json!(url)),
+                    Vec::<String>::new()
+                );
+            }
+            Ok(())
+        });
+        for url in [
+            "https://agents.internal.example/revops-crm/countersign",
+            "http://10.20.0.7:8080/hook?x=1#y",
+            "HTTPS://Example.COM",
+            "http://localhost./",
+        ] {
+            assert!(matches(&pattern, url), "{url}");
+        }
+        for url in [
+            "ftp://example.com/",
+            "http://a.1/",
+            "http://a:65536/",
+            "http://0x10/",
+            "https://",
+        ] {
+            assert!(!matches(&pattern, url), "{url}");
+        }
+    }
+
+    #[test]
+    fn expires_in_pattern_is_exactly_the_bounds_in_minutes_hours_and_days() {
+        for (unit, top) in [("m", 50_000), ("h", 1_000), ("d", 40)] {
+            for n in 0..=top {
+                let text = format!("{n}{unit}");
+                assert_eq!(
+                    matches(EXPIRES_IN, &text),
+                    errors_with("expires_in", json!(text)).is_empty(),
+                    "{text}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn action_and_proposal_id_patterns_are_the_parsers() {
+        for_each_match(ACTION, |action| {
+            if action.len() <= ActionId::MAX_LEN {
+                prop_assert!(ActionId::parse(&action).is_ok(), "{}", action);
+            }
+            Ok(())
+        });
+        let id = r"^prop_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$";
+        let documented = &doc()["paths"]["/v1/proposals/{id}"]["get"]["parameters"][0];
+        assert_eq!(documented["name"], "id");
+        assert_eq!(documented["schema"]["pattern"], id);
+        for_each_match(id, |text| {
+            prop_assert!(ProposalId::parse(&text).is_ok(), "{}", text);
+            Ok(())
+        });
+        let generated = ProposalId::generate();
+        assert!(matches(id, generated.as_str()));
+        assert!(
+            !matches(id, "prop_01jd2m3k4n5p6q7r8s9t0v1w2u"),
+            "u is not Crockford"
+        );
+    }
+
+    #[test]
+    fn the_idempotency_key_header_is_documented_as_the_handler_reads_it() {
+        let doc = doc();
+        let parameters = doc["paths"]["/v1/proposals"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let key = parameters
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap();
+        assert_eq!(key["in"], "header");
+        assert_eq!(key["required"], false);
+        let schema = &key["schema"];
+        assert_eq!(schema["type"], "string");
+        assert_eq!(schema["minLength"], 1);
+        assert_eq!(schema["maxLength"], IDEMPOTENCY_KEY_MAX);
+        let pattern = schema["pattern"].as_str().unwrap();
+        let accepted = |text: &str| {
+            let mut headers = HeaderMap::new();
+            let Ok(value) = HeaderValue::from_str(text) else {
+                return false;
+            };
+            headers.insert("idempotency-key", value);
+            matches!(idempotency_key(&headers), Ok(Some(_)))
+        };
+        // Every key of up to three characters over an alphabet with the edge cases; HTTP takes
+        // white space around a value off, so a key is documented without it.
+        let alphabet = [' ', '\t', '!', 'a', '~', '\u{7f}', 'é'];
+        let mut keys = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = keys
+                .iter()
+                .flat_map(|k| alphabet.iter().map(move |c| format!("{k}{c}")))
+                .collect();
+            keys.extend(longer);
+        }
+        for text in keys
+            .iter()
+            .map(String::as_str)
+            .chain(["x".repeat(255).as_str()])
+        {
+            let on_the_wire = text == text.trim_matches([' ', '\t']);
+            if on_the_wire {
+                assert_eq!(matches(pattern, text), accepted(text), "{text:?}");
+            }
+        }
+        assert!(!accepted(&"x".repeat(256)));
+    }
+
+    #[test]
+    fn each_problem_response_carries_only_types_its_status_answers() {
+        let errors = [
+            ApiError::Unauthorized,
+            ApiError::AdminUnauthorized,
+            ApiError::AdminDisabled,
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::InvalidJson(String::new()),
+            ApiError::field("summary", "must not be empty"),
+            ApiError::NotPermitted(String::new()),
+            ApiError::AgentPaused(None),
+            ApiError::NotFound,
+            ApiError::NoSuchDelivery,
+            ApiError::NoSuchAgent,
+            ApiError::RateLimited {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            ApiError::WrongState {
+                status: Status::Approved,
+                detail: "",
+            },
+            ApiError::WrongExecutionToken,
+            ApiError::IdempotencyKeyReused,
+            ApiError::Unavailable(String::new()),
+            ApiError::Internal(String::new()),
+        ];
+        let answered: BTreeSet<(String, String)> = errors
+            .iter()
+            .map(|e| {
+                let problem = e.problem();
+                let status = problem.status.unwrap().as_u16().to_string();
+                (status, problem.type_url.unwrap())
+            })
+            .collect();
+
+        let doc = doc();
+        let mut documented = BTreeSet::new();
+        for (path, operations) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in operations.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    let Some(reference) = response["$ref"].as_str() else {
+                        continue;
+                    };
+                    let name = reference.trim_start_matches("#/components/responses/");
+                    let component = &doc["components"]["responses"][name];
+                    let content = &component["content"]["application/problem+json"];
+                    let kinds = content["schema"]["allOf"][1]["properties"]["type"]["enum"]
+                        .as_array()
+                        .unwrap_or_else(|| panic!("{name}: no problem types"));
+                    for kind in kinds {
+                        let pair = (status.clone(), kind.as_str().unwrap().to_owned());
+                        assert!(
+                            answered.contains(&pair),
+                            "{method} {path}: {status} documents {kind}, which no error answers with it"
+                        );
+                        documented.insert(pair);
+                    }
+                }
+            }
+        }
+        assert_eq!(documented, answered, "every error is documented somewhere");
+    }
+
+    #[test]
+    fn every_body_constraint_lands() {
+        // `finish` panics on a pointer that names nothing; this builds the document once more.
+        let doc = doc();
+        let request = &doc["components"]["schemas"]["ProposalRequest"]["properties"];
+        assert_eq!(request["summary"]["maxLength"], limits::SUMMARY);
+        assert_eq!(request["changes"]["maxItems"], limits::CHANGES);
+        let change = &doc["components"]["schemas"]["Change"];
+        assert!(
+            change["properties"]["before"].get("type").is_none(),
+            "any JSON"
+        );
+        let cancel = &doc["paths"]["/v1/proposals/{id}/cancel"]["post"]["requestBody"];
+        assert_eq!(cancel["required"], false);
+        assert_eq!(
+            cancel["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/CancelRequest"
+        );
+    }
+}

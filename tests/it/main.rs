@@ -16,6 +16,7 @@ mod directory_cache;
 mod doctor;
 mod lifecycle;
 mod oncall;
+mod openapi_doc;
 mod ops;
 mod policy;
 mod policy_cli;

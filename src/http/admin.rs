@@ -240,6 +240,7 @@ fn controls_of(state: &AppState, agent: &crate::manifest::Agent) -> AgentControl
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminDisabled),
         (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
     ),
     security(("admin" = []))
 )]

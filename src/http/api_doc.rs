@@ -240,8 +240,9 @@ problem_responses! {
     Internal: "A bug or an unexpected database error (`internal`), logged with the request id.",
         ["internal"], [];
     /// 503.
-    Unavailable: "The database is unreachable, busy or restarting (`unavailable`): retry (with \
-        the same `Idempotency-Key`).", ["unavailable"], [];
+    Unavailable: "The database is unreachable, busy or restarting (`unavailable`), or the \
+        request was not answered in time (`request-timeout`): retry (with the same \
+        `Idempotency-Key`).", ["unavailable", "request-timeout"], [];
 }
 
 fn string_header(description: &str) -> Header {
@@ -639,6 +640,7 @@ mod tests {
             },
             ApiError::WrongExecutionToken,
             ApiError::IdempotencyKeyReused,
+            ApiError::RequestTimeout,
             ApiError::Unavailable(String::new()),
             ApiError::Internal(String::new()),
         ];

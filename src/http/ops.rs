@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
+use super::api_doc::{Problem, Unavailable};
 use crate::domain::Status;
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
@@ -37,7 +38,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = String)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "`ok`", body = String)))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
@@ -46,7 +47,14 @@ pub async fn healthz() -> &'static str {
 /// after it are the detail: the database, and Redis when configured — `degraded` means rate
 /// limits, the Slack budget, dedup keys and caches are this process's own and other replicas'
 /// decisions are seen by polling, which is not a reason to take the replica out of rotation.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = String), (status = 503, body = String)))]
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `ready`, then the detail", body = String),
+        (status = 503, description = "Not ready (text: why, then the detail); or not answered in time (problem+json, `request-timeout`)",
+            content((String = "text/plain"), (Problem = "application/problem+json"))),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let redis = match &state.redis {
         None => "redis: not configured",
@@ -69,7 +77,13 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text format: request counts and latency by route and status, write batch sizes,
 /// and, read from the database at scrape time so every replica reports the shared truth,
 /// proposals by status and the background queues' backlog and lag.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, body = String, content_type = "text/plain")))]
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
     let mut text = state.metrics.render();

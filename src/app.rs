@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::callbacks::secrets::SecretSource;
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{RedisLink, SeenKeys, Wakeups};
 use crate::config::{Config, Secret};
@@ -48,7 +49,8 @@ pub async fn run_with_clock(
     let metrics = http::ops_metrics_handle();
     let registry = Registry::load(&config.manifests, &config.policies)
         .context("invalid manifest or policy")?;
-    warn_about(&registry);
+    let secrets = secret_source(&config);
+    warn_about(&registry, &secrets);
     let address = listener.local_addr()?;
     let (mut slack, sandbox) = connect_slack(&config, &registry, own_url(address), clock.clone())?;
     slack.admins = config.slack_admins.clone();
@@ -128,7 +130,8 @@ pub async fn run_with_clock(
         clock.clone(),
         crate::callbacks::ssrf::Guard::new(config.callback_allowlist.clone()),
         config.callback_timeout,
-    );
+    )
+    .with_secret_source(secrets);
     // The durable loops run where the role says (`serve --role`): an API-only replica leaves
     // them to the worker replicas, which pick up every row the API wrote.
     let mut workers: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
@@ -303,13 +306,16 @@ fn connect_slack(
         .slack_signing_secret
         .clone()
         .unwrap_or_else(|| Secret::new(hex::encode(rand::random::<[u8; 32]>())));
-    let sandbox = Sandbox::new(
+    let mut sandbox = Sandbox::new(
         workspace,
         token.clone(),
         signing_secret.clone(),
         own_url,
         clock,
     );
+    if let Some(demo) = &config.demo {
+        sandbox = sandbox.with_inboxes(inboxes(demo, registry, &secret_source(config)));
+    }
     // Beside a SQLite database, the sandbox keeps its messages too: after a restart the cards
     // are where they were (the database remembers them as posted).
     if let crate::config::DatabaseUrl::Sqlite(database) = &config.database_url {
@@ -327,7 +333,42 @@ fn connect_slack(
     ))
 }
 
-fn warn_about(registry: &Registry) {
+/// The demo agents' inboxes, each with the secrets its agent's callbacks are signed with.
+fn inboxes(
+    demo: &crate::demo::DemoSettings,
+    registry: &Registry,
+    secrets: &SecretSource,
+) -> Vec<crate::sandbox::Inbox> {
+    demo.inboxes
+        .iter()
+        .map(|agent| {
+            let var = registry
+                .agents
+                .get(agent)
+                .and_then(|a| a.callback_secret_env.as_deref());
+            crate::sandbox::Inbox {
+                agent: agent.clone(),
+                secrets: var
+                    .and_then(|var| secrets.secrets(var).ok())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Where the callback worker (and the demo's inboxes) read agents' signing secrets: what
+/// `serve --demo` made for the variables the environment left unset, else the environment.
+fn secret_source(config: &Config) -> SecretSource {
+    SecretSource::new(
+        config
+            .demo
+            .as_ref()
+            .map(|demo| demo.callback_secrets.clone())
+            .unwrap_or_default(),
+    )
+}
+
+fn warn_about(registry: &Registry, secrets: &SecretSource) {
     let agents = &registry.agents;
     if agents.agents().is_empty() {
         tracing::warn!(
@@ -339,16 +380,16 @@ fn warn_about(registry: &Registry) {
         let secret = agent
             .callback_secret_env
             .as_deref()
-            .map(|var| (var, std::env::var(var)));
+            .map(|var| (var, secrets.value(var)));
         match secret {
             None if agent.callback_url.is_some() => {
                 tracing::warn!(agent = %agent.id, "callback_url without callback_secret_env in the agent's manifest: its callbacks cannot be signed and will not be delivered")
             }
             None => {}
-            Some((var, Err(_))) => {
+            Some((var, None)) => {
                 tracing::warn!(agent = %agent.id, var, "the agent's callback secret variable is not set: its callbacks wait (and are retried) until it is")
             }
-            Some((var, Ok(value))) => {
+            Some((var, Some(value))) => {
                 if let Err(error) = crate::callbacks::signature::parse_all(&value) {
                     tracing::warn!(agent = %agent.id, var, %error, "the agent's callback secret is not a whsec_ secret");
                 }
@@ -372,7 +413,7 @@ pub fn reload(
     config: &Config,
 ) -> Result<(), crate::manifest::ManifestError> {
     registry.reload(&config.manifests, &config.policies)?;
-    warn_about(&registry.current());
+    warn_about(&registry.current(), &secret_source(config));
     Ok(())
 }
 

@@ -215,15 +215,21 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     format!("cannot listen on {} (COUNTERSIGN_LISTEN)", config.listen)
                 })?;
             if demo {
+                let address = listener.local_addr()?;
+                let data = countersign::demo::data_dir(&config.database_url);
+                let inboxes = countersign::demo::prepare(&mut config, address, &data)?;
                 // The listener is bound: these requests wait in its queue until the server is up.
-                let url = url::Url::parse(&format!("http://{}/", listener.local_addr()?))?;
+                let url = countersign::app::own_url(address);
                 let examples = config.policies.join("examples");
                 let sandbox = config.slack_bot_token.is_none();
                 tokio::spawn(async move {
-                    match countersign::demo::post_examples(&url, &examples).await {
+                    match countersign::demo::post_examples(&url, &examples, inboxes.as_ref()).await
+                    {
                         Ok(posted) => {
                             let page = if sandbox {
-                                format!("; open {}sandbox to see the cards", url)
+                                format!(
+                                    "; open {url}sandbox to see the cards (and, under Agent inbox, the callbacks the agents receive)"
+                                )
                             } else {
                                 String::new()
                             };
@@ -241,7 +247,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Demo { url } => {
             let url = url.unwrap_or_else(|| config.public_url.clone());
             let posted =
-                countersign::demo::post_examples(&url, &config.policies.join("examples")).await?;
+                countersign::demo::post_examples(&url, &config.policies.join("examples"), None)
+                    .await?;
             println!("{}", countersign::demo::describe(&posted));
             if posted.iter().any(|p| p.outcome.is_err()) {
                 return Ok(ExitCode::FAILURE);

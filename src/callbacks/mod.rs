@@ -1,4 +1,6 @@
-//! Calling agents back: Standard Webhooks signatures, the SSRF guard, and delivery.
+//! Calling agents back: Standard Webhooks signatures, the SSRF guard, the signing secrets'
+//! source, and delivery.
 
+pub mod secrets;
 pub mod signature;
 pub mod ssrf;

@@ -17,9 +17,14 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
 /// Networks an operator trusts as callback targets even though [`refusal`] refuses them: tests
-/// allowlist 127.0.0.1; a deployment might allowlist the subnet its agents run in.
+/// allowlist 127.0.0.1; a deployment might allowlist the subnet its agents run in. Beside them,
+/// exact addresses with their port ([`Allowlist::with_address`]): `serve --demo` allows its own,
+/// where the sandbox's agent inboxes listen, and nothing else on that host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Allowlist(Vec<IpNet>);
+pub struct Allowlist {
+    networks: Vec<IpNet>,
+    addresses: Vec<SocketAddr>,
+}
 
 /// An allowlist entry that is neither a CIDR nor an IP address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,14 +41,33 @@ impl Allowlist {
             .filter(|entry| !entry.is_empty())
             .map(parse_entry)
             .collect::<Result<Vec<_>, _>>()
-            .map(Self)
+            .map(|networks| Self {
+                networks,
+                addresses: Vec::new(),
+            })
+    }
+
+    /// Also allows exactly `address`: that IP at that port, in URLs naming the IP. The resolver
+    /// never learns the port, so a host name resolving to it stays refused.
+    pub fn with_address(mut self, address: SocketAddr) -> Self {
+        self.addresses.push(address);
+        self
+    }
+
+    /// Is `address` one of the exact addresses allowed (its IP compared as [`Self::contains`]
+    /// does)?
+    pub fn contains_address(&self, address: SocketAddr) -> bool {
+        let canonical = address.ip().to_canonical();
+        self.addresses.iter().any(|allowed| {
+            allowed.port() == address.port() && allowed.ip().to_canonical() == canonical
+        })
     }
 
     /// Is `ip` in an allowlisted network? An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`)
     /// counts as its IPv4 address, since that is where a connection to it goes.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let canonical = ip.to_canonical();
-        self.0
+        self.networks
             .iter()
             .any(|net| net.contains(&ip) || net.contains(&canonical))
     }
@@ -237,18 +261,24 @@ impl Guard {
 
     /// Checks what the resolver never sees: the scheme, and a host that is an IP literal
     /// (`http://127.0.0.1/`, `http://[::1]/`; the url crate has already turned `2130706433` and
-    /// `0x7f.1` into 127.0.0.1). Host names pass here and are judged by [`GuardedResolver`].
-    /// Call it before every request, including retries: it is cheap.
+    /// `0x7f.1` into 127.0.0.1), with its port against the exact addresses allowed. Host names
+    /// pass here and are judged by [`GuardedResolver`]. Call it before every request, including
+    /// retries: it is cheap.
     pub fn check_url(&self, url: &Url) -> Result<(), UrlRefused> {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(UrlRefused::Scheme(url.scheme().to_owned()));
         }
-        match url.host() {
-            None => Err(UrlRefused::NoHost),
-            Some(Host::Domain(_)) => Ok(()),
-            Some(Host::Ipv4(ip)) => Ok(self.check(IpAddr::V4(ip))?),
-            Some(Host::Ipv6(ip)) => Ok(self.check(IpAddr::V6(ip))?),
+        let ip = match url.host() {
+            None => return Err(UrlRefused::NoHost),
+            Some(Host::Domain(_)) => return Ok(()),
+            Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(Host::Ipv6(ip)) => IpAddr::V6(ip),
+        };
+        let port = url.port_or_known_default().unwrap_or(80);
+        if self.allow.contains_address(SocketAddr::new(ip, port)) {
+            return Ok(());
         }
+        Ok(self.check(ip)?)
     }
 
     /// A reqwest client builder that connects only where this guard allows: through a
@@ -526,6 +556,34 @@ mod tests {
         );
         assert_eq!(check("https://93.184.216.34/"), Ok(()));
         assert_eq!(check("https://[2606:4700::1111]/"), Ok(()));
+    }
+
+    #[test]
+    fn an_exact_address_allows_that_port_only() {
+        let own: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let guard = Guard::new(Allowlist::default().with_address(own));
+        let check = |text: &str| guard.check_url(&Url::parse(text).unwrap());
+        assert_eq!(
+            check("http://127.0.0.1:8080/sandbox/agents/a/inbox"),
+            Ok(())
+        );
+        assert_eq!(check("http://[::ffff:127.0.0.1]:8080/"), Ok(()));
+        for other in [
+            "http://127.0.0.1:8081/",
+            "http://127.0.0.1/",
+            "http://127.0.0.2:8080/",
+            "https://127.0.0.1/",
+        ] {
+            assert!(check(other).is_err(), "{other}");
+        }
+        // The resolver sees no port: the address alone is not allowed.
+        assert!(guard.check(ip("127.0.0.1")).is_err());
+        let https: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        let guard = Guard::new(Allowlist::default().with_address(https));
+        assert_eq!(
+            guard.check_url(&Url::parse("https://10.0.0.5/").unwrap()),
+            Ok(())
+        );
     }
 
     #[test]

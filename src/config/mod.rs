@@ -155,6 +155,9 @@ pub struct Config {
     /// How long a client has, from connecting (or from its previous response), to send a
     /// request's complete headers before the connection is closed (slowloris).
     pub header_read_timeout: std::time::Duration,
+    /// Set by `serve --demo` ([`crate::demo::prepare`]), never by a file or the environment:
+    /// the demo agents' inboxes and generated callback secrets.
+    pub demo: Option<crate::demo::DemoSettings>,
 }
 
 /// `redis_ca_file`'s certificates (PEM), read and checked when the configuration is loaded.
@@ -602,6 +605,7 @@ impl Config {
             serve_role,
             max_connections,
             header_read_timeout,
+            demo: None,
         })
     }
 

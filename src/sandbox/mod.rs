@@ -9,6 +9,8 @@
 //!   request on `/slack/*` — or, in Socket Mode ([`Sandbox::with_socket_mode`]), as an envelope
 //!   on the WebSocket countersign opened.
 //! - `/sandbox`: a Slack-like page built on the control endpoints.
+//! - `/sandbox/agents/{agent}/inbox` (`serve --demo`): the demo agents' callback endpoints,
+//!   which verify and record what countersign tells them ([`Sandbox::with_inboxes`]).
 //!
 //! The routes exist only when no Slack token is configured.
 
@@ -17,6 +19,7 @@ pub mod blockkit;
 mod channels;
 mod control;
 mod files;
+mod inbox;
 mod interactivity;
 mod mrkdwn;
 mod render;
@@ -35,6 +38,7 @@ use url::Url;
 
 use crate::clock::Clock;
 use crate::config::Secret;
+pub use inbox::{Delivery, Inbox};
 pub use state::{Call, Message, Refusal, View};
 pub use workspace::Workspace;
 
@@ -62,6 +66,10 @@ struct Inner {
     socket: Option<socket::Hub>,
     /// How many times Slack's documented tiers it allows ([`Sandbox::with_tier_scale`]).
     tier_scale: u32,
+    /// The demo agents' callback endpoints ([`Sandbox::with_inboxes`]); none outside the demo.
+    inboxes: Vec<Inbox>,
+    /// What they received, oldest first.
+    deliveries: Mutex<Vec<Delivery>>,
 }
 
 impl Sandbox {
@@ -90,6 +98,8 @@ impl Sandbox {
             http,
             socket: None,
             tier_scale: 1,
+            inboxes: Vec::new(),
+            deliveries: Mutex::default(),
         }))
     }
 
@@ -190,6 +200,7 @@ impl Sandbox {
             .merge(api::routes())
             .merge(control::routes())
             .merge(ui::routes())
+            .merge(inbox::routes())
             .with_state(self.clone())
     }
 

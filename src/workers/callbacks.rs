@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::audit::kinds;
+use crate::callbacks::secrets::SecretSource;
 use crate::callbacks::signature::{self, WebhookSecret};
 use crate::callbacks::ssrf::Guard;
 use crate::clock::Clock;
@@ -47,6 +48,8 @@ pub struct CallbackWorker {
     /// soon after.
     pub timeout: Duration,
     pub in_flight: Arc<Semaphore>,
+    /// Where agents' signing secrets are read: the environment, and what demo mode gives.
+    pub secret_source: SecretSource,
 }
 
 /// How one attempt went.
@@ -102,7 +105,14 @@ impl CallbackWorker {
             http,
             timeout,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+            secret_source: SecretSource::default(),
         }
+    }
+
+    /// Reads agents' secrets from `source` (the environment, and values given in-process).
+    pub fn with_secret_source(mut self, source: SecretSource) -> Self {
+        self.secret_source = source;
+        self
     }
 
     fn lease(&self) -> chrono::Duration {
@@ -282,7 +292,7 @@ impl CallbackWorker {
         }
     }
 
-    /// The agent's signing secrets, from the environment variable its manifest names.
+    /// The agent's signing secrets, from the variable its manifest names.
     fn secrets(&self, agent: &str) -> Result<Vec<WebhookSecret>, String> {
         let registry = self.registry.current();
         let Some(agent) = registry.agents.get(agent) else {
@@ -294,9 +304,7 @@ impl CallbackWorker {
                 agent.id
             ));
         };
-        let value =
-            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?;
-        signature::parse_all(&value).map_err(|e| format!("{var}: {e}"))
+        self.secret_source.secrets(var)
     }
 }
 

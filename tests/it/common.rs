@@ -249,8 +249,18 @@ impl TestApp {
     }
 
     /// Starts with the app's clock at `now` (a restart later in time).
-    pub async fn start_at(mut config: Config, now: DateTime<Utc>) -> Self {
+    pub async fn start_at(config: Config, now: DateTime<Utc>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(config, listener, now).await
+    }
+
+    /// Starts on a listener the test bound (and set the configuration up for, as `serve --demo`
+    /// does), with the app's clock at `now`.
+    pub async fn start_on(
+        mut config: Config,
+        listener: tokio::net::TcpListener,
+        now: DateTime<Utc>,
+    ) -> Self {
         let address = listener.local_addr().unwrap();
         config.listen = address;
         config.public_url = url::Url::parse(&format!("http://{address}")).unwrap();

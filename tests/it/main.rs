@@ -11,6 +11,7 @@ mod browser;
 mod callbacks;
 mod controls;
 mod decision_plans;
+mod demo;
 mod deploy_files;
 mod directory_cache;
 mod doctor;

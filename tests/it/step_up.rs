@@ -77,7 +77,7 @@ async fn confirm_asks_for_a_value_from_the_action(db: TestDb) {
 both_backends!(confirm_asks_for_a_value_from_the_action);
 
 /// Submits `value` in `user`'s open step-up form: Ok if accepted, else the error the form shows.
-async fn answer(
+pub async fn answer(
     app: &TestApp,
     user: &str,
     view_id: &str,
@@ -99,7 +99,7 @@ async fn answer(
 }
 
 /// Enrolls `user` through the slash commands and the DM, as a person would.
-async fn enroll(app: &TestApp, user: &str) -> Authenticator {
+pub async fn enroll(app: &TestApp, user: &str) -> Authenticator {
     let slack = app.slack();
     let dm = format!("@{user}");
     let uris = |messages: &[Message]| -> Vec<String> {

@@ -4,7 +4,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { workspace: null, user: null, channel: null, thread: null, view: null };
+const state = { workspace: null, user: null, channel: null, thread: null, view: null, inbox: null, inboxes: [] };
 
 async function getJson(url) {
   const response = await fetch(url);
@@ -56,18 +56,59 @@ function drawSidebar() {
   const dm = w.channels.find((c) => c.user === state.user);
   $("dms").replaceChildren(...(dm ? [listItem("countersign", dm.id)] : []));
   const current = w.channels.find((c) => c.id === state.channel);
-  $("channel-name").textContent = current ? (current.user ? "countersign (direct message)" : "# " + current.name) : "";
+  $("channel-name").textContent = state.inbox
+    ? "Agent inbox: " + state.inbox
+    : current ? (current.user ? "countersign (direct message)" : "# " + current.name) : "";
+  drawInboxes();
+}
+
+// The demo agents' inboxes (serve --demo): what each agent's callback endpoint received.
+function drawInboxes() {
+  $("inboxes-heading").hidden = state.inboxes.length === 0;
+  $("inboxes").replaceChildren(...state.inboxes.map((inbox) => {
+    const item = document.createElement("li");
+    item.textContent = inbox.agent + (inbox.count ? " (" + inbox.count + ")" : "");
+    item.classList.toggle("active", inbox.agent === state.inbox);
+    item.addEventListener("click", () => selectInbox(inbox.agent));
+    return item;
+  }));
 }
 
 function select(channel) {
   state.channel = channel;
+  state.inbox = null;
   state.thread = null;
   history.replaceState(null, "", "#" + channel + "?as=" + state.user);
   drawSidebar();
   refresh();
 }
 
+function selectInbox(agent) {
+  state.inbox = agent;
+  state.channel = null;
+  state.thread = null;
+  history.replaceState(null, "", "#inbox:" + agent + "?as=" + state.user);
+  drawSidebar();
+  refresh();
+}
+
+async function refreshInboxes() {
+  const { inboxes } = await getJson("/sandbox/ui/inboxes");
+  state.inboxes = inboxes;
+  drawInboxes();
+}
+
 async function refresh() {
+  await refreshInboxes();
+  $("composer").hidden = !!state.inbox;
+  if (state.inbox) {
+    const inbox = await getJson("/sandbox/ui/inbox?" + new URLSearchParams({ agent: state.inbox }));
+    $("messages").innerHTML = inbox.html || "";
+    localTimes($("messages"));
+    $("thread").hidden = true;
+    await refreshModal();
+    return;
+  }
   if (!state.channel) return;
   const query = new URLSearchParams({ channel: state.channel, viewer: state.user });
   const main = await getJson("/sandbox/ui/conversation?" + query);
@@ -212,11 +253,13 @@ async function start() {
     state.user = picker.value;
     state.view = null;
     localStorage.setItem("sandbox-user", state.user);
-    select(state.channel);
+    if (state.inbox) selectInbox(state.inbox);
+    else select(state.channel);
   });
   const channels = state.workspace.channels;
   const first = channels.find((c) => !c.user);
-  select(channels.some((c) => c.id === hashChannel) ? hashChannel : first && first.id);
+  if (hashChannel && hashChannel.startsWith("inbox:")) selectInbox(hashChannel.slice("inbox:".length));
+  else select(channels.some((c) => c.id === hashChannel) ? hashChannel : first && first.id);
 
   document.addEventListener("click", (event) => {
     const button = event.target.closest("button.bk-button[data-action-id]");

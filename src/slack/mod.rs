@@ -15,6 +15,7 @@ mod directory;
 pub mod doctor;
 pub mod escape;
 mod interactions;
+pub mod messages;
 pub mod payload;
 pub mod report;
 mod response_url;

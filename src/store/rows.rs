@@ -243,6 +243,17 @@ pub(super) fn due_timer(
     })
 }
 
+/// A fired timer's `timer` column, if it was a reminder or an escalation (not the expiry):
+/// what the card's SLA line shows.
+pub(super) fn fired_nudge(
+    id: i64,
+    timer: &str,
+) -> Result<Option<crate::domain::Timer>, StoreError> {
+    let timer: crate::domain::Timer = serde_json::from_str(timer)
+        .map_err(|e| StoreError::Corrupt(format!("timers {id}: timer: {e}")))?;
+    Ok((timer != crate::domain::Timer::Expire).then_some(timer))
+}
+
 /// A `report_posts` row as read.
 pub(super) struct ReportPostRow {
     pub id: i64,

@@ -343,11 +343,11 @@ impl SlackOutbox {
                 else {
                     return JobOutcome::Fail(format!("no vote by {voter}"));
                 };
-                let text = card::vote_reply(vote, role.as_deref());
+                let text = crate::slack::messages::vote_reply(vote, role.as_deref());
                 done(self.thread_replies(job, &posted, &text).await)
             }
             SlackTask::Remind { mentions } => {
-                let text = card::reminder(&proposal, mentions);
+                let text = crate::slack::messages::reminder(&proposal, mentions);
                 done(self.thread_replies(job, &posted, &text).await)
             }
             SlackTask::Escalate {
@@ -357,7 +357,7 @@ impl SlackOutbox {
                 mentions,
                 channel,
             } => {
-                let text = card::escalation(&proposal, *level, label, mentions);
+                let text = crate::slack::messages::escalation(&proposal, *level, label, mentions);
                 if let Some(channel) = channel
                     && let Err(outcome) = self.post(job, channel, &text, None).await
                 {
@@ -374,14 +374,14 @@ impl SlackOutbox {
                 let Some(owner) = agent.as_ref().map(|a| a.owner.clone()) else {
                     return JobOutcome::Done(None);
                 };
-                let notice = card::callback_failed(&proposal, event, url, error);
+                let notice = crate::slack::messages::callback_failed(&proposal, event, url, error);
                 done(self.dm(job, &owner, &notice).await)
             }
             SlackTask::NotifyRequester => {
                 let Some(user) = requester.as_deref() else {
                     return JobOutcome::Done(None);
                 };
-                let notice = card::outcome_notice(&proposal);
+                let notice = crate::slack::messages::outcome_notice(&proposal);
                 done(self.dm(job, user, &notice).await)
             }
             // Handled before the proposal is read (it names none).

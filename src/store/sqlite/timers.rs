@@ -7,7 +7,7 @@ use super::{SqliteStore, timestamp};
 use crate::clock::format_timestamp;
 use crate::domain::DueTimer;
 use crate::store::StoreError;
-use crate::store::rows::due_timer;
+use crate::store::rows::{due_timer, fired_nudge};
 
 impl SqliteStore {
     pub(super) async fn claim_timers(
@@ -55,11 +55,8 @@ impl SqliteStore {
         .await?;
         let mut nudges = Vec::new();
         for row in &rows {
-            let timer_id: i64 = row.try_get("id")?;
-            let text: String = row.try_get("timer")?;
-            let timer: crate::domain::Timer = serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("timers {timer_id}: timer: {e}")))?;
-            if timer != crate::domain::Timer::Expire {
+            let nudge = fired_nudge(row.try_get("id")?, &row.try_get::<String, _>("timer")?);
+            if let Some(timer) = nudge? {
                 nudges.push((timer, timestamp(row, "fired_at")?));
             }
         }

@@ -3,10 +3,12 @@
 //! (src/sandbox/control.rs) — the whole clicked message included, as Slack does, so the server
 //! parses what it would parse in production.
 //!
-//! The trigger id and response URL are shaped like the sandbox's but not issued by it: an
-//! Approve without step-up uses neither (countersign answers with `chat.postEphemeral` and opens
-//! modals only for Reject and step-up), and the card's `message_ts` is the template card's, which
-//! the vote does not read either: the proposal is the button's value.
+//! The trigger id and response URL are shaped like the sandbox's but not issued by it. An Approve
+//! without step-up opens no modal (only Reject and step-up use the trigger id); countersign does
+//! answer the clicker on the response URL, which the sandbox refuses (404, a warning in the
+//! server's log): the benchmark pays that request but not the sandbox's storing of the reply. The
+//! card's `message_ts` is the template card's, which the vote does not read: the proposal is the
+//! button's value.
 
 use countersign::config::Secret;
 use serde_json::{Value, json};

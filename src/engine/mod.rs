@@ -371,10 +371,21 @@ impl Engine {
         if proposal.content.callback_url.is_none() {
             proposal.content.callback_url = agent.callback_url.clone();
         }
+        let card_channels = proposal
+            .content
+            .verdict
+            .route
+            .iter()
+            .filter_map(|role| {
+                let channel = &registry.roles.get(role)?.channel;
+                Some((role.clone(), channel.clone()))
+            })
+            .collect();
         let result = self
             .apply(Command::Submit {
                 proposal: Box::new(proposal),
                 idempotency,
+                card_channels,
             })
             .await?;
         Ok(match result {

@@ -26,7 +26,11 @@ use crate::domain::{
 };
 use crate::report::ReportPost;
 
-pub use postgres::{PostgresStore, decision_statements as postgres_decision_statements};
+pub use postgres::{
+    PostgresStore, decision_statements as postgres_decision_statements,
+    outbox_claim_statement as postgres_outbox_claim,
+};
+pub use sqlite::outbox_claim_statement as sqlite_outbox_claim;
 
 /// One queue's due work: how many rows, and since when the oldest has been due (its lag).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +106,10 @@ pub enum Command {
     Submit {
         proposal: Box<Proposal>,
         idempotency: Option<IdempotencyKey>,
+        /// Each routed role's channel as the registry named it at submission: the queue the
+        /// card waits in, behind the channel's earlier cards. A role missing here posts
+        /// unordered.
+        card_channels: std::collections::BTreeMap<String, String>,
     },
     /// The agent withdraws a pending proposal.
     Cancel {

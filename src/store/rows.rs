@@ -119,6 +119,9 @@ pub(super) struct SlackJobRow {
     /// The [`SlackTask`](crate::domain::SlackTask), as JSON.
     pub task: String,
     pub due_at: DateTime<Utc>,
+    /// For a card's post: the channel whose cards go out in submission order (see migration
+    /// 0010). `None` for every other row.
+    pub channel: Option<String>,
 }
 
 impl SlackJobRow {
@@ -131,6 +134,22 @@ impl SlackJobRow {
             proposal_id: proposal.to_string(),
             task: serde_json::to_string(task)?,
             due_at,
+            channel: None,
+        })
+    }
+
+    /// The post of `proposal`'s card for `role` in `channel`: queued behind the channel's
+    /// earlier cards.
+    pub fn card_post(
+        proposal: &ProposalId,
+        role: &str,
+        channel: Option<&str>,
+        due_at: DateTime<Utc>,
+    ) -> Result<Self, StoreError> {
+        let task = crate::domain::SlackTask::PostCard { role: role.into() };
+        Ok(Self {
+            channel: channel.map(str::to_owned),
+            ..Self::new(proposal, &task, due_at)?
         })
     }
 }
@@ -148,6 +167,7 @@ impl SlackJobRow {
             proposal_id: String::new(),
             task: serde_json::to_string(&task)?,
             due_at,
+            channel: None,
         })
     }
 }

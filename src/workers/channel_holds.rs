@@ -1,13 +1,10 @@
-//! Keeping a channel's messages in order when Slack makes one wait. The outbox claims rows
-//! oldest first (`due_at`, then id) and does them one after another; when a post to a channel
-//! is put off (its budget spent, or Slack's 429 pausing it), every later job of the pass that
-//! posts there must be put off to the same instant, not to a slightly different one its own
-//! budget check would give, or the rows, due again in a new order, would go out of order.
-//! Held to the same `due_at`, they come back together and in id order.
+//! Keeping a channel quiet in this worker when Slack makes one post there wait. Card posts are
+//! ordered by the store (a worker claims only each channel's oldest undone card, on every
+//! replica); the other rows that post into a channel (an escalation, an announcement) are
+//! claimed by due time, and when a post to the channel was put off earlier in the pass they
+//! must be put off to the same instant rather than ask Slack again and meet another 429.
 //!
-//! Per process: across replicas the shared pause in the Slack budget keeps the channel quiet,
-//! but which replica's row goes first after it is up to the claim (see the README's note on
-//! ordering).
+//! Per process: across replicas the shared pause in the Slack budget keeps the channel quiet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

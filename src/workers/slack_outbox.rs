@@ -9,8 +9,9 @@
 //!
 //! Slack's answer decides what happens to a row: success → done; 429 (or countersign's own
 //! Slack budget spent, which reads the same) → due again after `Retry-After`, however often it
-//! takes, and for a post the channel is held until then ([`ChannelHolds`]) so that the jobs
-//! behind it in that channel keep their order; a refusal such as `invalid_blocks` or
+//! takes; a card's post stays its channel's oldest undone card, so the channel's later cards
+//! wait for it on every replica (the claim, migration 0010), and the worker holds the channel
+//! ([`ChannelHolds`]) for its other posts there; a refusal such as `invalid_blocks` or
 //! `channel_not_found` → given up at once, logged (retrying cannot help); unreachable → retried
 //! on [`BACKOFF`], then given up.
 

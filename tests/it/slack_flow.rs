@@ -66,6 +66,16 @@ async fn a_card_owed_before_a_restart_is_posted_after_it(db: TestDb) {
     let store = db.store().await;
     let app = TestApp::start(&db).await;
     let created = app.create(REVOPS, &discount_proposal()).await;
+    // Its card posted before the stop (one still owed would be due again later, and the
+    // channel's later cards would wait for it).
+    app.slack()
+        .wait_for_card(
+            "C0FINANCE",
+            created["id"].as_str().unwrap(),
+            "the first card",
+            is_pending,
+        )
+        .await;
     app.stop().await.unwrap();
     let mut proposal: Proposal = serde_json::from_value(created).unwrap();
     proposal.id = countersign::domain::ProposalId::generate();
@@ -73,6 +83,7 @@ async fn a_card_owed_before_a_restart_is_posted_after_it(db: TestDb) {
     let submit = Command::Submit {
         proposal: Box::new(proposal.clone()),
         idempotency: None,
+        card_channels: Default::default(),
     };
     store
         .apply(vec![submit], proposal.created_at)

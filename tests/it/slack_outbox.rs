@@ -13,7 +13,7 @@ use countersign::workers::{Lease, SlackOutbox};
 use crate::common::{TestDb, eventually, manifests_dir, policies_dir};
 use crate::fixture::Fixture;
 use crate::sandbox_api::{SlowAnswers, Standalone};
-use crate::store_contract::{decide, proposal, submit};
+use crate::store_contract::{decide, proposal, submit, submit_to_channel};
 
 async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
     SlackOutbox {
@@ -29,12 +29,13 @@ async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
     }
 }
 
-/// A pending proposal whose card the worker owes (routed to finance).
+/// A pending proposal whose card the worker owes (routed to finance, queued in its channel as
+/// the engine queues it).
 async fn owe_a_card(worker: &SlackOutbox, slack: &Standalone) -> countersign::domain::Proposal {
     let p = proposal("revops-crm");
     worker
         .store
-        .apply(vec![submit(&p, None)], slack.clock.now())
+        .apply(vec![submit_to_channel(&p, "C0FINANCE")], slack.clock.now())
         .await
         .unwrap();
     p
@@ -359,18 +360,23 @@ async fn a_429_pauses_the_channel_and_its_cards_go_out_in_order() {
     );
 
     // A second card for the channel is owed while the first waits: it does not overtake it,
-    // nor even ask Slack.
+    // nor is it even taken up.
     let second = owe_a_card(&worker, &slack).await;
-    let pass = worker.run_once().await.unwrap();
-    assert_eq!((pass.done, pass.retried), (0, 1), "{pass:?}");
+    assert_eq!(worker.run_once().await.unwrap().claimed(), 0);
     assert_eq!(card_posts(&slack).len(), 1, "only the refused post so far");
 
     // Retry-After (1 s) has passed: the first card goes; the second follows at the channel's
     // pace, a second later (after a 429, one post, then the steady rate).
     slack.clock.advance(chrono::Duration::seconds(1));
     let pass = worker.run_once().await.unwrap();
-    assert_eq!((pass.done, pass.retried), (1, 1), "{pass:?}");
+    assert_eq!((pass.done, pass.retried), (1, 0), "{pass:?}");
     assert_eq!(worker.store.posted_cards(&first.id).await.unwrap().len(), 1);
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!(
+        (pass.done, pass.retried),
+        (0, 1),
+        "the channel's pace: {pass:?}"
+    );
     assert!(
         worker
             .store
@@ -408,4 +414,67 @@ async fn a_429_pauses_the_channel_and_its_cards_go_out_in_order() {
         [posted_ts(&first).await, posted_ts(&second).await],
         "in submission order"
     );
+}
+
+/// The case: replicas without a shared budget, a channel Slack answers 429. Before the
+/// channel's cards were queued in the store, the other replica took the next card, was refused
+/// in turn, and the cards went out of order.
+#[tokio::test]
+async fn a_429_on_one_replica_holds_the_channel_on_every_replica() {
+    let db = TestDb::sqlite();
+    let slack = Standalone::start().await;
+    let one = outbox(&db, &slack).await;
+    // A second process: its own Slack client and budget (no Redis), its own holds.
+    let other = SlackOutbox {
+        api: countersign::slack::SlackApi::new(
+            &slack.sandbox.api_url(),
+            &Secret::new(crate::sandbox_api::TOKEN),
+        )
+        .with_budget(countersign::slack::SlackBudget::new(
+            Arc::new(slack.clock.clone()),
+            None,
+        )),
+        holds: Default::default(),
+        ..outbox(&db, &slack).await
+    };
+    let cards = [
+        owe_a_card(&one, &slack).await,
+        owe_a_card(&one, &slack).await,
+        owe_a_card(&one, &slack).await,
+    ];
+    slack.spend_channel("C0FINANCE").await;
+    assert_eq!(
+        one.run_once().await.unwrap().retried,
+        1,
+        "the first card met a 429"
+    );
+    assert_eq!(
+        other.run_once().await.unwrap().claimed(),
+        0,
+        "the other replica does not take the next card"
+    );
+    // The replicas take turns, a second apart, until every card is out.
+    for turn in 0..12 {
+        slack.clock.advance(chrono::Duration::seconds(1));
+        let worker = if turn % 2 == 0 { &other } else { &one };
+        worker.run_once().await.unwrap();
+    }
+    assert_eq!(card_posts(&slack), [429, 200, 200, 200]);
+    assert_eq!(slack.sandbox.refused().len(), 1, "one 429, waited out once");
+    let in_channel: Vec<String> = slack
+        .sandbox
+        .messages("C0FINANCE", None)
+        .into_iter()
+        .filter(|m| m.text.contains("Approval needed"))
+        .map(|m| m.ts)
+        .collect();
+    let mut posted = Vec::new();
+    for card in &cards {
+        posted.push(
+            one.store.posted_cards(&card.id).await.unwrap()[0]
+                .ts
+                .clone(),
+        );
+    }
+    assert_eq!(in_channel, posted, "in submission order");
 }

@@ -63,6 +63,7 @@ async fn run_one(
         Command::Submit {
             proposal,
             idempotency,
+            card_channels,
         } => {
             if let Some(key) = &idempotency
                 && let Some(stored) = tx.find_idempotency(&proposal.agent, &key.key).await?
@@ -113,9 +114,9 @@ async fn run_one(
             // A proposal waiting for people gets its card in every routed role's channel.
             if proposal.status == Status::Pending {
                 for role in &proposal.content.verdict.route {
-                    let task = SlackTask::PostCard { role: role.clone() };
+                    let channel = card_channels.get(role).map(String::as_str);
                     tx.slack_jobs
-                        .push(SlackJobRow::new(&proposal.id, &task, at)?);
+                        .push(SlackJobRow::card_post(&proposal.id, role, channel, at)?);
                 }
                 // Its SLA timers, armed with it: nothing accepted goes unwatched.
                 for (timer, due_at) in crate::domain::timer::arm(&proposal) {

@@ -145,3 +145,9 @@ pub fn decision_statements() -> Vec<(&'static str, &'static str, &'static str, &
         ),
     ]
 }
+
+/// The Slack outbox's claim (parameters: lease end, now, limit). Its cost must not grow with the
+/// cards waiting in one channel; the test suite checks the rows it touches on a long queue.
+pub fn outbox_claim_statement() -> &'static str {
+    outbox::CLAIM_SLACK_JOBS
+}

@@ -7,6 +7,33 @@ use crate::domain::{PostedCard, ProposalId, SlackJob};
 use crate::store::StoreError;
 use crate::store::rows::{posted_cards, slack_jobs};
 
+/// Claims the due rows: the unordered ones by due time, and of the card posts only each
+/// channel's oldest undone row (migration 0010), so a post put off holds back its channel's
+/// later cards on every replica. The channels' heads are found by a skip scan over
+/// `slack_outbox_channel_queue` (one index probe per channel), so a long queue in one channel
+/// costs nothing per claim. Rows are re-checked under the row lock: a head finished by another
+/// replica since this statement's snapshot is skipped, and the next head waits for the next
+/// claim. The candidates are looked up by key (`= ANY (ARRAY …)`): joined instead, the
+/// planner may walk every due row to meet them.
+pub(super) const CLAIM_SLACK_JOBS: &str = "\
+    WITH RECURSIVE heads (channel, id) AS ( \
+      (SELECT channel, id FROM slack_outbox WHERE done_at IS NULL AND channel IS NOT NULL \
+       ORDER BY channel, id LIMIT 1) \
+      UNION ALL \
+      SELECT next.channel, next.id FROM heads CROSS JOIN LATERAL ( \
+        SELECT channel, id FROM slack_outbox WHERE done_at IS NULL AND channel IS NOT NULL \
+        AND channel > heads.channel ORDER BY channel, id LIMIT 1) AS next \
+    ), candidates (id) AS ( \
+      (SELECT id FROM slack_outbox WHERE done_at IS NULL AND channel IS NULL AND due_at <= $2 \
+       AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3) \
+      UNION ALL SELECT id FROM heads \
+    ) \
+    UPDATE slack_outbox SET leased_until = $1 WHERE id IN ( \
+      SELECT id FROM slack_outbox WHERE id = ANY (ARRAY (SELECT id FROM candidates)) \
+      AND done_at IS NULL AND due_at <= $2 AND (leased_until IS NULL OR leased_until <= $2) \
+      ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+    RETURNING id, proposal_id, task, attempts";
+
 impl PostgresStore {
     pub(super) async fn claim_slack_jobs(
         &self,
@@ -15,18 +42,12 @@ impl PostgresStore {
         limit: i64,
     ) -> Result<Vec<SlackJob>, StoreError> {
         // SKIP LOCKED: replicas claiming at the same moment take different rows, never wait.
-        let rows = sqlx::query(
-            "UPDATE slack_outbox SET leased_until = $1 WHERE id IN (\
-               SELECT id FROM slack_outbox WHERE done_at IS NULL AND due_at <= $2 \
-               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3 \
-               FOR UPDATE SKIP LOCKED) \
-             RETURNING id, proposal_id, task, attempts",
-        )
-        .bind(lease_until)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(CLAIM_SLACK_JOBS)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         slack_jobs(&rows)
     }
 

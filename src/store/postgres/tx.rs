@@ -272,12 +272,18 @@ impl BatchTx for Tx {
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
         for chunk in rows.chunks(INSERT_CHUNK) {
             sqlx::query(
-                "INSERT INTO slack_outbox (proposal_id, task, due_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[])",
+                "INSERT INTO slack_outbox (proposal_id, task, due_at, channel) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[])",
             )
             .bind(column(chunk, |j| &j.proposal_id))
             .bind(column(chunk, |j| &j.task))
             .bind(chunk.iter().map(|j| j.due_at).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|j| j.channel.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *self.0)
             .await?;
         }

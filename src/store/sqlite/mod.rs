@@ -122,3 +122,9 @@ const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at F
 const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = ?1";
 
 impl_store_by_delegation!(SqliteStore);
+
+/// The Slack outbox's claim (parameters: lease end, now, limit), for the test suite's check that
+/// it reaches its rows by index.
+pub fn outbox_claim_statement() -> &'static str {
+    outbox::CLAIM_SLACK_JOBS
+}

@@ -8,6 +8,35 @@ use crate::domain::{PostedCard, ProposalId, SlackJob};
 use crate::store::StoreError;
 use crate::store::rows::{posted_cards, slack_jobs};
 
+/// Claims the due rows: the unordered ones by due time, and of the card posts only each
+/// channel's oldest undone row (migration 0010), so a post put off holds back its channel's
+/// later cards. The channels' heads are found by a skip scan over `slack_outbox_channel_queue`
+/// (one index probe per channel), so a long queue in one channel costs nothing per claim. The
+/// unordered rows are read through their own index, named: without statistics SQLite would
+/// pick the older index of every undone row and walk the cards waiting in the channels.
+pub(super) const CLAIM_SLACK_JOBS: &str = "\
+    WITH RECURSIVE channels (channel) AS ( \
+      SELECT MIN(channel) FROM slack_outbox WHERE done_at IS NULL AND channel IS NOT NULL \
+      UNION ALL \
+      SELECT (SELECT MIN(channel) FROM slack_outbox WHERE done_at IS NULL \
+              AND channel IS NOT NULL AND channel > channels.channel) \
+      FROM channels WHERE channels.channel IS NOT NULL \
+    ), candidates (id) AS ( \
+      SELECT * FROM (SELECT id FROM slack_outbox INDEXED BY slack_outbox_unordered_due \
+       WHERE done_at IS NULL AND channel IS NULL \
+       AND due_at <= ?2 AND (leased_until IS NULL OR leased_until <= ?2) \
+       ORDER BY due_at, id LIMIT ?3) \
+      UNION ALL \
+      SELECT (SELECT MIN(id) FROM slack_outbox WHERE done_at IS NULL AND channel IS NOT NULL \
+              AND channel = channels.channel) \
+      FROM channels WHERE channels.channel IS NOT NULL \
+    ) \
+    UPDATE slack_outbox SET leased_until = ?1 WHERE id IN ( \
+      SELECT id FROM slack_outbox WHERE id IN (SELECT id FROM candidates) \
+      AND done_at IS NULL AND due_at <= ?2 AND (leased_until IS NULL OR leased_until <= ?2) \
+      ORDER BY due_at, id LIMIT ?3) \
+    RETURNING id, proposal_id, task, attempts";
+
 impl SqliteStore {
     pub(super) async fn claim_slack_jobs(
         &self,
@@ -15,17 +44,14 @@ impl SqliteStore {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<SlackJob>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE slack_outbox SET leased_until = ?1 WHERE id IN (\
-               SELECT id FROM slack_outbox WHERE done_at IS NULL AND due_at <= ?2 \
-               AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY due_at, id LIMIT ?3) \
-             RETURNING id, proposal_id, task, attempts",
-        )
-        .bind(format_timestamp(lease_until))
-        .bind(format_timestamp(now))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        // One writer at a time (SQLite), so no row lock is needed: the statement sees the
+        // heads as they are.
+        let rows = sqlx::query(CLAIM_SLACK_JOBS)
+            .bind(format_timestamp(lease_until))
+            .bind(format_timestamp(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         slack_jobs(&rows)
     }
 

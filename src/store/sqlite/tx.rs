@@ -186,12 +186,13 @@ impl BatchTx for Tx {
 
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
         self.insert_rows(
-            "INSERT INTO slack_outbox (proposal_id, task, due_at) ",
+            "INSERT INTO slack_outbox (proposal_id, task, due_at, channel) ",
             rows,
             |mut row, job| {
                 row.push_bind(&job.proposal_id)
                     .push_bind(&job.task)
-                    .push_bind(format_timestamp(job.due_at));
+                    .push_bind(format_timestamp(job.due_at))
+                    .push_bind(&job.channel);
             },
         )
         .await

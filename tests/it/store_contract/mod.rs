@@ -61,6 +61,16 @@ pub fn submit(p: &Proposal, key: Option<(&str, &str)>) -> Command {
             key: key.into(),
             request_hash: hash.into(),
         }),
+        card_channels: Default::default(),
+    }
+}
+
+/// [`submit`] whose finance card is queued in `channel` behind that channel's earlier cards.
+pub fn submit_to_channel(p: &Proposal, channel: &str) -> Command {
+    Command::Submit {
+        proposal: Box::new(p.clone()),
+        idempotency: None,
+        card_channels: [("finance".to_owned(), channel.to_owned())].into(),
     }
 }
 

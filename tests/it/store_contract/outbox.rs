@@ -225,3 +225,118 @@ async fn replicas_claim_different_outbox_rows(db: TestDb) {
     assert_eq!(claimed, 28);
 }
 both_backends!(replicas_claim_different_outbox_rows);
+
+async fn each_channel_gives_only_its_oldest_undone_card_post(db: TestDb) {
+    let store = db.store().await;
+    let at = start_time();
+    let finance: Vec<Proposal> = (0..3).map(|_| proposal("revops-crm")).collect();
+    let elsewhere = proposal("revops-crm");
+    let unordered = proposal("revops-crm");
+    let mut commands: Vec<Command> = finance
+        .iter()
+        .map(|p| submit_to_channel(p, "C0FINANCE"))
+        .collect();
+    commands.push(submit_to_channel(&elsewhere, "C0ELSEWHERE"));
+    commands.push(submit(&unordered, None));
+    store.apply(commands, at).await.unwrap();
+    let claimed = |jobs: &[SlackJob]| -> Vec<ProposalId> {
+        jobs.iter().filter_map(|j| j.proposal_id.clone()).collect()
+    };
+
+    // One card per channel (the oldest), and the row that has none.
+    let jobs = store
+        .claim_slack_jobs(at, at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed(&jobs),
+        [
+            finance[0].id.clone(),
+            elsewhere.id.clone(),
+            unordered.id.clone()
+        ]
+    );
+    for job in &jobs[1..] {
+        store.finish_slack_job(job, None, at).await.unwrap();
+    }
+    // While the channel's first card is in hand, its later ones wait…
+    assert!(
+        store
+            .claim_slack_jobs(at, at + Duration::seconds(30), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // …and while it is put off (a 429), they wait for it, though they are due.
+    let later = at + Duration::seconds(2);
+    store
+        .retry_slack_job(&jobs[0], later, "ratelimited", false)
+        .await
+        .unwrap();
+    let soon = at + Duration::seconds(1);
+    assert!(
+        store
+            .claim_slack_jobs(soon, soon + Duration::seconds(30), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = store
+        .claim_slack_jobs(later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed(&first), [finance[0].id.clone()]);
+
+    // Done, the next takes its turn; given up, so does the one after.
+    store
+        .finish_slack_job(&first[0], None, later)
+        .await
+        .unwrap();
+    let second = store
+        .claim_slack_jobs(later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed(&second), [finance[1].id.clone()]);
+    store
+        .fail_slack_job(&second[0], later, "channel_not_found")
+        .await
+        .unwrap();
+    let third = store
+        .claim_slack_jobs(later, later + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed(&third), [finance[2].id.clone()]);
+}
+both_backends!(each_channel_gives_only_its_oldest_undone_card_post);
+
+async fn replicas_never_hold_two_cards_of_one_channel(db: TestDb) {
+    let store = db.store().await;
+    let at = start_time();
+    let channels = ["C0A", "C0B", "C0C"];
+    let commands = (0..30)
+        .map(|n| submit_to_channel(&proposal("revops-crm"), channels[n % 3]))
+        .collect();
+    store.apply(commands, at).await.unwrap();
+    let claims = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .claim_slack_jobs(at, at + Duration::seconds(60), 7)
+                .await
+                .unwrap()
+        })
+    });
+    let mut ids = Vec::new();
+    for claim in claims {
+        ids.extend(claim.await.unwrap().into_iter().map(|j| j.id));
+    }
+    // Rows were inserted in submission order, so the channels' heads are the first three.
+    ids.sort_unstable();
+    let first = ids.first().copied().unwrap_or_default();
+    assert_eq!(
+        ids,
+        [first, first + 1, first + 2],
+        "each channel's head, once, whoever claimed it"
+    );
+}
+both_backends!(replicas_never_hold_two_cards_of_one_channel);

@@ -107,7 +107,7 @@ pub async fn run_with_clock(
         clock: clock.clone(),
         links: links.clone(),
         public_url: config.public_url.clone(),
-        holds: Default::default(),
+        bookings: Default::default(),
         lease: crate::workers::Lease::default(),
     };
     let sla = crate::workers::SlaWorker {

@@ -483,7 +483,7 @@ impl Sandbox {
         let sent = self
             .0
             .http
-            .post(self.url(path))
+            .post(self.request_url(path))
             .header("content-type", "application/x-www-form-urlencoded")
             .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
             .header(signature::SIGNATURE_HEADER, signature)

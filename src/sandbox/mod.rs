@@ -50,8 +50,13 @@ struct Inner {
     workspace: Workspace,
     bot_token: Secret,
     signing_secret: Secret,
-    /// Where countersign itself listens: interactions and commands are delivered there.
+    /// Where countersign itself listens, and so where this sandbox is served (its API, page
+    /// and response URLs): interactions and commands are delivered there too, unless
+    /// `request_url` says otherwise.
     app_url: Url,
+    /// Where interactions and commands go when the sandbox is served apart from countersign
+    /// ([`Sandbox::with_request_url`]): the Request URL of a Slack app's settings.
+    request_url: Option<Url>,
     clock: Arc<dyn Clock>,
     state: Mutex<state::State>,
     /// Bumped on every change; the page listens to redraw without reloading.
@@ -90,6 +95,7 @@ impl Sandbox {
             bot_token,
             signing_secret,
             app_url,
+            request_url: None,
             clock,
             state: Mutex::default(),
             changes: broadcast::channel(64).0,
@@ -111,6 +117,16 @@ impl Sandbox {
         Arc::get_mut(&mut self.0)
             .expect("socket mode is set before the sandbox is shared")
             .socket = Some(socket::Hub::new(app_token));
+        self
+    }
+
+    /// Delivers interactions and commands to countersign at `app` (`slack/interactions`,
+    /// `slack/commands` under it), for a sandbox served on its own that countersign reaches as
+    /// it reaches Slack. Call before sharing the sandbox.
+    pub fn with_request_url(mut self, app: Url) -> Self {
+        Arc::get_mut(&mut self.0)
+            .expect("the request URL is set before the sandbox is shared")
+            .request_url = Some(app);
         self
     }
 
@@ -188,6 +204,12 @@ impl Sandbox {
 
     fn url(&self, path: &str) -> Url {
         self.0.app_url.join(path).expect("relative path joins")
+    }
+
+    /// Where a delivery to countersign's `path` goes.
+    fn request_url(&self, path: &str) -> Url {
+        let base = self.0.request_url.as_ref().unwrap_or(&self.0.app_url);
+        base.join(path).expect("relative path joins")
     }
 
     pub fn workspace(&self) -> &Workspace {

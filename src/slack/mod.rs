@@ -34,7 +34,8 @@ use axum::routing::post;
 
 pub use budget::SlackBudget;
 pub use client::{
-    BotIdentity, ChannelInfo, OutgoingMessage, PostPermit, SlackApi, SlackError, UserInfo,
+    BotIdentity, BudgetBucket, ChannelInfo, OutgoingMessage, PostPermit, SlackApi, SlackError,
+    UserInfo,
 };
 pub use controls::control_notice;
 pub use directory::Directory;

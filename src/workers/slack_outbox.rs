@@ -9,9 +9,9 @@
 //!
 //! Slack's answer decides what happens to a row: success → done; 429 (or countersign's own
 //! Slack budget spent, which reads the same) → due again after `Retry-After`, however often it
-//! takes; a card's post stays its channel's oldest undone card, so the channel's later cards
-//! wait for it on every replica (the claim, migration 0010), and the worker holds the channel
-//! ([`ChannelHolds`]) for its other posts there; a refusal such as `invalid_blocks` or
+//! takes, on a slot booked for it ([`Bookings`]: the jobs a bucket turned away come back a
+//! token apart, not all at once); a card's post stays its channel's oldest undone card, so the
+//! channel's later cards wait for it on every replica (the claim, migration 0010); a refusal such as `invalid_blocks` or
 //! `channel_not_found` → given up at once, logged (retrying cannot help); unreachable → retried
 //! on [`BACKOFF`], then given up.
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
-use super::ChannelHolds;
+use super::{Bookings, Bucket};
 use crate::clock::Clock;
 use crate::domain::{PostedCard, SlackJob, SlackTask};
 use crate::links::LinkSigner;
@@ -88,8 +88,9 @@ enum JobOutcome {
         after: Duration,
         error: String,
         counted: bool,
-        /// Set when a post to this channel was put off: the channel is held until it is due.
-        channel: Option<String>,
+        /// Set when the budget (or Slack's 429) turned the job away: it is booked a slot of
+        /// this bucket.
+        bucket: Option<Bucket>,
     },
     Fail(String),
 }
@@ -104,8 +105,8 @@ pub struct SlackOutbox {
     pub links: LinkSigner,
     /// Base of the links cards carry (the full-diff page).
     pub public_url: url::Url,
-    /// Channels whose posts are put off, so the jobs behind one wait with it (in order).
-    pub holds: ChannelHolds,
+    /// The budget's coming tokens, booked by the jobs it turned away.
+    pub bookings: Bookings,
     pub lease: Lease,
 }
 
@@ -210,12 +211,12 @@ impl SlackOutbox {
                 after,
                 error,
                 counted,
-                channel,
+                bucket,
             } => {
                 let mut due =
                     attempted + chrono::Duration::from_std(after).unwrap_or(self.lease.length);
-                if let Some(channel) = &channel {
-                    due = self.holds.hold(channel, due, now);
+                if let Some(bucket) = &bucket {
+                    due = self.bookings.book(bucket, job.id, due, now);
                 }
                 tracing::info!(job = job.id, proposal_id = ?job.proposal_id, %error, retry_in = ?after, "slack outbox: will retry");
                 self.store
@@ -240,6 +241,12 @@ impl SlackOutbox {
             (_, None) => return JobOutcome::Fail("the job names no proposal".into()),
         };
         if job.task == SlackTask::RefreshCards {
+            // Its bucket booked ahead by refreshes turned away: behind them, unread, unrendered.
+            let bucket = self.api.method_bucket("chat.update");
+            let now = self.clock.now();
+            if let Some(until) = self.bookings.wait_for(&bucket.key, job.id, now) {
+                return booked(bucket, until, now);
+            }
             // Several changes before the refresh went out: this one update, rendered from the
             // proposal as read below (after this), shows them all.
             match self.store.coalesce_slack_jobs(job, self.clock.now()).await {
@@ -295,7 +302,7 @@ impl SlackOutbox {
                         after: CARD_WAIT,
                         error: "waiting for its card to be posted".into(),
                         counted: false,
-                        channel: None,
+                        bucket: None,
                     };
                 }
                 Ok(false) => {}
@@ -402,7 +409,8 @@ impl SlackOutbox {
                             tracing::warn!(channel = %card.channel, ts = %card.ts, "a card was deleted in Slack; not updating it");
                         }
                         Err(error) => {
-                            let this = self.outcome_of(job, error, None);
+                            let bucket = self.api.method_bucket("chat.update");
+                            let this = self.outcome_of(job, error, Some(bucket));
                             // Prefer a retry (which redoes every copy) over giving up.
                             if !matches!(outcome, JobOutcome::Retry { .. }) {
                                 outcome = this;
@@ -463,18 +471,19 @@ impl SlackOutbox {
         let now = self.clock.now();
         let mut permits = Vec::with_capacity(places.len());
         for (channel, thread) in places {
-            if let Some(until) = self.holds.until(channel, now) {
-                return Err(held(channel, until, now));
+            let bucket = self.api.channel_bucket(channel);
+            if let Some(until) = self.bookings.wait_for(&bucket.key, job.id, now) {
+                return Err(booked(bucket, until, now));
             }
             match self.api.reserve_post(channel).await {
                 Ok(permit) => permits.push((permit, *thread)),
-                Err(error) => return Err(self.outcome_of(job, error, Some(channel))),
+                Err(error) => return Err(self.outcome_of(job, error, Some(bucket))),
             }
         }
         for (permit, thread) in permits {
-            let channel = permit.channel().to_owned();
+            let bucket = self.api.channel_bucket(permit.channel());
             if let Err(error) = self.api.post_paid(permit, message, thread).await {
-                return Err(self.outcome_of(job, error, Some(&channel)));
+                return Err(self.outcome_of(job, error, Some(bucket)));
             }
         }
         Ok(())
@@ -497,7 +506,7 @@ impl SlackOutbox {
         done(self.post_everywhere(job, &places, &message).await)
     }
 
-    /// Posts in `channel` unless an earlier job's post there was put off ([`ChannelHolds`]);
+    /// Posts in `channel` unless jobs turned away by its budget are booked ahead ([`Bookings`]);
     /// the client spends from the channel's budget, an empty one reading like Slack's 429.
     async fn post(
         &self,
@@ -507,13 +516,14 @@ impl SlackOutbox {
         thread_ts: Option<&str>,
     ) -> Result<String, JobOutcome> {
         let now = self.clock.now();
-        if let Some(until) = self.holds.until(channel, now) {
-            return Err(held(channel, until, now));
+        let bucket = self.api.channel_bucket(channel);
+        if let Some(until) = self.bookings.wait_for(&bucket.key, job.id, now) {
+            return Err(booked(bucket, until, now));
         }
         self.api
             .post_message(channel, message, thread_ts)
             .await
-            .map_err(|error| self.outcome_of(job, error, Some(channel)))
+            .map_err(|error| self.outcome_of(job, error, Some(bucket)))
     }
 
     /// A message to `user`, in the DM the bot opens with them.
@@ -523,23 +533,22 @@ impl SlackOutbox {
         user: &str,
         message: &crate::slack::OutgoingMessage,
     ) -> Result<String, JobOutcome> {
-        let channel = self
-            .directory
-            .dm_channel(user)
-            .await
-            .map_err(|error| self.outcome_of(job, error, None))?;
+        let channel = self.directory.dm_channel(user).await.map_err(|error| {
+            let bucket = self.api.method_bucket("conversations.open");
+            self.outcome_of(job, error, Some(bucket))
+        })?;
         self.post(job, &channel, message, None).await
     }
 
-    /// What Slack's answer makes of a job; a rate limit on a post in `channel` holds the
-    /// channel for the jobs behind it.
-    fn outcome_of(&self, job: &SlackJob, error: SlackError, channel: Option<&str>) -> JobOutcome {
+    /// What Slack's answer makes of a job; a rate limit books it a slot of the `bucket` the
+    /// call spent from.
+    fn outcome_of(&self, job: &SlackJob, error: SlackError, bucket: Option<Bucket>) -> JobOutcome {
         match error {
             SlackError::RateLimited(after) => JobOutcome::Retry {
                 after,
                 error: "rate limited".into(),
                 counted: false,
-                channel: channel.map(str::to_owned),
+                bucket,
             },
             SlackError::Api(error) => JobOutcome::Fail(error),
             SlackError::Transport(error) => transient(job, error),
@@ -547,13 +556,14 @@ impl SlackOutbox {
     }
 }
 
-/// A post put off because an earlier job's post in `channel` is: due when the hold ends.
-fn held(channel: &str, until: DateTime<Utc>, now: DateTime<Utc>) -> JobOutcome {
+/// A job whose bucket is booked up to `until` by jobs turned away before it: it takes the
+/// next slot, behind them, without asking.
+fn booked(bucket: Bucket, until: DateTime<Utc>, now: DateTime<Utc>) -> JobOutcome {
     JobOutcome::Retry {
         after: (until - now).to_std().unwrap_or_default(),
-        error: "waiting behind an earlier message to the channel".into(),
+        error: "waiting for the Slack budget, behind earlier jobs".into(),
         counted: false,
-        channel: Some(channel.to_owned()),
+        bucket: Some(bucket),
     }
 }
 
@@ -572,7 +582,7 @@ fn transient(job: &SlackJob, error: String) -> JobOutcome {
             after: *after,
             error,
             counted: true,
-            channel: None,
+            bucket: None,
         },
         None => JobOutcome::Fail(error),
     }

@@ -8,6 +8,7 @@ mod fixture;
 mod api;
 mod audit_cli;
 mod browser;
+mod burst;
 mod callbacks;
 mod controls;
 mod decision_plans;

@@ -15,6 +15,8 @@ use slack_morphism::prelude::*;
 use crate::common::{manifests_dir, policies_dir, start_time};
 
 pub const TOKEN: &str = "xoxb-sandbox-test";
+/// The signing secret a standalone sandbox signs its deliveries with.
+pub const SIGNING_SECRET: &str = "signing";
 
 /// Slack slow to answer one Web API method: the call is done at once, its answer held (while
 /// holding, as at first) until the test releases it.
@@ -88,6 +90,24 @@ impl Standalone {
         setup: impl FnOnce(Sandbox) -> Sandbox,
         wrap: impl FnOnce(axum::Router) -> axum::Router,
     ) -> Self {
+        Self::start_serving(setup, wrap).await
+    }
+
+    /// A sandbox that delivers clicks and commands over HTTP to the app at `app`
+    /// (`/slack/interactions`, signed with [`SIGNING_SECRET`]), as Slack does.
+    pub async fn start_for(app: &url::Url) -> Self {
+        let app = app.clone();
+        Self::start_serving(
+            move |sandbox| sandbox.with_request_url(app),
+            |router| router,
+        )
+        .await
+    }
+
+    async fn start_serving(
+        setup: impl FnOnce(Sandbox) -> Sandbox,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -98,7 +118,7 @@ impl Standalone {
         let sandbox = setup(Sandbox::new(
             workspace,
             Secret::new(TOKEN),
-            Secret::new("signing"),
+            Secret::new(SIGNING_SECRET),
             url,
             Arc::new(clock.clone()) as Arc<dyn Clock>,
         ));

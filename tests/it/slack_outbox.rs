@@ -24,7 +24,7 @@ async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
         clock: Arc::new(slack.clock.clone()) as Arc<dyn Clock>,
         links: LinkSigner::new(Some(&Secret::new("k".repeat(32)))),
         public_url: url::Url::parse("http://countersign.test/").unwrap(),
-        holds: Default::default(),
+        bookings: Default::default(),
         lease: Lease::default(),
     }
 }
@@ -424,7 +424,7 @@ async fn a_429_on_one_replica_holds_the_channel_on_every_replica() {
     let db = TestDb::sqlite();
     let slack = Standalone::start().await;
     let one = outbox(&db, &slack).await;
-    // A second process: its own Slack client and budget (no Redis), its own holds.
+    // A second process: its own Slack client and budget (no Redis), its own bookings.
     let other = SlackOutbox {
         api: countersign::slack::SlackApi::new(
             &slack.sandbox.api_url(),
@@ -434,7 +434,7 @@ async fn a_429_on_one_replica_holds_the_channel_on_every_replica() {
             Arc::new(slack.clock.clone()),
             None,
         )),
-        holds: Default::default(),
+        bookings: Default::default(),
         ..outbox(&db, &slack).await
     };
     let cards = [

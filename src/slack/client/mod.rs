@@ -23,8 +23,8 @@ use crate::config::Secret;
 
 mod spend;
 
+pub use spend::{BudgetBucket, PERSON_WAITS, PostPermit};
 use spend::{NOBODY_WAITS, Spend};
-pub use spend::{PERSON_WAITS, PostPermit};
 
 /// The longest any one Web API call may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);

@@ -37,7 +37,33 @@ impl PostPermit {
     }
 }
 
+/// A bucket of the budget, and how long one of its tokens takes to come back: what a worker
+/// turned away by it books its retry on (`workers::bookings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetBucket {
+    pub key: String,
+    pub refill: Duration,
+}
+
 impl SlackApi {
+    /// The bucket a post in `channel` spends from.
+    pub fn channel_bucket(&self, channel: &str) -> BudgetBucket {
+        self.budget_bucket(&Spend::Channel(channel))
+    }
+
+    /// The bucket a call of `method` spends from.
+    pub fn method_bucket(&self, method: &'static str) -> BudgetBucket {
+        self.budget_bucket(&Spend::Method(method))
+    }
+
+    fn budget_bucket(&self, spend: &Spend<'_>) -> BudgetBucket {
+        let (key, rate) = self.bucket(spend);
+        BudgetBucket {
+            key,
+            refill: Duration::from_secs(60) / rate.per_minute.max(1),
+        }
+    }
+
     /// Spends from `budget` (the app's: on its clock, shared through Redis when configured).
     pub fn with_budget(mut self, budget: SlackBudget) -> Self {
         self.budget = budget;

@@ -350,20 +350,10 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Totp(TotpCommand::Reset { user }) => {
             let store = countersign::app::open_store(&config).await?;
-            let removed = store.delete_totp(&user).await?;
-            if removed {
-                let event = countersign::audit::AuditDraft::new(
-                    countersign::audit::kinds::TOTP_RESET,
-                    None,
-                    "operator:cli".into(),
-                    serde_json::json!({"user": user}),
-                );
-                store
-                    .apply(
-                        vec![countersign::store::Command::Audit(event)],
-                        countersign::clock::Clock::now(&countersign::clock::SystemClock),
-                    )
-                    .await?;
+            // Through the core, so the removal and its audit event are one transaction.
+            let clock = std::sync::Arc::new(countersign::clock::SystemClock);
+            let engine = countersign::engine::Engine::start(store.clone(), clock);
+            if engine.reset_totp(&user, "operator:cli").await? {
                 println!("{user}: enrollment removed; they can run /countersign enroll again");
             } else {
                 println!("{user} was not enrolled");

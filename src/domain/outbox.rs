@@ -34,6 +34,12 @@ pub enum SlackTask {
         url: String,
         error: String,
     },
+    /// Tell the proposal's role channels that a reviewer's step-up was locked while approving
+    /// it (too many wrong codes: their Slack account may be in someone else's hands).
+    LockoutAlert {
+        user: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
     /// Tell the channels of the roles an agent's cards go to that its mode changed. Not about a
     /// proposal: its row names none.
     AnnounceControl { notice: super::ControlNotice },

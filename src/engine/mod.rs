@@ -2,10 +2,12 @@
 //! only; HTTP and Slack adapters call it.
 
 mod controls;
+mod step_up;
 mod waiters;
 mod writer;
 
 pub use controls::Controls;
+pub use step_up::{Enrollment, StepUpRefusal, Unenrollment};
 pub use waiters::{DecisionWaiters, Waiter};
 
 use std::sync::Arc;
@@ -251,7 +253,11 @@ impl Engine {
                 self.announce_slack_work();
                 rejected.iter().for_each(|id| self.announce_decision(id));
             }
-            CommandResult::Control(true) => self.announce_slack_work(),
+            CommandResult::Control(true)
+            | CommandResult::StepUp {
+                locked_until: Some(_),
+                ..
+            } => self.announce_slack_work(),
             _ => {}
         }
         Ok(result)

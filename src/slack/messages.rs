@@ -224,3 +224,22 @@ pub fn callback_failed(
         .text(".");
     rich_message(text, body)
 }
+
+/// A reviewer's step-up was locked while approving `proposal`: said in its role channels, as
+/// someone else may be using their Slack account.
+pub fn lockout_alert(
+    proposal: &Proposal,
+    user: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) -> OutgoingMessage {
+    let text = format!(
+        ":lock: <@{user}>'s step-up is locked until {} after {} wrong codes (while approving `{}`). If that was not them, their Slack account may be in someone else's hands.",
+        slack_date(until),
+        crate::stepup::MAX_FAILURES,
+        proposal.id
+    );
+    OutgoingMessage {
+        text,
+        blocks: Vec::new(),
+    }
+}

@@ -16,6 +16,7 @@ use super::rich::Paragraph;
 use crate::audit::kinds;
 use crate::config::Secret;
 use crate::domain::{Ballot, Proposal, StepUp};
+use crate::engine::{Enrollment, StepUpRefusal, Unenrollment};
 use crate::http::AppState;
 use crate::stepup::confirm::challenge;
 use crate::stepup::token::{Binding, TokenSigner};
@@ -76,7 +77,7 @@ pub async fn open(
     let now = state.engine.clock().now();
     let step_up = proposal.content.verdict.step_up;
     if step_up == StepUp::Totp
-        && let Err((reason, text)) = totp_ready(state, user, now).await
+        && let Err((reason, text)) = totp_ready(state, user).await
     {
         audit_failure(state, proposal, user, reason).await;
         return Some(text);
@@ -99,38 +100,30 @@ pub async fn open(
 }
 
 /// Can `user` answer a TOTP step-up now? Err: (audit reason, what to tell them).
-async fn totp_ready(
-    state: &AppState,
-    user: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), (&'static str, String)> {
-    let store = state.engine.store();
-    if state.slack.step_up.vault.is_none() {
-        return Err((
-            "totp not configured",
-            "This approval needs a TOTP code, but this countersign has no `secret_key` configured, so TOTP step-up is off. Ask an operator; nothing was recorded.".into(),
-        ));
-    }
-    if let Ok(Some(until)) = store.step_up_locked_until(user, now).await {
-        return Err((
-            "locked out",
-            format!(
-                "Your step-up is locked until {} after too many wrong codes; nothing was recorded.",
-                slack_date(until)
-            ),
-        ));
-    }
-    match store.totp_enrollment(user).await {
-        Ok(Some(enrollment)) if enrollment.active => Ok(()),
-        Ok(_) => Err((
-            "not enrolled",
-            "This approval needs a code from an authenticator app, and you have not enrolled one yet. Run `/countersign enroll`: I will DM you a QR code to scan, then confirm with `/countersign enroll 123456`. Nothing was recorded.".into(),
-        )),
-        Err(error) => {
-            tracing::error!(%error, "cannot read a TOTP enrollment");
-            Err(("unavailable", "countersign could not check your enrollment just now; please try again.".into()))
-        }
-    }
+async fn totp_ready(state: &AppState, user: &str) -> Result<(), (&'static str, String)> {
+    let vault = state.slack.step_up.vault.as_ref();
+    state.engine.totp_ready(vault, user).await.map_err(refused)
+}
+
+/// A refused TOTP answer as (audit reason, what to tell the reviewer).
+fn refused(refusal: StepUpRefusal) -> (&'static str, String) {
+    let text = match &refusal {
+        StepUpRefusal::Off => "This approval needs a TOTP code, but this countersign has no `secret_key` configured, so TOTP step-up is off. Ask an operator; nothing was recorded.".to_owned(),
+        StepUpRefusal::LockedOut { until } => format!(
+            "Your step-up is locked until {} after too many wrong codes; nothing was recorded.",
+            slack_date(*until)
+        ),
+        StepUpRefusal::NotEnrolled => "This approval needs a code from an authenticator app, and you have not enrolled one yet. Run `/countersign enroll`: I will DM you a QR code to scan, then confirm with `/countersign enroll 123456`. Nothing was recorded.".to_owned(),
+        StepUpRefusal::SecretUnreadable => "Your enrollment cannot be read (was secret_key changed?). Ask an operator to run `countersign totp reset`.".to_owned(),
+        StepUpRefusal::WrongCode => "That code is not valid now; check your authenticator and try the current code.".to_owned(),
+        StepUpRefusal::WrongCodeLockedOut { until } => format!(
+            "Wrong code. That was too many: your step-up is locked until {}.",
+            slack_date(*until)
+        ),
+        StepUpRefusal::CodeAlreadyUsed => "That code was already used; wait for the next one.".to_owned(),
+        StepUpRefusal::Unavailable => "countersign could not check the code just now; please try again.".to_owned(),
+    };
+    (refusal.audit_reason(), text)
 }
 
 fn modal(proposal: &Proposal, step_up: StepUp, token: String) -> SlackModalView {
@@ -273,7 +266,13 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
                 ))
             }
         }
-        StepUp::Totp => check_code(state, &proposal, user, answer, now).await,
+        StepUp::Totp => {
+            let vault = state.slack.step_up.vault.as_ref();
+            (state.engine)
+                .check_totp(vault, &proposal.id, user, answer)
+                .await
+                .map_err(refused)
+        }
     };
     if let Err((reason, message)) = checked {
         audit_failure(state, &proposal, user, reason).await;
@@ -308,168 +307,19 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
     }
 }
 
-/// Checks a TOTP code: not locked out, valid within one step of drift, and its step not used.
-/// Err: (audit reason, what to tell the reviewer).
-async fn check_code(
-    state: &AppState,
-    proposal: &Proposal,
-    user: &str,
-    code: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), (&'static str, String)> {
-    totp_ready(state, user, now).await?;
-    let store = state.engine.store();
-    let vault = state
-        .slack
-        .step_up
-        .vault
-        .as_ref()
-        .expect("checked by totp_ready");
-    let unavailable = || {
-        (
-            "unavailable",
-            "countersign could not check the code just now; please try again.".to_owned(),
-        )
-    };
-    let enrollment = store
-        .totp_enrollment(user)
-        .await
-        .map_err(|_| unavailable())?
-        .ok_or_else(unavailable)?;
-    let secret = vault.open(user, &enrollment.sealed_secret).ok_or_else(|| {
-        tracing::error!(user, "a TOTP secret does not open with the configured secret_key");
-        ("secret unreadable", "Your enrollment cannot be read (was secret_key changed?). Ask an operator to run `countersign totp reset`.".to_owned())
-    })?;
-    let authenticator = Authenticator::new(secret, user).map_err(|_| unavailable())?;
-    let Some(step) = authenticator.matching_step(code, now.timestamp()) else {
-        let locked = store
-            .step_up_failure(user, now)
-            .await
-            .map_err(|_| unavailable())?;
-        if let Some(until) = locked {
-            lockout_alert(state, proposal, user, until).await;
-            return Err((
-                "wrong code; locked out",
-                format!(
-                    "Wrong code. That was too many: your step-up is locked until {}.",
-                    slack_date(until)
-                ),
-            ));
-        }
-        return Err((
-            "wrong code",
-            "That code is not valid now; check your authenticator and try the current code.".into(),
-        ));
-    };
-    if !store
-        .use_totp_step(user, step)
-        .await
-        .map_err(|_| unavailable())?
-    {
-        return Err((
-            "code already used",
-            "That code was already used; wait for the next one.".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Five wrong codes: audited, and the proposal's role channels told.
-async fn lockout_alert(
-    state: &AppState,
-    proposal: &Proposal,
-    user: &str,
-    until: chrono::DateTime<chrono::Utc>,
-) {
-    let data = json!({"until": until, "after_failures": crate::stepup::MAX_FAILURES});
-    if let Err(error) = state
-        .engine
-        .audit(kinds::STEP_UP_LOCKED, Some(&proposal.id), actor(user), data)
-        .await
-    {
-        tracing::error!(%error, "cannot audit a step-up lockout");
-    }
-    let registry = state.registry.current();
-    let channels: Vec<String> = proposal
-        .content
-        .verdict
-        .route
-        .iter()
-        .filter_map(|role| registry.roles.get(role).map(|r| r.channel.clone()))
-        .collect();
-    let text = format!(
-        ":lock: <@{user}>'s step-up is locked until {} after {} wrong codes (while approving `{}`). If that was not them, their Slack account may be in someone else's hands.",
-        slack_date(until),
-        crate::stepup::MAX_FAILURES,
-        proposal.id
-    );
-    let api = state.slack.api.clone();
-    tokio::spawn(async move {
-        let message = super::OutgoingMessage {
-            text,
-            blocks: Vec::new(),
-        };
-        for channel in channels {
-            if let Err(error) = api.post_message(&channel, &message, None).await {
-                tracing::warn!(%error, channel, "cannot post a step-up lockout alert");
-            }
-        }
-    });
-}
-
 /// `/countersign enroll [CODE]`: without a code, start (or restart) an enrollment and DM the
 /// reviewer its QR code; with one, confirm the pending enrollment. Answers the ephemeral reply.
 pub async fn enroll(state: &AppState, user: &str, code: Option<&str>) -> String {
-    let Some(vault) = state.slack.step_up.vault.clone() else {
-        return "TOTP enrollment is off: this countersign has no `secret_key` configured. Ask an operator.".into();
-    };
-    let store = state.engine.store();
-    let now = state.engine.clock().now();
-    let existing = match store.totp_enrollment(user).await {
-        Ok(existing) => existing,
-        Err(error) => {
-            tracing::error!(%error, "cannot read a TOTP enrollment");
-            return "countersign could not read your enrollment just now; please try again.".into();
-        }
-    };
-    match (existing, code) {
-        (Some(enrollment), _) if enrollment.active => {
-            "You are already enrolled. To start over, run `/countersign unenroll CODE` with a current code first.".into()
-        }
-        (Some(pending), Some(code)) => {
-            let Some(secret) = vault.open(user, &pending.sealed_secret) else {
-                return "Your pending enrollment cannot be read; run `/countersign enroll` again.".into();
-            };
-            let Ok(authenticator) = Authenticator::new(secret, user) else {
-                return "Your pending enrollment cannot be read; run `/countersign enroll` again.".into();
-            };
-            match authenticator.matching_step(code, now.timestamp()) {
-                Some(step) => match store.activate_totp(user, step, now).await {
-                    Ok(true) => {
-                        audit_enrollment(state, kinds::TOTP_ENROLLED, user).await;
-                        ":white_check_mark: Enrolled. Approvals that need a code will ask for one from this authenticator.".into()
-                    }
-                    _ => "That enrollment changed meanwhile; run `/countersign enroll` again.".into(),
-                },
-                None => "That code does not match. Check the time on your phone and enter the current code: `/countersign enroll 123456`.".into(),
-            }
-        }
-        (None, Some(_)) => "Start with `/countersign enroll` (no code): I will DM you a QR code to scan.".into(),
-        (_, None) => {
-            let secret = Authenticator::generate_secret();
-            let sealed = vault.seal(user, &secret);
-            match store.begin_totp_enrollment(user, &sealed, now).await {
-                Ok(true) => {}
-                Ok(false) => return "You are already enrolled.".into(),
-                Err(error) => {
-                    tracing::error!(%error, "cannot store a TOTP enrollment");
-                    return "countersign could not start your enrollment just now; please try again.".into();
-                }
-            }
-            audit_enrollment(state, kinds::TOTP_ENROLLMENT_STARTED, user).await;
-            let Ok(authenticator) = Authenticator::new(secret, user) else {
-                return "countersign could not create your authenticator entry; please try again.".into();
-            };
+    let vault = state.slack.step_up.vault.as_ref();
+    match state.engine.enroll_totp(vault, user, code).await {
+        Enrollment::Off => "TOTP enrollment is off: this countersign has no `secret_key` configured. Ask an operator.".into(),
+        Enrollment::AlreadyEnrolled => "You are already enrolled. To start over, run `/countersign unenroll CODE` with a current code first.".into(),
+        Enrollment::Enrolled => ":white_check_mark: Enrolled. Approvals that need a code will ask for one from this authenticator.".into(),
+        Enrollment::StartFirst => "Start with `/countersign enroll` (no code): I will DM you a QR code to scan.".into(),
+        Enrollment::CodeMismatch => "That code does not match. Check the time on your phone and enter the current code: `/countersign enroll 123456`.".into(),
+        Enrollment::StartAgain => "That enrollment changed meanwhile or cannot be read; run `/countersign enroll` again.".into(),
+        Enrollment::Unavailable => "countersign could not start your enrollment just now; please try again.".into(),
+        Enrollment::Started(authenticator) => {
             // The DM and the QR upload are several Slack calls: they happen after the answer.
             let api = state.slack.api.clone();
             let user = user.to_owned();
@@ -516,36 +366,21 @@ pub async fn unenroll(state: &AppState, user: &str, code: Option<&str>) -> Strin
     let Some(code) = code else {
         return "Add a current code: `/countersign unenroll 123456`.".into();
     };
-    let Some(vault) = state.slack.step_up.vault.clone() else {
-        return "TOTP is off on this countersign.".into();
-    };
-    let store = state.engine.store();
-    let now = state.engine.clock().now();
-    let Ok(Some(enrollment)) = store.totp_enrollment(user).await else {
-        return "You are not enrolled.".into();
-    };
-    let step = vault
-        .open(user, &enrollment.sealed_secret)
-        .and_then(|secret| Authenticator::new(secret, user).ok())
-        .and_then(|auth| auth.matching_step(code, now.timestamp()));
-    let Some(step) = step else {
-        return "That code does not match; nothing changed.".into();
-    };
-    if enrollment.active && !matches!(store.use_totp_step(user, step).await, Ok(true)) {
-        return "That code was already used; wait for the next one.".into();
-    }
-    match store.delete_totp(user).await {
-        Ok(true) => {
-            audit_enrollment(state, kinds::TOTP_UNENROLLED, user).await;
+    let vault = state.slack.step_up.vault.as_ref();
+    match state.engine.unenroll_totp(vault, user, code).await {
+        Ok(Unenrollment::Off) => "TOTP is off on this countersign.".into(),
+        Ok(Unenrollment::NotEnrolled) => "You are not enrolled.".into(),
+        Ok(Unenrollment::CodeMismatch) => "That code does not match; nothing changed.".into(),
+        Ok(Unenrollment::CodeAlreadyUsed) => {
+            "That code was already used; wait for the next one.".into()
+        }
+        Ok(Unenrollment::Unenrolled) => {
             "Unenrolled. Approvals that need a code are closed to you until you enroll again."
                 .into()
         }
-        _ => "You are not enrolled.".into(),
-    }
-}
-
-async fn audit_enrollment(state: &AppState, kind: &'static str, user: &str) {
-    if let Err(error) = state.engine.audit(kind, None, actor(user), json!({})).await {
-        tracing::error!(%error, "cannot audit an enrollment change");
+        Err(error) => {
+            tracing::error!(%error, "cannot unenroll");
+            "countersign could not change your enrollment just now; please try again.".into()
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Step-up confirmation: the fresh factor a high-risk approval needs beyond a Slack click — a
 //! typed value from the action (`confirm`) or a TOTP code from the reviewer's enrolled
-//! authenticator (`totp`). Pure parts live here; the Slack flow is `slack::step_up`.
+//! authenticator (`totp`). Pure parts live here; the rules that use the store (readiness,
+//! checking a code, lockout, enrollment) are the core's (`engine::step_up`), and Slack's modal and
+//! commands are `slack::step_up`.
 
 pub mod confirm;
 pub mod token;

@@ -157,40 +157,6 @@ macro_rules! impl_store_by_delegation {
                 self.totp_enrollment(user).await
             }
 
-            async fn begin_totp_enrollment(
-                &self,
-                user: &str,
-                sealed_secret: &str,
-                at: DateTime<Utc>,
-            ) -> Result<bool, StoreError> {
-                self.begin_totp_enrollment(user, sealed_secret, at).await
-            }
-
-            async fn activate_totp(
-                &self,
-                user: &str,
-                step: i64,
-                at: DateTime<Utc>,
-            ) -> Result<bool, StoreError> {
-                self.activate_totp(user, step, at).await
-            }
-
-            async fn use_totp_step(&self, user: &str, step: i64) -> Result<bool, StoreError> {
-                self.use_totp_step(user, step).await
-            }
-
-            async fn delete_totp(&self, user: &str) -> Result<bool, StoreError> {
-                self.delete_totp(user).await
-            }
-
-            async fn step_up_failure(
-                &self,
-                user: &str,
-                at: DateTime<Utc>,
-            ) -> Result<Option<DateTime<Utc>>, StoreError> {
-                self.step_up_failure(user, at).await
-            }
-
             async fn step_up_locked_until(
                 &self,
                 user: &str,

@@ -99,6 +99,27 @@ pub struct IdempotencyKey {
     pub request_hash: String,
 }
 
+/// A change to a reviewer's TOTP enrollment or step-up failures ([`Command::StepUp`]).
+#[derive(Debug, Clone)]
+pub enum StepUpChange {
+    /// Starts (or restarts) an enrollment, inactive until confirmed; an active one is left
+    /// alone (`changed: false`).
+    BeginTotp { sealed_secret: String },
+    /// Activates the pending enrollment with the step of its first code.
+    ActivateTotp { step: i64 },
+    /// Spends a time step of the active enrollment: unchanged if it (or a later one) was used.
+    /// Not audited on its own: the vote it proves is.
+    UseTotpStep { step: i64 },
+    /// Removes the enrollment; when it is active, spending `step` (a current code's) first.
+    Unenroll { step: Option<i64> },
+    /// An operator removed the enrollment (`countersign totp reset`).
+    Reset { by: String },
+    /// A wrong answer while approving `proposal`: counted, and the one that makes
+    /// [`crate::stepup::MAX_FAILURES`] within the window locks the reviewer — audited, and
+    /// announced in the proposal's channels through the Slack outbox.
+    WrongAnswer { proposal: ProposalId },
+}
+
 /// A state change, in domain terms.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -111,6 +132,8 @@ pub enum Command {
         /// unordered.
         card_channels: std::collections::BTreeMap<String, String>,
     },
+    /// A change to a reviewer's step-up state, written with its audit event.
+    StepUp { user: String, change: StepUpChange },
     /// The agent withdraws a pending proposal.
     Cancel {
         id: ProposalId,
@@ -250,6 +273,11 @@ pub enum CommandResult {
     /// A timer was handled: `fired`, `disarmed` (the proposal is no longer pending) or
     /// `already fired` (another worker did).
     TimerHandled(&'static str),
+    /// A step-up change: whether it changed anything, and the lock a wrong answer set.
+    StepUp {
+        changed: bool,
+        locked_until: Option<DateTime<Utc>>,
+    },
     /// The vote was refused (audited).
     VoteRefused {
         proposal: Box<Proposal>,
@@ -384,37 +412,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// A reviewer's TOTP enrollment, if any.
     async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError>;
-
-    /// Starts (or restarts) an enrollment, inactive until confirmed; an active one is left alone
-    /// (answers false).
-    async fn begin_totp_enrollment(
-        &self,
-        user: &str,
-        sealed_secret: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-
-    /// Activates a pending enrollment with the step of its first code.
-    async fn activate_totp(
-        &self,
-        user: &str,
-        step: i64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-
-    /// Spends a time step of an active enrollment: false if it (or a later one) was used.
-    async fn use_totp_step(&self, user: &str, step: i64) -> Result<bool, StoreError>;
-
-    /// Forgets an enrollment; false if there was none.
-    async fn delete_totp(&self, user: &str) -> Result<bool, StoreError>;
-
-    /// Counts a wrong answer at `at`; when it makes [`crate::stepup::MAX_FAILURES`] within the
-    /// window, locks the reviewer and answers until when.
-    async fn step_up_failure(
-        &self,
-        user: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// Until when the reviewer's step-up is locked, if it is at `now`.
     async fn step_up_locked_until(

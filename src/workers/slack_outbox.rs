@@ -392,6 +392,19 @@ impl SlackOutbox {
                 let notice = crate::slack::messages::outcome_notice(&proposal);
                 done(self.dm(job, user, &notice).await)
             }
+            SlackTask::LockoutAlert { user, until } => {
+                let channels: std::collections::BTreeSet<&str> = proposal
+                    .content
+                    .verdict
+                    .route
+                    .iter()
+                    .filter_map(|role| registry.roles.get(role).map(|r| r.channel.as_str()))
+                    .collect();
+                let places: Vec<(&str, Option<&str>)> =
+                    channels.into_iter().map(|c| (c, None)).collect();
+                let alert = crate::slack::messages::lockout_alert(&proposal, user, *until);
+                done(self.post_everywhere(job, &places, &alert).await)
+            }
             // Handled before the proposal is read (it names none).
             SlackTask::AnnounceControl { notice } => return self.announce(job, notice).await,
             SlackTask::RefreshCards => {

@@ -65,6 +65,30 @@ pub(in crate::store) trait BatchTx: Send {
     /// Writes each row's lifecycle columns where the stored status is still its `from`;
     /// answers how many rows were written.
     async fn update_lifecycles(&mut self, rows: &[LifecycleRow]) -> Result<u64, StoreError>;
+    /// Starts (or restarts) `user`'s inactive enrollment; false if an active one is there.
+    async fn begin_totp(
+        &mut self,
+        user: &str,
+        sealed_secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Activates `user`'s pending enrollment at `step`; false if there is none.
+    async fn activate_totp(
+        &mut self,
+        user: &str,
+        step: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Spends `step` of `user`'s active enrollment; false if it or a later one was spent.
+    async fn use_totp_step(&mut self, user: &str, step: i64) -> Result<bool, StoreError>;
+    /// Removes `user`'s enrollment; false if there was none.
+    async fn delete_totp(&mut self, user: &str) -> Result<bool, StoreError>;
+    /// Counts a wrong step-up answer; answers the lock it sets, if it is the one too many.
+    async fn step_up_failure(
+        &mut self,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// What is remembered of this agent's key.
     async fn find_idempotency(
         &mut self,

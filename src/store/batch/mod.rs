@@ -3,6 +3,7 @@
 //! once.
 
 mod buffer;
+mod step_up;
 mod vote;
 
 use buffer::Batch;
@@ -141,6 +142,7 @@ async fn run_one(
             }
             Ok((CommandResult::Submitted(proposal), events))
         }
+        Command::StepUp { user, change } => step_up::run(tx, &user, change, at).await,
         Command::Cancel { id, agent, reason } => {
             let decision = Decision {
                 by: Actor::agent(&agent),

@@ -27,105 +27,6 @@ impl PostgresStore {
         .transpose()
     }
 
-    pub(super) async fn begin_totp_enrollment(
-        &self,
-        user: &str,
-        sealed_secret: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO totp_enrollments (user_id, secret, active, created_at) VALUES ($1, $2, FALSE, $3) \
-             ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, last_step = NULL \
-             WHERE totp_enrollments.active = FALSE",
-        )
-        .bind(user)
-        .bind(sealed_secret)
-        .bind(at)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn activate_totp(
-        &self,
-        user: &str,
-        step: i64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE totp_enrollments SET active = TRUE, last_step = $1, activated_at = $2 \
-             WHERE user_id = $3 AND active = FALSE",
-        )
-        .bind(step)
-        .bind(at)
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn use_totp_step(&self, user: &str, step: i64) -> Result<bool, StoreError> {
-        // The conditional update is the guard: of two submissions of one code, one wins.
-        let done = sqlx::query(
-            "UPDATE totp_enrollments SET last_step = $1 \
-             WHERE user_id = $2 AND active = TRUE AND (last_step IS NULL OR last_step < $1)",
-        )
-        .bind(step)
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn delete_totp(&self, user: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1")
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn step_up_failure(
-        &self,
-        user: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO step_up_failures (user_id, at) VALUES ($1, $2)")
-            .bind(user)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        let recent: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM step_up_failures WHERE user_id = $1 AND at > $2",
-        )
-        .bind(user)
-        .bind(at - crate::stepup::FAILURE_WINDOW)
-        .fetch_one(&mut *tx)
-        .await?;
-        let locked = if recent >= crate::stepup::MAX_FAILURES {
-            let until = at + crate::stepup::LOCKOUT;
-            sqlx::query(
-                "INSERT INTO step_up_locks (user_id, until) VALUES ($1, $2) \
-                 ON CONFLICT (user_id) DO UPDATE SET until = excluded.until",
-            )
-            .bind(user)
-            .bind(until)
-            .execute(&mut *tx)
-            .await?;
-            // The lock has counted them: a fresh start once it ends.
-            sqlx::query("DELETE FROM step_up_failures WHERE user_id = $1")
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            Some(until)
-        } else {
-            None
-        };
-        tx.commit().await?;
-        Ok(locked)
-    }
-
     pub(super) async fn step_up_locked_until(
         &self,
         user: &str,
@@ -138,4 +39,110 @@ impl PostgresStore {
             .await?;
         row.map(|row| Ok(row.try_get("until")?)).transpose()
     }
+}
+
+// The changes: run inside a command batch's transaction (`Command::StepUp`), with their
+// audit events.
+
+pub(in crate::store) async fn begin_totp_enrollment(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+    sealed_secret: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO totp_enrollments (user_id, secret, active, created_at) VALUES ($1, $2, FALSE, $3) \
+         ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, last_step = NULL \
+         WHERE totp_enrollments.active = FALSE",
+    )
+    .bind(user)
+    .bind(sealed_secret)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn activate_totp(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+    step: i64,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE totp_enrollments SET active = TRUE, last_step = $1, activated_at = $2 \
+         WHERE user_id = $3 AND active = FALSE",
+    )
+    .bind(step)
+    .bind(at)
+    .bind(user)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn use_totp_step(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+    step: i64,
+) -> Result<bool, StoreError> {
+    // The conditional update is the guard: of two submissions of one code, one wins.
+    let done = sqlx::query(
+        "UPDATE totp_enrollments SET last_step = $1 \
+         WHERE user_id = $2 AND active = TRUE AND (last_step IS NULL OR last_step < $1)",
+    )
+    .bind(step)
+    .bind(user)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn delete_totp(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM totp_enrollments WHERE user_id = $1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn step_up_failure(
+    conn: &mut sqlx::PgConnection,
+    user: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    sqlx::query("INSERT INTO step_up_failures (user_id, at) VALUES ($1, $2)")
+        .bind(user)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+    let recent: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM step_up_failures WHERE user_id = $1 AND at > $2")
+            .bind(user)
+            .bind(at - crate::stepup::FAILURE_WINDOW)
+            .fetch_one(&mut *conn)
+            .await?;
+    let locked = if recent >= crate::stepup::MAX_FAILURES {
+        let until = at + crate::stepup::LOCKOUT;
+        sqlx::query(
+            "INSERT INTO step_up_locks (user_id, until) VALUES ($1, $2) \
+             ON CONFLICT (user_id) DO UPDATE SET until = excluded.until",
+        )
+        .bind(user)
+        .bind(until)
+        .execute(&mut *conn)
+        .await?;
+        // The lock has counted them: a fresh start once it ends.
+        sqlx::query("DELETE FROM step_up_failures WHERE user_id = $1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+        Some(until)
+    } else {
+        None
+    };
+    Ok(locked)
 }

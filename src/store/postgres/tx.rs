@@ -133,6 +133,40 @@ impl BatchTx for Tx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn begin_totp(
+        &mut self,
+        user: &str,
+        sealed_secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        super::step_up::begin_totp_enrollment(&mut self.0, user, sealed_secret, at).await
+    }
+
+    async fn activate_totp(
+        &mut self,
+        user: &str,
+        step: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        super::step_up::activate_totp(&mut self.0, user, step, at).await
+    }
+
+    async fn use_totp_step(&mut self, user: &str, step: i64) -> Result<bool, StoreError> {
+        super::step_up::use_totp_step(&mut self.0, user, step).await
+    }
+
+    async fn delete_totp(&mut self, user: &str) -> Result<bool, StoreError> {
+        super::step_up::delete_totp(&mut self.0, user).await
+    }
+
+    async fn step_up_failure(
+        &mut self,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        super::step_up::step_up_failure(&mut self.0, user, at).await
+    }
+
     async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",

@@ -28,105 +28,6 @@ impl SqliteStore {
         .transpose()
     }
 
-    pub(super) async fn begin_totp_enrollment(
-        &self,
-        user: &str,
-        sealed_secret: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO totp_enrollments (user_id, secret, active, created_at) VALUES (?1, ?2, 0, ?3) \
-             ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, last_step = NULL \
-             WHERE totp_enrollments.active = 0",
-        )
-        .bind(user)
-        .bind(sealed_secret)
-        .bind(format_timestamp(at))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn activate_totp(
-        &self,
-        user: &str,
-        step: i64,
-        at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE totp_enrollments SET active = 1, last_step = ?1, activated_at = ?2 \
-             WHERE user_id = ?3 AND active = 0",
-        )
-        .bind(step)
-        .bind(format_timestamp(at))
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn use_totp_step(&self, user: &str, step: i64) -> Result<bool, StoreError> {
-        // The conditional update is the guard: of two submissions of one code, one wins.
-        let done = sqlx::query(
-            "UPDATE totp_enrollments SET last_step = ?1 \
-             WHERE user_id = ?2 AND active = 1 AND (last_step IS NULL OR last_step < ?1)",
-        )
-        .bind(step)
-        .bind(user)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn delete_totp(&self, user: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM totp_enrollments WHERE user_id = ?1")
-            .bind(user)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub(super) async fn step_up_failure(
-        &self,
-        user: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT INTO step_up_failures (user_id, at) VALUES (?1, ?2)")
-            .bind(user)
-            .bind(format_timestamp(at))
-            .execute(&mut *tx)
-            .await?;
-        let recent: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM step_up_failures WHERE user_id = ?1 AND at > ?2",
-        )
-        .bind(user)
-        .bind(format_timestamp(at - crate::stepup::FAILURE_WINDOW))
-        .fetch_one(&mut *tx)
-        .await?;
-        let locked = if recent >= crate::stepup::MAX_FAILURES {
-            let until = at + crate::stepup::LOCKOUT;
-            sqlx::query(
-                "INSERT INTO step_up_locks (user_id, until) VALUES (?1, ?2) \
-                 ON CONFLICT (user_id) DO UPDATE SET until = excluded.until",
-            )
-            .bind(user)
-            .bind(format_timestamp(until))
-            .execute(&mut *tx)
-            .await?;
-            // The lock has counted them: a fresh start once it ends.
-            sqlx::query("DELETE FROM step_up_failures WHERE user_id = ?1")
-                .bind(user)
-                .execute(&mut *tx)
-                .await?;
-            Some(until)
-        } else {
-            None
-        };
-        tx.commit().await?;
-        Ok(locked)
-    }
-
     pub(super) async fn step_up_locked_until(
         &self,
         user: &str,
@@ -139,4 +40,110 @@ impl SqliteStore {
             .await?;
         row.map(|row| timestamp(&row, "until")).transpose()
     }
+}
+
+// The changes: run inside a command batch's transaction (`Command::StepUp`), with their
+// audit events.
+
+pub(in crate::store) async fn begin_totp_enrollment(
+    conn: &mut sqlx::SqliteConnection,
+    user: &str,
+    sealed_secret: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO totp_enrollments (user_id, secret, active, created_at) VALUES (?1, ?2, 0, ?3) \
+         ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, created_at = excluded.created_at, last_step = NULL \
+         WHERE totp_enrollments.active = 0",
+    )
+    .bind(user)
+    .bind(sealed_secret)
+    .bind(format_timestamp(at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn activate_totp(
+    conn: &mut sqlx::SqliteConnection,
+    user: &str,
+    step: i64,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE totp_enrollments SET active = 1, last_step = ?1, activated_at = ?2 \
+         WHERE user_id = ?3 AND active = 0",
+    )
+    .bind(step)
+    .bind(format_timestamp(at))
+    .bind(user)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn use_totp_step(
+    conn: &mut sqlx::SqliteConnection,
+    user: &str,
+    step: i64,
+) -> Result<bool, StoreError> {
+    // The conditional update is the guard: of two submissions of one code, one wins.
+    let done = sqlx::query(
+        "UPDATE totp_enrollments SET last_step = ?1 \
+         WHERE user_id = ?2 AND active = 1 AND (last_step IS NULL OR last_step < ?1)",
+    )
+    .bind(step)
+    .bind(user)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn delete_totp(
+    conn: &mut sqlx::SqliteConnection,
+    user: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM totp_enrollments WHERE user_id = ?1")
+        .bind(user)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(in crate::store) async fn step_up_failure(
+    conn: &mut sqlx::SqliteConnection,
+    user: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    sqlx::query("INSERT INTO step_up_failures (user_id, at) VALUES (?1, ?2)")
+        .bind(user)
+        .bind(format_timestamp(at))
+        .execute(&mut *conn)
+        .await?;
+    let recent: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM step_up_failures WHERE user_id = ?1 AND at > ?2")
+            .bind(user)
+            .bind(format_timestamp(at - crate::stepup::FAILURE_WINDOW))
+            .fetch_one(&mut *conn)
+            .await?;
+    let locked = if recent >= crate::stepup::MAX_FAILURES {
+        let until = at + crate::stepup::LOCKOUT;
+        sqlx::query(
+            "INSERT INTO step_up_locks (user_id, until) VALUES (?1, ?2) \
+             ON CONFLICT (user_id) DO UPDATE SET until = excluded.until",
+        )
+        .bind(user)
+        .bind(format_timestamp(until))
+        .execute(&mut *conn)
+        .await?;
+        // The lock has counted them: a fresh start once it ends.
+        sqlx::query("DELETE FROM step_up_failures WHERE user_id = ?1")
+            .bind(user)
+            .execute(&mut *conn)
+            .await?;
+        Some(until)
+    } else {
+        None
+    };
+    Ok(locked)
 }

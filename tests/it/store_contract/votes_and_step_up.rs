@@ -110,34 +110,49 @@ async fn votes_count_once_per_person_and_the_quorum_decides(db: TestDb) {
 }
 both_backends!(votes_count_once_per_person_and_the_quorum_decides);
 
+/// One step-up change through the store's command path: (changed, lock set).
+async fn step_up(
+    store: &dyn Store,
+    user: &str,
+    change: StepUpChange,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (bool, Option<chrono::DateTime<chrono::Utc>>) {
+    let command = Command::StepUp {
+        user: user.into(),
+        change,
+    };
+    match store.apply(vec![command], at).await.unwrap().remove(0) {
+        CommandResult::StepUp {
+            changed,
+            locked_until,
+        } => (changed, locked_until),
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
     let store = db.store().await;
+    let store = store.as_ref();
     let at = start_time();
+    let begin = |sealed: &str| StepUpChange::BeginTotp {
+        sealed_secret: sealed.into(),
+    };
+    let use_step = |step| StepUpChange::UseTotpStep { step };
     assert_eq!(store.totp_enrollment("U1").await.unwrap(), None);
+    assert!(step_up(store, "U1", begin("sealed-1"), at).await.0);
     assert!(
-        store
-            .begin_totp_enrollment("U1", "sealed-1", at)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .begin_totp_enrollment("U1", "sealed-2", at)
-            .await
-            .unwrap(),
+        step_up(store, "U1", begin("sealed-2"), at).await.0,
         "a pending one restarts"
     );
     assert!(
-        !store.use_totp_step("U1", 10).await.unwrap(),
+        !step_up(store, "U1", use_step(10), at).await.0,
         "not active yet"
     );
-    assert!(store.activate_totp("U1", 10, at).await.unwrap());
-    assert!(!store.activate_totp("U1", 11, at).await.unwrap(), "once");
+    let activate = |step| StepUpChange::ActivateTotp { step };
+    assert!(step_up(store, "U1", activate(10), at).await.0);
+    assert!(!step_up(store, "U1", activate(11), at).await.0, "once");
     assert!(
-        !store
-            .begin_totp_enrollment("U1", "sealed-3", at)
-            .await
-            .unwrap(),
+        !step_up(store, "U1", begin("sealed-3"), at).await.0,
         "an active one stays"
     );
     let enrollment = store.totp_enrollment("U1").await.unwrap().unwrap();
@@ -150,41 +165,72 @@ async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
         ("sealed-2", true, Some(10))
     );
     assert!(
-        !store.use_totp_step("U1", 10).await.unwrap(),
+        !step_up(store, "U1", use_step(10), at).await.0,
         "the first code's step is spent"
     );
-    assert!(store.use_totp_step("U1", 11).await.unwrap());
-    assert!(!store.use_totp_step("U1", 11).await.unwrap(), "a replay");
+    assert!(step_up(store, "U1", use_step(11), at).await.0);
+    assert!(!step_up(store, "U1", use_step(11), at).await.0, "a replay");
     assert!(
-        !store.use_totp_step("U1", 9).await.unwrap(),
+        !step_up(store, "U1", use_step(9), at).await.0,
         "an older code"
     );
-    assert!(store.delete_totp("U1").await.unwrap());
-    assert!(!store.delete_totp("U1").await.unwrap());
+    let unenroll = |step| StepUpChange::Unenroll { step };
+    assert!(
+        !step_up(store, "U1", unenroll(Some(11)), at).await.0,
+        "an unenrollment proven with a spent code changes nothing"
+    );
+    assert!(step_up(store, "U1", unenroll(Some(12)), at).await.0);
+    assert!(!step_up(store, "U1", unenroll(None), at).await.0);
+    // Each change that took effect is in the trail, written with it; the ones that did not
+    // are not.
+    let kinds: Vec<String> = store
+        .audit_page(&AuditFilter::default(), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "totp.enrollment_started",
+            "totp.enrollment_started",
+            "totp.enrolled",
+            "totp.unenrolled"
+        ]
+    );
 
-    // Four wrong answers in the window do not lock; the fifth does, for 15 minutes.
+    // Four wrong answers in the window do not lock; the fifth does, for 15 minutes — audited
+    // and announced in the proposal's channels in the same transaction.
+    let p = proposal("revops-crm");
+    apply_one(store, submit(&p, None)).await;
+    let wrong = || StepUpChange::WrongAnswer {
+        proposal: p.id.clone(),
+    };
     for n in 0..4 {
-        assert_eq!(
-            store
-                .step_up_failure("U2", at + Duration::minutes(n))
-                .await
-                .unwrap(),
-            None
-        );
+        let counted = step_up(store, "U2", wrong(), at + Duration::minutes(n)).await;
+        assert_eq!(counted, (true, None));
     }
     // One long before does not count.
-    assert_eq!(
-        store
-            .step_up_failure("U3", at - Duration::hours(1))
-            .await
-            .unwrap(),
-        None
-    );
-    let locked = store
-        .step_up_failure("U2", at + Duration::minutes(4))
-        .await
-        .unwrap();
+    let old = step_up(store, "U3", wrong(), at - Duration::hours(1)).await;
+    assert_eq!(old, (true, None));
+    let (_, locked) = step_up(store, "U2", wrong(), at + Duration::minutes(4)).await;
     assert_eq!(locked, Some(at + Duration::minutes(19)));
+    let trail = db.audit_of(p.id.as_str()).await;
+    let lock_events: Vec<_> = trail
+        .iter()
+        .filter(|e| e.kind == "step_up.locked")
+        .collect();
+    assert_eq!(lock_events.len(), 1, "{trail:?}");
+    assert_eq!(lock_events[0].actor, "reviewer:U2");
+    let alerts = db
+        .strings("SELECT task FROM slack_outbox WHERE task LIKE '%lockout_alert%'")
+        .await;
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the channels' alert is queued with the lock"
+    );
     assert_eq!(
         store
             .step_up_locked_until("U2", at + Duration::minutes(10))

@@ -1,0 +1,416 @@
+//! Step-up in the core: whether a reviewer can answer a TOTP challenge, checking their code
+//! (one step of drift, each step once, five wrong codes lock them out), and enrolling or
+//! unenrolling an authenticator. Every change is one command, written with its audit event in
+//! one transaction (`Command::StepUp`); the adapters (Slack's modal and `/countersign enroll`,
+//! the CLI's reset) only turn the typed answers into words.
+
+use chrono::{DateTime, Utc};
+
+use super::{Engine, EngineError};
+use crate::domain::ProposalId;
+use crate::stepup::totp::Authenticator;
+use crate::stepup::vault::Vault;
+use crate::store::{Command, CommandResult, StepUpChange};
+
+/// Why a TOTP answer cannot count. Nothing is recorded as a vote; the adapter says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepUpRefusal {
+    /// No `secret_key` is configured, so TOTP step-up is off.
+    Off,
+    LockedOut {
+        until: DateTime<Utc>,
+    },
+    NotEnrolled,
+    /// The stored secret does not open with the configured key (was `secret_key` changed?).
+    SecretUnreadable,
+    WrongCode,
+    /// A wrong code, and the one too many: locked until then (audited, channels alerted).
+    WrongCodeLockedOut {
+        until: DateTime<Utc>,
+    },
+    CodeAlreadyUsed,
+    /// The store could not answer; try again.
+    Unavailable,
+}
+
+impl StepUpRefusal {
+    /// The reason as the audit trail records it.
+    pub fn audit_reason(&self) -> &'static str {
+        match self {
+            Self::Off => "totp not configured",
+            Self::LockedOut { .. } => "locked out",
+            Self::NotEnrolled => "not enrolled",
+            Self::SecretUnreadable => "secret unreadable",
+            Self::WrongCode => "wrong code",
+            Self::WrongCodeLockedOut { .. } => "wrong code; locked out",
+            Self::CodeAlreadyUsed => "code already used",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What `/countersign enroll [CODE]` did.
+pub enum Enrollment {
+    Off,
+    AlreadyEnrolled,
+    /// A new pending enrollment: show the reviewer this authenticator to scan.
+    Started(Box<Authenticator>),
+    /// Confirmed with a right code: active now.
+    Enrolled,
+    /// A code without a pending enrollment to confirm.
+    StartFirst,
+    CodeMismatch,
+    /// The pending enrollment was replaced or confirmed meanwhile, or cannot be read.
+    StartAgain,
+    Unavailable,
+}
+
+/// What `/countersign unenroll CODE` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unenrollment {
+    Off,
+    NotEnrolled,
+    CodeMismatch,
+    CodeAlreadyUsed,
+    Unenrolled,
+}
+
+impl Engine {
+    /// Whether `user` can answer a TOTP challenge now: TOTP is on, they are not locked out,
+    /// and their enrollment is active.
+    pub async fn totp_ready(&self, vault: Option<&Vault>, user: &str) -> Result<(), StepUpRefusal> {
+        if vault.is_none() {
+            return Err(StepUpRefusal::Off);
+        }
+        let now = self.clock.now();
+        if let Ok(Some(until)) = self.store.step_up_locked_until(user, now).await {
+            return Err(StepUpRefusal::LockedOut { until });
+        }
+        match self.store.totp_enrollment(user).await {
+            Ok(Some(enrollment)) if enrollment.active => Ok(()),
+            Ok(_) => Err(StepUpRefusal::NotEnrolled),
+            Err(error) => {
+                tracing::error!(%error, "cannot read a TOTP enrollment");
+                Err(StepUpRefusal::Unavailable)
+            }
+        }
+    }
+
+    /// Checks `user`'s TOTP `code` while approving `proposal`: ready, valid within one step of
+    /// drift, its step not spent (spending it). A wrong code counts towards the lockout.
+    pub async fn check_totp(
+        &self,
+        vault: Option<&Vault>,
+        proposal: &ProposalId,
+        user: &str,
+        code: &str,
+    ) -> Result<(), StepUpRefusal> {
+        self.totp_ready(vault, user).await?;
+        let vault = vault.ok_or(StepUpRefusal::Off)?;
+        let now = self.clock.now();
+        let enrollment = self
+            .store
+            .totp_enrollment(user)
+            .await
+            .ok()
+            .flatten()
+            .ok_or(StepUpRefusal::Unavailable)?;
+        let secret = vault.open(user, &enrollment.sealed_secret).ok_or_else(|| {
+            tracing::error!(
+                user,
+                "a TOTP secret does not open with the configured secret_key"
+            );
+            StepUpRefusal::SecretUnreadable
+        })?;
+        let authenticator =
+            Authenticator::new(secret, user).map_err(|_| StepUpRefusal::Unavailable)?;
+        let Some(step) = authenticator.matching_step(code, now.timestamp()) else {
+            let wrong = StepUpChange::WrongAnswer {
+                proposal: proposal.clone(),
+            };
+            return Err(match self.change_step_up(user, wrong).await {
+                Ok((_, Some(until))) => StepUpRefusal::WrongCodeLockedOut { until },
+                Ok((_, None)) => StepUpRefusal::WrongCode,
+                Err(_) => StepUpRefusal::Unavailable,
+            });
+        };
+        match self
+            .change_step_up(user, StepUpChange::UseTotpStep { step })
+            .await
+        {
+            Ok((true, _)) => Ok(()),
+            Ok((false, _)) => Err(StepUpRefusal::CodeAlreadyUsed),
+            Err(_) => Err(StepUpRefusal::Unavailable),
+        }
+    }
+
+    /// `/countersign enroll [CODE]`: without a code, starts (or restarts) an enrollment; with
+    /// one, confirms the pending enrollment.
+    pub async fn enroll_totp(
+        &self,
+        vault: Option<&Vault>,
+        user: &str,
+        code: Option<&str>,
+    ) -> Enrollment {
+        let Some(vault) = vault else {
+            return Enrollment::Off;
+        };
+        let now = self.clock.now();
+        let existing = match self.store.totp_enrollment(user).await {
+            Ok(existing) => existing,
+            Err(error) => {
+                tracing::error!(%error, "cannot read a TOTP enrollment");
+                return Enrollment::Unavailable;
+            }
+        };
+        match (existing, code) {
+            (Some(enrollment), _) if enrollment.active => Enrollment::AlreadyEnrolled,
+            (Some(pending), Some(code)) => {
+                let authenticator = vault
+                    .open(user, &pending.sealed_secret)
+                    .and_then(|secret| Authenticator::new(secret, user).ok());
+                let Some(authenticator) = authenticator else {
+                    return Enrollment::StartAgain;
+                };
+                let Some(step) = authenticator.matching_step(code, now.timestamp()) else {
+                    return Enrollment::CodeMismatch;
+                };
+                match self
+                    .change_step_up(user, StepUpChange::ActivateTotp { step })
+                    .await
+                {
+                    Ok((true, _)) => Enrollment::Enrolled,
+                    Ok((false, _)) => Enrollment::StartAgain,
+                    Err(_) => Enrollment::Unavailable,
+                }
+            }
+            (None, Some(_)) => Enrollment::StartFirst,
+            (_, None) => {
+                let secret = Authenticator::generate_secret();
+                let sealed_secret = vault.seal(user, &secret);
+                let Ok(authenticator) = Authenticator::new(secret, user) else {
+                    return Enrollment::Unavailable;
+                };
+                match self
+                    .change_step_up(user, StepUpChange::BeginTotp { sealed_secret })
+                    .await
+                {
+                    Ok((true, _)) => Enrollment::Started(Box::new(authenticator)),
+                    Ok((false, _)) => Enrollment::AlreadyEnrolled,
+                    Err(_) => Enrollment::Unavailable,
+                }
+            }
+        }
+    }
+
+    /// `/countersign unenroll CODE`: removes an enrollment, proven with a current code (spent,
+    /// when the enrollment is active).
+    pub async fn unenroll_totp(
+        &self,
+        vault: Option<&Vault>,
+        user: &str,
+        code: &str,
+    ) -> Result<Unenrollment, EngineError> {
+        let Some(vault) = vault else {
+            return Ok(Unenrollment::Off);
+        };
+        let now = self.clock.now();
+        let Some(enrollment) = self.store.totp_enrollment(user).await? else {
+            return Ok(Unenrollment::NotEnrolled);
+        };
+        let step = vault
+            .open(user, &enrollment.sealed_secret)
+            .and_then(|secret| Authenticator::new(secret, user).ok())
+            .and_then(|auth| auth.matching_step(code, now.timestamp()));
+        let Some(step) = step else {
+            return Ok(Unenrollment::CodeMismatch);
+        };
+        let change = StepUpChange::Unenroll {
+            step: enrollment.active.then_some(step),
+        };
+        Ok(match self.change_step_up(user, change).await? {
+            (true, _) => Unenrollment::Unenrolled,
+            (false, _) if enrollment.active => Unenrollment::CodeAlreadyUsed,
+            (false, _) => Unenrollment::NotEnrolled,
+        })
+    }
+
+    /// An operator removes `user`'s enrollment (`countersign totp reset`); false if there was
+    /// none.
+    pub async fn reset_totp(&self, user: &str, by: &str) -> Result<bool, EngineError> {
+        let change = StepUpChange::Reset { by: by.to_owned() };
+        Ok(self.change_step_up(user, change).await?.0)
+    }
+
+    /// Applies one step-up change with its audit event: whether it changed anything, and the
+    /// lock a wrong answer set.
+    async fn change_step_up(
+        &self,
+        user: &str,
+        change: StepUpChange,
+    ) -> Result<(bool, Option<DateTime<Utc>>), EngineError> {
+        let command = Command::StepUp {
+            user: user.to_owned(),
+            change,
+        };
+        match self.apply(command).await? {
+            CommandResult::StepUp {
+                changed,
+                locked_until,
+            } => Ok((changed, locked_until)),
+            other => Err(EngineError::Store(crate::store::StoreError::Other(
+                format!("a step-up change answered {other:?}"),
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::config::Secret;
+    use crate::store::{PoolSettings, SqliteStore, Store};
+
+    struct Core {
+        engine: Engine,
+        clock: ManualClock,
+        vault: Vault,
+        _dir: tempfile::TempDir,
+    }
+
+    /// The core on a temporary SQLite file, its clock in hand; no Slack, no HTTP.
+    async fn core() -> Core {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("cs.db"), &PoolSettings::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let clock =
+            ManualClock::new(crate::clock::parse_timestamp("2026-12-02T09:00:00Z").unwrap());
+        let engine = Engine::start(Arc::new(store), Arc::new(clock.clone()));
+        Core {
+            engine,
+            clock,
+            vault: Vault::new(&Secret::new("k".repeat(32))),
+            _dir: dir,
+        }
+    }
+
+    impl Core {
+        /// Enrolls `user` the way `/countersign enroll` does; answers their authenticator.
+        async fn enrolled(&self, user: &str) -> Authenticator {
+            let Enrollment::Started(authenticator) =
+                self.engine.enroll_totp(Some(&self.vault), user, None).await
+            else {
+                panic!("enrollment did not start");
+            };
+            let code = self.code(&authenticator);
+            let confirmed = self
+                .engine
+                .enroll_totp(Some(&self.vault), user, Some(&code))
+                .await;
+            assert!(matches!(confirmed, Enrollment::Enrolled));
+            *authenticator
+        }
+
+        fn code(&self, authenticator: &Authenticator) -> String {
+            authenticator.code_at(self.clock.now().timestamp() as u64)
+        }
+
+        /// The next 30-second step: the code before it is spent.
+        fn next_step(&self) {
+            self.clock.advance(chrono::Duration::seconds(30));
+        }
+
+        async fn check(&self, user: &str, code: &str) -> Result<(), StepUpRefusal> {
+            let proposal = ProposalId::generate();
+            (self.engine)
+                .check_totp(Some(&self.vault), &proposal, user, code)
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_code_counts_once_and_only_from_an_enrolled_reviewer() {
+        let core = core().await;
+        assert_eq!(
+            core.check("U1", "123456").await,
+            Err(StepUpRefusal::NotEnrolled)
+        );
+        let authenticator = core.enrolled("U1").await;
+        // The confirming code's step is spent: the next step's code is the first that counts.
+        core.next_step();
+        let code = core.code(&authenticator);
+        assert_eq!(core.check("U1", &code).await, Ok(()));
+        assert_eq!(
+            core.check("U1", &code).await,
+            Err(StepUpRefusal::CodeAlreadyUsed)
+        );
+        // Without a secret key, TOTP is off whatever the reviewer holds.
+        let off = core.engine.totp_ready(None, "U1").await;
+        assert_eq!(off, Err(StepUpRefusal::Off));
+    }
+
+    #[tokio::test]
+    async fn the_fifth_wrong_code_locks_the_reviewer_out() {
+        let core = core().await;
+        let authenticator = core.enrolled("U1").await;
+        for _ in 0..4 {
+            assert_eq!(
+                core.check("U1", "000000").await,
+                Err(StepUpRefusal::WrongCode)
+            );
+        }
+        let until = core.clock.now() + crate::stepup::LOCKOUT;
+        assert_eq!(
+            core.check("U1", "000000").await,
+            Err(StepUpRefusal::WrongCodeLockedOut { until })
+        );
+        // Locked: even the right code is refused until it ends.
+        core.next_step();
+        let code = core.code(&authenticator);
+        assert_eq!(
+            core.check("U1", &code).await,
+            Err(StepUpRefusal::LockedOut { until })
+        );
+        core.clock.advance(crate::stepup::LOCKOUT);
+        let code = core.code(&authenticator);
+        assert_eq!(core.check("U1", &code).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn unenrolling_takes_a_current_unspent_code() {
+        let core = core().await;
+        let vault = Some(&core.vault);
+        let authenticator = core.enrolled("U1").await;
+        let spent = core.code(&authenticator);
+        assert_eq!(
+            core.engine
+                .unenroll_totp(vault, "U1", &spent)
+                .await
+                .unwrap(),
+            Unenrollment::CodeAlreadyUsed
+        );
+        assert_eq!(
+            core.engine
+                .unenroll_totp(vault, "U1", "000000")
+                .await
+                .unwrap(),
+            Unenrollment::CodeMismatch
+        );
+        core.next_step();
+        let code = core.code(&authenticator);
+        assert_eq!(
+            core.engine.unenroll_totp(vault, "U1", &code).await.unwrap(),
+            Unenrollment::Unenrolled
+        );
+        assert_eq!(
+            core.engine.unenroll_totp(vault, "U1", &code).await.unwrap(),
+            Unenrollment::NotEnrolled
+        );
+        assert!(!core.engine.reset_totp("U1", "operator:test").await.unwrap());
+    }
+}

@@ -2,11 +2,13 @@
 //! only; HTTP and Slack adapters call it.
 
 mod controls;
+mod review;
 mod step_up;
 mod waiters;
 mod writer;
 
 pub use controls::Controls;
+pub use review::{Cast, ClickRefusal, People};
 pub use step_up::{Enrollment, StepUpRefusal, Unenrollment};
 pub use waiters::{DecisionWaiters, Waiter};
 
@@ -547,7 +549,7 @@ impl Engine {
 
     /// Audits a click refused before it reached the proposal (not an approver, separation of
     /// duties…).
-    pub async fn refuse_click(
+    async fn refuse_click(
         &self,
         id: &ProposalId,
         voter: &str,

@@ -224,3 +224,18 @@ fn email_key(email: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(email.as_bytes()))
 }
+
+/// The core asks the workspace about people through this (`engine::People`): answered from
+/// the directory's caches.
+#[async_trait::async_trait]
+impl crate::engine::People for Directory {
+    async fn approves_for(&self, role: &Role, user: &str) -> bool {
+        Directory::approves_for(self, role, user).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<String>, String> {
+        self.lookup_email(email)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}

@@ -15,9 +15,8 @@ use super::card::{self, slack_date};
 use super::escape::{inert, mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
 use crate::domain::{Ballot, Proposal, ProposalId, Status, StepUp, Vote};
-use crate::engine::Voted;
+use crate::engine::{Cast, ClickRefusal};
 use crate::http::AppState;
-use crate::store::VoteRefusal;
 
 /// callback_id of the rejection modal.
 pub const REJECT_VIEW: &str = "reject";
@@ -69,13 +68,6 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
         if let Some(proposal) = &proposal
             && let Err(refusal) = admit(state, proposal, &user, Ballot::Reject).await
         {
-            if let Err(error) = state
-                .engine
-                .refuse_click(&id, &user, Ballot::Reject, &refusal)
-                .await
-            {
-                tracing::error!(%error, "cannot audit a refused click");
-            }
             reply(refusal);
             return;
         }
@@ -115,17 +107,8 @@ pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
     // known to be someone who may approve at all.
     if proposal.content.verdict.step_up != StepUp::None && proposal.status == Status::Pending {
         let refusal = match admit(state, &proposal, &user, Ballot::Approve).await {
-            Err(refusal) => {
-                if let Err(error) = state
-                    .engine
-                    .refuse_click(&id, &user, Ballot::Approve, &refusal)
-                    .await
-                {
-                    tracing::error!(%error, "cannot audit a refused click");
-                }
-                Some(refusal)
-            }
-            Ok(_) => {
+            Err(refusal) => Some(refusal),
+            Ok(()) => {
                 super::step_up::open(state, click, &proposal, channel.as_deref().unwrap_or(""))
                     .await
             }
@@ -288,157 +271,79 @@ pub(super) async fn vote(
     dedupe: String,
     stepped_up: bool,
 ) -> Result<Option<(String, Status)>, String> {
-    let id = &proposal.id;
-    let mut admitted = admit(state, proposal, user, ballot).await;
-    // Defence in depth: an approval of a step-up proposal only ever comes through the modal.
-    if admitted.is_ok()
-        && ballot == Ballot::Approve
-        && !stepped_up
-        && proposal.content.verdict.step_up != StepUp::None
-    {
-        admitted = Err("This approval needs step-up confirmation: click Approve on the card to get the form. Nothing was recorded.".into());
-    }
-    let eligible = match admitted {
-        Ok(eligible) => eligible,
-        Err(refusal) => {
-            if let Err(error) = state.engine.refuse_click(id, user, ballot, &refusal).await {
-                return Err(unavailable(id, &error));
-            }
-            return Err(refusal);
-        }
-    };
-    match state
+    let registry = state.registry.current();
+    let people = &state.slack.directory;
+    let cast = state
         .engine
-        .vote(
-            id.clone(),
-            user.to_owned(),
-            eligible,
-            ballot,
-            reason,
-            dedupe,
+        .review(
+            people, &registry, proposal, user, ballot, reason, dedupe, stepped_up,
         )
-        .await
-    {
-        Ok(Voted::Recorded { replay: true, .. }) => Ok(None),
-        Ok(Voted::Recorded {
-            proposal, votes, ..
-        }) => Ok(Some((recorded(&proposal, &votes, ballot), proposal.status))),
-        Ok(Voted::Refused { proposal, reason }) => Err(match reason {
-            VoteRefusal::NotPending => already_decided(&proposal),
-            VoteRefusal::Expired => format!(
-                "This proposal expired {}; it can no longer be decided. Nothing was recorded.",
-                proposal
-                    .content
-                    .expires_at
-                    .map(slack_date)
-                    .unwrap_or_default()
-            ),
-            VoteRefusal::AlreadyVoted(earlier) => format!(
-                "You already {} this {}; one vote per person.",
-                if earlier.ballot == Ballot::Approve {
-                    "approved"
-                } else {
-                    "rejected"
-                },
-                slack_date(earlier.at)
-            ),
-        }),
-        Ok(Voted::NotFound) => Err("That proposal does not exist.".into()),
-        Err(error) => Err(unavailable(id, &error)),
-    }
-}
-
-/// The routed roles `user` approves for, in route order.
-async fn eligible_roles(state: &AppState, proposal: &Proposal, user: &str) -> Vec<String> {
-    let registry = state.registry.current();
-    let mut eligible = Vec::new();
-    for name in &proposal.content.verdict.route {
-        if let Some(role) = registry.roles.get(name)
-            && state.slack.directory.approves_for(role, user).await
-        {
-            eligible.push(name.clone());
+        .await;
+    match cast {
+        Ok(Ok(Cast::Replay)) => Ok(None),
+        Ok(Ok(Cast::Recorded { proposal, votes })) => {
+            Ok(Some((recorded(&proposal, &votes, ballot), proposal.status)))
         }
-    }
-    if eligible.is_empty() && escalation_granted(state, proposal, user).await {
-        // Brought in by an escalation rung with `grants_approval`: may approve for any routed
-        // role (still one vote, counted where it is needed).
-        eligible = proposal.content.verdict.route.clone();
-    }
-    eligible
-}
-
-/// Was `user` notified by an escalation rung of this proposal that grants approval? Recorded by
-/// key when the rung fired. A store that cannot answer grants nothing.
-async fn escalation_granted(state: &AppState, proposal: &Proposal, user: &str) -> bool {
-    match state
-        .engine
-        .store()
-        .approval_granted(&proposal.id, user)
-        .await
-    {
-        Ok(granted) => granted,
-        Err(error) => {
-            tracing::warn!(%error, proposal_id = %proposal.id, "cannot read approval grants");
-            false
-        }
+        Ok(Err(refusal)) => Err(refused(&refusal)),
+        Err(error) => Err(unavailable(&proposal.id, &error)),
     }
 }
 
-/// The agent's owner and the person the agent acts for may not approve it. `requested_by` is
-/// the agent's word: a Slack user id is compared as is, an email is looked up in the workspace
-/// (if Slack cannot answer, the approval is refused rather than risk it).
-async fn separation_of_duties(state: &AppState, proposal: &Proposal, user: &str) -> Option<String> {
-    let registry = state.registry.current();
-    let owner = registry
-        .agents
-        .get(proposal.agent.as_str())
-        .map(|a| a.owner.clone());
-    if owner.as_deref() == Some(user) {
-        return Some(format!(
-            "You own the agent `{}`, so someone else must approve its proposals (separation of duties); nothing was recorded.",
-            proposal.agent
-        ));
-    }
-    let acting_for_you = "The agent is acting for you, so someone else must approve this (separation of duties); nothing was recorded.";
-    let requester = proposal.content.requested_by.as_deref()?.trim();
-    if requester == user {
-        return Some(acting_for_you.into());
-    }
-    if requester.contains('@') {
-        match state.slack.directory.lookup_email(requester).await {
-            Ok(Some(id)) if id == user => return Some(acting_for_you.into()),
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "cannot look up requested_by for separation of duties");
-                return Some("Slack could not tell whether the agent is acting for you, so the approval was not recorded; please try again.".into());
-            }
-        }
-    }
-    None
-}
-
-/// Whether `user` may cast this ballot at all, whatever the proposal's state: not an approver
-/// of a routed role, or (for an approval) a conflict of duties.
-/// Answers the routed roles the voter may cast it for, or why they may not.
+/// Whether `user` may cast `ballot` on `proposal` at all (the core decides and audits a
+/// refusal); `Err`: what to tell them.
 async fn admit(
     state: &AppState,
     proposal: &Proposal,
     user: &str,
     ballot: Ballot,
-) -> Result<Vec<String>, String> {
-    let eligible = eligible_roles(state, proposal, user).await;
-    if eligible.is_empty() {
-        return Err(format!(
-            "Only approvers for {} can decide this; nothing was recorded.",
-            proposal.content.verdict.route.join(" or ")
-        ));
-    }
-    if ballot == Ballot::Approve
-        && let Some(conflict) = separation_of_duties(state, proposal, user).await
+) -> Result<(), String> {
+    let registry = state.registry.current();
+    let people = &state.slack.directory;
+    match state
+        .engine
+        .admit(people, &registry, proposal, user, ballot)
+        .await
     {
-        return Err(conflict);
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(refusal)) => Err(refused(&refusal)),
+        Err(error) => Err(unavailable(&proposal.id, &error)),
     }
-    Ok(eligible)
+}
+
+/// A refused ballot in words, for the clicker.
+fn refused(refusal: &ClickRefusal) -> String {
+    let acting_for_you = "The agent is acting for you, so someone else must approve this (separation of duties); nothing was recorded.";
+    match refusal {
+        ClickRefusal::NotAnApprover { route } => format!(
+            "Only approvers for {} can decide this; nothing was recorded.",
+            route.join(" or ")
+        ),
+        ClickRefusal::OwnsTheAgent { agent } => format!(
+            "You own the agent `{agent}`, so someone else must approve its proposals (separation of duties); nothing was recorded."
+        ),
+        ClickRefusal::ActsForYou => acting_for_you.into(),
+        ClickRefusal::RequesterUnknown => "Slack could not tell whether the agent is acting for you, so the approval was not recorded; please try again.".into(),
+        ClickRefusal::StepUpRequired => "This approval needs step-up confirmation: click Approve on the card to get the form. Nothing was recorded.".into(),
+        ClickRefusal::Decided(proposal) => already_decided(proposal),
+        ClickRefusal::Expired(proposal) => format!(
+            "This proposal expired {}; it can no longer be decided. Nothing was recorded.",
+            proposal
+                .content
+                .expires_at
+                .map(slack_date)
+                .unwrap_or_default()
+        ),
+        ClickRefusal::AlreadyVoted(earlier) => format!(
+            "You already {} this {}; one vote per person.",
+            if earlier.ballot == Ballot::Approve {
+                "approved"
+            } else {
+                "rejected"
+            },
+            slack_date(earlier.at)
+        ),
+        ClickRefusal::NotFound => "That proposal does not exist.".into(),
+    }
 }
 
 fn recorded(proposal: &Proposal, votes: &[Vote], ballot: Ballot) -> String {

@@ -179,9 +179,13 @@ pub async fn run_with_clock(
     // Slack endpoints are served, that is (a worker replica serves none).
     let (stop_socket, socket_stopped) = tokio::sync::watch::channel(false);
     let socket = match &config.slack_app_token {
-        Some(app_token) if config.serve_role.serves_api() => Some(tokio::spawn(
-            crate::slack::socket::run(state.clone(), app_token.clone(), stopped(socket_stopped)),
-        )),
+        Some(app_token) if config.serve_role.serves_api() => {
+            Some(tokio::spawn(crate::slack::socket::run(
+                axum::extract::FromRef::from_ref(&state),
+                app_token.clone(),
+                stopped(socket_stopped),
+            )))
+        }
         Some(_) => {
             tracing::info!("worker replica: Socket Mode connections are the API replicas' to open");
             None

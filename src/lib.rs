@@ -8,7 +8,6 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod autonomy;
-pub mod breaker;
 pub mod budgets;
 pub mod callbacks;
 pub mod canonical;

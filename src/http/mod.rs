@@ -53,6 +53,19 @@ pub struct AppState {
     pub seen: std::sync::Arc<crate::cluster::SeenKeys>,
 }
 
+/// Slack's handlers get Slack's part of the state.
+impl axum::extract::FromRef<AppState> for crate::slack::SlackState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            engine: state.engine.clone(),
+            registry: state.registry.clone(),
+            slack: state.slack.clone(),
+            reports: state.reports.clone(),
+            seen: state.seen.clone(),
+        }
+    }
+}
+
 /// The routes with their OpenAPI description, which is generated from the handlers' annotations.
 fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(api_doc::ApiDoc::openapi())

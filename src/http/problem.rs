@@ -20,10 +20,6 @@ pub enum ApiError {
     AdminUnauthorized,
     #[error("admin API disabled")]
     AdminDisabled,
-    #[error("Slack request refused: {0}")]
-    SlackSignature(crate::slack::signature::SignatureError),
-    #[error("malformed Slack payload: {0}")]
-    SlackPayload(String),
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("body is not valid JSON: {0}")]
@@ -92,10 +88,6 @@ impl ApiError {
                 .detail("Send `Authorization: Bearer <admin_token>` (the admin_token configuration key)."),
             ApiError::AdminDisabled => base(StatusCode::FORBIDDEN, "admin-api-disabled", "The admin API is disabled")
                 .detail("Set admin_token (COUNTERSIGN_ADMIN_TOKEN, at least 24 characters) to use the admin API."),
-            ApiError::SlackSignature(error) => base(StatusCode::UNAUTHORIZED, "bad-signature", "Invalid Slack request signature")
-                .detail(format!("{error}. Slack requests are signed with the app's signing secret (X-Slack-Signature, X-Slack-Request-Timestamp).")),
-            ApiError::SlackPayload(detail) => base(StatusCode::BAD_REQUEST, "invalid-slack-payload", "Malformed Slack payload")
-                .detail(detail.clone()),
             ApiError::PayloadTooLarge { limit } => base(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Request body too large")
                 .detail(format!("The body must be at most {limit} bytes."))
                 .value("limit", limit),

@@ -80,7 +80,7 @@ pub async fn create(
                 .increment(1);
             tracing::info!(agent = %agent.id, ?retry_after, "rate limited");
             let refused = state.limiter.refused(agent.id.as_str(), now).await;
-            crate::breaker::after_rate_limited(&state, &agent, refused).await;
+            state.engine.after_rate_limited(&agent, refused).await;
             return Err(ApiError::RateLimited { retry_after });
         }
     }
@@ -105,10 +105,11 @@ pub async fn create(
     {
         Submitted::Created(proposal) => {
             if proposal.status == Status::Rejected {
-                tokio::spawn(crate::breaker::after_rejection(
-                    state.clone(),
-                    proposal.agent.to_string(),
-                ));
+                let (engine, registry) = (state.engine.clone(), state.registry.clone());
+                let agent = proposal.agent.to_string();
+                tokio::spawn(async move {
+                    engine.after_rejection(&registry.current(), &agent).await;
+                });
             }
             Ok(created(state.view(&proposal), false))
         }

@@ -1,11 +1,11 @@
 //! `/countersign autonomy AGENT [30d|90d]`: each action's record and what it has earned, for
 //! whoever asks (ephemeral). Nothing is promoted by it: a person changes the catalog.
 
+use super::SlackState;
 use super::escape::{mrkdwn, truncate};
-use crate::http::AppState;
 use crate::report::Period;
 
-pub async fn handle(state: &AppState, words: &[&str]) -> String {
+pub async fn handle(state: &SlackState, words: &[&str]) -> String {
     let usage = "Usage: `/countersign autonomy AGENT [30d|90d]`";
     let Some(name) = words.first() else {
         return usage.to_owned();

@@ -7,10 +7,10 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
+use super::SlackRejection;
+use super::SlackState;
 use super::payload::SlashCommand;
 use super::{Ack, verified};
-use crate::http::AppState;
-use crate::http::problem::ApiError;
 
 const HELP: &str = "*countersign* — approvals for AI agents\n\
 • Cards arrive in your role's channel; *Approve* or *Reject* them there.\n\
@@ -23,17 +23,17 @@ const HELP: &str = "*countersign* — approvals for AI agents\n\
 • `/countersign help` — this message";
 
 pub async fn handle(
-    State(state): State<AppState>,
+    State(state): State<SlackState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Ack, ApiError> {
+) -> Result<Ack, SlackRejection> {
     verified(&state, &headers, &body)?;
     let command: SlashCommand = serde_urlencoded_form(&body)?;
     Ok(run(&state, &command).await)
 }
 
 /// One slash command, from either transport: the ephemeral reply.
-pub(super) async fn run(state: &AppState, command: &SlashCommand) -> Ack {
+pub(super) async fn run(state: &SlackState, command: &SlashCommand) -> Ack {
     let mut words = command.text.split_whitespace();
     let word = words.next().unwrap_or("help");
     // Only the first word is logged: what follows may be a one-time code.
@@ -68,10 +68,10 @@ pub(super) async fn run(state: &AppState, command: &SlashCommand) -> Ack {
     Ack::with(json!({"response_type": "ephemeral", "text": text}))
 }
 
-fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn serde_urlencoded_form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, SlackRejection> {
     let pairs: serde_json::Map<String, Value> = url::form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
         .collect();
     serde_json::from_value(Value::Object(pairs))
-        .map_err(|e| ApiError::SlackPayload(format!("slash command form: {e}")))
+        .map_err(|e| SlackRejection::Payload(format!("slash command form: {e}")))
 }

@@ -4,13 +4,13 @@
 //! agent's cards go to (the core queues that announcement; [`control_notice`] renders it, for
 //! every way in: Slack, the admin API, the circuit breaker).
 
+use super::SlackState;
 use super::escape::{inert, mrkdwn, truncate};
 use super::payload::SlashCommand;
 use super::rich::Paragraph;
 use crate::domain::ControlNotice;
 use crate::domain::control::{Setter, setter};
 use crate::domain::{Actor, ActorKind, Control, ControlMode};
-use crate::http::AppState;
 
 pub const USAGE: &str = "`/countersign pause AGENT [ACTION] [--reject-pending] [reason]`, `/countersign draft-only AGENT [ACTION] [reason]`, `/countersign resume AGENT [ACTION] [reason]`";
 
@@ -23,7 +23,7 @@ pub enum Change {
 
 /// Handles one pause / draft-only / resume command; answers the ephemeral reply.
 pub async fn handle(
-    state: &AppState,
+    state: &SlackState,
     command: &SlashCommand,
     change: Change,
     words: &[&str],

@@ -8,28 +8,31 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 
+use super::SlackRejection;
+use super::SlackState;
 use super::payload::Interaction;
 use super::{Ack, card, review, verified};
-use crate::http::AppState;
-use crate::http::problem::ApiError;
 
 pub async fn handle(
-    State(state): State<AppState>,
+    State(state): State<SlackState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Ack, ApiError> {
+) -> Result<Ack, SlackRejection> {
     verified(&state, &headers, &body)?;
     let payload = url::form_urlencoded::parse(&body)
         .find(|(key, _)| key == "payload")
         .map(|(_, value)| value.into_owned())
-        .ok_or_else(|| ApiError::SlackPayload("no `payload` field".into()))?;
+        .ok_or_else(|| SlackRejection::Payload("no `payload` field".into()))?;
     let interaction: Interaction = serde_json::from_str(&payload)
-        .map_err(|e| ApiError::SlackPayload(format!("payload: {e}")))?;
+        .map_err(|e| SlackRejection::Payload(format!("payload: {e}")))?;
     dispatch(state, interaction).await
 }
 
 /// One interaction, from either transport; answers within [`ACK_WITHIN`].
-pub(super) async fn dispatch(state: AppState, interaction: Interaction) -> Result<Ack, ApiError> {
+pub(super) async fn dispatch(
+    state: SlackState,
+    interaction: Interaction,
+) -> Result<Ack, SlackRejection> {
     match interaction {
         Interaction::BlockActions(click) => {
             let work = tokio::spawn(async move {
@@ -55,7 +58,7 @@ pub(super) async fn dispatch(state: AppState, interaction: Interaction) -> Resul
             let work = tokio::spawn(async move { review::submitted(&state, &submission).await });
             match tokio::time::timeout(ACK_WITHIN, work).await {
                 Ok(Ok(ack)) => Ok(ack),
-                Ok(Err(panicked)) => Err(ApiError::Internal(panicked.to_string())),
+                Ok(Err(panicked)) => Err(SlackRejection::Internal(panicked.to_string())),
                 // Too slow to answer in the form itself: close it; the outcome arrives as a
                 // message instead.
                 Err(_) => Ok(Ack::default()),

@@ -17,12 +17,14 @@ pub mod escape;
 mod interactions;
 pub mod messages;
 pub mod payload;
+mod rejection;
 pub mod report;
 mod response_url;
 mod review;
 pub mod rich;
 pub mod signature;
 pub mod socket;
+pub mod state;
 pub mod step_up;
 pub mod tiers;
 
@@ -39,11 +41,11 @@ pub use client::{
 };
 pub use controls::control_notice;
 pub use directory::Directory;
+pub use rejection::SlackRejection;
 pub use response_url::Responder;
+pub use state::SlackState;
 
 use crate::config::Secret;
-use crate::http::AppState;
-use crate::http::problem::ApiError;
 
 /// The workspace countersign is connected to: Slack itself, or the built-in sandbox.
 #[derive(Clone, Debug)]
@@ -111,18 +113,25 @@ impl IntoResponse for Ack {
 }
 
 /// `/slack/*`, the HTTP transport.
-pub fn routes() -> Router<AppState> {
+/// Generic over the app's state: any state Slack's part can be taken from.
+pub fn routes<S>() -> Router<S>
+where
+    SlackState: axum::extract::FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
     Router::new()
         .route("/slack/interactions", post(interactions::handle))
         .route("/slack/commands", post(commands::handle))
 }
 
 /// Checks Slack's signature on the raw body; nothing is parsed before this passes.
-fn verified(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(), ApiError> {
+fn verified(state: &SlackState, headers: &HeaderMap, body: &Bytes) -> Result<(), SlackRejection> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // The routes are only served with a secret; without one nothing can be verified.
     let Some(secret) = &state.slack.signing_secret else {
-        return Err(ApiError::SlackSignature(signature::SignatureError::Missing));
+        return Err(SlackRejection::Signature(
+            signature::SignatureError::Missing,
+        ));
     };
     signature::verify(
         secret,
@@ -133,7 +142,7 @@ fn verified(state: &AppState, headers: &HeaderMap, body: &Bytes) -> Result<(), A
     )
     .map_err(|error| {
         tracing::warn!(%error, "Slack request refused");
-        ApiError::SlackSignature(error)
+        SlackRejection::Signature(error)
     })
 }
 

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 
 use slack_morphism::prelude::*;
 
+use super::SlackState;
 use super::card::{context, section, slack_date};
 use super::client::OutgoingMessage;
 use super::escape::{mrkdwn, truncate};
 use super::payload::SlashCommand;
-use crate::http::AppState;
 use crate::report::{Period, ReportPost, SlaReport};
 
 /// Summaries are cut to this in lists.
@@ -20,7 +20,7 @@ const SUMMARY_CHARS: usize = 80;
 
 /// Handles `/countersign report …`: checks the words, queues the report for the report worker
 /// and answers (ephemerally) what will happen.
-pub async fn request(state: &AppState, command: &SlashCommand, words: &[&str]) -> String {
+pub async fn request(state: &SlackState, command: &SlashCommand, words: &[&str]) -> String {
     let registry = state.registry.current();
     let mut period = Period::Week;
     let mut named = None;

@@ -11,12 +11,12 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 
 use super::Ack;
+use super::SlackState;
 use super::card::{self, slack_date};
 use super::escape::{inert, mrkdwn, truncate};
 use super::payload::{Action, BlockActions, ViewSubmission};
 use crate::domain::{Ballot, Proposal, ProposalId, Status, StepUp, Vote};
 use crate::engine::{Cast, ClickRefusal};
-use crate::http::AppState;
 
 /// callback_id of the rejection modal.
 pub const REJECT_VIEW: &str = "reject";
@@ -39,7 +39,7 @@ const PRESET_REASONS: &[&str] = &[
 ];
 
 /// Approve or Reject on a card.
-pub async fn clicked(state: &AppState, click: &BlockActions, action: &Action) {
+pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) {
     let user = click.user.id.clone();
     let channel = click.channel_id().map(str::to_owned);
     let clicker = Clicker::of(click);
@@ -161,7 +161,7 @@ impl Clicker {
 
     /// On the click's `response_url` (Slack's reply channel for a click, outside the Web API's
     /// budgets), or with `chat.postEphemeral` where Slack sent none.
-    async fn answer(self, state: AppState, text: String) {
+    async fn answer(self, state: SlackState, text: String) {
         let result = match (&self.response_url, &self.channel) {
             (Some(url), _) => state.slack.responder.ephemeral(url, &text).await,
             (None, Some(channel)) => {
@@ -186,7 +186,7 @@ fn unavailable(id: &ProposalId, error: &dyn std::fmt::Display) -> String {
 
 /// A modal was submitted. Only the rejection modal is ours; its answer goes back in the
 /// acknowledgement (`response_action: errors` keeps it open with the message).
-pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
+pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
     if submission.view.callback_id == super::step_up::VIEW {
         return super::step_up::submitted(state, submission).await;
     }
@@ -233,10 +233,11 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
     {
         Ok(message) => {
             if let Some((_, Status::Rejected)) = &message {
-                tokio::spawn(crate::breaker::after_rejection(
-                    state.clone(),
-                    proposal.agent.to_string(),
-                ));
+                let (engine, registry) = (state.engine.clone(), state.registry.clone());
+                let agent = proposal.agent.to_string();
+                tokio::spawn(async move {
+                    engine.after_rejection(&registry.current(), &agent).await;
+                });
             }
             if let (Some(channel), Some((text, _))) = (channel, message) {
                 let api = state.slack.api.clone();
@@ -263,7 +264,7 @@ fn errors(message: &str) -> Ack {
 /// `Err(text)`: refused, tell them why. `proposal` is as read for this click; the writer checks
 /// its state again. `stepped_up`: the reviewer has just passed the step-up the policy asks for.
 pub(super) async fn vote(
-    state: &AppState,
+    state: &SlackState,
     proposal: &Proposal,
     user: &str,
     ballot: Ballot,
@@ -292,7 +293,7 @@ pub(super) async fn vote(
 /// Whether `user` may cast `ballot` on `proposal` at all (the core decides and audits a
 /// refusal); `Err`: what to tell them.
 async fn admit(
-    state: &AppState,
+    state: &SlackState,
     proposal: &Proposal,
     user: &str,
     ballot: Ballot,

@@ -32,10 +32,10 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::SlackState;
 use super::payload::{Interaction, SlashCommand};
 use super::{Ack, SlackError, commands, interactions};
 use crate::config::Secret;
-use crate::http::AppState;
 
 /// How often countersign pings Slack on an idle connection.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
@@ -66,7 +66,7 @@ enum Event {
 /// Keeps one live Socket Mode connection until `stop` resolves: opens it, replaces it when Slack
 /// asks, reconnects (backing off) when it fails. On `stop`, every connection acknowledges what it
 /// carries, then closes.
-pub async fn run(state: AppState, app_token: Secret, stop: impl Future<Output = ()>) {
+pub async fn run(state: SlackState, app_token: Secret, stop: impl Future<Output = ()>) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut connections: HashMap<u64, Connection> = HashMap::new();
     let mut next_id = 0u64;
@@ -255,7 +255,7 @@ const ENVELOPE_DEDUP: Duration = Duration::from_secs(600);
 /// One connection: reads frames, hands envelopes to the handlers, writes their acknowledgements,
 /// pings, and reports how it ended.
 async fn serve(
-    state: AppState,
+    state: SlackState,
     id: u64,
     url: url::Url,
     events: mpsc::UnboundedSender<Event>,
@@ -419,7 +419,7 @@ fn read_frame(text: &str) -> Frame {
 
 impl Envelope {
     /// Runs the handler the HTTP endpoint runs; answers the acknowledgement to send.
-    async fn answer(self, state: &AppState) -> String {
+    async fn answer(self, state: &SlackState) -> String {
         metrics::counter!("countersign_slack_socket_envelopes_total", "type" => self.kind.clone())
             .increment(1);
         // Slack redelivers an envelope whose acknowledgement it did not get, possibly to

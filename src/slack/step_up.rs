@@ -8,6 +8,7 @@ use serde_json::json;
 use slack_morphism::prelude::*;
 
 use super::Ack;
+use super::SlackState;
 use super::card::slack_date;
 use super::diff;
 use super::escape::truncate;
@@ -17,7 +18,6 @@ use crate::audit::kinds;
 use crate::config::Secret;
 use crate::domain::{Ballot, Proposal, StepUp};
 use crate::engine::{Enrollment, StepUpRefusal, Unenrollment};
-use crate::http::AppState;
 use crate::stepup::confirm::challenge;
 use crate::stepup::token::{Binding, TokenSigner};
 use crate::stepup::totp::Authenticator;
@@ -68,7 +68,7 @@ fn actor(user: &str) -> String {
 /// Approve was clicked on a card that needs step-up: open the modal, or say why not.
 /// Answers the ephemeral text to send instead, if the modal was not opened.
 pub async fn open(
-    state: &AppState,
+    state: &SlackState,
     click: &BlockActions,
     proposal: &Proposal,
     channel: &str,
@@ -100,7 +100,7 @@ pub async fn open(
 }
 
 /// Can `user` answer a TOTP step-up now? Err: (audit reason, what to tell them).
-async fn totp_ready(state: &AppState, user: &str) -> Result<(), (&'static str, String)> {
+async fn totp_ready(state: &SlackState, user: &str) -> Result<(), (&'static str, String)> {
     let vault = state.slack.step_up.vault.as_ref();
     state.engine.totp_ready(vault, user).await.map_err(refused)
 }
@@ -193,7 +193,7 @@ fn errors(message: &str) -> Ack {
     Ack::with(json!({"response_action": "errors", "errors": {ANSWER_BLOCK: message}}))
 }
 
-async fn audit_failure(state: &AppState, proposal: &Proposal, user: &str, reason: &str) {
+async fn audit_failure(state: &SlackState, proposal: &Proposal, user: &str, reason: &str) {
     let data = json!({"step_up": proposal.content.verdict.step_up, "reason": reason});
     if let Err(error) = state
         .engine
@@ -205,7 +205,7 @@ async fn audit_failure(state: &AppState, proposal: &Proposal, user: &str, reason
 }
 
 /// The step-up modal was submitted: check the form, then the answer, then vote.
-pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
+pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
     let user = submission.user.id.as_str();
     let now = state.engine.clock().now();
     let binding = match state
@@ -309,7 +309,7 @@ pub async fn submitted(state: &AppState, submission: &ViewSubmission) -> Ack {
 
 /// `/countersign enroll [CODE]`: without a code, start (or restart) an enrollment and DM the
 /// reviewer its QR code; with one, confirm the pending enrollment. Answers the ephemeral reply.
-pub async fn enroll(state: &AppState, user: &str, code: Option<&str>) -> String {
+pub async fn enroll(state: &SlackState, user: &str, code: Option<&str>) -> String {
     let vault = state.slack.step_up.vault.as_ref();
     match state.engine.enroll_totp(vault, user, code).await {
         Enrollment::Off => "TOTP enrollment is off: this countersign has no `secret_key` configured. Ask an operator.".into(),
@@ -362,7 +362,7 @@ async fn send_enrollment(
 }
 
 /// `/countersign unenroll CODE`: removes an enrollment, proven with a current code.
-pub async fn unenroll(state: &AppState, user: &str, code: Option<&str>) -> String {
+pub async fn unenroll(state: &SlackState, user: &str, code: Option<&str>) -> String {
     let Some(code) = code else {
         return "Add a current code: `/countersign unenroll 123456`.".into();
     };

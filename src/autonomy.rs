@@ -5,44 +5,13 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{ExecutionResult, Proposal, Status};
 use crate::manifest::{Agent, Autonomy};
 
-/// `autonomy:` in a policy file: when an action has earned a wider tier, or lost its own.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Criteria {
-    /// The first whose `from` is the action's tier applies: met, it is recommended.
-    #[serde(default)]
-    pub promote: Vec<Promotion>,
-    pub demote: Option<Demotion>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Promotion {
-    pub from: Autonomy,
-    pub to: Autonomy,
-    /// At least this many proposals decided (approved or rejected) in the window.
-    pub min_decided: u64,
-    /// Rejected share of those below this (0.02 = 2%).
-    pub max_rejected: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Demotion {
-    /// Only judged on at least this many decided proposals.
-    pub min_decided: u64,
-    /// A rejected share above this recommends a narrower tier.
-    pub max_rejected: f64,
-    /// A failed share of reported executions above this does too.
-    #[serde(default)]
-    pub max_failed: Option<f64>,
-}
+pub use crate::policy::autonomy::{Criteria, Demotion, Promotion};
 
 /// One action's record and what it earns.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -26,6 +26,7 @@ pub mod policy;
 pub mod registry;
 pub mod report;
 pub mod sandbox;
+pub mod secrets;
 pub mod slack;
 pub mod stepup;
 pub mod store;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use countersign::audit::{self, AuditFilter};
+use countersign::audit::AuditFilter;
 use countersign::config::{Config, LogFormat};
 use countersign::domain::AgentId;
 use countersign::registry::Registry;
@@ -363,7 +363,7 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::Verify { anchor }) => {
             let anchor = anchor.as_deref().map(parse_anchor).transpose()?;
             let store = countersign::app::open_store(&config).await?;
-            let result = audit::verify(
+            let result = countersign::engine::audit_log::verify(
                 store.as_ref(),
                 anchor.as_ref().map(|(s, h)| (*s, h.as_str())),
             )
@@ -395,7 +395,8 @@ async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 proposal_id: proposal,
             };
             let mut out = std::io::BufWriter::new(std::io::stdout());
-            let result = audit::export(store.as_ref(), &filter, &mut out).await;
+            let result =
+                countersign::engine::audit_log::export(store.as_ref(), &filter, &mut out).await;
             std::io::Write::flush(&mut out).context("cannot write to stdout")?;
             store.close().await;
             let count = result?;

@@ -3,9 +3,11 @@
 
 pub mod callback;
 pub mod control;
+mod digest;
 pub mod ids;
 pub mod outbox;
 pub mod proposal;
+pub mod report;
 pub mod request;
 pub mod timer;
 pub mod verdict;

@@ -1,6 +1,7 @@
 //! Use cases: submit, read, cancel, decide, record an outcome. The engine speaks domain types
 //! only; HTTP and Slack adapters call it.
 
+pub mod audit_log;
 pub mod breaker;
 mod controls;
 mod review;

@@ -18,7 +18,7 @@ struct PolicyFile {
     #[serde(default)]
     rules: Vec<Spanned<Spec>>,
     defaults: Option<Spanned<BTreeMap<Impact, Spanned<Spec>>>>,
-    autonomy: Option<Spanned<crate::autonomy::Criteria>>,
+    autonomy: Option<Spanned<super::autonomy::Criteria>>,
 }
 
 /// A rule or a default as written. One shape for both, since serde cannot combine `flatten`
@@ -95,7 +95,7 @@ pub fn load(
     dir: &Path,
     roles: &Roles,
     env: &cel::Env,
-) -> Result<(Vec<Rule>, Defaults, crate::autonomy::Criteria), ManifestError> {
+) -> Result<(Vec<Rule>, Defaults, super::autonomy::Criteria), ManifestError> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -114,7 +114,7 @@ pub fn load(
 
     let mut rules: Vec<Rule> = Vec::new();
     let mut defaults: Option<(PathBuf, Defaults)> = None;
-    let mut autonomy: Option<crate::autonomy::Criteria> = None;
+    let mut autonomy: Option<super::autonomy::Criteria> = None;
     for path in paths {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| ManifestError::new(&path, None, None, format!("cannot read: {e}")))?;

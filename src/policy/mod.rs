@@ -7,6 +7,7 @@
 //! action whose autonomy is not `autonomous`, is never auto-approved. A rule that cannot be
 //! evaluated for a proposal counts as matched-for-review: policy fails closed.
 
+pub mod autonomy;
 pub mod cases;
 mod expression;
 mod file;
@@ -35,7 +36,7 @@ pub struct PolicySet {
     defaults: Defaults,
     /// The facts some condition reads: only those are built for an evaluation.
     reads: Reads,
-    autonomy: crate::autonomy::Criteria,
+    autonomy: autonomy::Criteria,
 }
 
 /// Which facts the conditions read, worked out once at load.
@@ -124,7 +125,7 @@ impl PolicySet {
     }
 
     /// When an action has earned a wider autonomy tier (or lost its own).
-    pub fn autonomy(&self) -> &crate::autonomy::Criteria {
+    pub fn autonomy(&self) -> &autonomy::Criteria {
         &self.autonomy
     }
 

@@ -2,17 +2,11 @@
 //! Slack rendering lives in `slack::report`; posting is the report worker's.
 
 pub mod chart;
-mod digest;
 mod figures;
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-pub use digest::DigestSchedule;
+pub use crate::domain::report::{DigestSchedule, Period, ReportPost};
 pub use figures::{
     Backlog, Breach, CardRef, DayFigures, LevelCount, Outcomes, ReviewerFigures, SlaFigures,
     SlaReport, TimeToDecision, Waiting, compute,
@@ -21,68 +15,6 @@ pub use figures::{
 use crate::audit::{AuditFilter, kinds};
 use crate::domain::ProposalId;
 use crate::store::{Store, StoreError};
-
-/// How far back a report looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum Period {
-    #[serde(rename = "7d")]
-    Week,
-    #[serde(rename = "30d")]
-    Month,
-    #[serde(rename = "90d")]
-    Quarter,
-}
-
-impl Period {
-    pub fn days(self) -> i64 {
-        match self {
-            Period::Week => 7,
-            Period::Month => 30,
-            Period::Quarter => 90,
-        }
-    }
-
-    pub fn duration(self) -> chrono::Duration {
-        chrono::Duration::days(self.days())
-    }
-}
-
-impl fmt::Display for Period {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}d", self.days())
-    }
-}
-
-impl FromStr for Period {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "7d" => Ok(Period::Week),
-            "30d" => Ok(Period::Month),
-            "90d" => Ok(Period::Quarter),
-            other => Err(format!("`{other}` is not a period: use 7d, 30d or 90d")),
-        }
-    }
-}
-
-/// A report owed to a role channel (a row of `report_posts`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReportPost {
-    /// Zero until stored.
-    pub id: i64,
-    /// One row per digest slot and role, or per slash command.
-    pub dedupe: String,
-    pub role: String,
-    pub channel: String,
-    pub period: Period,
-    /// The window ends here: the digest's slot, or when the command was given.
-    pub as_of: DateTime<Utc>,
-    /// Who asked, for a slash command; `None` for the weekly digest.
-    pub requested_by: Option<String>,
-    /// Earlier attempts that failed.
-    pub attempts: i32,
-}
 
 /// The events a report reads; everything else in the trail is skipped while paging.
 const REPORTED: [&str; 6] = [

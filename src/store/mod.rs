@@ -19,12 +19,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::audit::{AuditDraft, AuditEvent, AuditFilter};
-use crate::config::DatabaseUrl;
+use crate::domain::report::ReportPost;
 use crate::domain::{
     Actor, AgentId, Ballot, Decision, DueTimer, ExecutionOutcome, PostedCard, Proposal, ProposalId,
     SlackJob, SlackTask, Status, Vote, WebhookDelivery,
 };
-use crate::report::ReportPost;
+use crate::secrets::DatabaseUrl;
 
 pub use postgres::{
     PostgresStore, decision_statements as postgres_decision_statements,

@@ -286,12 +286,14 @@ pub(super) struct ReportPostRow {
     pub attempts: i32,
 }
 
-pub(super) fn report_post(row: ReportPostRow) -> Result<crate::report::ReportPost, StoreError> {
+pub(super) fn report_post(
+    row: ReportPostRow,
+) -> Result<crate::domain::report::ReportPost, StoreError> {
     let period = row
         .period
         .parse()
         .map_err(|e| StoreError::Corrupt(format!("report_posts {}: period: {e}", row.id)))?;
-    Ok(crate::report::ReportPost {
+    Ok(crate::domain::report::ReportPost {
         id: row.id,
         dedupe: row.dedupe,
         role: row.role,

@@ -192,7 +192,7 @@ async fn accepted_proposals_survive_a_restart(db: TestDb) {
         created.as_object_mut().unwrap().remove("links");
         assert_eq!(&read, created);
     }
-    let verified = countersign::audit::verify(db.store().await.as_ref(), None)
+    let verified = countersign::engine::audit_log::verify(db.store().await.as_ref(), None)
         .await
         .unwrap();
     assert_eq!(verified.events, 5);
@@ -210,7 +210,7 @@ async fn many_concurrent_submissions_chain_correctly(db: TestDb) {
         store.count_by_status().await.unwrap(),
         vec![(Status::Pending, 200)]
     );
-    let verified = countersign::audit::verify(store.as_ref(), None)
+    let verified = countersign::engine::audit_log::verify(store.as_ref(), None)
         .await
         .unwrap();
     assert_eq!(verified.events, 200);

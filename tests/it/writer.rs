@@ -176,7 +176,7 @@ async fn concurrent_commands_share_one_transaction(db: TestDb) {
         "20 queued commands must commit as one batch"
     );
     assert_eq!(
-        countersign::audit::verify(store.as_ref(), None)
+        countersign::engine::audit_log::verify(store.as_ref(), None)
             .await
             .unwrap()
             .events,
@@ -208,7 +208,7 @@ async fn only_the_culprit_of_a_failed_batch_fails(db: TestDb) {
         .collect();
     assert_eq!(failed, [10], "{results:?}");
     assert_eq!(
-        countersign::audit::verify(store.as_ref(), None)
+        countersign::engine::audit_log::verify(store.as_ref(), None)
             .await
             .unwrap()
             .events,

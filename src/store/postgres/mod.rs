@@ -33,10 +33,10 @@ use super::{
     WebhookNext, WebhookRecord,
 };
 use crate::audit::{AuditEvent, AuditFilter};
+use crate::domain::report::ReportPost;
 use crate::domain::{
     DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote, WebhookDelivery,
 };
-use crate::report::ReportPost;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::PostgresStore;
-use crate::report::ReportPost;
+use crate::domain::report::ReportPost;
 use crate::store::StoreError;
 use crate::store::rows::{ReportPostRow, report_post};
 

@@ -40,10 +40,10 @@ use super::{
 };
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::clock::parse_timestamp;
+use crate::domain::report::ReportPost;
 use crate::domain::{
     DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote, WebhookDelivery,
 };
-use crate::report::ReportPost;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

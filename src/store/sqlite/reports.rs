@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use super::{SqliteStore, timestamp};
 use crate::clock::{format_timestamp, parse_timestamp};
-use crate::report::ReportPost;
+use crate::domain::report::ReportPost;
 use crate::store::StoreError;
 use crate::store::rows::{ReportPostRow, report_post};
 

@@ -222,7 +222,7 @@ async fn replicas_race_safely(db: TestDb) {
             .iter()
             .all(|(s, _)| matches!(s, Status::Approved | Status::Rejected))
     );
-    let verified = countersign::audit::verify(two.as_ref(), None)
+    let verified = countersign::engine::audit_log::verify(two.as_ref(), None)
         .await
         .unwrap();
     // 20 submissions, 20 decisions, 20 audited refusals of the losing side.
@@ -304,7 +304,7 @@ async fn later_commands_in_a_batch_see_earlier_ones(db: TestDb) {
         .unwrap();
     assert!(matches!(&results[2], CommandResult::Updated(p) if p.status == Status::Cancelled));
     assert!(matches!(&results[3], CommandResult::Updated(p) if p.status == Status::Approved));
-    let verified = countersign::audit::verify(store.as_ref(), None)
+    let verified = countersign::engine::audit_log::verify(store.as_ref(), None)
         .await
         .unwrap();
     assert_eq!(verified.events, 4);
@@ -344,7 +344,7 @@ async fn postgres_chain_holds_under_a_stricter_default_isolation() {
     let (a, b) = tokio::join!(write(one.clone()), write(two.clone()));
     a.unwrap();
     b.unwrap();
-    let verified = countersign::audit::verify(one.as_ref(), None)
+    let verified = countersign::engine::audit_log::verify(one.as_ref(), None)
         .await
         .unwrap();
     assert_eq!(verified.events, 100);

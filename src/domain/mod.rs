@@ -21,7 +21,7 @@ pub use proposal::{
     Actor, ActorKind, Change, DataClass, Decision, Evidence, ExecutionOutcome, ExecutionResult,
     Proposal, ProposalContent, Status, Target,
 };
-pub use timer::{DueTimer, Timer};
+pub use timer::{DueTimer, Timer, TimerOutcome};
 pub use verdict::{
     EscalationLevel, EscalationTarget, OnTimeout, Quorum, RemindWhom, StepUp, Verdict,
     VerdictOutcome,

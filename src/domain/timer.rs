@@ -169,3 +169,25 @@ mod tests {
         assert_eq!(arm(&no_sla), []);
     }
 }
+
+/// What became of a due timer when a worker fired it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerOutcome {
+    /// It took effect (a reminder, an escalation, the expiry).
+    Fired,
+    /// Its proposal was no longer pending: nothing to do.
+    Disarmed,
+    /// Another worker fired it first.
+    AlreadyFired,
+}
+
+impl TimerOutcome {
+    /// As the `timers.outcome` column and the logs say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fired => "fired",
+            Self::Disarmed => "disarmed",
+            Self::AlreadyFired => "already fired",
+        }
+    }
+}

@@ -4,6 +4,7 @@
 pub mod audit_log;
 pub mod breaker;
 mod controls;
+mod queries;
 mod review;
 mod step_up;
 mod waiters;
@@ -139,6 +140,8 @@ impl Engine {
         self.wakeups.missing_peers()
     }
 
+    /// The store, for the workers that drive its leased queues (claims, leases, attempts).
+    /// Adapters read through the queries ([`Engine::proposal`] and the rest) instead.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -588,23 +591,20 @@ impl Engine {
         &self,
         timer: crate::domain::DueTimer,
         effect: crate::store::TimerEffect,
-    ) -> Result<&'static str, EngineError> {
+    ) -> Result<crate::domain::TimerOutcome, EngineError> {
         let expiry = matches!(effect, crate::store::TimerEffect::Expire);
         let id = timer.proposal_id.clone();
-        Ok(
-            match self.apply(Command::FireTimer { timer, effect }).await? {
-                CommandResult::TimerHandled(outcome) => {
-                    if expiry && outcome == "fired" {
-                        self.announce_decision(&id);
-                    }
-                    outcome
+        match self.apply(Command::FireTimer { timer, effect }).await? {
+            CommandResult::TimerHandled(outcome) => {
+                if expiry && outcome == crate::domain::TimerOutcome::Fired {
+                    self.announce_decision(&id);
                 }
-                other => {
-                    tracing::error!(?other, "unexpected answer to a timer");
-                    "unexpected"
-                }
-            },
-        )
+                Ok(outcome)
+            }
+            other => Err(EngineError::Store(StoreError::Other(format!(
+                "a timer answered {other:?}"
+            )))),
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use super::api_doc::{
 };
 use super::auth::Admin;
 use super::problem::ApiError;
-use crate::report::{self, Period, SlaReport};
+use crate::report::{Period, SlaReport};
 
 /// The longest reason for a control, in characters (after trimming).
 pub(super) const CONTROL_REASON_MAX: usize = 500;
@@ -86,10 +86,7 @@ pub async fn sla_report(
         }
         None => registry.roles.iter().map(|(id, _)| id.to_owned()).collect(),
     };
-    let now = state.engine.clock().now();
-    let reports = report::build_all(state.engine.store().as_ref(), &roles, period, now)
-        .await
-        .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
+    let reports = state.engine.sla_reports(&roles, period).await?;
     Ok(Json(SlaReports { reports }))
 }
 
@@ -125,12 +122,9 @@ pub async fn deliveries(
     let Ok(id) = crate::domain::ProposalId::parse(&id) else {
         return Err(ApiError::NotFound);
     };
-    let store = state.engine.store();
-    let stored = |e| ApiError::from(crate::engine::EngineError::Store(e));
-    if store.proposal(&id).await.map_err(stored)?.is_none() {
+    let Some(deliveries) = state.engine.deliveries(&id).await? else {
         return Err(ApiError::NotFound);
-    }
-    let deliveries = store.webhook_events(&id).await.map_err(stored)?;
+    };
     Ok(Json(Deliveries { deliveries }))
 }
 
@@ -155,17 +149,9 @@ pub async fn redeliver(
     event: Result<Path<String>, PathRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Redelivering>), ApiError> {
     let event = segment(event, ApiError::NoSuchDelivery)?;
-    let now = state.engine.clock().now();
-    let found = state
-        .engine
-        .store()
-        .redeliver_webhook(&event, now)
-        .await
-        .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
-    if !found {
+    if !state.engine.redeliver(&event).await? {
         return Err(ApiError::NoSuchDelivery);
     }
-    state.engine.callback_work().notify_one();
     tracing::info!(%event, "callback redelivery requested");
     Ok((
         axum::http::StatusCode::ACCEPTED,
@@ -405,14 +391,9 @@ pub async fn autonomy(
         None => Period::Month,
     };
     let registry = state.registry.current();
-    let report = crate::autonomy::report(
-        state.engine.store().as_ref(),
-        &agent,
-        period,
-        state.engine.clock().now(),
-        registry.policies.autonomy(),
-    )
-    .await
-    .map_err(|e| ApiError::from(crate::engine::EngineError::Store(e)))?;
+    let report = state
+        .engine
+        .autonomy_report(&agent, period, registry.policies.autonomy())
+        .await?;
     Ok(Json(report))
 }

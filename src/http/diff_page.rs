@@ -44,7 +44,7 @@ pub async fn show(
             "This link is not valid or has expired. Open the card in Slack again for a fresh one.",
         );
     }
-    match state.engine.store().proposal(&id).await {
+    match state.engine.proposal(&id).await {
         Ok(Some(proposal)) => (
             [
                 (header::CONTENT_SECURITY_POLICY, CSP),

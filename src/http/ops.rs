@@ -62,7 +62,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         Some(redis) if redis.is_unsubscribed() => "redis: connecting",
         Some(_) => "redis: ok",
     };
-    match state.engine.store().ping().await {
+    match state.engine.ping().await {
         Ok(()) => (StatusCode::OK, format!("ready\ndatabase: ok\n{redis}\n")),
         Err(error) => {
             tracing::warn!(%error, "not ready");
@@ -87,7 +87,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     state.metrics.run_upkeep();
     let mut text = state.metrics.render();
-    match state.engine.store().count_by_status().await {
+    match state.engine.count_by_status().await {
         Ok(counts) => {
             text.push_str("# HELP countersign_proposals Proposals by status.\n# TYPE countersign_proposals gauge\n");
             for status in Status::ALL {
@@ -105,7 +105,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Err(error) => tracing::warn!(%error, "metrics: cannot count proposals"),
     }
     let now = state.engine.clock().now();
-    match state.engine.store().backlog(now).await {
+    match state.engine.backlog(now).await {
         Ok(queues) => {
             text.push_str("# HELP countersign_backlog Background work due and not yet done, by queue (slack, timers, callbacks).\n# TYPE countersign_backlog gauge\n");
             for queue in &queues {

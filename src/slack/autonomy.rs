@@ -22,15 +22,10 @@ pub async fn handle(state: &SlackState, words: &[&str]) -> String {
             mrkdwn(&truncate(name, 60))
         );
     };
-    let now = state.engine.clock().now();
-    let report = match crate::autonomy::report(
-        state.engine.store().as_ref(),
-        agent,
-        period,
-        now,
-        registry.policies.autonomy(),
-    )
-    .await
+    let report = match state
+        .engine
+        .autonomy_report(agent, period, registry.policies.autonomy())
+        .await
     {
         Ok(report) => report,
         Err(error) => {

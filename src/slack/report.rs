@@ -83,7 +83,7 @@ pub async fn request(state: &SlackState, command: &SlashCommand, words: &[&str])
         requested_by: Some(command.user_id.clone()),
         attempts: 0,
     };
-    match state.engine.store().enqueue_report(&post).await {
+    match state.engine.enqueue_report(&post).await {
         Ok(true) => {
             state.reports.notify_one();
             format!(

@@ -60,7 +60,7 @@ pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) 
         // proposal (for who may reject, and the policy's preset reasons) is one indexed read,
         // bounded; who may vote is answered from caches. Someone who may not reject is told so
         // now, not after writing a reason.
-        let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.store().proposal(&id))
+        let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.proposal(&id))
             .await
             .ok()
             .and_then(Result::ok)
@@ -92,7 +92,7 @@ pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) 
 
     // The proposal is read once for the whole click: the step-up check, who may vote, and
     // separation of duties all work from this copy; the writer re-checks its state.
-    let proposal = match state.engine.store().proposal(&id).await {
+    let proposal = match state.engine.proposal(&id).await {
         Ok(Some(proposal)) => proposal,
         Ok(None) => {
             reply("That proposal does not exist.".into());
@@ -215,7 +215,7 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
     let reason = truncate(&reason, 2000);
     let user = submission.user.id.clone();
     let dedupe = format!("view:{}", submission.view.id);
-    let proposal = match state.engine.store().proposal(&id).await {
+    let proposal = match state.engine.proposal(&id).await {
         Ok(Some(proposal)) => proposal,
         Ok(None) => return errors("That proposal does not exist."),
         Err(error) => return errors(&unavailable(&id, &error)),

@@ -217,7 +217,7 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
         Ok(binding) => binding,
         Err(error) => return errors(&format!("{error}; nothing was recorded.")),
     };
-    let proposal = match state.engine.store().proposal(&binding.proposal).await {
+    let proposal = match state.engine.proposal(&binding.proposal).await {
         Ok(Some(proposal)) => proposal,
         Ok(None) => return errors("That proposal no longer exists."),
         Err(error) => {

@@ -270,9 +270,8 @@ pub enum CommandResult {
     },
     /// An outcome came with the wrong execution token (audited).
     WrongToken,
-    /// A timer was handled: `fired`, `disarmed` (the proposal is no longer pending) or
-    /// `already fired` (another worker did).
-    TimerHandled(&'static str),
+    /// A timer was handled.
+    TimerHandled(crate::domain::TimerOutcome),
     /// A step-up change: whether it changed anything, and the lock a wrong answer set.
     StepUp {
         changed: bool,

@@ -83,7 +83,7 @@ impl SlaWorker {
         };
         let effect = self.effect(registry, &proposal, &timer).await?;
         let outcome = self.engine.fire_timer(timer.clone(), effect).await?;
-        tracing::info!(proposal_id = %timer.proposal_id, timer = ?timer.timer, outcome, "sla timer");
+        tracing::info!(proposal_id = %timer.proposal_id, timer = ?timer.timer, outcome = outcome.as_str(), "sla timer");
         Ok(())
     }
 

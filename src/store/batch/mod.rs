@@ -17,7 +17,7 @@ use super::{Command, CommandResult, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, kinds};
 use crate::domain::{
     Actor, ActorKind, AgentId, ControlNotice, Decision, Proposal, ProposalId, SlackTask, Status,
-    Vote,
+    TimerOutcome, Vote,
 };
 
 /// Runs every command against `tx`, appending audit events as it goes.
@@ -267,7 +267,10 @@ async fn run_one(
                 .await?
                 .as_deref()
             {
-                None => Ok((CommandResult::TimerHandled("already fired"), vec![])),
+                None => Ok((
+                    CommandResult::TimerHandled(TimerOutcome::AlreadyFired),
+                    vec![],
+                )),
                 Some("fired") => {
                     tx.grants.extend(grants.into_iter().map(|user_id| GrantRow {
                         proposal_id: id.to_string(),
@@ -279,9 +282,12 @@ async fn run_one(
                     tx.slack_jobs
                         .push(SlackJobRow::new(id, &SlackTask::RefreshCards, at)?);
                     let event = AuditDraft::new(kind, Some(id), "system:sla".into(), data);
-                    Ok((CommandResult::TimerHandled("fired"), vec![event]))
+                    Ok((
+                        CommandResult::TimerHandled(TimerOutcome::Fired),
+                        vec![event],
+                    ))
                 }
-                Some(_) => Ok((CommandResult::TimerHandled("disarmed"), vec![])),
+                Some(_) => Ok((CommandResult::TimerHandled(TimerOutcome::Disarmed), vec![])),
             }
         }
         Command::FireTimer {
@@ -292,12 +298,19 @@ async fn run_one(
             let pending = proposal
                 .as_ref()
                 .is_some_and(|p| p.status == Status::Pending);
-            let outcome = if pending { "fired" } else { "disarmed" };
-            if !tx.tx.fire_timer(timer.id, at, outcome).await? {
-                return Ok((CommandResult::TimerHandled("already fired"), vec![]));
+            let outcome = if pending {
+                TimerOutcome::Fired
+            } else {
+                TimerOutcome::Disarmed
+            };
+            if !tx.tx.fire_timer(timer.id, at, outcome.as_str()).await? {
+                return Ok((
+                    CommandResult::TimerHandled(TimerOutcome::AlreadyFired),
+                    vec![],
+                ));
             }
             let Some(proposal) = proposal.filter(|_| pending) else {
-                return Ok((CommandResult::TimerHandled("disarmed"), vec![]));
+                return Ok((CommandResult::TimerHandled(TimerOutcome::Disarmed), vec![]));
             };
             let decision = Decision {
                 by: Actor {
@@ -318,9 +331,9 @@ async fn run_one(
             )
             .await?;
             let handled = if matches!(result, CommandResult::Updated(_)) {
-                "fired"
+                TimerOutcome::Fired
             } else {
-                "disarmed"
+                TimerOutcome::Disarmed
             };
             Ok((CommandResult::TimerHandled(handled), events))
         }

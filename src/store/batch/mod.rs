@@ -3,7 +3,11 @@
 //! once.
 
 mod buffer;
+mod controls;
+mod outcome;
 mod step_up;
+mod submit;
+mod timers;
 mod vote;
 
 use buffer::Batch;
@@ -12,13 +16,10 @@ pub(super) use buffer::BatchTx;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::rows::{GrantRow, IdempotencyRow, ProposalRow, SlackJobRow, TimerRow, WebhookRow};
+use super::rows::{SlackJobRow, WebhookRow};
 use super::{Command, CommandResult, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, kinds};
-use crate::domain::{
-    Actor, ActorKind, AgentId, ControlNotice, Decision, Proposal, ProposalId, SlackTask, Status,
-    TimerOutcome, Vote,
-};
+use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, SlackTask, Status, Vote};
 
 /// Runs every command against `tx`, appending audit events as it goes.
 pub(super) async fn run(
@@ -55,6 +56,8 @@ pub(super) async fn run(
     Ok(results)
 }
 
+/// One command's effect: a dispatch, one arm per command (their logic is in the submodules and
+/// below).
 async fn run_one(
     tx: &mut Batch<'_>,
     command: Command,
@@ -65,83 +68,7 @@ async fn run_one(
             proposal,
             idempotency,
             card_channels,
-        } => {
-            if let Some(key) = &idempotency
-                && let Some(stored) = tx.find_idempotency(&proposal.agent, &key.key).await?
-            {
-                if stored.request_hash == key.request_hash {
-                    let replay = CommandResult::Replayed {
-                        response: stored.response,
-                    };
-                    return Ok((replay, vec![]));
-                }
-                // Refused, and it names the proposal the key belongs to: audited.
-                let refusal = AuditDraft::new(
-                    kinds::REQUEST_REFUSED,
-                    ProposalId::parse(&stored.proposal_id).ok().as_ref(),
-                    Actor::agent(&proposal.agent).audit_name(),
-                    json!({
-                        "request": "submit",
-                        "reason": "idempotency key reused with a different body",
-                        "idempotency_key": key.key,
-                    }),
-                );
-                return Ok((CommandResult::IdempotencyConflict, vec![refusal]));
-            }
-            tx.proposals.push(ProposalRow::encode(&proposal)?);
-            if let Some(key) = idempotency.as_ref() {
-                tx.keys.push(IdempotencyRow {
-                    agent_id: proposal.agent.to_string(),
-                    key: key.key.clone(),
-                    request_hash: key.request_hash.clone(),
-                    proposal_id: proposal.id.to_string(),
-                    // What a replay answers: the proposal as it was created.
-                    response: serde_json::to_string(&proposal)?,
-                    created_at: at,
-                });
-            }
-            let event = AuditDraft::new(
-                kinds::SUBMITTED,
-                Some(&proposal.id),
-                Actor::agent(&proposal.agent).audit_name(),
-                json!({
-                    "action": proposal.content.action,
-                    "summary": proposal.content.summary,
-                    "changes": proposal.content.changes.len(),
-                    "verdict": proposal.content.verdict,
-                    "idempotency_key": idempotency.as_ref().map(|k| &k.key),
-                }),
-            );
-            // A proposal waiting for people gets its card in every routed role's channel.
-            if proposal.status == Status::Pending {
-                for role in &proposal.content.verdict.route {
-                    let channel = card_channels.get(role).map(String::as_str);
-                    tx.slack_jobs
-                        .push(SlackJobRow::card_post(&proposal.id, role, channel, at)?);
-                }
-                // Its SLA timers, armed with it: nothing accepted goes unwatched.
-                for (timer, due_at) in crate::domain::timer::arm(&proposal) {
-                    tx.timers.push(TimerRow {
-                        proposal_id: proposal.id.to_string(),
-                        timer: serde_json::to_string(&timer)?,
-                        due_at,
-                    });
-                }
-            }
-            let mut events = vec![event];
-            // Decided by policy at submission (auto-approved or denied): say so in the trail too,
-            // and to the agent's callback.
-            if let Some(decision) = &proposal.decision {
-                tx.webhooks.extend(WebhookRow::decided(&proposal, &[], at));
-                events.push(AuditDraft::new(
-                    kinds::DECIDED,
-                    Some(&proposal.id),
-                    decision.by.audit_name(),
-                    json!({"status": proposal.status, "reason": decision.reason}),
-                ));
-            }
-            Ok((CommandResult::Submitted(proposal), events))
-        }
+        } => submit::submit(tx, proposal, idempotency, card_channels, at).await,
         Command::StepUp { user, change } => step_up::run(tx, &user, change, at).await,
         Command::Cancel { id, agent, reason } => {
             let decision = Decision {
@@ -179,57 +106,7 @@ async fn run_one(
             agent,
             outcome,
             token,
-        } => {
-            let mut proposal = match owned_by(tx, &id, &agent, "outcome").await? {
-                Ok(proposal) => proposal,
-                Err(refusal) => return Ok(refusal),
-            };
-            let actor = Actor::agent(&agent).audit_name();
-            if proposal.status != Status::Approved {
-                return Ok(refused(
-                    &proposal,
-                    actor,
-                    "outcome",
-                    "proposal is not approved",
-                ));
-            }
-            let issued = proposal
-                .decision
-                .as_ref()
-                .and_then(|d| d.execution_token.as_deref());
-            let token_matches = issued.is_some_and(|issued| {
-                subtle::ConstantTimeEq::ct_eq(issued.as_bytes(), token.as_bytes()).into()
-            });
-            if !token_matches {
-                return Ok(refusal_of(
-                    &proposal,
-                    actor,
-                    "outcome",
-                    "wrong execution token",
-                    CommandResult::WrongToken,
-                ));
-            }
-            if proposal.outcome.is_some() {
-                return Ok(refused(
-                    &proposal,
-                    actor,
-                    "outcome",
-                    "execution token already used",
-                ));
-            }
-            proposal.outcome = Some(outcome);
-            proposal.updated_at = at;
-            if !tx.update_lifecycle(&proposal, Status::Approved).await? {
-                return Ok((CommandResult::WrongState(proposal.status), vec![]));
-            }
-            let event = AuditDraft::new(
-                kinds::OUTCOME_RECORDED,
-                Some(&proposal.id),
-                actor,
-                json!({"outcome": proposal.outcome}),
-            );
-            Ok((CommandResult::Updated(Box::new(proposal)), vec![event]))
-        }
+        } => outcome::record_outcome(tx, id, agent, outcome, token, at).await,
         Command::Vote {
             id,
             voter,
@@ -247,8 +124,6 @@ async fn run_one(
             };
             vote::cast(tx, id, vote, dedupe).await
         }
-        // A notification needs only whether the proposal is still pending: one statement both
-        // decides that and fires the timer (a batch of due timers is mostly these).
         Command::FireTimer {
             timer,
             effect:
@@ -258,188 +133,23 @@ async fn run_one(
                     data,
                     grants,
                 },
-        } => {
-            tx.flush_proposals().await?;
-            let id = &timer.proposal_id;
-            match tx
-                .tx
-                .fire_timer_if_pending(timer.id, id, at)
-                .await?
-                .as_deref()
-            {
-                None => Ok((
-                    CommandResult::TimerHandled(TimerOutcome::AlreadyFired),
-                    vec![],
-                )),
-                Some("fired") => {
-                    tx.grants.extend(grants.into_iter().map(|user_id| GrantRow {
-                        proposal_id: id.to_string(),
-                        user_id,
-                        granted_at: at,
-                    }));
-                    tx.slack_jobs.push(SlackJobRow::new(id, &task, at)?);
-                    // The card's status line says it was reminded or escalated.
-                    tx.slack_jobs
-                        .push(SlackJobRow::new(id, &SlackTask::RefreshCards, at)?);
-                    let event = AuditDraft::new(kind, Some(id), "system:sla".into(), data);
-                    Ok((
-                        CommandResult::TimerHandled(TimerOutcome::Fired),
-                        vec![event],
-                    ))
-                }
-                Some(_) => Ok((CommandResult::TimerHandled(TimerOutcome::Disarmed), vec![])),
-            }
-        }
+        } => timers::notify(tx, timer, task, kind, data, grants, at).await,
         Command::FireTimer {
             timer,
             effect: TimerEffect::Expire,
-        } => {
-            let proposal = tx.load_proposal(&timer.proposal_id).await?;
-            let pending = proposal
-                .as_ref()
-                .is_some_and(|p| p.status == Status::Pending);
-            let outcome = if pending {
-                TimerOutcome::Fired
-            } else {
-                TimerOutcome::Disarmed
-            };
-            if !tx.tx.fire_timer(timer.id, at, outcome.as_str()).await? {
-                return Ok((
-                    CommandResult::TimerHandled(TimerOutcome::AlreadyFired),
-                    vec![],
-                ));
-            }
-            let Some(proposal) = proposal.filter(|_| pending) else {
-                return Ok((CommandResult::TimerHandled(TimerOutcome::Disarmed), vec![]));
-            };
-            let decision = Decision {
-                by: Actor {
-                    kind: ActorKind::System,
-                    id: "sla".into(),
-                },
-                at,
-                reason: Some("nobody decided in time".into()),
-                execution_token: None,
-            };
-            let (result, events) = transition(
-                tx,
-                proposal,
-                Status::Expired,
-                decision,
-                kinds::DECIDED,
-                "expire",
-            )
-            .await?;
-            let handled = if matches!(result, CommandResult::Updated(_)) {
-                TimerOutcome::Fired
-            } else {
-                TimerOutcome::Disarmed
-            };
-            Ok((CommandResult::TimerHandled(handled), events))
-        }
+        } => timers::expire(tx, timer, at).await,
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
         Command::SetControl {
             control,
             reject_pending,
             by,
-        } => {
-            tx.flush().await?;
-            tx.tx.upsert_control(&control).await?;
-            let mut events = vec![AuditDraft::new(
-                kinds::AGENT_CONTROLLED,
-                None,
-                control.set_by.clone(),
-                json!({"agent": control.agent, "action": control.action, "mode": control.mode, "reason": control.reason, "reject_pending": reject_pending}),
-            )];
-            let mut rejected = Vec::new();
-            if reject_pending {
-                let reason = format!(
-                    "agent {} {}: {}",
-                    control.mode.as_str().replace('_', "-"),
-                    control.agent,
-                    control.reason.as_deref().unwrap_or("no reason given")
-                );
-                let pending = tx.tx.pending_of(&control.agent).await?;
-                let ids: Vec<ProposalId> = pending
-                    .iter()
-                    .map(|id| ProposalId::parse(id).map_err(|e| StoreError::Corrupt(e.0)))
-                    .collect::<Result<_, _>>()?;
-                tx.prefetch(&ids.iter().collect::<Vec<_>>()).await?;
-                for id in ids {
-                    let Some(proposal) = tx.load_proposal(&id).await? else {
-                        continue;
-                    };
-                    if control
-                        .action
-                        .as_deref()
-                        .is_some_and(|scope| scope != proposal.content.action.as_str())
-                    {
-                        continue;
-                    }
-                    let decision = Decision {
-                        by: by.clone(),
-                        at,
-                        reason: Some(reason.clone()),
-                        execution_token: None,
-                    };
-                    let (result, more) = transition(
-                        tx,
-                        proposal,
-                        Status::Rejected,
-                        decision,
-                        kinds::DECIDED,
-                        "reject pending",
-                    )
-                    .await?;
-                    events.extend(more);
-                    if matches!(result, CommandResult::Updated(_)) {
-                        rejected.push(id);
-                    }
-                }
-            }
-            let notice = ControlNotice {
-                agent: control.agent.clone(),
-                action: control.action.clone(),
-                mode: Some(control.mode),
-                by: control.set_by.clone(),
-                reason: control.reason.clone(),
-                rejected: reject_pending.then_some(rejected.len()),
-            };
-            tx.slack_jobs.push(SlackJobRow::announcement(&notice, at)?);
-            Ok((CommandResult::Narrowed(rejected), events))
-        }
+        } => controls::set(tx, control, reject_pending, by, at).await,
         Command::ClearControl {
             agent,
             action,
             by,
             reason,
-        } => {
-            tx.flush().await?;
-            let cleared = tx
-                .tx
-                .delete_control(&agent, action.as_deref().unwrap_or(""))
-                .await?;
-            let events = if cleared {
-                let notice = ControlNotice {
-                    agent: agent.clone(),
-                    action: action.clone(),
-                    mode: None,
-                    by: by.clone(),
-                    reason: reason.clone(),
-                    rejected: None,
-                };
-                tx.slack_jobs.push(SlackJobRow::announcement(&notice, at)?);
-                vec![AuditDraft::new(
-                    kinds::AGENT_RESUMED,
-                    None,
-                    by,
-                    json!({"agent": agent, "action": action, "reason": reason}),
-                )]
-            } else {
-                vec![]
-            };
-            Ok((CommandResult::Control(cleared), events))
-        }
+        } => controls::clear(tx, agent, action, by, reason, at).await,
     }
 }
 

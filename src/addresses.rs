@@ -1,6 +1,12 @@
 //! Parse errors of addresses, said the way a person can act on. The parsers' own words are
 //! accurate but misleading for one common mistake: an IPv6 literal without brackets, which
 //! `url` reports as an "invalid port number" and `SocketAddr` as "invalid socket address syntax".
+//! And the callback allowlist (`callback_allowlist`): addresses an operator trusts, a plain
+//! value that configuration parses and the SSRF guard consults.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
 
 /// Why `text` is not a URL, with a hint when it holds an unbracketed IPv6 literal.
 pub fn url_error(text: &str, error: url::ParseError) -> String {
@@ -61,4 +67,71 @@ mod tests {
         let error = "nonsense".parse::<std::net::SocketAddr>().unwrap_err();
         assert_eq!(socket_error("nonsense", error.clone()), error.to_string());
     }
+}
+
+/// Networks an operator trusts as callback targets even though [`crate::callbacks::ssrf::refusal`] refuses them: tests
+/// allowlist 127.0.0.1; a deployment might allowlist the subnet its agents run in. Beside them,
+/// exact addresses with their port ([`Allowlist::with_address`]): `serve --demo` allows its own,
+/// where the sandbox's agent inboxes listen, and nothing else on that host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    networks: Vec<IpNet>,
+    addresses: Vec<SocketAddr>,
+}
+
+/// An allowlist entry that is neither a CIDR nor an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("allowlist entry {entry:?} is not an IP address or CIDR")]
+pub struct AllowlistError {
+    pub entry: String,
+}
+
+impl Allowlist {
+    /// Parses CIDRs (`10.0.0.0/8`) and bare addresses (`127.0.0.1`, `::1`) separated by commas
+    /// and/or whitespace. An empty text is an empty allowlist.
+    pub fn parse(text: &str) -> Result<Self, AllowlistError> {
+        text.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|entry| !entry.is_empty())
+            .map(parse_entry)
+            .collect::<Result<Vec<_>, _>>()
+            .map(|networks| Self {
+                networks,
+                addresses: Vec::new(),
+            })
+    }
+
+    /// Also allows exactly `address`: that IP at that port, in URLs naming the IP. The resolver
+    /// never learns the port, so a host name resolving to it stays refused.
+    pub fn with_address(mut self, address: SocketAddr) -> Self {
+        self.addresses.push(address);
+        self
+    }
+
+    /// Is `address` one of the exact addresses allowed (its IP compared as [`Self::contains`]
+    /// does)?
+    pub fn contains_address(&self, address: SocketAddr) -> bool {
+        let canonical = address.ip().to_canonical();
+        self.addresses.iter().any(|allowed| {
+            allowed.port() == address.port() && allowed.ip().to_canonical() == canonical
+        })
+    }
+
+    /// Is `ip` in an allowlisted network? An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`)
+    /// counts as its IPv4 address, since that is where a connection to it goes.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let canonical = ip.to_canonical();
+        self.networks
+            .iter()
+            .any(|net| net.contains(&ip) || net.contains(&canonical))
+    }
+}
+
+fn parse_entry(entry: &str) -> Result<IpNet, AllowlistError> {
+    let net = entry
+        .parse::<IpNet>()
+        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| AllowlistError {
+            entry: entry.to_owned(),
+        })?;
+    Ok(net.trunc())
 }

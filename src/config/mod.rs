@@ -11,6 +11,17 @@ use url::Url;
 
 pub use crate::secrets::{DatabaseUrl, Secret};
 
+/// What `serve --demo` adds to the configuration; set by `demo::prepare`, never read from a file or
+/// the environment.
+#[derive(Debug, Clone, Default)]
+pub struct DemoSettings {
+    /// The agents with an inbox at `/sandbox/agents/{id}/inbox`.
+    pub inboxes: Vec<String>,
+    /// Values for callback secret variables the environment leaves unset (variable →
+    /// `whsec_…`): the callback worker signs with them and the inboxes verify with them.
+    pub callback_secrets: BTreeMap<String, Secret>,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -50,7 +61,7 @@ pub struct Config {
     pub report_digest: Option<crate::domain::report::DigestSchedule>,
     /// Addresses agent callbacks may reach although the SSRF guard would refuse them
     /// (loopback, private networks): CIDRs or addresses.
-    pub callback_allowlist: crate::callbacks::ssrf::Allowlist,
+    pub callback_allowlist: crate::addresses::Allowlist,
     /// How long one callback attempt may take.
     pub callback_timeout: std::time::Duration,
     /// Who may pause, draft-only and resume agents from Slack: user ids (`U…`) and user groups
@@ -71,7 +82,7 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Set by `serve --demo` ([`crate::demo::prepare`]), never by a file or the environment:
     /// the demo agents' inboxes and generated callback secrets.
-    pub demo: Option<crate::demo::DemoSettings>,
+    pub demo: Option<DemoSettings>,
 }
 
 /// `redis_ca_file`'s certificates (PEM), read and checked when the configuration is loaded.
@@ -391,7 +402,7 @@ impl Config {
             None => Some(DEFAULT_DIGEST.parse().expect("valid default")),
         };
         let callback_allowlist = match take("callback_allowlist") {
-            Some((v, src)) => crate::callbacks::ssrf::Allowlist::parse(&v)
+            Some((v, src)) => crate::addresses::Allowlist::parse(&v)
                 .map_err(|e| invalid("callback_allowlist", &src, e.to_string()))?,
             None => Default::default(),
         };

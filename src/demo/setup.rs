@@ -31,16 +31,7 @@ pub const SECRET_KEY_FILE: &str = "demo-secret-key";
 /// The demo agents' callback secrets' file (`VAR=whsec_…` lines, as a shell reads them).
 pub const CALLBACK_SECRETS_FILE: &str = "demo-callback-secrets";
 
-/// What `serve --demo` adds to the configuration; set by [`prepare`], never read from a file or
-/// the environment.
-#[derive(Debug, Clone, Default)]
-pub struct DemoSettings {
-    /// The agents with an inbox at `/sandbox/agents/{id}/inbox`.
-    pub inboxes: Vec<String>,
-    /// Values for callback secret variables the environment leaves unset (variable →
-    /// `whsec_…`): the callback worker signs with them and the inboxes verify with them.
-    pub callback_secrets: BTreeMap<String, Secret>,
-}
+pub use crate::config::DemoSettings;
 
 /// Where the examples' callbacks go: this server's agent inboxes.
 #[derive(Debug, Clone)]

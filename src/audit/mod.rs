@@ -140,4 +140,6 @@ pub mod kinds {
     pub const AGENT_RESUMED: &str = "agent.resumed";
     /// An SLA report (a digest or an answer to `/countersign report`) was posted.
     pub const REPORT_POSTED: &str = "report.posted";
+    /// An operator had a callback delivered again (the admin API's redeliver).
+    pub const CALLBACK_REDELIVERED: &str = "callback.redelivered";
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{Engine, EngineError};
 use crate::domain::report::{Period, ReportPost};
 use crate::domain::{Proposal, ProposalId, Status};
-use crate::store::{QueueBacklog, WebhookRecord};
+use crate::store::{Command, CommandResult, QueueBacklog, WebhookRecord};
 
 impl Engine {
     /// Any proposal, as reviewers and operators see it (not scoped to an agent: that is
@@ -30,11 +30,13 @@ impl Engine {
     }
 
     /// Delivers a callback again from the start of its schedule (same webhook id), and lifts
-    /// a 410 block on its endpoint; false if there is no such event.
-    pub async fn redeliver(&self, event: &str) -> Result<bool, EngineError> {
-        let found = (self.store)
-            .redeliver_webhook(event, self.clock.now())
-            .await?;
+    /// a 410 block on its endpoint, audited as `by`'s; false if there is no such event.
+    pub async fn redeliver(&self, event: &str, by: &str) -> Result<bool, EngineError> {
+        let command = Command::Redeliver {
+            event: event.to_owned(),
+            by: by.to_owned(),
+        };
+        let found = matches!(self.apply(command).await?, CommandResult::Redelivered(true));
         if found {
             self.callback_work.notify_one();
         }

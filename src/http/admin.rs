@@ -149,7 +149,7 @@ pub async fn redeliver(
     event: Result<Path<String>, PathRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Redelivering>), ApiError> {
     let event = segment(event, ApiError::NoSuchDelivery)?;
-    if !state.engine.redeliver(&event).await? {
+    if !state.engine.redeliver(&event, "system:admin").await? {
         return Err(ApiError::NoSuchDelivery);
     }
     tracing::info!(%event, "callback redelivery requested");

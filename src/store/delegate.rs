@@ -230,14 +230,6 @@ macro_rules! impl_store_by_delegation {
                 self.webhook_events(id).await
             }
 
-            async fn redeliver_webhook(
-                &self,
-                event: &str,
-                now: DateTime<Utc>,
-            ) -> Result<bool, StoreError> {
-                self.redeliver_webhook(event, now).await
-            }
-
             async fn latest_verdicts_of(
                 &self,
                 agent: &str,

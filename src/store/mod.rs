@@ -134,6 +134,9 @@ pub enum Command {
     },
     /// A change to a reviewer's step-up state, written with its audit event.
     StepUp { user: String, change: StepUpChange },
+    /// An operator has a callback delivered again from the start of its schedule (same webhook
+    /// id), lifting a 410 block on its endpoint.
+    Redeliver { event: String, by: String },
     /// The agent withdraws a pending proposal.
     Cancel {
         id: ProposalId,
@@ -272,6 +275,8 @@ pub enum CommandResult {
     WrongToken,
     /// A timer was handled.
     TimerHandled(crate::domain::TimerOutcome),
+    /// A callback was started over (`false`: no such event).
+    Redelivered(bool),
     /// A step-up change: whether it changed anything, and the lock a wrong answer set.
     StepUp {
         changed: bool,
@@ -468,10 +473,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every callback event for a proposal with its attempts, oldest first (the admin API).
     async fn webhook_events(&self, id: &ProposalId) -> Result<Vec<WebhookRecord>, StoreError>;
-
-    /// Starts a delivered or failed event over (same webhook id, a fresh schedule) and lifts a
-    /// 410 block on its endpoint; false if there is no such event.
-    async fn redeliver_webhook(&self, event: &str, now: DateTime<Utc>) -> Result<bool, StoreError>;
 
     /// The statuses of an agent's latest `n` proposals decided approved or rejected, newest
     /// first (by submission).

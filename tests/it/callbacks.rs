@@ -324,6 +324,17 @@ async fn gone_stops_deliveries_until_redelivered(db: TestDb) {
         .await
         .unwrap();
     problem(unknown, 404).await;
+    // The redelivery is in the trail, written with it; the unknown one changed nothing.
+    let redelivered: Vec<(String, String)> = db
+        .audit_of(&second)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "callback.redelivered")
+        .map(|e| (e.actor, e.data))
+        .collect();
+    assert_eq!(redelivered.len(), 1, "{redelivered:?}");
+    assert_eq!(redelivered[0].0, "system:admin");
+    assert!(redelivered[0].1.contains(event));
     app.stop().await.unwrap();
 }
 both_backends!(gone_stops_deliveries_until_redelivered);

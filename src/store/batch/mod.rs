@@ -70,6 +70,19 @@ async fn run_one(
             card_channels,
         } => submit::submit(tx, proposal, idempotency, card_channels, at).await,
         Command::StepUp { user, change } => step_up::run(tx, &user, change, at).await,
+        Command::Redeliver { event, by } => {
+            let Some(proposal) = tx.tx.redeliver_webhook(&event, at).await? else {
+                return Ok((CommandResult::Redelivered(false), vec![]));
+            };
+            let proposal = ProposalId::parse(&proposal).map_err(|e| StoreError::Corrupt(e.0))?;
+            let event = AuditDraft::new(
+                kinds::CALLBACK_REDELIVERED,
+                Some(&proposal),
+                by,
+                json!({"event": event}),
+            );
+            Ok((CommandResult::Redelivered(true), vec![event]))
+        }
         Command::Cancel { id, agent, reason } => {
             let decision = Decision {
                 by: Actor::agent(&agent),

@@ -167,6 +167,14 @@ impl BatchTx for Tx {
         super::step_up::step_up_failure(&mut self.0, user, at).await
     }
 
+    async fn redeliver_webhook(
+        &mut self,
+        event: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, StoreError> {
+        super::webhooks::redeliver_webhook(&mut self.0, event, now).await
+    }
+
     async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT id FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",

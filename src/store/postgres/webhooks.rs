@@ -168,33 +168,34 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(records)
     }
+}
 
-    pub(super) async fn redeliver_webhook(
-        &self,
-        event: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let url: Option<String> = sqlx::query_scalar(
-            "UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-             leased_until = NULL, finished_at = NULL WHERE id = $2 RETURNING url",
-        )
-        .bind(now)
+/// Starts a delivered or failed event over (same webhook id, a fresh schedule) and lifts a 410
+/// block on its endpoint, inside a command batch's transaction; answers the event's proposal,
+/// or `None` if there is no such event.
+pub(in crate::store) async fn redeliver_webhook(
+    conn: &mut sqlx::PgConnection,
+    event: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
+         leased_until = NULL, finished_at = NULL WHERE id = $2 RETURNING url, proposal_id",
+    )
+    .bind(now)
+    .bind(event)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((url, proposal)) = row else {
+        return Ok(None);
+    };
+    sqlx::query("DELETE FROM webhook_attempts WHERE event_id = $1")
         .bind(event)
-        .fetch_optional(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        let Some(url) = url else {
-            return Ok(false);
-        };
-        sqlx::query("DELETE FROM webhook_attempts WHERE event_id = $1")
-            .bind(event)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM webhook_disabled_endpoints WHERE url = $1")
-            .bind(&url)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
+    sqlx::query("DELETE FROM webhook_disabled_endpoints WHERE url = $1")
+        .bind(&url)
+        .execute(&mut *conn)
+        .await?;
+    Ok(Some(proposal))
 }

@@ -8,19 +8,15 @@
 //! --nocapture`; the figures are in BENCHMARKS.md).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use countersign::clock::Clock;
 use countersign::config::{Secret, ServeRole};
-use countersign::links::LinkSigner;
-use countersign::registry::{Registry, SharedRegistry};
-use countersign::slack::Directory;
-use countersign::workers::{Lease, SlackOutbox};
+use countersign::workers::SlackOutbox;
 
 use crate::both_backends;
 use crate::common::test_config;
-use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, manifests_dir, policies_dir};
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal};
 use crate::sandbox_api::{SIGNING_SECRET, Standalone, TOKEN};
 use crate::slack_client::{Message, Slack, status_of};
 
@@ -113,15 +109,8 @@ async fn two_hundred_approvals_in_one_channel_within_a_minute(db: TestDb) {
     config.serve_role = ServeRole::Api;
     let app = TestApp::start_on(config, listener, slack.clock.now()).await;
     let worker = SlackOutbox {
-        store: db.store().await,
-        api: slack.api.clone(),
-        directory: Directory::new(slack.api.clone()),
-        registry: SharedRegistry::new(Registry::load(&manifests_dir(), &policies_dir()).unwrap()),
-        clock: Arc::new(slack.clock.clone()) as Arc<dyn Clock>,
-        links: LinkSigner::new(Some(&Secret::new("k".repeat(32)))),
         public_url: app_url.clone(),
-        bookings: Default::default(),
-        lease: Lease::default(),
+        ..crate::slack_outbox::outbox(&db, &slack).await
     };
     let burst = Burst {
         db,

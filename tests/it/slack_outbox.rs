@@ -15,7 +15,8 @@ use crate::fixture::Fixture;
 use crate::sandbox_api::{SlowAnswers, Standalone};
 use crate::store_contract::{decide, proposal, submit, submit_to_channel};
 
-async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
+/// The Slack outbox worker on `db`, calling `slack`, on its clock; stepped by hand.
+pub async fn outbox(db: &TestDb, slack: &Standalone) -> SlackOutbox {
     SlackOutbox {
         store: db.store().await,
         api: slack.api.clone(),

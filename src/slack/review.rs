@@ -135,9 +135,8 @@ pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) 
     )
     .await
     {
-        Ok(Some((text, _))) => text,
-        Ok(None) => return,
-        Err(text) => text,
+        Answer::Recorded { text, .. } | Answer::Refused(text) => text,
+        Answer::Replay => return,
     };
     reply(text);
 }
@@ -231,15 +230,15 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
     )
     .await
     {
-        Ok(message) => {
-            if let Some((_, Status::Rejected)) = &message {
+        Answer::Recorded { text, status } => {
+            if status == Status::Rejected {
                 let (engine, registry) = (state.engine.clone(), state.registry.clone());
                 let agent = proposal.agent.to_string();
                 tokio::spawn(async move {
                     engine.after_rejection(&registry.current(), &agent).await;
                 });
             }
-            if let (Some(channel), Some((text, _))) = (channel, message) {
+            if let Some(channel) = channel {
                 let api = state.slack.api.clone();
                 tokio::spawn(async move {
                     if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
@@ -249,7 +248,8 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
             }
             Ack::default()
         }
-        Err(refusal) => errors(&refusal),
+        Answer::Replay => Ack::default(),
+        Answer::Refused(refusal) => errors(&refusal),
     }
 }
 
@@ -259,10 +259,19 @@ fn errors(message: &str) -> Ack {
     Ack::with(json!({"response_action": "errors", "errors": {REASON_BLOCK: message}}))
 }
 
-/// Checks the voter and records the vote. `Ok(Some((text, status)))`: recorded, tell them
-/// `text`, the proposal is now `status`; `Ok(None)`: the same click again, say nothing;
-/// `Err(text)`: refused, tell them why. `proposal` is as read for this click; the writer checks
-/// its state again. `stepped_up`: the reviewer has just passed the step-up the policy asks for.
+/// What became of a ballot, for the person who cast it.
+pub(super) enum Answer {
+    /// Recorded: what to tell them, and the proposal's status now.
+    Recorded { text: String, status: Status },
+    /// The same click (or form) again: already recorded, nothing to say.
+    Replay,
+    /// Not recorded: why, in words.
+    Refused(String),
+}
+
+/// Checks the voter and records the ballot through the core, and words the answer.
+/// `proposal` is as read for this click; the writer checks its state again. `stepped_up`: the
+/// reviewer has just passed the step-up the policy asks for.
 pub(super) async fn vote(
     state: &SlackState,
     proposal: &Proposal,
@@ -271,7 +280,7 @@ pub(super) async fn vote(
     reason: Option<String>,
     dedupe: String,
     stepped_up: bool,
-) -> Result<Option<(String, Status)>, String> {
+) -> Answer {
     let registry = state.registry.current();
     let people = &state.slack.directory;
     let cast = state
@@ -281,12 +290,13 @@ pub(super) async fn vote(
         )
         .await;
     match cast {
-        Ok(Ok(Cast::Replay)) => Ok(None),
-        Ok(Ok(Cast::Recorded { proposal, votes })) => {
-            Ok(Some((recorded(&proposal, &votes, ballot), proposal.status)))
-        }
-        Ok(Err(refusal)) => Err(refused(&refusal)),
-        Err(error) => Err(unavailable(&proposal.id, &error)),
+        Ok(Ok(Cast::Replay)) => Answer::Replay,
+        Ok(Ok(Cast::Recorded { proposal, votes })) => Answer::Recorded {
+            text: recorded(&proposal, &votes, ballot),
+            status: proposal.status,
+        },
+        Ok(Err(refusal)) => Answer::Refused(refused(&refusal)),
+        Err(error) => Answer::Refused(unavailable(&proposal.id, &error)),
     }
 }
 

@@ -13,6 +13,7 @@ use super::card::slack_date;
 use super::diff;
 use super::escape::truncate;
 use super::payload::{BlockActions, ViewSubmission};
+use super::review::Answer;
 use super::rich::Paragraph;
 use crate::audit::kinds;
 use crate::config::Secret;
@@ -291,19 +292,18 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
     }
     let dedupe = format!("view:{}", submission.view.id);
     match super::review::vote(state, &proposal, user, Ballot::Approve, None, dedupe, true).await {
-        Ok(message) => {
-            if let Some((text, _)) = message {
-                let api = state.slack.api.clone();
-                let (channel, user) = (binding.channel, user.to_owned());
-                tokio::spawn(async move {
-                    if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
-                        tracing::warn!(%error, "cannot confirm a stepped-up approval");
-                    }
-                });
-            }
+        Answer::Recorded { text, .. } => {
+            let api = state.slack.api.clone();
+            let (channel, user) = (binding.channel, user.to_owned());
+            tokio::spawn(async move {
+                if let Err(error) = api.post_ephemeral(&channel, &user, &text).await {
+                    tracing::warn!(%error, "cannot confirm a stepped-up approval");
+                }
+            });
             Ack::default()
         }
-        Err(refusal) => errors(&refusal),
+        Answer::Replay => Ack::default(),
+        Answer::Refused(refusal) => errors(&refusal),
     }
 }
 

@@ -121,22 +121,13 @@ impl CallbackWorker {
 
     /// Runs until `shutdown`, waking on `work` or every [`POLL`]; deliveries in flight finish.
     pub async fn run(self, work: Arc<Notify>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            match self.start_due().await {
-                Ok(started) if started > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "callback worker: cannot claim deliveries"),
-            }
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = work.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
+        let this = &self;
+        super::driver::drive("callback", POLL, Some(work), shutdown, || async move {
+            this.start_due().await.map(super::driver::Progress::of)
+        })
+        .await;
         // Let deliveries in flight finish (each is bounded by the timeout).
         let _ = self.in_flight.acquire_many(IN_FLIGHT as u32).await;
-        tracing::info!("callback worker stopped");
     }
 
     /// Claims as many due deliveries as there are free slots and starts each in its own task;

@@ -45,20 +45,11 @@ pub struct ReportWorker {
 impl ReportWorker {
     /// Runs until `shutdown`, waking on `work` or every [`POLL`].
     pub async fn run(self, work: Arc<Notify>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            match self.run_once().await {
-                Ok(posted) if posted > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "report worker: cannot read the store"),
-            }
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = work.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
-        tracing::info!("report worker stopped");
+        let this = &self;
+        super::driver::drive("report", POLL, Some(work), shutdown, || async move {
+            this.run_once().await.map(super::driver::Progress::of)
+        })
+        .await;
     }
 
     /// Schedules a due digest, then posts the reports it can claim; answers how many it posted.

@@ -33,19 +33,11 @@ pub struct SlaWorker {
 
 impl SlaWorker {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            match self.run_once().await {
-                Ok(fired) if fired > 0 => continue,
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "sla worker: cannot fire timers"),
-            }
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
-        tracing::info!("sla worker stopped");
+        let this = &self;
+        super::driver::drive("sla", POLL, None, shutdown, || async move {
+            this.run_once().await.map(super::driver::Progress::of)
+        })
+        .await;
     }
 
     /// Fires every due timer it can claim; answers how many it handled. Timers of different

@@ -111,28 +111,23 @@ pub struct SlackOutbox {
 }
 
 impl SlackOutbox {
-    /// Runs until `shutdown`, waking on `work` or every [`POLL`]. After a pass in which every
-    /// job had to wait (rate limited, Slack unreachable) it waits out [`POLL`] without waking
-    /// for new work: what is due is more of the same, and coming straight back would only spin
-    /// on a backlog, claiming and postponing rows at full speed.
+    /// Runs until `shutdown`, waking on `work` or every [`POLL`]; after a pass in which every
+    /// job had to wait (rate limited, Slack unreachable) it waits out the poll (see
+    /// [`super::driver::Progress::Stalled`]).
     pub async fn run(self, work: Arc<Notify>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let stalled = match self.run_once().await {
-                Ok(pass) if pass.done + pass.failed > 0 => continue,
-                Ok(pass) => pass.retried > 0,
-                Err(error) => {
-                    tracing::warn!(%error, "slack outbox: cannot claim work");
-                    false
-                }
-            };
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = work.notified(), if !stalled => {}
-                () = tokio::time::sleep(POLL) => {}
-            }
-        }
-        tracing::info!("slack outbox worker stopped");
+        use super::driver::Progress;
+        let this = &self;
+        super::driver::drive("slack outbox", POLL, Some(work), shutdown, || async move {
+            let pass = this.run_once().await?;
+            Ok::<_, StoreError>(if pass.done + pass.failed > 0 {
+                Progress::Done
+            } else if pass.retried > 0 {
+                Progress::Stalled
+            } else {
+                Progress::Idle
+            })
+        })
+        .await;
     }
 
     /// Claims the due rows and does them, one after another (a row's card posts are ordered),

@@ -71,6 +71,10 @@ pub enum Unenrollment {
     Off,
     NotEnrolled,
     CodeMismatch,
+    /// Locked out by wrong codes (this one, or earlier ones) until then.
+    LockedOut {
+        until: DateTime<Utc>,
+    },
     CodeAlreadyUsed,
     Unenrolled,
 }
@@ -83,8 +87,11 @@ impl Engine {
             return Err(StepUpRefusal::Off);
         }
         let now = self.clock.now();
-        if let Ok(Some(until)) = self.store.step_up_locked_until(user, now).await {
-            return Err(StepUpRefusal::LockedOut { until });
+        match self.store.step_up_locked_until(user, now).await {
+            Ok(Some(until)) => return Err(StepUpRefusal::LockedOut { until }),
+            Ok(None) => {}
+            // Fail closed: a lock that cannot be read may be there.
+            Err(_) => return Err(StepUpRefusal::Unavailable),
         }
         match self.store.totp_enrollment(user).await {
             Ok(Some(enrollment)) if enrollment.active => Ok(()),
@@ -126,7 +133,7 @@ impl Engine {
             Authenticator::new(secret, user).map_err(|_| StepUpRefusal::Unavailable)?;
         let Some(step) = authenticator.matching_step(code, now.timestamp()) else {
             let wrong = StepUpChange::WrongAnswer {
-                proposal: proposal.clone(),
+                proposal: Some(proposal.clone()),
             };
             return Err(match self.change_step_up(user, wrong).await {
                 Ok((_, Some(until))) => StepUpRefusal::WrongCodeLockedOut { until },
@@ -175,10 +182,11 @@ impl Engine {
                 let Some(step) = authenticator.matching_step(code, now.timestamp()) else {
                     return Enrollment::CodeMismatch;
                 };
-                match self
-                    .change_step_up(user, StepUpChange::ActivateTotp { step })
-                    .await
-                {
+                let activate = StepUpChange::ActivateTotp {
+                    step,
+                    sealed_secret: pending.sealed_secret.clone(),
+                };
+                match self.change_step_up(user, activate).await {
                     Ok((true, _)) => Enrollment::Enrolled,
                     Ok((false, _)) => Enrollment::StartAgain,
                     Err(_) => Enrollment::Unavailable,
@@ -215,6 +223,11 @@ impl Engine {
             return Ok(Unenrollment::Off);
         };
         let now = self.clock.now();
+        // A locked-out reviewer cannot unenroll either: else guessing codes here would get
+        // round the lockout (and a hit would let someone enroll their own authenticator).
+        if let Some(until) = self.store.step_up_locked_until(user, now).await? {
+            return Ok(Unenrollment::LockedOut { until });
+        }
         let Some(enrollment) = self.store.totp_enrollment(user).await? else {
             return Ok(Unenrollment::NotEnrolled);
         };
@@ -223,7 +236,12 @@ impl Engine {
             .and_then(|secret| Authenticator::new(secret, user).ok())
             .and_then(|auth| auth.matching_step(code, now.timestamp()));
         let Some(step) = step else {
-            return Ok(Unenrollment::CodeMismatch);
+            // A wrong code counts towards the lockout, as on an approval.
+            let wrong = StepUpChange::WrongAnswer { proposal: None };
+            return Ok(match self.change_step_up(user, wrong).await?.1 {
+                Some(until) => Unenrollment::LockedOut { until },
+                None => Unenrollment::CodeMismatch,
+            });
         };
         let change = StepUpChange::Unenroll {
             step: enrollment.active.then_some(step),
@@ -379,6 +397,29 @@ mod tests {
         core.clock.advance(crate::stepup::LOCKOUT);
         let code = core.code(&authenticator);
         assert_eq!(core.check("U1", &code).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn guessing_unenroll_codes_locks_out_like_wrong_approvals() {
+        let core = core().await;
+        let vault = Some(&core.vault);
+        let authenticator = core.enrolled("U1").await;
+        for _ in 0..4 {
+            let guess = core.engine.unenroll_totp(vault, "U1", "000000").await;
+            assert_eq!(guess.unwrap(), Unenrollment::CodeMismatch);
+        }
+        let until = core.clock.now() + crate::stepup::LOCKOUT;
+        let fifth = core.engine.unenroll_totp(vault, "U1", "000000").await;
+        assert_eq!(fifth.unwrap(), Unenrollment::LockedOut { until });
+        // Locked: a right code does not unenroll, nor approve.
+        core.next_step();
+        let code = core.code(&authenticator);
+        let locked = core.engine.unenroll_totp(vault, "U1", &code).await;
+        assert_eq!(locked.unwrap(), Unenrollment::LockedOut { until });
+        assert_eq!(
+            core.check("U1", &code).await,
+            Err(StepUpRefusal::LockedOut { until })
+        );
     }
 
     #[tokio::test]

@@ -371,6 +371,10 @@ pub async fn unenroll(state: &SlackState, user: &str, code: Option<&str>) -> Str
         Ok(Unenrollment::Off) => "TOTP is off on this countersign.".into(),
         Ok(Unenrollment::NotEnrolled) => "You are not enrolled.".into(),
         Ok(Unenrollment::CodeMismatch) => "That code does not match; nothing changed.".into(),
+        Ok(Unenrollment::LockedOut { until }) => format!(
+            "Your step-up is locked until {} after too many wrong codes; nothing changed.",
+            slack_date(until)
+        ),
         Ok(Unenrollment::CodeAlreadyUsed) => {
             "That code was already used; wait for the next one.".into()
         }

@@ -105,8 +105,10 @@ pub enum StepUpChange {
     /// Starts (or restarts) an enrollment, inactive until confirmed; an active one is left
     /// alone (`changed: false`).
     BeginTotp { sealed_secret: String },
-    /// Activates the pending enrollment with the step of its first code.
-    ActivateTotp { step: i64 },
+    /// Activates the pending enrollment with the step of its first code, if it is still the one
+    /// the code was checked against (`sealed_secret`): a restarted enrollment is not activated
+    /// by the old one's code.
+    ActivateTotp { step: i64, sealed_secret: String },
     /// Spends a time step of the active enrollment: unchanged if it (or a later one) was used.
     /// Not audited on its own: the vote it proves is.
     UseTotpStep { step: i64 },
@@ -114,10 +116,10 @@ pub enum StepUpChange {
     Unenroll { step: Option<i64> },
     /// An operator removed the enrollment (`countersign totp reset`).
     Reset { by: String },
-    /// A wrong answer while approving `proposal`: counted, and the one that makes
-    /// [`crate::stepup::MAX_FAILURES`] within the window locks the reviewer — audited, and
-    /// announced in the proposal's channels through the Slack outbox.
-    WrongAnswer { proposal: ProposalId },
+    /// A wrong answer, while approving `proposal` or unenrolling (`None`): counted, and the one
+    /// that makes [`crate::stepup::MAX_FAILURES`] within the window locks the reviewer —
+    /// audited, and (for an approval) announced in the proposal's channels through the outbox.
+    WrongAnswer { proposal: Option<ProposalId> },
 }
 
 /// A state change, in domain terms.

@@ -72,15 +72,23 @@ pub(in crate::store) trait BatchTx: Send {
         sealed_secret: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Activates `user`'s pending enrollment at `step`; false if there is none.
+    /// Activates `user`'s pending enrollment at `step` if its secret is still `sealed_secret`;
+    /// false if there is none (or it was restarted meanwhile).
     async fn activate_totp(
+        &mut self,
+        user: &str,
+        step: i64,
+        sealed_secret: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Spends `step` of `user`'s active enrollment; false if it or a later one was spent, or
+    /// the reviewer is locked out at `at`.
+    async fn use_totp_step(
         &mut self,
         user: &str,
         step: i64,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Spends `step` of `user`'s active enrollment; false if it or a later one was spent.
-    async fn use_totp_step(&mut self, user: &str, step: i64) -> Result<bool, StoreError>;
     /// Removes `user`'s enrollment; false if there was none.
     async fn delete_totp(&mut self, user: &str) -> Result<bool, StoreError>;
     /// Counts a wrong step-up answer; answers the lock it sets, if it is the one too many.

@@ -31,16 +31,20 @@ pub(super) async fn run(
             let changed = tx.tx.begin_totp(user, &sealed_secret, at).await?;
             audited(changed, kinds::TOTP_ENROLLMENT_STARTED, reviewer)
         }
-        StepUpChange::ActivateTotp { step } => {
-            let changed = tx.tx.activate_totp(user, step, at).await?;
+        StepUpChange::ActivateTotp {
+            step,
+            sealed_secret,
+        } => {
+            let changed = tx.tx.activate_totp(user, step, &sealed_secret, at).await?;
             audited(changed, kinds::TOTP_ENROLLED, reviewer)
         }
-        StepUpChange::UseTotpStep { step } => {
-            (unlocked(tx.tx.use_totp_step(user, step).await?), Vec::new())
-        }
+        StepUpChange::UseTotpStep { step } => (
+            unlocked(tx.tx.use_totp_step(user, step, at).await?),
+            Vec::new(),
+        ),
         StepUpChange::Unenroll { step } => {
             if let Some(step) = step
-                && !tx.tx.use_totp_step(user, step).await?
+                && !tx.tx.use_totp_step(user, step, at).await?
             {
                 // The code was spent already: nothing changes.
                 return Ok((unlocked(false), Vec::new()));
@@ -52,14 +56,16 @@ pub(super) async fn run(
             let changed = tx.tx.delete_totp(user).await?;
             audited(changed, kinds::TOTP_RESET, by)
         }
-        StepUpChange::WrongAnswer { proposal } => wrong_answer(tx, user, &proposal, at).await?,
+        StepUpChange::WrongAnswer { proposal } => {
+            wrong_answer(tx, user, proposal.as_ref(), at).await?
+        }
     })
 }
 
 async fn wrong_answer(
     tx: &mut Batch<'_>,
     user: &str,
-    proposal: &ProposalId,
+    proposal: Option<&ProposalId>,
     at: DateTime<Utc>,
 ) -> Result<(CommandResult, Vec<AuditDraft>), StoreError> {
     let Some(until) = tx.tx.step_up_failure(user, at).await? else {
@@ -67,15 +73,19 @@ async fn wrong_answer(
     };
     let event = AuditDraft::new(
         kinds::STEP_UP_LOCKED,
-        Some(proposal),
+        proposal,
         format!("reviewer:{user}"),
         json!({"until": until, "after_failures": crate::stepup::MAX_FAILURES}),
     );
-    let alert = SlackTask::LockoutAlert {
-        user: user.to_owned(),
-        until,
-    };
-    tx.slack_jobs.push(SlackJobRow::new(proposal, &alert, at)?);
+    // Approving: the proposal's channels are told. (Unenrolling names no proposal, so no
+    // channel; the audit event stands.)
+    if let Some(proposal) = proposal {
+        let alert = SlackTask::LockoutAlert {
+            user: user.to_owned(),
+            until,
+        };
+        tx.slack_jobs.push(SlackJobRow::new(proposal, &alert, at)?);
+    }
     let result = CommandResult::StepUp {
         changed: true,
         locked_until: Some(until),

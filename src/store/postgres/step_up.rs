@@ -67,15 +67,17 @@ pub(in crate::store) async fn activate_totp(
     conn: &mut sqlx::PgConnection,
     user: &str,
     step: i64,
+    sealed_secret: &str,
     at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE totp_enrollments SET active = TRUE, last_step = $1, activated_at = $2 \
-         WHERE user_id = $3 AND active = FALSE",
+         WHERE user_id = $3 AND active = FALSE AND secret = $4",
     )
     .bind(step)
     .bind(at)
     .bind(user)
+    .bind(sealed_secret)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -85,14 +87,18 @@ pub(in crate::store) async fn use_totp_step(
     conn: &mut sqlx::PgConnection,
     user: &str,
     step: i64,
+    at: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    // The conditional update is the guard: of two submissions of one code, one wins.
+    // The conditional update is the guard: of two submissions of one code, one wins; and a
+    // lock set since the reviewer was found not locked (a racing fifth wrong code) holds.
     let done = sqlx::query(
         "UPDATE totp_enrollments SET last_step = $1 \
-         WHERE user_id = $2 AND active = TRUE AND (last_step IS NULL OR last_step < $1)",
+         WHERE user_id = $2 AND active = TRUE AND (last_step IS NULL OR last_step < $1) \
+         AND NOT EXISTS (SELECT 1 FROM step_up_locks WHERE user_id = $2 AND until > $3)",
     )
     .bind(step)
     .bind(user)
+    .bind(at)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

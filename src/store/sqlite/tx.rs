@@ -251,13 +251,19 @@ impl BatchTx for Tx {
         &mut self,
         user: &str,
         step: i64,
+        sealed_secret: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::activate_totp(&mut self.0, user, step, at).await
+        super::step_up::activate_totp(&mut self.0, user, step, sealed_secret, at).await
     }
 
-    async fn use_totp_step(&mut self, user: &str, step: i64) -> Result<bool, StoreError> {
-        super::step_up::use_totp_step(&mut self.0, user, step).await
+    async fn use_totp_step(
+        &mut self,
+        user: &str,
+        step: i64,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        super::step_up::use_totp_step(&mut self.0, user, step, at).await
     }
 
     async fn delete_totp(&mut self, user: &str) -> Result<bool, StoreError> {

@@ -148,9 +148,19 @@ async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
         !step_up(store, "U1", use_step(10), at).await.0,
         "not active yet"
     );
-    let activate = |step| StepUpChange::ActivateTotp { step };
-    assert!(step_up(store, "U1", activate(10), at).await.0);
-    assert!(!step_up(store, "U1", activate(11), at).await.0, "once");
+    let activate = |step, sealed: &str| StepUpChange::ActivateTotp {
+        step,
+        sealed_secret: sealed.into(),
+    };
+    assert!(
+        !step_up(store, "U1", activate(10, "sealed-1"), at).await.0,
+        "a code checked against the replaced enrollment does not activate the new one"
+    );
+    assert!(step_up(store, "U1", activate(10, "sealed-2"), at).await.0);
+    assert!(
+        !step_up(store, "U1", activate(11, "sealed-2"), at).await.0,
+        "once"
+    );
     assert!(
         !step_up(store, "U1", begin("sealed-3"), at).await.0,
         "an active one stays"
@@ -205,7 +215,7 @@ async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
     let p = proposal("revops-crm");
     apply_one(store, submit(&p, None)).await;
     let wrong = || StepUpChange::WrongAnswer {
-        proposal: p.id.clone(),
+        proposal: Some(p.id.clone()),
     };
     for n in 0..4 {
         let counted = step_up(store, "U2", wrong(), at + Duration::minutes(n)).await;
@@ -216,6 +226,14 @@ async fn totp_steps_are_spent_once_and_failures_lock(db: TestDb) {
     assert_eq!(old, (true, None));
     let (_, locked) = step_up(store, "U2", wrong(), at + Duration::minutes(4)).await;
     assert_eq!(locked, Some(at + Duration::minutes(19)));
+    // While locked, not even a right code's step is spent (the guard is in the spend itself,
+    // so a right code racing the fifth wrong one loses); after the lock, it is.
+    step_up(store, "U2", begin("sealed-u2"), at).await;
+    step_up(store, "U2", activate(1, "sealed-u2"), at).await;
+    let during = at + Duration::minutes(10);
+    assert!(!step_up(store, "U2", use_step(2), during).await.0);
+    let after = at + Duration::minutes(20);
+    assert!(step_up(store, "U2", use_step(2), after).await.0);
     let trail = db.audit_of(p.id.as_str()).await;
     let lock_events: Vec<_> = trail
         .iter()

@@ -37,22 +37,20 @@ impl Bookings {
     /// Whether `job` must wait for `key`: answers the slot it must come back at when others
     /// are booked ahead of it (its own slot if it holds one not yet come, else the next free
     /// one), `None` when it may ask the budget now (nothing booked ahead, or its slot has
-    /// come).
+    /// come). Changes nothing: a job keeps its slot until it is booked again or forgotten.
     pub fn wait_for(&self, key: &str, job: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut buckets = self.buckets();
-        let slots = buckets.get_mut(key)?;
-        if let Some(slot) = slots.held.get(&job).copied() {
-            if slot <= now {
-                slots.held.remove(&job);
-                return None;
-            }
-            return Some(slot);
+        let buckets = self.buckets();
+        let slots = buckets.get(key)?;
+        match slots.held.get(&job) {
+            Some(slot) => (*slot > now).then_some(*slot),
+            None => slots.next.filter(|next| *next > now),
         }
-        slots.next.filter(|next| *next > now)
     }
 
     /// `job`, turned away by `bucket` whose next token the budget expects at `due`: books it
-    /// the first free slot at or after `due`, and answers when the job is due again.
+    /// the first free slot at or after `due`, and answers when the job is due again. A job
+    /// that already held a slot (it came, and the budget turned it away all the same: another
+    /// replica spent the token) keeps its place at the front, due with the next token.
     pub fn book(
         &self,
         bucket: &Bucket,
@@ -67,6 +65,10 @@ impl Bookings {
             !slots.held.is_empty() || slots.next.is_some_and(|next| next > now)
         });
         let slots = buckets.entry(bucket.key.clone()).or_default();
+        if let Some(held) = slots.held.get_mut(&job) {
+            *held = (*held).max(due);
+            return *held;
+        }
         let slot = slots.next.map_or(due, |next| due.max(next));
         slots.next = Some(slot + refill);
         slots.held.insert(job, slot);
@@ -117,6 +119,10 @@ mod tests {
             Some(token + apart)
         );
         assert_eq!(bookings.wait_for(&update.key, 2, token + apart), None);
+        // Turned away all the same at its slot (another replica took the token): it keeps the
+        // front, due with the next token, not behind everyone booked since.
+        let next_token = token + chrono::Duration::milliseconds(1100);
+        assert_eq!(bookings.book(&update, 1, next_token, token), next_token);
         // Another bucket is not held up by this one.
         assert_eq!(bookings.wait_for("channel:C1", 9, now), None);
         assert_eq!(bookings.book(&bucket("channel:C1"), 9, token, now), token);

@@ -477,12 +477,20 @@ impl SlackOutbox {
         message: &crate::slack::OutgoingMessage,
     ) -> Result<(), JobOutcome> {
         let now = self.clock.now();
+        // Every channel's bookings first, before any token is spent: the job waits for the
+        // latest of them (a token reserved in one channel and then dropped for another's
+        // wait would be wasted, and the job would alternate between the two).
+        let waits = places.iter().filter_map(|(channel, _)| {
+            let bucket = self.api.channel_bucket(channel);
+            let until = self.bookings.wait_for(&bucket.key, job.id, now)?;
+            Some((until, bucket))
+        });
+        if let Some((until, bucket)) = waits.max_by_key(|(until, _)| *until) {
+            return Err(booked(bucket, until, now));
+        }
         let mut permits = Vec::with_capacity(places.len());
         for (channel, thread) in places {
             let bucket = self.api.channel_bucket(channel);
-            if let Some(until) = self.bookings.wait_for(&bucket.key, job.id, now) {
-                return Err(booked(bucket, until, now));
-            }
             match self.api.reserve_post(channel).await {
                 Ok(permit) => permits.push((permit, *thread)),
                 Err(error) => return Err(self.outcome_of(job, error, Some(bucket))),

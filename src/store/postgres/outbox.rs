@@ -13,7 +13,9 @@ use crate::store::rows::{posted_cards, slack_jobs};
 /// `slack_outbox_channel_queue` (one index probe per channel), so a long queue in one channel
 /// costs nothing per claim. Rows are re-checked under the row lock: a head finished by another
 /// replica since this statement's snapshot is skipped, and the next head waits for the next
-/// claim. The candidates are looked up by key (`= ANY (ARRAY …)`): joined instead, the
+/// claim. The unordered rows are locked as they are picked (`SKIP LOCKED` before the `LIMIT`),
+/// so replicas claiming at once take different ones instead of competing for the same first
+/// few. The candidates are looked up by key (`= ANY (ARRAY …)`): joined instead, the
 /// planner may walk every due row to meet them.
 pub(super) const CLAIM_SLACK_JOBS: &str = "\
     WITH RECURSIVE heads (channel, id) AS ( \
@@ -23,10 +25,12 @@ pub(super) const CLAIM_SLACK_JOBS: &str = "\
       SELECT next.channel, next.id FROM heads CROSS JOIN LATERAL ( \
         SELECT channel, id FROM slack_outbox WHERE done_at IS NULL AND channel IS NOT NULL \
         AND channel > heads.channel ORDER BY channel, id LIMIT 1) AS next \
+    ), unordered (id) AS ( \
+      SELECT id FROM slack_outbox WHERE done_at IS NULL AND channel IS NULL AND due_at <= $2 \
+      AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3 \
+      FOR UPDATE SKIP LOCKED \
     ), candidates (id) AS ( \
-      (SELECT id FROM slack_outbox WHERE done_at IS NULL AND channel IS NULL AND due_at <= $2 \
-       AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3) \
-      UNION ALL SELECT id FROM heads \
+      SELECT id FROM unordered UNION ALL SELECT id FROM heads \
     ) \
     UPDATE slack_outbox SET leased_until = $1 WHERE id IN ( \
       SELECT id FROM slack_outbox WHERE id = ANY (ARRAY (SELECT id FROM candidates)) \

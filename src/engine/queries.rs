@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::{Engine, EngineError};
 use crate::domain::report::{Period, ReportPost};
 use crate::domain::{Proposal, ProposalId, Status};
-use crate::store::{Command, CommandResult, QueueBacklog, WebhookRecord};
+use crate::store::{Command, CommandResult, QueueBacklog, Redelivery, WebhookRecord};
 
 impl Engine {
     /// Any proposal, as reviewers and operators see it (not scoped to an agent: that is
@@ -30,17 +30,23 @@ impl Engine {
     }
 
     /// Delivers a callback again from the start of its schedule (same webhook id), and lifts
-    /// a 410 block on its endpoint, audited as `by`'s; false if there is no such event.
-    pub async fn redeliver(&self, event: &str, by: &str) -> Result<bool, EngineError> {
+    /// a 410 block on its endpoint, audited as `by`'s; not while a worker is delivering it.
+    pub async fn redeliver(&self, event: &str, by: &str) -> Result<Redelivery, EngineError> {
         let command = Command::Redeliver {
             event: event.to_owned(),
             by: by.to_owned(),
         };
-        let found = matches!(self.apply(command).await?, CommandResult::Redelivered(true));
-        if found {
-            self.callback_work.notify_one();
+        match self.apply(command).await? {
+            CommandResult::Redelivered(outcome) => {
+                if outcome == Redelivery::Started {
+                    self.callback_work.notify_one();
+                }
+                Ok(outcome)
+            }
+            other => Err(EngineError::Store(crate::store::StoreError::Other(
+                format!("a redelivery answered {other:?}"),
+            ))),
         }
-        Ok(found)
     }
 
     /// SLA reports for `roles` over `period`, up to now.

@@ -11,12 +11,13 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::api_doc::{
-    AdminDisabled, Internal, InvalidField, InvalidJson, NotFound, PayloadTooLarge, Unauthorized,
-    Unavailable,
+    AdminDisabled, DeliveryInFlight, Internal, InvalidField, InvalidJson, NotFound,
+    PayloadTooLarge, Unauthorized, Unavailable,
 };
 use super::auth::Admin;
 use super::problem::ApiError;
 use crate::report::{Period, SlaReport};
+use crate::store::Redelivery;
 
 /// The longest reason for a control, in characters (after trimming).
 pub(super) const CONTROL_REASON_MAX: usize = 500;
@@ -138,6 +139,7 @@ pub async fn deliveries(
         (status = 401, response = Unauthorized),
         (status = 403, response = AdminDisabled),
         (status = 404, response = NotFound),
+        (status = 409, response = DeliveryInFlight),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     ),
@@ -149,8 +151,10 @@ pub async fn redeliver(
     event: Result<Path<String>, PathRejection>,
 ) -> Result<(axum::http::StatusCode, Json<Redelivering>), ApiError> {
     let event = segment(event, ApiError::NoSuchDelivery)?;
-    if !state.engine.redeliver(&event, "system:admin").await? {
-        return Err(ApiError::NoSuchDelivery);
+    match state.engine.redeliver(&event, "system:admin").await? {
+        Redelivery::Started => {}
+        Redelivery::NoSuchEvent => return Err(ApiError::NoSuchDelivery),
+        Redelivery::InFlight => return Err(ApiError::DeliveryInFlight),
     }
     tracing::info!(%event, "callback redelivery requested");
     Ok((

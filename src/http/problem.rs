@@ -35,6 +35,8 @@ pub enum ApiError {
     NotFound,
     #[error("no such delivery")]
     NoSuchDelivery,
+    #[error("the delivery is in progress")]
+    DeliveryInFlight,
     #[error("no such agent")]
     NoSuchAgent,
     #[error("rate limited")]
@@ -128,6 +130,8 @@ impl ApiError {
             ApiError::NoSuchAgent => base(StatusCode::NOT_FOUND, "not-found", "No such agent")
                 .detail("Agents are declared in manifests/agents/."),
             ApiError::NoSuchDelivery => base(StatusCode::NOT_FOUND, "not-found", "No such delivery"),
+            ApiError::DeliveryInFlight => base(StatusCode::CONFLICT, "delivery-in-flight", "The delivery is in progress")
+                .detail("A worker is delivering this callback right now; ask again once its attempt is recorded (see the deliveries list)."),
             ApiError::NoRoute => base(StatusCode::NOT_FOUND, "no-route", "No such endpoint")
                 .detail("See /openapi.json for the API."),
             ApiError::MethodNotAllowed => base(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed")

@@ -122,6 +122,17 @@ pub enum StepUpChange {
     WrongAnswer { proposal: Option<ProposalId> },
 }
 
+/// What asking for a callback's redelivery found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Started over from the beginning of its schedule.
+    Started,
+    NoSuchEvent,
+    /// A worker is delivering it right now (its lease is live): ask again once it is done, or
+    /// the attempt's result would overwrite the fresh start, or a second worker deliver it too.
+    InFlight,
+}
+
 /// A state change, in domain terms.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -277,8 +288,8 @@ pub enum CommandResult {
     WrongToken,
     /// A timer was handled.
     TimerHandled(crate::domain::TimerOutcome),
-    /// A callback was started over (`false`: no such event).
-    Redelivered(bool),
+    /// What asking for a callback's redelivery found.
+    Redelivered(Redelivery),
     /// A step-up change: whether it changed anything, and the lock a wrong answer set.
     StepUp {
         changed: bool,

@@ -213,6 +213,9 @@ problem_responses! {
     InvalidState: "The proposal is not in a state that allows this (`invalid-state`): cancel \
         when not pending; outcome when not approved, or already recorded.",
         ["invalid-state"], ["proposal_status"];
+    /// 409 on a redelivery.
+    DeliveryInFlight: "A worker is delivering this callback right now (`delivery-in-flight`): \
+        ask again once its attempt is recorded.", ["delivery-in-flight"], [];
     /// 409 on submit.
     IdempotencyKeyReused: "The `Idempotency-Key` was already used with a different body \
         (`idempotency-key-reused`).", ["idempotency-key-reused"], ["field"];

@@ -97,13 +97,13 @@ pub(in crate::store) trait BatchTx: Send {
         user: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Starts a callback event over and lifts its endpoint's 410 block; answers its proposal,
-    /// or `None` if there is no such event.
+    /// Starts a callback event over and lifts its endpoint's 410 block, unless a worker holds
+    /// it; answers its proposal, or why not.
     async fn redeliver_webhook(
         &mut self,
         event: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>, StoreError>;
+    ) -> Result<Result<String, crate::store::Redelivery>, StoreError>;
     /// What is remembered of this agent's key.
     async fn find_idempotency(
         &mut self,

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::rows::{SlackJobRow, WebhookRow};
-use super::{Command, CommandResult, StoreError, TimerEffect};
+use super::{Command, CommandResult, Redelivery, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, kinds};
 use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, SlackTask, Status, Vote};
 
@@ -71,8 +71,9 @@ async fn run_one(
         } => submit::submit(tx, proposal, idempotency, card_channels, at).await,
         Command::StepUp { user, change } => step_up::run(tx, &user, change, at).await,
         Command::Redeliver { event, by } => {
-            let Some(proposal) = tx.tx.redeliver_webhook(&event, at).await? else {
-                return Ok((CommandResult::Redelivered(false), vec![]));
+            let proposal = match tx.tx.redeliver_webhook(&event, at).await? {
+                Ok(proposal) => proposal,
+                Err(refused) => return Ok((CommandResult::Redelivered(refused), vec![])),
             };
             let proposal = ProposalId::parse(&proposal).map_err(|e| StoreError::Corrupt(e.0))?;
             let event = AuditDraft::new(
@@ -81,7 +82,7 @@ async fn run_one(
                 by,
                 json!({"event": event}),
             );
-            Ok((CommandResult::Redelivered(true), vec![event]))
+            Ok((CommandResult::Redelivered(Redelivery::Started), vec![event]))
         }
         Command::Cancel { id, agent, reason } => {
             let decision = Decision {

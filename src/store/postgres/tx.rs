@@ -177,7 +177,7 @@ impl BatchTx for Tx {
         &mut self,
         event: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Result<String, crate::store::Redelivery>, StoreError> {
         super::webhooks::redeliver_webhook(&mut self.0, event, now).await
     }
 

@@ -171,23 +171,33 @@ impl PostgresStore {
 }
 
 /// Starts a delivered or failed event over (same webhook id, a fresh schedule) and lifts a 410
-/// block on its endpoint, inside a command batch's transaction; answers the event's proposal,
-/// or `None` if there is no such event.
+/// block on its endpoint, inside a command batch's transaction, unless a worker's lease on it is
+/// live; answers the event's proposal, or why not.
 pub(in crate::store) async fn redeliver_webhook(
     conn: &mut sqlx::PgConnection,
     event: &str,
     now: DateTime<Utc>,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Result<String, crate::store::Redelivery>, StoreError> {
     let row: Option<(String, String)> = sqlx::query_as(
         "UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-         leased_until = NULL, finished_at = NULL WHERE id = $2 RETURNING url, proposal_id",
+         leased_until = NULL, finished_at = NULL \
+         WHERE id = $2 AND (leased_until IS NULL OR leased_until <= $1) \
+         RETURNING url, proposal_id",
     )
     .bind(now)
     .bind(event)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((url, proposal)) = row else {
-        return Ok(None);
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT id FROM webhook_events WHERE id = $1")
+                .bind(event)
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Ok(Err(match exists {
+            Some(_) => crate::store::Redelivery::InFlight,
+            None => crate::store::Redelivery::NoSuchEvent,
+        }));
     };
     sqlx::query("DELETE FROM webhook_attempts WHERE event_id = $1")
         .bind(event)
@@ -197,5 +207,5 @@ pub(in crate::store) async fn redeliver_webhook(
         .bind(&url)
         .execute(&mut *conn)
         .await?;
-    Ok(Some(proposal))
+    Ok(Ok(proposal))
 }

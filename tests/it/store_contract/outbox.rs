@@ -340,3 +340,45 @@ async fn replicas_never_hold_two_cards_of_one_channel(db: TestDb) {
     );
 }
 both_backends!(replicas_never_hold_two_cards_of_one_channel);
+
+async fn a_callback_in_flight_is_not_redelivered_under_its_worker(db: TestDb) {
+    let store = db.store().await;
+    let store = store.as_ref();
+    let p = proposal("revops-crm");
+    apply_one(store, submit(&p, None)).await;
+    apply_one(store, decide(&p, Status::Approved)).await;
+    let at = start_time();
+    let claimed = store
+        .claim_webhooks(at, at + Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the decision's callback");
+    let event = claimed[0].id.clone();
+    let redeliver = |event: &str| Command::Redeliver {
+        event: event.into(),
+        by: "system:admin".into(),
+    };
+    // A worker holds it: redelivering now would race its attempt's result.
+    assert!(matches!(
+        apply_one(store, redeliver(&event)).await,
+        CommandResult::Redelivered(Redelivery::InFlight)
+    ));
+    assert!(matches!(
+        apply_one(store, redeliver("msg_nope")).await,
+        CommandResult::Redelivered(Redelivery::NoSuchEvent)
+    ));
+    // Once its lease has ended, it starts over, audited in the same transaction.
+    let later = at + Duration::seconds(31);
+    let started = store.apply(vec![redeliver(&event)], later).await.unwrap();
+    assert!(matches!(
+        started[0],
+        CommandResult::Redelivered(Redelivery::Started)
+    ));
+    let trail = db.audit_of(p.id.as_str()).await;
+    let audited: Vec<_> = trail
+        .iter()
+        .filter(|e| e.kind == "callback.redelivered")
+        .collect();
+    assert_eq!(audited.len(), 1, "only the redelivery that happened");
+}
+both_backends!(a_callback_in_flight_is_not_redelivered_under_its_worker);

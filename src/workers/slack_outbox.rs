@@ -417,10 +417,21 @@ impl SlackOutbox {
                             tracing::warn!(channel = %card.channel, ts = %card.ts, "a card was deleted in Slack; not updating it");
                         }
                         Err(error) => {
-                            let bucket = self.api.method_bucket("chat.update");
+                            // A retry redoes every copy: it books a token for each.
+                            let mut bucket = self.api.method_bucket("chat.update");
+                            bucket.refill *= u32::try_from(posted.len()).unwrap_or(1).max(1);
                             let this = self.outcome_of(job, error, Some(bucket));
-                            // Prefer a retry (which redoes every copy) over giving up.
-                            if !matches!(outcome, JobOutcome::Retry { .. }) {
+                            // Prefer a retry (which redoes every copy) over giving up, and
+                            // waiting for the budget over a retry counted towards giving up.
+                            let better = match (&outcome, &this) {
+                                (
+                                    JobOutcome::Retry { counted: true, .. },
+                                    JobOutcome::Retry { counted: false, .. },
+                                ) => true,
+                                (JobOutcome::Retry { .. }, _) => false,
+                                _ => true,
+                            };
+                            if better {
                                 outcome = this;
                             }
                         }

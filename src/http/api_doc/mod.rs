@@ -31,7 +31,7 @@ use crate::domain::request::{FieldError, limits};
         schemas(Problem),
         responses(
             InvalidJson, Unauthorized, AdminDisabled, ActionNotPermitted, WrongExecutionToken,
-            NotFound, InvalidState, IdempotencyKeyReused, PayloadTooLarge, InvalidField,
+            NotFound, InvalidState, DeliveryInFlight, IdempotencyKeyReused, PayloadTooLarge, InvalidField,
             AgentPaused, RateLimited, Internal, Unavailable
         )
     )

@@ -203,6 +203,7 @@ fn each_problem_response_carries_only_types_its_status_answers() {
         ApiError::AgentPaused(None),
         ApiError::NotFound,
         ApiError::NoSuchDelivery,
+        ApiError::DeliveryInFlight,
         ApiError::NoSuchAgent,
         ApiError::RateLimited {
             retry_after: std::time::Duration::from_secs(1),

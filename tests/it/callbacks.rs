@@ -1,6 +1,7 @@
 //! Calling the agent back, against a local receiver: signed Standard Webhooks deliveries, retries
-//! with the same id and fresh signatures, Retry-After, 410, redirects, timeouts, the SSRF guard,
-//! a crash between decision and delivery, long-polling and the execution token.
+//! with the same id and fresh signatures, Retry-After, 410, redirects, timeouts, the SSRF guard
+//! and the execution token. (A crash between decision and delivery: `callback_crash.rs`;
+//! long-polling: `long_poll.rs`.)
 
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -10,23 +11,21 @@ use countersign::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::common::{
-    REVOPS, TestApp, TestDb, discount_proposal, problem, serve_command, spawn_ready, test_config,
-};
+use crate::common::{REVOPS, TestApp, TestDb, discount_proposal, problem, test_config};
 use crate::receiver::{Receiver, Reply};
 use crate::slack_client::card_for;
 
 /// The revops-crm agent's signing secret (its manifest names `REVOPS_CRM_WHSEC`).
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const ADMIN: &str = "admin-token-for-the-callback-tests";
+pub(crate) const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const ADMIN: &str = "admin-token-for-the-callback-tests";
 
-fn set_secret() {
+pub(crate) fn set_secret() {
     static ONCE: Once = Once::new();
     // Set once, before any app reads it, to the same value for every test in this process.
     ONCE.call_once(|| unsafe { std::env::set_var("REVOPS_CRM_WHSEC", SECRET) });
 }
 
-fn config(db: &TestDb, allowlist: &str) -> countersign::config::Config {
+pub(crate) fn config(db: &TestDb, allowlist: &str) -> countersign::config::Config {
     set_secret();
     let mut config = test_config(db);
     config.admin_token = Some(countersign::config::Secret::new(ADMIN.to_owned()));
@@ -35,7 +34,7 @@ fn config(db: &TestDb, allowlist: &str) -> countersign::config::Config {
     config
 }
 
-fn proposal_calling(url: &str) -> Value {
+pub(crate) fn proposal_calling(url: &str) -> Value {
     let mut proposal = discount_proposal();
     proposal["callback_url"] = json!(url);
     proposal
@@ -100,7 +99,7 @@ fn the_readme_example_verifies_the_published_vector() {
     assert!(!readme_verify(secret, id, ts, body, header, ts + 301));
 }
 
-async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
+pub(crate) async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
     let response = app
         .http
         .get(app.url(&format!("/v1/admin/proposals/{id}/deliveries")))
@@ -115,7 +114,11 @@ async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
 
 /// Waits until the proposal's (only) delivery satisfies `check`. The attempt is recorded right
 /// after the receiver answers, with nothing to subscribe to: this looks every 20 ms, bounded.
-async fn delivery_where(app: &TestApp, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn delivery_where(
+    app: &TestApp,
+    id: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let all = deliveries(app, id).await;
@@ -138,7 +141,7 @@ async fn cancelled_calling(app: &TestApp, url: &str) -> String {
     id
 }
 
-async fn cancel(app: &TestApp, id: &str) {
+pub(crate) async fn cancel(app: &TestApp, id: &str) {
     let cancelled = app
         .post(
             REVOPS,
@@ -451,167 +454,6 @@ async fn private_and_disguised_addresses_are_refused(db: TestDb) {
     app.stop().await.unwrap();
 }
 both_backends!(private_and_disguised_addresses_are_refused);
-
-async fn a_long_poll_returns_when_the_proposal_is_decided(db: TestDb) {
-    let app = TestApp::start_with(config(&db, "127.0.0.1")).await;
-    let id = app.create(REVOPS, &discount_proposal()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bad = problem(
-        app.http
-            .get(app.url(&format!("/v1/proposals/{id}?wait=soon")))
-            .bearer_auth(REVOPS)
-            .send()
-            .await
-            .unwrap(),
-        422,
-    )
-    .await;
-    assert_eq!(bad["field"], "wait");
-
-    let poll = {
-        let (http, url) = (
-            app.http.clone(),
-            app.url(&format!("/v1/proposals/{id}?wait=60s")),
-        );
-        tokio::spawn(async move {
-            let response = http.get(url).bearer_auth(REVOPS).send().await.unwrap();
-            (Instant::now(), response.json::<Value>().await.unwrap())
-        })
-    };
-    // Decided only once the poll is parked (it has joined the waiters).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app_waiters(&app).await == 0 {
-        assert!(Instant::now() < deadline, "the long-poll never parked");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    cancel(&app, &id).await;
-    let decided_at = Instant::now();
-    let (returned_at, body) = poll.await.unwrap();
-    assert_eq!(body["status"], "cancelled");
-    // Woken by the decision, not by the end of its 60 s wait.
-    assert!(returned_at.duration_since(decided_at) < Duration::from_secs(5));
-    // Already decided: answered at once.
-    let at_once: Value = app
-        .http
-        .get(app.url(&format!("/v1/proposals/{id}?wait=60s")))
-        .bearer_auth(REVOPS)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(at_once["status"], "cancelled");
-    app.stop().await.unwrap();
-}
-both_backends!(a_long_poll_returns_when_the_proposal_is_decided);
-
-/// How many proposals have a long-poll parked on them, from `/metrics`.
-async fn app_waiters(app: &TestApp) -> u64 {
-    app.metric("countersign_long_polls")
-        .await
-        .map_or(0, |v| v as u64)
-}
-
-/// The real binary, killed with SIGKILL while a callback is in flight, delivers it after a
-/// restart. Its lease is twice the callback timeout (1 s here), so the restarted process takes
-/// the delivery over about two seconds later: the one wall-clock wait in these tests.
-struct Server {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(db: &TestDb, port: u16) -> Self {
-        set_secret();
-        let mut command = serve_command(db, port);
-        command
-            .env("COUNTERSIGN_MANIFESTS", crate::common::manifests_dir())
-            .env("COUNTERSIGN_POLICIES", crate::common::policies_dir())
-            .env("COUNTERSIGN_CALLBACK_TIMEOUT", "1s")
-            .env("COUNTERSIGN_ADMIN_TOKEN", ADMIN)
-            .env("REVOPS_CRM_WHSEC", SECRET);
-        let child = spawn_ready(command, port, Duration::from_secs(30)).await;
-        let base = format!("http://127.0.0.1:{port}");
-        Server { child, base }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL: no shutdown, no flushing
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn a_crash_between_decision_and_delivery_loses_no_callback(db: TestDb) {
-    let mut receiver = Receiver::start().await;
-    // The first attempt hangs until the server is gone.
-    receiver.script([Reply::status(204).after(Duration::from_secs(30))]);
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let server = Server::start(&db, port).await;
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/v1/proposals", server.base))
-        .bearer_auth(REVOPS)
-        .json(&proposal_calling(&receiver.url("/hook")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    let cancelled = http
-        .post(format!("{}/v1/proposals/{id}/cancel", server.base))
-        .bearer_auth(REVOPS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(cancelled.status(), 200);
-    let in_flight = receiver.next().await;
-    server.kill();
-
-    let server = Server::start(&db, port).await;
-    let redelivered = receiver.next().await;
-    assert_eq!(
-        redelivered.header("webhook-id"),
-        in_flight.header("webhook-id")
-    );
-    assert_eq!(redelivered.body, in_flight.body);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body: Value = http
-            .get(format!(
-                "{}/v1/admin/proposals/{id}/deliveries",
-                server.base
-            ))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if body["deliveries"][0]["status"] == "delivered" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not delivered: {body:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(server);
-}
-both_backends!(a_crash_between_decision_and_delivery_loses_no_callback);
 
 async fn an_expiry_is_told_to_the_agent(db: TestDb) {
     let mut receiver = Receiver::start().await;

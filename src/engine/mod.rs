@@ -7,6 +7,8 @@ mod controls;
 mod queries;
 mod review;
 mod step_up;
+#[cfg(test)]
+mod testing;
 mod waiters;
 mod writer;
 

@@ -265,10 +265,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::clock::ManualClock;
     use crate::domain::request::ProposalRequest;
     use crate::domain::{ProposalId, Quorum, Status, Verdict, VerdictOutcome};
-    use crate::store::{Command, PoolSettings, SqliteStore, Store};
+    use crate::store::{Command, Store};
 
     /// The workspace as the tests need it: the manifests' approvers, and one email.
     struct Workspace {
@@ -293,25 +292,18 @@ mod tests {
         engine: Engine,
         store: Arc<dyn Store>,
         registry: Registry,
-        _dir: tempfile::TempDir,
+        _core: super::super::testing::TestCore,
     }
 
     async fn core() -> Core {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("cs.db"), &PoolSettings::default())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let store: Arc<dyn Store> = Arc::new(store);
-        let at = crate::clock::parse_timestamp("2026-12-02T09:00:00Z").unwrap();
-        let engine = Engine::start(store.clone(), Arc::new(ManualClock::new(at)));
+        let core = super::super::testing::core().await;
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let registry = Registry::load(&root.join("manifests"), &root.join("policies")).unwrap();
         Core {
-            engine,
-            store,
+            engine: core.engine.clone(),
+            store: core.store.clone(),
             registry,
-            _dir: dir,
+            _core: core,
         }
     }
 

@@ -285,35 +285,24 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::clock::{Clock, ManualClock};
     use crate::config::Secret;
-    use crate::store::{PoolSettings, SqliteStore, Store};
 
     struct Core {
         engine: Engine,
         clock: ManualClock,
         vault: Vault,
-        _dir: tempfile::TempDir,
+        _core: super::super::testing::TestCore,
     }
 
-    /// The core on a temporary SQLite file, its clock in hand; no Slack, no HTTP.
     async fn core() -> Core {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("cs.db"), &PoolSettings::default())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let clock =
-            ManualClock::new(crate::clock::parse_timestamp("2026-12-02T09:00:00Z").unwrap());
-        let engine = Engine::start(Arc::new(store), Arc::new(clock.clone()));
+        let core = super::super::testing::core().await;
         Core {
-            engine,
-            clock,
+            engine: core.engine.clone(),
+            clock: core.clock.clone(),
             vault: Vault::new(&Secret::new("k".repeat(32))),
-            _dir: dir,
+            _core: core,
         }
     }
 

@@ -454,7 +454,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        // A fixed seed: the same cases on every run, so CI's verdict is not luck.
+        #![proptest_config(ProptestConfig {
+            cases: 64,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_ca2d),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn any_proposal_renders_within_limits_and_agent_text_never_styles_or_mentions(
             summary in hostile(),

@@ -270,12 +270,25 @@ pub const EXPIRES_IN: &str = "^(([1-9][0-9]{0,3}|[1-3][0-9]{4}|4[0-2][0-9]{3}|43
 
 /// An http(s) URL with a host, as the domain's `http_url` check (WHATWG parsing) accepts it: a
 /// host name whose last label starts with a letter, or an IPv4 address; a port up to 65535.
-/// (IPv6 literals and Unicode host names are accepted too, but left out of the pattern.)
+/// (IPv6 literals, Unicode host names and valid punycode `xn--` labels are accepted too, but left
+/// out of the pattern: whether punycode decodes is not something a regular expression can say.)
 fn http_url_pattern() -> String {
     let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
     let port = "(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})";
+    let label = ascii_label("A-WYZa-wyz0-9_-");
+    let last_label = ascii_label("A-WYZa-wyz_-");
     format!(
-        r"^[Hh][Tt][Tt][Pp][Ss]?://(([A-Za-z0-9_-]+\.)*[A-Za-z_-][A-Za-z0-9_-]*\.?|({octet}\.){{3}}{octet})(:{port})?([/?#][\x21-\x7E]*)?$"
+        r"^[Hh][Tt][Tt][Pp][Ss]?://(({label}\.)*{last_label}\.?|({octet}\.){{3}}{octet})(:{port})?([/?#][\x21-\x7E]*)?$"
+    )
+}
+
+/// A host label of letters, digits, `_` and `-` that does not start with `xn--` (any case), as a
+/// pattern without look-ahead: `first` is the class of first characters other than `x`, which
+/// is spelled out so that `x`, `xn` and `xn-` are followed by anything but the rest of `xn--`.
+fn ascii_label(first: &str) -> String {
+    let rest = "[A-Za-z0-9_-]*";
+    format!(
+        "([{first}]{rest}|[Xx]([A-MO-Za-mo-z0-9_-]{rest}|[Nn]([A-Za-z0-9_]{rest}|-([A-Za-z0-9_]{rest})?)?)?)"
     )
 }
 

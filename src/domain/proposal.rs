@@ -227,6 +227,18 @@ pub struct Proposal {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Proposal {
+    /// Names the proposal as it stands: its status and its last change. A reviewer's form is
+    /// bound to the version they were shown, and an answer to an older one does not count.
+    pub fn version(&self) -> String {
+        format!(
+            "{}@{}",
+            self.status.as_str(),
+            self.updated_at.timestamp_micros()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

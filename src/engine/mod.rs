@@ -7,6 +7,7 @@ mod controls;
 mod queries;
 mod review;
 mod step_up;
+mod stepped_approval;
 #[cfg(test)]
 mod testing;
 mod waiters;
@@ -15,6 +16,7 @@ mod writer;
 pub use controls::Controls;
 pub use review::{Cast, ClickRefusal, People};
 pub use step_up::{Enrollment, StepUpRefusal, Unenrollment};
+pub use stepped_approval::{SteppedApproval, SteppedRefusal};
 pub use waiters::{DecisionWaiters, Waiter};
 
 use std::sync::Arc;
@@ -29,11 +31,11 @@ use crate::cluster::{Wake, WakeTarget, Wakeups};
 use crate::domain::request::ValidRequest;
 use crate::domain::{
     Actor, ActorKind, Ballot, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId,
-    Status, VerdictOutcome, Vote,
+    Status, VerdictOutcome,
 };
 use crate::manifest::{Agent, Refusal};
 use crate::registry::Registry;
-use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError, VoteRefusal};
+use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -77,22 +79,6 @@ impl From<CommandResult> for Transition {
             _ => Transition::NotFound,
         }
     }
-}
-
-/// What a reviewer's vote gave.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Voted {
-    /// Recorded (or recognised as the same click again: `replay`).
-    Recorded {
-        proposal: Box<Proposal>,
-        votes: Vec<Vote>,
-        replay: bool,
-    },
-    Refused {
-        proposal: Box<Proposal>,
-        reason: VoteRefusal,
-    },
-    NotFound,
 }
 
 /// The approval engine.
@@ -511,52 +497,9 @@ impl Engine {
         Ok(self.apply(command).await?.into())
     }
 
-    /// A reviewer's approve or reject, already authorized for `eligible` roles.
-    #[tracing::instrument(skip_all, fields(proposal_id = %id, voter = %voter, ballot = ballot.as_str()))]
-    pub async fn vote(
-        &self,
-        id: ProposalId,
-        voter: String,
-        eligible: Vec<String>,
-        ballot: Ballot,
-        reason: Option<String>,
-        dedupe: String,
-    ) -> Result<Voted, EngineError> {
-        let command = Command::Vote {
-            id,
-            voter,
-            eligible,
-            ballot,
-            reason,
-            dedupe,
-        };
-        Ok(match self.apply(command).await? {
-            CommandResult::Voted {
-                proposal,
-                votes,
-                replay,
-            } => {
-                if !replay {
-                    tracing::info!(
-                        status = proposal.status.as_str(),
-                        votes = votes.len(),
-                        "vote recorded"
-                    );
-                }
-                Voted::Recorded {
-                    proposal,
-                    votes,
-                    replay,
-                }
-            }
-            CommandResult::VoteRefused { proposal, reason } => Voted::Refused { proposal, reason },
-            _ => Voted::NotFound,
-        })
-    }
-
     /// Audits a click refused before it reached the proposal (not an approver, separation of
     /// duties…).
-    async fn refuse_click(
+    pub(super) async fn refuse_click(
         &self,
         id: &ProposalId,
         voter: &str,

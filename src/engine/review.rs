@@ -8,11 +8,11 @@
 
 use async_trait::async_trait;
 
-use super::{Engine, EngineError, Voted};
-use crate::domain::{AgentId, Ballot, Proposal, StepUp, Vote};
+use super::{Engine, EngineError};
+use crate::domain::{AgentId, Ballot, Proposal, ProposalId, StepUp, Vote};
 use crate::manifest::Role;
 use crate::registry::Registry;
-use crate::store::VoteRefusal;
+use crate::store::{Command, CommandResult, StepUpProof, VoteRefusal};
 
 /// What the core must ask the chat workspace about people (the Slack directory answers,
 /// from its caches): who approves for a role, and who an email address is.
@@ -73,6 +73,25 @@ impl ClickRefusal {
     }
 }
 
+/// A ballot the core admitted: who casts it for which routed roles.
+pub(super) struct Admitted<'a> {
+    pub proposal: &'a ProposalId,
+    pub user: &'a str,
+    pub eligible: Vec<String>,
+    pub ballot: Ballot,
+    pub reason: Option<String>,
+    /// Identifies the click or form submission (a repeat is a replay).
+    pub dedupe: String,
+}
+
+/// What recording an admitted ballot gave.
+pub(super) enum Recorded {
+    Cast(Cast),
+    Refused(ClickRefusal),
+    /// The TOTP code proving it was spent already (another form, racing).
+    CodeSpent,
+}
+
 /// A ballot that counted.
 #[derive(Debug)]
 pub enum Cast {
@@ -107,7 +126,8 @@ impl Engine {
     }
 
     /// Checks the voter and records the ballot; the writer checks the proposal's state again.
-    /// `stepped_up`: the reviewer has just passed the step-up the policy asks for.
+    /// An approval of a proposal that asks for step-up is refused here: it only ever counts
+    /// through [`Engine::approve_stepped_up`].
     #[allow(clippy::too_many_arguments)] // one ballot's facts, each needed; no natural group
     pub async fn review(
         &self,
@@ -118,15 +138,12 @@ impl Engine {
         ballot: Ballot,
         reason: Option<String>,
         dedupe: String,
-        stepped_up: bool,
     ) -> Result<Result<Cast, ClickRefusal>, EngineError> {
         let mut admitted = self
             .eligibility(people, registry, proposal, user, ballot)
             .await;
-        // Defence in depth: an approval of a step-up proposal only ever comes through the form.
         if admitted.is_ok()
             && ballot == Ballot::Approve
-            && !stepped_up
             && proposal.content.verdict.step_up != StepUp::None
         {
             admitted = Err(ClickRefusal::StepUpRequired);
@@ -139,31 +156,65 @@ impl Engine {
                 return Ok(Err(refusal));
             }
         };
-        let voted = self
-            .vote(
-                proposal.id.clone(),
-                user.to_owned(),
-                eligible,
-                ballot,
-                reason,
-                dedupe,
-            )
-            .await?;
-        Ok(match voted {
-            Voted::Recorded { replay: true, .. } => Ok(Cast::Replay),
-            Voted::Recorded {
-                proposal, votes, ..
-            } => Ok(Cast::Recorded { proposal, votes }),
-            Voted::Refused { proposal, reason } => Err(match reason {
-                VoteRefusal::NotPending => ClickRefusal::Decided(proposal),
-                VoteRefusal::Expired => ClickRefusal::Expired(proposal),
-                VoteRefusal::AlreadyVoted(earlier) => ClickRefusal::AlreadyVoted(earlier),
-            }),
-            Voted::NotFound => Err(ClickRefusal::NotFound),
+        let ballot = Admitted {
+            proposal: &proposal.id,
+            user,
+            eligible,
+            ballot,
+            reason,
+            dedupe,
+        };
+        Ok(match self.record(ballot, None).await? {
+            Recorded::Cast(cast) => Ok(cast),
+            Recorded::Refused(refusal) => Err(refusal),
+            // Cannot happen without a proof; an approval without one needs it.
+            Recorded::CodeSpent => Err(ClickRefusal::StepUpRequired),
         })
     }
 
-    async fn eligibility(
+    /// Records an admitted ballot, with the step-up it passed (if any), in one command.
+    pub(super) async fn record(
+        &self,
+        ballot: Admitted<'_>,
+        proof: Option<StepUpProof>,
+    ) -> Result<Recorded, EngineError> {
+        let command = Command::Vote {
+            id: ballot.proposal.clone(),
+            voter: ballot.user.to_owned(),
+            eligible: ballot.eligible,
+            ballot: ballot.ballot,
+            reason: ballot.reason,
+            dedupe: ballot.dedupe,
+            proof,
+        };
+        Ok(match self.apply(command).await? {
+            CommandResult::Voted { replay: true, .. } => Recorded::Cast(Cast::Replay),
+            CommandResult::Voted {
+                proposal, votes, ..
+            } => {
+                tracing::info!(
+                    proposal_id = %proposal.id,
+                    voter = ballot.user,
+                    ballot = ballot.ballot.as_str(),
+                    status = proposal.status.as_str(),
+                    votes = votes.len(),
+                    "vote recorded"
+                );
+                Recorded::Cast(Cast::Recorded { proposal, votes })
+            }
+            CommandResult::VoteRefused { proposal, reason } => match reason {
+                VoteRefusal::NotPending => Recorded::Refused(ClickRefusal::Decided(proposal)),
+                VoteRefusal::Expired => Recorded::Refused(ClickRefusal::Expired(proposal)),
+                VoteRefusal::AlreadyVoted(earlier) => {
+                    Recorded::Refused(ClickRefusal::AlreadyVoted(earlier))
+                }
+                VoteRefusal::StepUpSpent => Recorded::CodeSpent,
+            },
+            _ => Recorded::Refused(ClickRefusal::NotFound),
+        })
+    }
+
+    pub(super) async fn eligibility(
         &self,
         people: &dyn People,
         registry: &Registry,
@@ -259,147 +310,9 @@ async fn separation_of_duties(
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use serde_json::json;
-
     use super::*;
-    use crate::domain::request::ProposalRequest;
-    use crate::domain::{ProposalId, Quorum, Status, Verdict, VerdictOutcome};
-    use crate::store::{Command, Store};
-
-    /// The workspace as the tests need it: the manifests' approvers, and one email.
-    struct Workspace {
-        /// `jane@example.com`'s user, or the lookup failing.
-        jane: Result<Option<String>, String>,
-        /// Approves for every role besides the manifests' approvers.
-        also_approves: Option<&'static str>,
-    }
-
-    #[async_trait]
-    impl People for Workspace {
-        async fn approves_for(&self, role: &Role, user: &str) -> bool {
-            self.also_approves == Some(user) || role.approvers.users.iter().any(|u| u == user)
-        }
-        async fn user_by_email(&self, email: &str) -> Result<Option<String>, String> {
-            assert_eq!(email, "jane@example.com");
-            self.jane.clone()
-        }
-    }
-
-    struct Core {
-        engine: Engine,
-        store: Arc<dyn Store>,
-        registry: Registry,
-        _core: super::super::testing::TestCore,
-    }
-
-    async fn core() -> Core {
-        let core = super::super::testing::core().await;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let registry = Registry::load(&root.join("manifests"), &root.join("policies")).unwrap();
-        Core {
-            engine: core.engine.clone(),
-            store: core.store.clone(),
-            registry,
-            _core: core,
-        }
-    }
-
-    impl Core {
-        /// A pending discount of revops-crm (owned by U0REVOPS01) for jane, routed to finance
-        /// (U0FIN001, U0FIN002), one approval, with `step_up`.
-        async fn pending(&self, step_up: StepUp) -> Proposal {
-            let request = ProposalRequest::from_json(json!({
-                "action": "crm.opportunity.update",
-                "summary": "Apply 15% discount",
-                "params": {"discount_percent": 15},
-                "requested_by": "jane@example.com",
-            }))
-            .unwrap()
-            .validate()
-            .unwrap();
-            let verdict = Verdict {
-                outcome: VerdictOutcome::NeedsReview,
-                rules: vec!["large-discount".into()],
-                reasons: Vec::new(),
-                route: vec!["finance".into()],
-                quorum: Quorum {
-                    approvals: 1,
-                    each_role: false,
-                    per_role: Default::default(),
-                },
-                sla: None,
-                step_up,
-                escalation: Vec::new(),
-                on_timeout: None,
-                reject_reasons: Vec::new(),
-            };
-            let now = self.engine.clock().now();
-            let proposal = Proposal {
-                id: ProposalId::generate(),
-                agent: AgentId::parse("revops-crm").unwrap(),
-                status: Status::Pending,
-                content: request.into_content(verdict, None),
-                decision: None,
-                outcome: None,
-                created_at: now,
-                updated_at: now,
-            };
-            let submit = Command::Submit {
-                proposal: Box::new(proposal.clone()),
-                idempotency: None,
-                card_channels: Default::default(),
-            };
-            self.engine.apply(submit).await.unwrap();
-            proposal
-        }
-
-        async fn approve(
-            &self,
-            people: &Workspace,
-            proposal: &Proposal,
-            user: &str,
-            dedupe: &str,
-        ) -> Result<Cast, ClickRefusal> {
-            (self.engine)
-                .review(
-                    people,
-                    &self.registry,
-                    proposal,
-                    user,
-                    Ballot::Approve,
-                    None,
-                    dedupe.into(),
-                    false,
-                )
-                .await
-                .unwrap()
-        }
-
-        /// The reasons of the refused clicks audited on `proposal`.
-        async fn refusals(&self, proposal: &Proposal) -> Vec<String> {
-            let filter = crate::audit::AuditFilter {
-                since: None,
-                proposal_id: Some(proposal.id.to_string()),
-            };
-            let events = self.store.audit_page(&filter, 0, 100).await.unwrap();
-            events
-                .into_iter()
-                .filter(|e| e.kind == crate::audit::kinds::REQUEST_REFUSED)
-                .map(|e| {
-                    let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
-                    data["reason"].as_str().unwrap().to_owned()
-                })
-                .collect()
-        }
-    }
-
-    const NOBODY_SPECIAL: Workspace = Workspace {
-        jane: Ok(None),
-        also_approves: None,
-    };
+    use crate::domain::Status;
+    use crate::engine::testing::{NOBODY_SPECIAL, Workspace, core};
 
     #[tokio::test]
     async fn only_approvers_of_a_routed_role_vote_and_each_refusal_is_audited() {
@@ -437,7 +350,8 @@ mod tests {
             .await;
         assert!(matches!(late, Err(ClickRefusal::Decided(p)) if p.status == Status::Approved));
         assert_eq!(
-            core.refusals(&proposal).await,
+            core.reasons(&proposal.id, crate::audit::kinds::REQUEST_REFUSED)
+                .await,
             [
                 "not an approver for finance",
                 "proposal is no longer pending"
@@ -482,14 +396,15 @@ mod tests {
                 Ballot::Reject,
                 Some("no".into()),
                 "c4".into(),
-                false,
             )
             .await
             .unwrap();
         assert!(
             matches!(rejected, Ok(Cast::Recorded { proposal, .. }) if proposal.status == Status::Rejected)
         );
-        let reasons = core.refusals(&proposal).await;
+        let reasons = core
+            .reasons(&proposal.id, crate::audit::kinds::REQUEST_REFUSED)
+            .await;
         assert_eq!(reasons.len(), 3);
         assert!(
             reasons
@@ -497,41 +412,5 @@ mod tests {
                 .all(|r| r.starts_with("separation of duties")),
             "{reasons:?}"
         );
-    }
-
-    #[tokio::test]
-    async fn a_step_up_approval_counts_only_through_the_step_up() {
-        let core = core().await;
-        let proposal = core.pending(StepUp::Confirm).await;
-        let direct = core
-            .approve(&NOBODY_SPECIAL, &proposal, "U0FIN001", "c1")
-            .await;
-        assert_eq!(direct.unwrap_err(), ClickRefusal::StepUpRequired);
-        // Admitted to the form all the same: they may approve once they pass it.
-        let admitted = (core.engine)
-            .admit(
-                &NOBODY_SPECIAL,
-                &core.registry,
-                &proposal,
-                "U0FIN001",
-                Ballot::Approve,
-            )
-            .await
-            .unwrap();
-        assert_eq!(admitted, Ok(vec!["finance".to_owned()]));
-        let stepped_up = (core.engine)
-            .review(
-                &NOBODY_SPECIAL,
-                &core.registry,
-                &proposal,
-                "U0FIN001",
-                Ballot::Approve,
-                None,
-                "view:1".into(),
-                true,
-            )
-            .await
-            .unwrap();
-        assert!(matches!(stepped_up, Ok(Cast::Recorded { .. })));
     }
 }

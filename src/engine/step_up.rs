@@ -7,7 +7,6 @@
 use chrono::{DateTime, Utc};
 
 use super::{Engine, EngineError};
-use crate::domain::ProposalId;
 use crate::stepup::totp::Authenticator;
 use crate::stepup::vault::Vault;
 use crate::store::{Command, CommandResult, StepUpChange};
@@ -41,9 +40,9 @@ impl StepUpRefusal {
             Self::LockedOut { .. } => "locked out",
             Self::NotEnrolled => "not enrolled",
             Self::SecretUnreadable => "secret unreadable",
-            Self::WrongCode => "wrong code",
-            Self::WrongCodeLockedOut { .. } => "wrong code; locked out",
-            Self::CodeAlreadyUsed => "code already used",
+            Self::WrongCode => crate::stepup::WRONG_CODE,
+            Self::WrongCodeLockedOut { .. } => crate::stepup::WRONG_CODE_LOCKED_OUT,
+            Self::CodeAlreadyUsed => crate::stepup::CODE_ALREADY_USED,
             Self::Unavailable => "unavailable",
         }
     }
@@ -100,54 +99,6 @@ impl Engine {
                 tracing::error!(%error, "cannot read a TOTP enrollment");
                 Err(StepUpRefusal::Unavailable)
             }
-        }
-    }
-
-    /// Checks `user`'s TOTP `code` while approving `proposal`: ready, valid within one step of
-    /// drift, its step not spent (spending it). A wrong code counts towards the lockout.
-    pub async fn check_totp(
-        &self,
-        vault: Option<&Vault>,
-        proposal: &ProposalId,
-        user: &str,
-        code: &str,
-    ) -> Result<(), StepUpRefusal> {
-        self.totp_ready(vault, user).await?;
-        let vault = vault.ok_or(StepUpRefusal::Off)?;
-        let now = self.clock.now();
-        let enrollment = self
-            .store
-            .totp_enrollment(user)
-            .await
-            .ok()
-            .flatten()
-            .ok_or(StepUpRefusal::Unavailable)?;
-        let secret = vault.open(user, &enrollment.sealed_secret).ok_or_else(|| {
-            tracing::error!(
-                user,
-                "a TOTP secret does not open with the configured secret_key"
-            );
-            StepUpRefusal::SecretUnreadable
-        })?;
-        let authenticator =
-            Authenticator::new(secret, user).map_err(|_| StepUpRefusal::Unavailable)?;
-        let Some(step) = authenticator.matching_step(code, now.timestamp()) else {
-            let wrong = StepUpChange::WrongAnswer {
-                proposal: Some(proposal.clone()),
-            };
-            return Err(match self.change_step_up(user, wrong).await {
-                Ok((_, Some(until))) => StepUpRefusal::WrongCodeLockedOut { until },
-                Ok((_, None)) => StepUpRefusal::WrongCode,
-                Err(_) => StepUpRefusal::Unavailable,
-            });
-        };
-        match self
-            .change_step_up(user, StepUpChange::UseTotpStep { step })
-            .await
-        {
-            Ok((true, _)) => Ok(()),
-            Ok((false, _)) => Err(StepUpRefusal::CodeAlreadyUsed),
-            Err(_) => Err(StepUpRefusal::Unavailable),
         }
     }
 
@@ -262,7 +213,7 @@ impl Engine {
 
     /// Applies one step-up change with its audit event: whether it changed anything, and the
     /// lock a wrong answer set.
-    async fn change_step_up(
+    pub(super) async fn change_step_up(
         &self,
         user: &str,
         change: StepUpChange,
@@ -286,113 +237,45 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use crate::clock::Clock;
     use crate::config::Secret;
+    use crate::engine::testing::core;
 
-    struct Core {
-        engine: Engine,
-        clock: ManualClock,
-        vault: Vault,
-        _core: super::super::testing::TestCore,
+    fn vault() -> Vault {
+        Vault::new(&Secret::new("k".repeat(32)))
     }
 
-    async fn core() -> Core {
-        let core = super::super::testing::core().await;
-        Core {
-            engine: core.engine.clone(),
-            clock: core.clock.clone(),
-            vault: Vault::new(&Secret::new("k".repeat(32))),
-            _core: core,
-        }
-    }
-
-    impl Core {
-        /// Enrolls `user` the way `/countersign enroll` does; answers their authenticator.
-        async fn enrolled(&self, user: &str) -> Authenticator {
-            let Enrollment::Started(authenticator) =
-                self.engine.enroll_totp(Some(&self.vault), user, None).await
-            else {
-                panic!("enrollment did not start");
-            };
-            let code = self.code(&authenticator);
-            let confirmed = self
-                .engine
-                .enroll_totp(Some(&self.vault), user, Some(&code))
-                .await;
-            assert!(matches!(confirmed, Enrollment::Enrolled));
-            *authenticator
-        }
-
-        fn code(&self, authenticator: &Authenticator) -> String {
-            authenticator.code_at(self.clock.now().timestamp() as u64)
-        }
-
-        /// The next 30-second step: the code before it is spent.
-        fn next_step(&self) {
-            self.clock.advance(chrono::Duration::seconds(30));
-        }
-
-        async fn check(&self, user: &str, code: &str) -> Result<(), StepUpRefusal> {
-            let proposal = ProposalId::generate();
-            (self.engine)
-                .check_totp(Some(&self.vault), &proposal, user, code)
-                .await
-        }
+    /// Enrolls `user` the way `/countersign enroll` does; answers their authenticator.
+    async fn enrolled(engine: &Engine, user: &str) -> Authenticator {
+        let vault = vault();
+        let Enrollment::Started(authenticator) = engine.enroll_totp(Some(&vault), user, None).await
+        else {
+            panic!("enrollment did not start");
+        };
+        let code = authenticator.code_at(engine.clock().now().timestamp() as u64);
+        let confirmed = engine.enroll_totp(Some(&vault), user, Some(&code)).await;
+        assert!(matches!(confirmed, Enrollment::Enrolled));
+        *authenticator
     }
 
     #[tokio::test]
-    async fn a_code_counts_once_and_only_from_an_enrolled_reviewer() {
+    async fn totp_is_ready_only_when_on_and_enrolled() {
         let core = core().await;
-        assert_eq!(
-            core.check("U1", "123456").await,
-            Err(StepUpRefusal::NotEnrolled)
-        );
-        let authenticator = core.enrolled("U1").await;
-        // The confirming code's step is spent: the next step's code is the first that counts.
-        core.next_step();
-        let code = core.code(&authenticator);
-        assert_eq!(core.check("U1", &code).await, Ok(()));
-        assert_eq!(
-            core.check("U1", &code).await,
-            Err(StepUpRefusal::CodeAlreadyUsed)
-        );
+        let vault = vault();
+        let ready = |v| core.engine.totp_ready(v, "U1");
+        assert_eq!(ready(Some(&vault)).await, Err(StepUpRefusal::NotEnrolled));
+        let _ = enrolled(&core.engine, "U1").await;
+        assert_eq!(ready(Some(&vault)).await, Ok(()));
         // Without a secret key, TOTP is off whatever the reviewer holds.
-        let off = core.engine.totp_ready(None, "U1").await;
-        assert_eq!(off, Err(StepUpRefusal::Off));
-    }
-
-    #[tokio::test]
-    async fn the_fifth_wrong_code_locks_the_reviewer_out() {
-        let core = core().await;
-        let authenticator = core.enrolled("U1").await;
-        for _ in 0..4 {
-            assert_eq!(
-                core.check("U1", "000000").await,
-                Err(StepUpRefusal::WrongCode)
-            );
-        }
-        let until = core.clock.now() + crate::stepup::LOCKOUT;
-        assert_eq!(
-            core.check("U1", "000000").await,
-            Err(StepUpRefusal::WrongCodeLockedOut { until })
-        );
-        // Locked: even the right code is refused until it ends.
-        core.next_step();
-        let code = core.code(&authenticator);
-        assert_eq!(
-            core.check("U1", &code).await,
-            Err(StepUpRefusal::LockedOut { until })
-        );
-        core.clock.advance(crate::stepup::LOCKOUT);
-        let code = core.code(&authenticator);
-        assert_eq!(core.check("U1", &code).await, Ok(()));
+        assert_eq!(ready(None).await, Err(StepUpRefusal::Off));
     }
 
     #[tokio::test]
     async fn guessing_unenroll_codes_locks_out_like_wrong_approvals() {
         let core = core().await;
-        let vault = Some(&core.vault);
-        let authenticator = core.enrolled("U1").await;
+        let vault = vault();
+        let vault = Some(&vault);
+        let authenticator = enrolled(&core.engine, "U1").await;
         for _ in 0..4 {
             let guess = core.engine.unenroll_totp(vault, "U1", "000000").await;
             assert_eq!(guess.unwrap(), Unenrollment::CodeMismatch);
@@ -401,12 +284,12 @@ mod tests {
         let fifth = core.engine.unenroll_totp(vault, "U1", "000000").await;
         assert_eq!(fifth.unwrap(), Unenrollment::LockedOut { until });
         // Locked: a right code does not unenroll, nor approve.
-        core.next_step();
-        let code = core.code(&authenticator);
+        core.clock.advance(chrono::Duration::seconds(30));
+        let code = authenticator.code_at(core.clock.now().timestamp() as u64);
         let locked = core.engine.unenroll_totp(vault, "U1", &code).await;
         assert_eq!(locked.unwrap(), Unenrollment::LockedOut { until });
         assert_eq!(
-            core.check("U1", &code).await,
+            core.engine.totp_ready(vault, "U1").await,
             Err(StepUpRefusal::LockedOut { until })
         );
     }
@@ -414,33 +297,20 @@ mod tests {
     #[tokio::test]
     async fn unenrolling_takes_a_current_unspent_code() {
         let core = core().await;
-        let vault = Some(&core.vault);
-        let authenticator = core.enrolled("U1").await;
-        let spent = core.code(&authenticator);
-        assert_eq!(
-            core.engine
-                .unenroll_totp(vault, "U1", &spent)
-                .await
-                .unwrap(),
-            Unenrollment::CodeAlreadyUsed
-        );
-        assert_eq!(
-            core.engine
-                .unenroll_totp(vault, "U1", "000000")
-                .await
-                .unwrap(),
-            Unenrollment::CodeMismatch
-        );
-        core.next_step();
-        let code = core.code(&authenticator);
-        assert_eq!(
-            core.engine.unenroll_totp(vault, "U1", &code).await.unwrap(),
-            Unenrollment::Unenrolled
-        );
-        assert_eq!(
-            core.engine.unenroll_totp(vault, "U1", &code).await.unwrap(),
-            Unenrollment::NotEnrolled
-        );
+        let vault = vault();
+        let vault = Some(&vault);
+        let authenticator = enrolled(&core.engine, "U1").await;
+        let spent = authenticator.code_at(core.clock.now().timestamp() as u64);
+        let unenroll = |code: String| {
+            let engine = core.engine.clone();
+            async move { engine.unenroll_totp(vault, "U1", &code).await.unwrap() }
+        };
+        assert_eq!(unenroll(spent).await, Unenrollment::CodeAlreadyUsed);
+        assert_eq!(unenroll("000000".into()).await, Unenrollment::CodeMismatch);
+        core.clock.advance(chrono::Duration::seconds(30));
+        let code = authenticator.code_at(core.clock.now().timestamp() as u64);
+        assert_eq!(unenroll(code.clone()).await, Unenrollment::Unenrolled);
+        assert_eq!(unenroll(code).await, Unenrollment::NotEnrolled);
         assert!(!core.engine.reset_totp("U1", "operator:test").await.unwrap());
     }
 }

@@ -124,17 +124,7 @@ pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) 
         action.action_id,
         action.action_ts.as_deref().unwrap_or("")
     );
-    let text = match vote(
-        state,
-        &proposal,
-        &user,
-        Ballot::Approve,
-        None,
-        dedupe,
-        false,
-    )
-    .await
-    {
+    let text = match vote(state, &proposal, &user, Ballot::Approve, None, dedupe).await {
         Answer::Recorded { text, .. } | Answer::Refused(text) => text,
         Answer::Replay => return,
     };
@@ -178,7 +168,7 @@ impl Clicker {
     }
 }
 
-fn unavailable(id: &ProposalId, error: &dyn std::fmt::Display) -> String {
+pub(super) fn unavailable(id: &ProposalId, error: &dyn std::fmt::Display) -> String {
     tracing::error!(%error, proposal_id = %id, "cannot record a vote");
     "countersign could not record that just now; nothing was recorded. Please try again.".to_owned()
 }
@@ -226,7 +216,6 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
         Ballot::Reject,
         Some(reason),
         dedupe,
-        false,
     )
     .await
     {
@@ -270,33 +259,38 @@ pub(super) enum Answer {
 }
 
 /// Checks the voter and records the ballot through the core, and words the answer.
-/// `proposal` is as read for this click; the writer checks its state again. `stepped_up`: the
-/// reviewer has just passed the step-up the policy asks for.
-pub(super) async fn vote(
+/// `proposal` is as read for this click; the writer checks its state again.
+async fn vote(
     state: &SlackState,
     proposal: &Proposal,
     user: &str,
     ballot: Ballot,
     reason: Option<String>,
     dedupe: String,
-    stepped_up: bool,
 ) -> Answer {
     let registry = state.registry.current();
     let people = &state.slack.directory;
     let cast = state
         .engine
-        .review(
-            people, &registry, proposal, user, ballot, reason, dedupe, stepped_up,
-        )
+        .review(people, &registry, proposal, user, ballot, reason, dedupe)
         .await;
     match cast {
-        Ok(Ok(Cast::Replay)) => Answer::Replay,
-        Ok(Ok(Cast::Recorded { proposal, votes })) => Answer::Recorded {
-            text: recorded(&proposal, &votes, ballot),
-            status: proposal.status,
-        },
+        Ok(Ok(cast)) => Answer::of(cast, ballot),
         Ok(Err(refusal)) => Answer::Refused(refused(&refusal)),
         Err(error) => Answer::Refused(unavailable(&proposal.id, &error)),
+    }
+}
+
+impl Answer {
+    /// A ballot that counted, in words.
+    pub(super) fn of(cast: Cast, ballot: Ballot) -> Self {
+        match cast {
+            Cast::Replay => Answer::Replay,
+            Cast::Recorded { proposal, votes } => Answer::Recorded {
+                text: recorded(&proposal, &votes, ballot),
+                status: proposal.status,
+            },
+        }
     }
 }
 
@@ -322,7 +316,7 @@ async fn admit(
 }
 
 /// A refused ballot in words, for the clicker.
-fn refused(refusal: &ClickRefusal) -> String {
+pub(super) fn refused(refusal: &ClickRefusal) -> String {
     let acting_for_you = "The agent is acting for you, so someone else must approve this (separation of duties); nothing was recorded.";
     match refusal {
         ClickRefusal::NotAnApprover { route } => format!(

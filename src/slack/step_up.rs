@@ -15,10 +15,9 @@ use super::escape::truncate;
 use super::payload::{BlockActions, ViewSubmission};
 use super::review::Answer;
 use super::rich::Paragraph;
-use crate::audit::kinds;
 use crate::config::Secret;
 use crate::domain::{Ballot, Proposal, StepUp};
-use crate::engine::{Enrollment, StepUpRefusal, Unenrollment};
+use crate::engine::{Enrollment, StepUpRefusal, SteppedApproval, SteppedRefusal, Unenrollment};
 use crate::stepup::confirm::challenge;
 use crate::stepup::token::{Binding, TokenSigner};
 use crate::stepup::totp::Authenticator;
@@ -53,19 +52,6 @@ impl StepUpKeys {
     }
 }
 
-/// What a step-up form was opened against: the proposal's status and its last change.
-fn card_version(proposal: &Proposal) -> String {
-    format!(
-        "{}@{}",
-        proposal.status.as_str(),
-        proposal.updated_at.timestamp_micros()
-    )
-}
-
-fn actor(user: &str) -> String {
-    format!("reviewer:{user}")
-}
-
 /// Approve was clicked on a card that needs step-up: open the modal, or say why not.
 /// Answers the ephemeral text to send instead, if the modal was not opened.
 pub async fn open(
@@ -77,16 +63,16 @@ pub async fn open(
     let user = &click.user.id;
     let now = state.engine.clock().now();
     let step_up = proposal.content.verdict.step_up;
-    if step_up == StepUp::Totp
-        && let Err((reason, text)) = totp_ready(state, user).await
-    {
-        audit_failure(state, proposal, user, reason).await;
-        return Some(text);
+    let vault = state.slack.step_up.vault.as_ref();
+    match state.engine.step_up_ready(vault, proposal, user).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => return Some(refused(refusal)),
+        Err(error) => return Some(super::review::unavailable(&proposal.id, &error)),
     }
     let binding = Binding {
         proposal: proposal.id.clone(),
         user: user.clone(),
-        version: card_version(proposal),
+        version: proposal.version(),
         channel: channel.to_owned(),
     };
     let token = state.slack.step_up.tokens.issue(&binding, now);
@@ -100,15 +86,9 @@ pub async fn open(
     }
 }
 
-/// Can `user` answer a TOTP step-up now? Err: (audit reason, what to tell them).
-async fn totp_ready(state: &SlackState, user: &str) -> Result<(), (&'static str, String)> {
-    let vault = state.slack.step_up.vault.as_ref();
-    state.engine.totp_ready(vault, user).await.map_err(refused)
-}
-
-/// A refused TOTP answer as (audit reason, what to tell the reviewer).
-fn refused(refusal: StepUpRefusal) -> (&'static str, String) {
-    let text = match &refusal {
+/// A refused TOTP answer in words, for the reviewer.
+fn refused(refusal: StepUpRefusal) -> String {
+    match &refusal {
         StepUpRefusal::Off => "This approval needs a TOTP code, but this countersign has no `secret_key` configured, so TOTP step-up is off. Ask an operator; nothing was recorded.".to_owned(),
         StepUpRefusal::LockedOut { until } => format!(
             "Your step-up is locked until {} after too many wrong codes; nothing was recorded.",
@@ -123,8 +103,7 @@ fn refused(refusal: StepUpRefusal) -> (&'static str, String) {
         ),
         StepUpRefusal::CodeAlreadyUsed => "That code was already used; wait for the next one.".to_owned(),
         StepUpRefusal::Unavailable => "countersign could not check the code just now; please try again.".to_owned(),
-    };
-    (refusal.audit_reason(), text)
+    }
 }
 
 fn modal(proposal: &Proposal, step_up: StepUp, token: String) -> SlackModalView {
@@ -194,18 +173,8 @@ fn errors(message: &str) -> Ack {
     Ack::with(json!({"response_action": "errors", "errors": {ANSWER_BLOCK: message}}))
 }
 
-async fn audit_failure(state: &SlackState, proposal: &Proposal, user: &str, reason: &str) {
-    let data = json!({"step_up": proposal.content.verdict.step_up, "reason": reason});
-    if let Err(error) = state
-        .engine
-        .audit(kinds::STEP_UP_FAILED, Some(&proposal.id), actor(user), data)
-        .await
-    {
-        tracing::error!(%error, "cannot audit a step-up failure");
-    }
-}
-
-/// The step-up modal was submitted: check the form, then the answer, then vote.
+/// The step-up modal was submitted: check the form is the reviewer's own, then let the core
+/// check the answer and record the approval.
 pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
     let user = submission.user.id.as_str();
     let now = state.engine.clock().now();
@@ -227,71 +196,39 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
         }
     };
     if binding.user != user {
-        audit_failure(state, &proposal, user, "form opened by another reviewer").await;
+        // Slack shows a form only to whoever opened it: this is a forgery or a bug.
+        let reason = "form opened by another reviewer";
+        if let Err(error) = state.engine.step_up_failed(&proposal, user, reason).await {
+            tracing::error!(%error, "cannot audit a step-up failure");
+        }
         return errors(
             "This form was opened by someone else; click Approve on the card yourself. Nothing was recorded.",
         );
-    }
-    if card_version(&proposal) != binding.version {
-        audit_failure(
-            state,
-            &proposal,
-            user,
-            "proposal changed since the form opened",
-        )
-        .await;
-        return errors(&format!(
-            "The proposal changed since you opened this form (it is now {}); nothing was recorded.",
-            proposal.status.as_str()
-        ));
     }
     let answer = submission
         .view
         .state
         .value(ANSWER_BLOCK, ANSWER_INPUT)
         .unwrap_or("");
-    let step_up = proposal.content.verdict.step_up;
-    let checked = match step_up {
-        StepUp::None => Ok(()),
-        StepUp::Confirm => {
-            let asked = challenge(&proposal);
-            if asked.accepts(answer) {
-                Ok(())
-            } else {
-                Err((
-                    "wrong confirmation value",
-                    format!(
-                        "That does not match {}; nothing was recorded.",
-                        asked.asks_for
-                    ),
-                ))
-            }
-        }
-        StepUp::Totp => {
-            let vault = state.slack.step_up.vault.as_ref();
-            (state.engine)
-                .check_totp(vault, &proposal.id, user, answer)
-                .await
-                .map_err(refused)
-        }
+    let attempt = SteppedApproval {
+        proposal: &proposal,
+        user,
+        answer,
+        seen: &binding.version,
+        dedupe: format!("view:{}", submission.view.id),
     };
-    if let Err((reason, message)) = checked {
-        audit_failure(state, &proposal, user, reason).await;
-        return errors(&message);
-    }
-    let data = json!({"step_up": step_up});
-    if let Err(error) = state
-        .engine
-        .audit(kinds::STEP_UP_PASSED, Some(&proposal.id), actor(user), data)
-        .await
-    {
-        tracing::error!(%error, "cannot audit a step-up");
-        return errors(
-            "countersign could not record that just now; nothing was recorded. Please try again.",
-        );
-    }
-    let dedupe = format!("view:{}", submission.view.id);
-    match super::review::vote(state, &proposal, user, Ballot::Approve, None, dedupe, true).await {
+    let registry = state.registry.current();
+    let vault = state.slack.step_up.vault.as_ref();
+    let people = &state.slack.directory;
+    let approved = (state.engine)
+        .approve_stepped_up(people, &registry, vault, attempt)
+        .await;
+    let cast = match approved {
+        Ok(Ok(cast)) => cast,
+        Ok(Err(refusal)) => return errors(&stepped_refusal(&proposal, refusal)),
+        Err(error) => return errors(&super::review::unavailable(&proposal.id, &error)),
+    };
+    match Answer::of(cast, Ballot::Approve) {
         Answer::Recorded { text, .. } => {
             let api = state.slack.api.clone();
             let (channel, user) = (binding.channel, user.to_owned());
@@ -304,6 +241,21 @@ pub async fn submitted(state: &SlackState, submission: &ViewSubmission) -> Ack {
         }
         Answer::Replay => Ack::default(),
         Answer::Refused(refusal) => errors(&refusal),
+    }
+}
+
+/// A refused stepped-up approval in words, for the reviewer.
+fn stepped_refusal(proposal: &Proposal, refusal: SteppedRefusal) -> String {
+    match refusal {
+        SteppedRefusal::Changed => format!(
+            "The proposal changed since you opened this form (it is now {}); nothing was recorded.",
+            proposal.status.as_str()
+        ),
+        SteppedRefusal::WrongConfirmation { asks_for } => {
+            format!("That does not match {asks_for}; nothing was recorded.")
+        }
+        SteppedRefusal::Totp(refusal) => refused(refusal),
+        SteppedRefusal::Click(refusal) => super::review::refused(&refusal),
     }
 }
 

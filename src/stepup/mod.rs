@@ -13,3 +13,9 @@ pub mod vault;
 pub const MAX_FAILURES: i64 = 5;
 pub const FAILURE_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 pub const LOCKOUT: chrono::Duration = chrono::Duration::minutes(15);
+/// The audit reason of a TOTP code whose time step was spent already (found by the core's
+/// check, or by the vote that spends it when two forms race).
+pub const CODE_ALREADY_USED: &str = "code already used";
+/// The audit reasons of a wrong TOTP code, and of the one that locks the reviewer out.
+pub const WRONG_CODE: &str = "wrong code";
+pub const WRONG_CODE_LOCKED_OUT: &str = "wrong code; locked out";

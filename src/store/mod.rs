@@ -109,9 +109,6 @@ pub enum StepUpChange {
     /// the code was checked against (`sealed_secret`): a restarted enrollment is not activated
     /// by the old one's code.
     ActivateTotp { step: i64, sealed_secret: String },
-    /// Spends a time step of the active enrollment: unchanged if it (or a later one) was used.
-    /// Not audited on its own: the vote it proves is.
-    UseTotpStep { step: i64 },
     /// Removes the enrollment; when it is active, spending `step` (a current code's) first.
     Unenroll { step: Option<i64> },
     /// An operator removed the enrollment (`countersign totp reset`).
@@ -183,6 +180,9 @@ pub enum Command {
         reason: Option<String>,
         /// Identifies the click (Slack's action_ts, user and action) or the modal submission.
         dedupe: String,
+        /// The step-up the voter passed for this ballot, checked by the core: audited with the
+        /// vote, and a TOTP code's time step spent in the same transaction.
+        proof: Option<StepUpProof>,
     },
     /// An SLA timer is due. Fires once (a conditional update in this transaction, so two
     /// replicas cannot both fire it), only for a pending proposal, with the effect the worker
@@ -244,6 +244,16 @@ pub enum TimerEffect {
     Expire,
 }
 
+/// A step-up the core has checked, carried by the vote it proves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepUpProof {
+    /// What the policy asked for (`confirm` or `totp`).
+    pub kind: crate::domain::StepUp,
+    /// The time step of the TOTP code that matched: spent with the vote, so a code counts once
+    /// even when two forms race.
+    pub totp_step: Option<i64>,
+}
+
 /// Why a vote was not recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VoteRefusal {
@@ -253,6 +263,8 @@ pub enum VoteRefusal {
     Expired,
     /// This person voted already (with a different click).
     AlreadyVoted(Vote),
+    /// The proving TOTP code's time step was spent already (or the reviewer is locked out).
+    StepUpSpent,
 }
 
 /// What a command did.

@@ -300,6 +300,7 @@ async fn several_refreshes_of_one_card_go_out_as_one_update() {
             ballot: Ballot::Approve,
             reason: None,
             dedupe: format!("click:{n}"),
+            proof: None,
         })
         .collect();
     store.apply(votes, slack.clock.now()).await.unwrap();

@@ -128,6 +128,7 @@ async fn run_one(
             ballot,
             reason,
             dedupe,
+            proof,
         } => {
             let vote = Vote {
                 voter,
@@ -136,7 +137,7 @@ async fn run_one(
                 reason,
                 at,
             };
-            vote::cast(tx, id, vote, dedupe).await
+            vote::cast(tx, id, vote, dedupe, proof).await
         }
         Command::FireTimer {
             timer,

@@ -38,10 +38,6 @@ pub(super) async fn run(
             let changed = tx.tx.activate_totp(user, step, &sealed_secret, at).await?;
             audited(changed, kinds::TOTP_ENROLLED, reviewer)
         }
-        StepUpChange::UseTotpStep { step } => (
-            unlocked(tx.tx.use_totp_step(user, step, at).await?),
-            Vec::new(),
-        ),
         StepUpChange::Unenroll { step } => {
             if let Some(step) = step
                 && !tx.tx.use_totp_step(user, step, at).await?
@@ -62,19 +58,36 @@ pub(super) async fn run(
     })
 }
 
+/// A wrong TOTP code: counted; while approving, audited as `step_up.failed`; and the one too
+/// many locks the reviewer out.
 async fn wrong_answer(
     tx: &mut Batch<'_>,
     user: &str,
     proposal: Option<&ProposalId>,
     at: DateTime<Utc>,
 ) -> Result<(CommandResult, Vec<AuditDraft>), StoreError> {
-    let Some(until) = tx.tx.step_up_failure(user, at).await? else {
-        return Ok((unlocked(true), Vec::new()));
+    let locked = tx.tx.step_up_failure(user, at).await?;
+    let reviewer = format!("reviewer:{user}");
+    let failed = proposal.map(|proposal| {
+        let reason = match locked {
+            Some(_) => crate::stepup::WRONG_CODE_LOCKED_OUT,
+            None => crate::stepup::WRONG_CODE,
+        };
+        let data = json!({"step_up": crate::domain::StepUp::Totp, "reason": reason});
+        AuditDraft::new(
+            kinds::STEP_UP_FAILED,
+            Some(proposal),
+            reviewer.clone(),
+            data,
+        )
+    });
+    let Some(until) = locked else {
+        return Ok((unlocked(true), failed.into_iter().collect()));
     };
     let event = AuditDraft::new(
         kinds::STEP_UP_LOCKED,
         proposal,
-        format!("reviewer:{user}"),
+        reviewer,
         json!({"until": until, "after_failures": crate::stepup::MAX_FAILURES}),
     );
     // Approving: the proposal's channels are told. (Unenrolling names no proposal, so no
@@ -90,7 +103,7 @@ async fn wrong_answer(
         changed: true,
         locked_until: Some(until),
     };
-    Ok((result, vec![event]))
+    Ok((result, failed.into_iter().chain([event]).collect()))
 }
 
 fn unlocked(changed: bool) -> CommandResult {

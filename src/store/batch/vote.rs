@@ -12,33 +12,29 @@ use crate::domain::{
     Actor, ActorKind, Ballot, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
 };
 use crate::store::rows::SlackJobRow;
-use crate::store::{CommandResult, StoreError, VoteRefusal};
+use crate::store::{CommandResult, StepUpProof, StoreError, VoteRefusal};
 
 /// Runs [`crate::store::Command::Vote`]: `vote` is the vote as commanded (not yet checked or
-/// stored), `dedupe` identifies the click or submission it came from.
+/// stored), `dedupe` identifies the click or submission it came from, `proof` the step-up the
+/// core checked for it (spent and audited here, before the proposal's state is looked at: a
+/// right code is used up even when the vote then comes too late, as it would be at the form).
 pub(super) async fn cast(
     tx: &mut Batch<'_>,
     id: ProposalId,
     vote: Vote,
     dedupe: String,
+    proof: Option<StepUpProof>,
 ) -> Result<(CommandResult, Vec<AuditDraft>), StoreError> {
-    let Vote {
-        voter,
-        eligible,
-        ballot,
-        reason,
-        at,
-    } = vote;
     let Some(proposal) = tx.load_proposal(&id).await? else {
         return Ok((CommandResult::NotFound, vec![]));
     };
     let actor = Actor {
         kind: ActorKind::Reviewer,
-        id: voter.clone(),
+        id: vote.voter.clone(),
     };
     let stored = tx.votes(&id).await?;
-    let mut votes: Vec<Vote> = stored.iter().map(|(v, _)| v.clone()).collect();
-    let earlier = stored.iter().find(|(v, _)| v.voter == voter);
+    let votes: Vec<Vote> = stored.iter().map(|(v, _)| v.clone()).collect();
+    let earlier = stored.iter().find(|(v, _)| v.voter == vote.voter);
     // The same click delivered again (Slack retries, double clicks): answered as before.
     if earlier.is_some_and(|(_, earlier_dedupe)| *earlier_dedupe == dedupe) {
         let replay = CommandResult::Voted {
@@ -48,10 +44,22 @@ pub(super) async fn cast(
         };
         return Ok((replay, vec![]));
     }
+    let mut events = Vec::new();
+    if let Some(proof) = &proof {
+        let (proven, event) = prove(tx, &proposal, &actor, proof, vote.at).await?;
+        events.push(event);
+        if !proven {
+            let refused = CommandResult::VoteRefused {
+                proposal: Box::new(proposal),
+                reason: VoteRefusal::StepUpSpent,
+            };
+            return Ok((refused, events));
+        }
+    }
     let expired = proposal
         .content
         .expires_at
-        .is_some_and(|expiry| at >= expiry);
+        .is_some_and(|expiry| vote.at >= expiry);
     let refusal = if proposal.status != Status::Pending {
         Some(("proposal is no longer pending", VoteRefusal::NotPending))
     } else if expired {
@@ -60,24 +68,57 @@ pub(super) async fn cast(
         earlier.map(|(vote, _)| ("already voted", VoteRefusal::AlreadyVoted(vote.clone())))
     };
     if let Some((why, reason)) = refusal {
-        let event = vote_refused(&proposal, &actor, ballot, why);
+        events.push(vote_refused(&proposal, &actor, vote.ballot, why));
         let result = CommandResult::VoteRefused {
             proposal: Box::new(proposal),
             reason,
         };
-        return Ok((result, vec![event]));
+        return Ok((result, events));
     }
-    let verdict = &proposal.content.verdict;
-    let vote = Vote {
-        voter: voter.clone(),
-        eligible,
-        ballot,
-        reason: reason.clone(),
-        at,
+    let (result, more) = record(tx, proposal, votes, vote, actor, dedupe).await?;
+    events.extend(more);
+    Ok((result, events))
+}
+
+/// Spends the proof's TOTP step, if it has one: answers whether the proof stands, with its
+/// audit event (`step_up.passed`, or `step_up.failed` for a code used already).
+async fn prove(
+    tx: &mut Batch<'_>,
+    proposal: &Proposal,
+    actor: &Actor,
+    proof: &StepUpProof,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(bool, AuditDraft), StoreError> {
+    let spent = match proof.totp_step {
+        Some(step) => !tx.tx.use_totp_step(&actor.id, step, at).await?,
+        None => false,
     };
+    let (kind, data) = if spent {
+        let reason = crate::stepup::CODE_ALREADY_USED;
+        let data = json!({"step_up": proof.kind, "reason": reason});
+        (kinds::STEP_UP_FAILED, data)
+    } else {
+        (kinds::STEP_UP_PASSED, json!({"step_up": proof.kind}))
+    };
+    let event = AuditDraft::new(kind, Some(&proposal.id), actor.audit_name(), data);
+    Ok((!spent, event))
+}
+
+/// Stores a vote that counts, and decides the proposal if it is a reject or the approval that
+/// completes the quorum (otherwise its cards are refreshed to show the vote).
+async fn record(
+    tx: &mut Batch<'_>,
+    proposal: Proposal,
+    mut votes: Vec<Vote>,
+    vote: Vote,
+    actor: Actor,
+    dedupe: String,
+) -> Result<(CommandResult, Vec<AuditDraft>), StoreError> {
+    let id = proposal.id.clone();
+    let (ballot, reason, at) = (vote.ballot, vote.reason.clone(), vote.at);
     tx.insert_vote(&id, &vote, &dedupe).await?;
     let announce = SlackTask::AnnounceVote {
-        voter: voter.clone(),
+        voter: vote.voter.clone(),
     };
     tx.slack_jobs.push(SlackJobRow::new(&id, &announce, at)?);
     let mut events = vec![AuditDraft::new(
@@ -87,6 +128,7 @@ pub(super) async fn cast(
         json!({"ballot": ballot, "eligible": vote.eligible, "reason": reason, "dedupe": dedupe}),
     )];
     votes.push(vote);
+    let verdict = &proposal.content.verdict;
     let tally = tally(&verdict.quorum, &verdict.route, &votes);
     let decided = match ballot {
         Ballot::Reject => Some((Status::Rejected, reason)),

@@ -12,7 +12,10 @@ use chrono::Duration;
 use countersign::audit::{AuditDraft, AuditFilter};
 use countersign::domain::request::ProposalRequest;
 use countersign::domain::*;
-use countersign::store::{Command, CommandResult, IdempotencyKey, Redelivery, StepUpChange, Store};
+use countersign::store::{
+    Command, CommandResult, IdempotencyKey, Redelivery, StepUpChange, StepUpProof, Store,
+    VoteRefusal,
+};
 use serde_json::json;
 
 use crate::both_backends;

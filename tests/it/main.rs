@@ -12,6 +12,7 @@ mod burst;
 mod callback_crash;
 mod callbacks;
 mod controls;
+mod crash_atomicity;
 mod decision_plans;
 mod demo;
 mod deploy_files;

@@ -287,6 +287,7 @@ impl<'a> Batch<'a> {
             self.tx.insert_grants(&self.grants).await?;
             self.grants.clear();
         }
+        crash_point::before_audit(&self.events);
         if !self.events.is_empty() {
             self.tx.append_audit(&self.events).await?;
             self.events.clear();
@@ -356,5 +357,26 @@ impl<'a> Batch<'a> {
             }));
         }
         self.tx.find_idempotency(agent, key).await
+    }
+}
+
+/// A test's way to kill the process between a change and its audit events: with
+/// `COUNTERSIGN_CRASH_BEFORE_AUDIT=<kind>` set, a batch about to append an event of that kind
+/// aborts the process, its changes written but not committed (`tests/it/crash_atomicity.rs`
+/// then finds neither). Unset, as in production, it costs one read of a cached `None`.
+mod crash_point {
+    use std::sync::OnceLock;
+
+    use crate::audit::AuditEvent;
+
+    pub(super) fn before_audit(events: &[AuditEvent]) {
+        static KIND: OnceLock<Option<String>> = OnceLock::new();
+        let kind = KIND.get_or_init(|| std::env::var("COUNTERSIGN_CRASH_BEFORE_AUDIT").ok());
+        if let Some(kind) = kind
+            && events.iter().any(|event| event.kind == *kind)
+        {
+            eprintln!("COUNTERSIGN_CRASH_BEFORE_AUDIT: aborting before writing {kind}");
+            std::process::abort();
+        }
     }
 }

@@ -8,8 +8,10 @@ mod queries;
 mod review;
 mod step_up;
 mod stepped_approval;
+mod submission;
 #[cfg(test)]
 mod testing;
+mod timers;
 mod waiters;
 mod writer;
 
@@ -28,14 +30,11 @@ pub use writer::Writer;
 use crate::audit::{AuditDraft, kinds};
 use crate::clock::Clock;
 use crate::cluster::{Wake, WakeTarget, Wakeups};
-use crate::domain::request::ValidRequest;
 use crate::domain::{
-    Actor, ActorKind, Ballot, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId,
-    Status, VerdictOutcome,
+    Actor, Ballot, Decision, ExecutionOutcome, ExecutionResult, Proposal, ProposalId, Status,
 };
-use crate::manifest::{Agent, Refusal};
-use crate::registry::Registry;
-use crate::store::{Command, CommandResult, IdempotencyKey, Store, StoreError};
+use crate::manifest::Agent;
+use crate::store::{Command, CommandResult, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -258,147 +257,6 @@ impl Engine {
         Ok(result)
     }
 
-    /// Checks the agent may propose the action, evaluates policy and stores the proposal with
-    /// its verdict. An auto-approved or denied proposal is decided at once, by policy.
-    #[tracing::instrument(skip_all, fields(agent = %agent.id, action = %request.action))]
-    ///
-    /// `registry` is the snapshot the agent was authenticated against: the agent's mode and
-    /// catalog and the policies come from one consistent set, even across a reload.
-    pub async fn submit(
-        &self,
-        registry: &Registry,
-        agent: &Agent,
-        request: ValidRequest,
-        idempotency: Option<IdempotencyKey>,
-    ) -> Result<Submitted, EngineError> {
-        let now = self.clock.now();
-        // An operator's override narrows the manifest's mode for this proposal.
-        let control = self
-            .controls
-            .applying(agent.id.as_str(), request.action.as_str());
-        let narrowed;
-        let agent = match &control {
-            Some(control) => {
-                narrowed = controls::narrowed(agent, control);
-                &narrowed
-            }
-            None => agent,
-        };
-        let mut verdict = registry.policies.verdict_for(agent, &request, now, None);
-        // An auto-approval must also fit the agent's budgets; beyond them a person decides.
-        if let Ok(evaluation) = &verdict
-            && evaluation.verdict.outcome == crate::domain::VerdictOutcome::AutoApprove
-            && !agent.budgets.is_empty()
-        {
-            let (day, month) = crate::budgets::periods(now);
-            let usage = self
-                .store
-                .auto_approved_usage(agent.id.as_str(), day, month)
-                .await?;
-            let amount = request.params.get("amount").and_then(Value::as_f64);
-            if let Some(reason) = crate::budgets::overrun(&agent.budgets, amount, &usage) {
-                verdict = registry
-                    .policies
-                    .verdict_for(agent, &request, now, Some(reason));
-            }
-        }
-        let evaluation = match verdict {
-            Ok(evaluation) => evaluation,
-            Err(refusal) => {
-                // Audited although it names no proposal: it is exactly what an operator wants
-                // to see.
-                let event = AuditDraft::new(
-                    kinds::REQUEST_REFUSED,
-                    None,
-                    Actor::agent(&agent.id).audit_name(),
-                    json!({"request": "submit", "action": request.action, "reason": refusal.reason()}),
-                );
-                self.apply(Command::Audit(event)).await?;
-                tracing::info!(reason = refusal.reason(), "proposal refused");
-                return Ok(match refusal {
-                    Refusal::Paused => Submitted::AgentPaused(control),
-                    _ => Submitted::NotPermitted(format!(
-                        "{} for agent {}: {}",
-                        request.action,
-                        agent.id,
-                        refusal.reason()
-                    )),
-                });
-            }
-        };
-        let verdict = evaluation.verdict;
-        let expires_in = [request.expires_in, evaluation.expires_in]
-            .into_iter()
-            .flatten()
-            .min();
-        let expires_at = expires_in
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .map(|d| now + d);
-        let (status, decision) = match verdict.outcome {
-            VerdictOutcome::NeedsReview => (Status::Pending, None),
-            outcome => {
-                let status = if outcome == VerdictOutcome::AutoApprove {
-                    Status::Approved
-                } else {
-                    Status::Rejected
-                };
-                let by = Actor {
-                    kind: ActorKind::Policy,
-                    id: evaluation.decided_by.join(","),
-                };
-                let reason = Some(verdict.reasons.join("; "));
-                (
-                    status,
-                    Some(Decision {
-                        by,
-                        at: now,
-                        reason,
-                        execution_token: (status == Status::Approved)
-                            .then(crate::domain::callback::new_execution_token),
-                    }),
-                )
-            }
-        };
-        let mut proposal = Proposal {
-            id: ProposalId::generate(),
-            agent: agent.id.clone(),
-            status,
-            content: request.into_content(verdict, expires_at),
-            decision,
-            outcome: None,
-            created_at: now,
-            updated_at: now,
-        };
-        if proposal.content.callback_url.is_none() {
-            proposal.content.callback_url = agent.callback_url.clone();
-        }
-        let card_channels = proposal
-            .content
-            .verdict
-            .route
-            .iter()
-            .filter_map(|role| {
-                let channel = &registry.roles.get(role)?.channel;
-                Some((role.clone(), channel.clone()))
-            })
-            .collect();
-        let result = self
-            .apply(Command::Submit {
-                proposal: Box::new(proposal),
-                idempotency,
-                card_channels,
-            })
-            .await?;
-        Ok(match result {
-            CommandResult::Submitted(proposal) => {
-                tracing::info!(proposal_id = %proposal.id, status = proposal.status.as_str(), "proposal submitted");
-                Submitted::Created(proposal)
-            }
-            CommandResult::Replayed { response } => Submitted::Replayed(response),
-            _ => Submitted::KeyReused,
-        })
-    }
-
     /// The proposal `id` if `agent` owns it. Asking for another agent's proposal is audited and
     /// answered as if it did not exist.
     #[tracing::instrument(skip_all, fields(agent = %agent.id, proposal_id = %id))]
@@ -528,28 +386,6 @@ impl Engine {
         self.apply(Command::Audit(AuditDraft::new(kind, proposal, actor, data)))
             .await?;
         Ok(())
-    }
-
-    /// Fires a due SLA timer with the effect the worker resolved; answers what happened.
-    #[tracing::instrument(skip_all, fields(proposal_id = %timer.proposal_id, timer = timer.id))]
-    pub async fn fire_timer(
-        &self,
-        timer: crate::domain::DueTimer,
-        effect: crate::store::TimerEffect,
-    ) -> Result<crate::domain::TimerOutcome, EngineError> {
-        let expiry = matches!(effect, crate::store::TimerEffect::Expire);
-        let id = timer.proposal_id.clone();
-        match self.apply(Command::FireTimer { timer, effect }).await? {
-            CommandResult::TimerHandled(outcome) => {
-                if expiry && outcome == crate::domain::TimerOutcome::Fired {
-                    self.announce_decision(&id);
-                }
-                Ok(outcome)
-            }
-            other => Err(EngineError::Store(StoreError::Other(format!(
-                "a timer answered {other:?}"
-            )))),
-        }
     }
 }
 

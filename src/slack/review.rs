@@ -56,37 +56,7 @@ pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) 
     };
 
     if action.action_id == card::REJECT {
-        // The trigger id lives three seconds: the modal opens before anything slow. The
-        // proposal (for who may reject, and the policy's preset reasons) is one indexed read,
-        // bounded; who may vote is answered from caches. Someone who may not reject is told so
-        // now, not after writing a reason.
-        let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.proposal(&id))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten();
-        if let Some(proposal) = &proposal
-            && let Err(refusal) = admit(state, proposal, &user, Ballot::Reject).await
-        {
-            reply(refusal);
-            return;
-        }
-        let presets = proposal
-            .map(|p| p.content.verdict.reject_reasons)
-            .unwrap_or_default();
-        let metadata = format!("{id} {}", channel.as_deref().unwrap_or(""));
-        if let Err(error) = state
-            .slack
-            .api
-            .open_view(&click.trigger_id, reject_modal(&metadata, &presets))
-            .await
-        {
-            tracing::warn!(%error, proposal_id = %id, "cannot open the rejection modal");
-            reply(
-                "Slack did not let me open the rejection form in time; please click Reject again."
-                    .into(),
-            );
-        }
+        open_rejection(state, click, &id, channel.as_deref(), reply).await;
         return;
     }
 
@@ -129,6 +99,47 @@ pub async fn clicked(state: &SlackState, click: &BlockActions, action: &Action) 
         Answer::Replay => return,
     };
     reply(text);
+}
+
+/// Reject on a card: open the modal asking why. The trigger id lives three seconds, so the
+/// modal opens before anything slow. The proposal (for who may reject, and the policy's preset
+/// reasons) is one indexed read, bounded; who may vote is answered from caches. Someone who
+/// may not reject is told so now, not after writing a reason.
+async fn open_rejection(
+    state: &SlackState,
+    click: &BlockActions,
+    id: &ProposalId,
+    channel: Option<&str>,
+    reply: impl Fn(String),
+) {
+    let user = click.user.id.as_str();
+    let proposal = tokio::time::timeout(PRESET_LOOKUP, state.engine.proposal(id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten();
+    if let Some(proposal) = &proposal
+        && let Err(refusal) = admit(state, proposal, user, Ballot::Reject).await
+    {
+        reply(refusal);
+        return;
+    }
+    let presets = proposal
+        .map(|p| p.content.verdict.reject_reasons)
+        .unwrap_or_default();
+    let metadata = format!("{id} {}", channel.unwrap_or(""));
+    if let Err(error) = state
+        .slack
+        .api
+        .open_view(&click.trigger_id, reject_modal(&metadata, &presets))
+        .await
+    {
+        tracing::warn!(%error, proposal_id = %id, "cannot open the rejection modal");
+        reply(
+            "Slack did not let me open the rejection form in time; please click Reject again."
+                .into(),
+        );
+    }
 }
 
 /// Where to tell the clicker what became of their click.

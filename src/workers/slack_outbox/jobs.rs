@@ -142,47 +142,16 @@ impl SlackOutbox {
             registry,
             agent,
             requester,
-            votes,
+            votes: _,
             posted,
         } = scene;
         match &job.task {
-            SlackTask::PostCard { role } => {
-                if posted.iter().any(|card| &card.role == role) {
-                    return JobOutcome::Done(None);
-                }
-                let Some(channel) = registry.roles.get(role).map(|r| r.channel.clone()) else {
-                    return JobOutcome::Fail(format!("role {role:?} is no longer declared"));
-                };
-                let message = self.render(scene).await;
-                match self.post(job, &channel, &message, None).await {
-                    Ok(ts) => JobOutcome::Done(Some(PostedCard {
-                        role: role.clone(),
-                        channel,
-                        ts,
-                    })),
-                    Err(outcome) => outcome,
-                }
-            }
+            SlackTask::PostCard { role } => self.post_card(job, scene, role).await,
             SlackTask::RefreshCards => {
                 let message = self.render(scene).await;
                 self.refresh(job, posted, &message).await
             }
-            SlackTask::AnnounceVote { voter } => {
-                let tally = crate::domain::vote::tally(
-                    &proposal.content.verdict.quorum,
-                    &proposal.content.verdict.route,
-                    votes,
-                );
-                let Some((vote, role)) = votes
-                    .iter()
-                    .zip(&tally.roles)
-                    .find(|(v, _)| &v.voter == voter)
-                else {
-                    return JobOutcome::Fail(format!("no vote by {voter}"));
-                };
-                let text = crate::slack::messages::vote_reply(vote, role.as_deref());
-                done(self.thread_replies(job, posted, &text).await)
-            }
+            SlackTask::AnnounceVote { voter } => self.announce_vote(job, scene, voter).await,
             SlackTask::Remind { mentions } => {
                 let text = crate::slack::messages::reminder(proposal, mentions);
                 done(self.thread_replies(job, posted, &text).await)
@@ -195,17 +164,8 @@ impl SlackOutbox {
                 channel,
             } => {
                 let text = crate::slack::messages::escalation(proposal, *level, label, mentions);
-                if let Some(channel) = channel
-                    && let Err(outcome) = self.post(job, channel, &text, None).await
-                {
-                    return outcome;
-                }
-                for user in users {
-                    if let Err(outcome) = self.dm(job, user, &text).await {
-                        return outcome;
-                    }
-                }
-                done(self.thread_replies(job, posted, &text).await)
+                self.escalate(job, posted, &text, channel.as_deref(), users)
+                    .await
             }
             SlackTask::CallbackFailed { event, url, error } => {
                 let Some(owner) = agent.as_ref().map(|a| a.owner.clone()) else {
@@ -222,10 +182,8 @@ impl SlackOutbox {
                 done(self.dm(job, user, &notice).await)
             }
             SlackTask::LockoutAlert { user, until } => {
-                let channels: std::collections::BTreeSet<&str> = proposal
-                    .content
-                    .verdict
-                    .route
+                // Every routed role's channel, once each.
+                let channels: std::collections::BTreeSet<&str> = (proposal.content.verdict.route)
                     .iter()
                     .filter_map(|role| registry.roles.get(role).map(|r| r.channel.as_str()))
                     .collect();
@@ -237,6 +195,62 @@ impl SlackOutbox {
             // Handled before the proposal is read (it names none).
             SlackTask::AnnounceControl { notice } => self.announce(job, notice).await,
         }
+    }
+
+    /// Posts the card in `role`'s channel, unless a copy is there already.
+    async fn post_card(&self, job: &SlackJob, scene: &Scene, role: &str) -> JobOutcome {
+        if scene.posted.iter().any(|card| card.role == role) {
+            return JobOutcome::Done(None);
+        }
+        let Some(channel) = scene.registry.roles.get(role).map(|r| r.channel.clone()) else {
+            return JobOutcome::Fail(format!("role {role:?} is no longer declared"));
+        };
+        let message = self.render(scene).await;
+        match self.post(job, &channel, &message, None).await {
+            Ok(ts) => JobOutcome::Done(Some(PostedCard {
+                role: role.to_owned(),
+                channel,
+                ts,
+            })),
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Replies in the cards' threads with `voter`'s vote and the role it counted for.
+    async fn announce_vote(&self, job: &SlackJob, scene: &Scene, voter: &str) -> JobOutcome {
+        let verdict = &scene.proposal.content.verdict;
+        let tally = crate::domain::vote::tally(&verdict.quorum, &verdict.route, &scene.votes);
+        let Some((vote, role)) = (scene.votes.iter())
+            .zip(&tally.roles)
+            .find(|(v, _)| v.voter == voter)
+        else {
+            return JobOutcome::Fail(format!("no vote by {voter}"));
+        };
+        let text = crate::slack::messages::vote_reply(vote, role.as_deref());
+        done(self.thread_replies(job, &scene.posted, &text).await)
+    }
+
+    /// An escalation rung: posted in its channel (if any), sent to each named person, and
+    /// replied in the cards' threads.
+    async fn escalate(
+        &self,
+        job: &SlackJob,
+        posted: &[PostedCard],
+        text: &crate::slack::OutgoingMessage,
+        channel: Option<&str>,
+        users: &[String],
+    ) -> JobOutcome {
+        if let Some(channel) = channel
+            && let Err(outcome) = self.post(job, channel, text, None).await
+        {
+            return outcome;
+        }
+        for user in users {
+            if let Err(outcome) = self.dm(job, user, text).await {
+                return outcome;
+            }
+        }
+        done(self.thread_replies(job, posted, text).await)
     }
 
     /// Brings every posted copy of the card up to date. Every copy is updated even if one

@@ -57,7 +57,7 @@ pub fn new_execution_token() -> String {
 
 /// The event body for a decided proposal: the decision (who, when, why), every vote, the
 /// step-up the policy required of approvers, the rules that routed it, and for an approval the
-/// execution token.
+/// execution token and the digest of what was approved (which the outcome must name).
 pub fn decided_body(proposal: &Proposal, votes: &[Vote], at: DateTime<Utc>) -> Value {
     let verdict = &proposal.content.verdict;
     let decision = proposal.decision.as_ref();
@@ -85,6 +85,7 @@ pub fn decided_body(proposal: &Proposal, votes: &[Vote], at: DateTime<Utc>) -> V
             "step_up": verdict.step_up,
             "rules": verdict.rules,
             "execution_token": decision.and_then(|d| d.execution_token.as_ref()),
+            "digest": decision.and_then(|d| d.digest.as_ref()),
             "metadata": proposal.content.metadata,
         }
     })

@@ -1,6 +1,7 @@
 //! Plain domain types: no I/O, no HTTP, no SQL. Everything untrusted is parsed into one of these
 //! at the edge.
 
+mod action_digest;
 pub mod callback;
 pub mod control;
 mod digest;
@@ -13,6 +14,7 @@ pub mod timer;
 pub mod verdict;
 pub mod vote;
 
+pub use action_digest::ActionDigest;
 pub use callback::WebhookDelivery;
 pub use control::{Control, ControlMode, ControlNotice};
 pub use ids::{ActionId, AgentId, ProposalId};

@@ -164,6 +164,11 @@ pub struct Decision {
     /// (`POST /v1/proposals/{id}/outcome`), so one approval is acted on at most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_token: Option<String>,
+    /// For an approval: the [`ActionDigest`](super::ActionDigest) of what was approved, which
+    /// the outcome must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "sha256:5f0c…")]
+    pub digest: Option<super::ActionDigest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -59,6 +59,14 @@ pub enum Submitted {
     AgentPaused(Option<crate::domain::Control>),
 }
 
+/// What an agent presents with an outcome: the approval's execution token, and the digest of
+/// what it executed.
+#[derive(Debug, Clone)]
+pub struct OutcomeProof {
+    pub execution_token: String,
+    pub digest: String,
+}
+
 /// What a transition (cancel, decide, outcome) gave.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transition {
@@ -67,6 +75,8 @@ pub enum Transition {
     WrongState(Status),
     /// An outcome presented a token that is not the approval's.
     WrongToken,
+    /// An outcome named another digest than the approved one: this one.
+    DigestMismatch(crate::domain::ActionDigest),
 }
 
 impl From<CommandResult> for Transition {
@@ -75,6 +85,7 @@ impl From<CommandResult> for Transition {
             CommandResult::Updated(p) => Transition::Done(p),
             CommandResult::WrongState(s) => Transition::WrongState(s),
             CommandResult::WrongToken => Transition::WrongToken,
+            CommandResult::DigestMismatch(approved) => Transition::DigestMismatch(approved),
             _ => Transition::NotFound,
         }
     }
@@ -320,6 +331,7 @@ impl Engine {
             at: self.clock.now(),
             reason,
             execution_token: None,
+            digest: None,
         };
         Ok(self
             .apply(Command::Decide {
@@ -339,7 +351,7 @@ impl Engine {
         id: ProposalId,
         result: ExecutionResult,
         details: Option<Value>,
-        token: String,
+        proof: OutcomeProof,
     ) -> Result<Transition, EngineError> {
         let outcome = ExecutionOutcome {
             result,
@@ -350,7 +362,8 @@ impl Engine {
             id,
             agent: agent.id.clone(),
             outcome,
-            token,
+            token: proof.execution_token,
+            digest: proof.digest,
         };
         Ok(self.apply(command).await?.into())
     }

@@ -10,7 +10,7 @@ use super::{Engine, EngineError, Submitted, controls};
 use crate::audit::{AuditDraft, kinds};
 use crate::domain::request::ValidRequest;
 use crate::domain::{
-    Actor, ActorKind, Control, Decision, Proposal, ProposalId, Status, VerdictOutcome,
+    ActionDigest, Actor, ActorKind, Control, Decision, Proposal, ProposalId, Status, VerdictOutcome,
 };
 use crate::manifest::{Agent, Refusal};
 use crate::policy::Evaluation;
@@ -150,21 +150,24 @@ fn new_proposal(
         VerdictOutcome::AutoApprove => Status::Approved,
         VerdictOutcome::Deny => Status::Rejected,
     };
+    let reason = Some(verdict.reasons.join("; "));
+    let content = request.into_content(verdict, expires_at);
+    let approved = status == Status::Approved;
     let decision = (status != Status::Pending).then(|| Decision {
         by: Actor {
             kind: ActorKind::Policy,
             id: evaluation.decided_by.join(","),
         },
         at: now,
-        reason: Some(verdict.reasons.join("; ")),
-        execution_token: (status == Status::Approved)
-            .then(crate::domain::callback::new_execution_token),
+        reason,
+        execution_token: approved.then(crate::domain::callback::new_execution_token),
+        digest: approved.then(|| ActionDigest::of(&content)),
     });
     let mut proposal = Proposal {
         id: ProposalId::generate(),
         agent: agent.id.clone(),
         status,
-        content: request.into_content(verdict, expires_at),
+        content,
         decision,
         outcome: None,
         created_at: now,

@@ -148,6 +148,7 @@ async fn already_applied(
                         at,
                         reason: reason.clone(),
                         execution_token: None,
+                        digest: None,
                     })
         }
         Command::RecordOutcome { outcome, .. } => stored.outcome.as_ref() == Some(outcome),

@@ -52,6 +52,10 @@ pub enum ApiError {
     },
     #[error("wrong execution token")]
     WrongExecutionToken,
+    #[error("the outcome names another digest than the approved one")]
+    DigestMismatch {
+        approved: crate::domain::ActionDigest,
+    },
     #[error("idempotency key reused with a different body")]
     IdempotencyKeyReused,
     #[error("request not answered in time")]
@@ -142,6 +146,10 @@ impl ApiError {
             ApiError::WrongExecutionToken => base(StatusCode::FORBIDDEN, "wrong-execution-token", "Wrong execution token")
                 .detail("Present the execution_token of this proposal's approval (from the proposal.decided callback or the proposal's decision).")
                 .value("field", &"execution_token"),
+            ApiError::DigestMismatch { approved } => base(StatusCode::CONFLICT, "digest-mismatch", "Not what was approved")
+                .detail(format!("The approval is bound to {approved}; an outcome must name the digest it executed, and only what was approved may run. The execution token was not spent."))
+                .value("field", &"digest")
+                .value("approved_digest", &approved.as_str()),
             ApiError::IdempotencyKeyReused => base(StatusCode::CONFLICT, "idempotency-key-reused", "Idempotency key reused with a different body")
                 .detail("This Idempotency-Key was already used with a different request body; use a new key for a new request.")
                 .value("field", &"Idempotency-Key"),

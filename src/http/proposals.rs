@@ -16,15 +16,15 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::api_doc::{
     ActionNotPermitted, AgentPaused, IdempotencyKeyReused, Internal, InvalidField, InvalidJson,
-    InvalidState, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
-    WrongExecutionToken,
+    InvalidState, NotFound, OutcomeConflict, PayloadTooLarge, RateLimited, Unauthorized,
+    Unavailable, WrongExecutionToken,
 };
 use super::auth::AuthenticatedAgent;
 use super::body;
 use super::problem::ApiError;
 use crate::domain::request::ProposalRequest;
 use crate::domain::{ExecutionResult, Proposal, ProposalId, Status};
-use crate::engine::{Submitted, Transition};
+use crate::engine::{OutcomeProof, Submitted, Transition};
 use crate::store::IdempotencyKey;
 
 /// The longest `Idempotency-Key`, in bytes (printable ASCII).
@@ -252,7 +252,10 @@ pub async fn cancel(
     }
     match state.engine.cancel(&agent, id, request.reason).await? {
         Transition::Done(proposal) => Ok(Json(state.view(&proposal)).into_response()),
-        Transition::NotFound | Transition::WrongToken => Err(ApiError::NotFound),
+        // A cancellation presents no token nor digest.
+        Transition::NotFound | Transition::WrongToken | Transition::DigestMismatch(_) => {
+            Err(ApiError::NotFound)
+        }
         Transition::WrongState(status) => Err(ApiError::WrongState {
             status,
             detail: "only a pending proposal can be cancelled",
@@ -267,6 +270,11 @@ pub struct OutcomeRequest {
     /// The approval's `execution_token` (in the callback and in the proposal's `decision`):
     /// accepted once, so one approval is acted on at most once.
     pub execution_token: String,
+    /// The `digest` of what was executed: the approval's (in the callback and in the
+    /// proposal's `decision`). Another one is refused (`409 digest-mismatch`) and the token
+    /// stays unspent: run exactly what was approved.
+    #[schema(pattern = r"^sha256:[0-9a-f]{64}$", example = "sha256:5f0c2b…")]
+    pub digest: String,
     pub result: ExecutionResult,
     /// Anything useful to a later reader (error message, external ids); at most 16 KiB of JSON.
     #[schema(value_type = Option<Object>)]
@@ -284,7 +292,7 @@ pub struct OutcomeRequest {
         (status = 401, response = Unauthorized),
         (status = 403, response = WrongExecutionToken),
         (status = 404, response = NotFound),
-        (status = 409, response = InvalidState),
+        (status = 409, response = OutcomeConflict),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = InvalidField),
         (status = 500, response = Internal),
@@ -314,7 +322,10 @@ pub async fn outcome(
             id,
             request.result,
             request.details,
-            request.execution_token,
+            OutcomeProof {
+                execution_token: request.execution_token,
+                digest: request.digest,
+            },
         )
         .await?
     {
@@ -325,6 +336,7 @@ pub async fn outcome(
             detail: "an outcome is recorded once, after approval (this execution token was already used, or there is none yet)",
         }),
         Transition::WrongToken => Err(ApiError::WrongExecutionToken),
+        Transition::DigestMismatch(approved) => Err(ApiError::DigestMismatch { approved }),
     }
 }
 

@@ -172,8 +172,9 @@ fn next_step(event: &Value) -> String {
     match data["status"].as_str().unwrap_or_default() {
         "approved" => {
             let token = data["execution_token"].as_str().unwrap_or("?");
+            let digest = data["digest"].as_str().unwrap_or("?");
             format!(
-                "run it exactly as approved with execution_token {token}, then POST /v1/proposals/{id}/outcome {{\"execution_token\": \"{token}\", \"result\": \"executed\"}} (accepted once)"
+                "run it exactly as approved (digest {digest}) with execution_token {token}, then POST /v1/proposals/{id}/outcome {{\"execution_token\": \"{token}\", \"digest\": \"{digest}\", \"result\": \"executed\"}} (accepted once)"
             )
         }
         "rejected" => {
@@ -273,13 +274,16 @@ mod tests {
     fn decided(status: &str) -> Value {
         json!({"type": "proposal.decided", "data": {
             "proposal_id": "prop_1", "status": status, "execution_token": "cxt_abc",
+            "digest": "sha256:00ff",
             "rejection_reason": "Above the <b>playbook</b>", "reason": "policy"}})
     }
 
     #[test]
     fn the_next_step_follows_the_outcome() {
         let approved = next_step(&decided("approved"));
-        assert!(approved.starts_with("run it exactly as approved with execution_token cxt_abc"));
+        assert!(approved.starts_with("run it exactly as approved (digest sha256:00ff)"));
+        assert!(approved.contains("with execution_token cxt_abc"));
+        assert!(approved.contains(r#""digest": "sha256:00ff""#));
         assert!(approved.contains("POST /v1/proposals/prop_1/outcome"));
         let rejected = next_step(&decided("rejected"));
         assert!(rejected.starts_with("do not retry the same action"));

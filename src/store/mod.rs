@@ -166,6 +166,8 @@ pub enum Command {
         outcome: ExecutionOutcome,
         /// The approval's execution token, as the agent presented it.
         token: String,
+        /// The [`crate::domain::ActionDigest`] of what the agent says it executed.
+        digest: String,
     },
     /// A reviewer approves or rejects. Who may vote (`eligible`: the routed roles the voter
     /// approves for) and separation of duties are the caller's checks; whether the proposal is
@@ -298,6 +300,8 @@ pub enum CommandResult {
     },
     /// An outcome came with the wrong execution token (audited).
     WrongToken,
+    /// An outcome named another digest than the approved one (audited; the token stands).
+    DigestMismatch(crate::domain::ActionDigest),
     /// A timer was handled.
     TimerHandled(crate::domain::TimerOutcome),
     /// What asking for a callback's redelivery found.

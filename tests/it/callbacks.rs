@@ -186,6 +186,8 @@ async fn an_approval_is_delivered_signed_with_its_execution_token(db: TestDb) {
     assert!(data["rejection_reason"].is_null());
     let token = data["execution_token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("cxt_"));
+    let digest = data["digest"].as_str().unwrap().to_owned();
+    assert!(digest.starts_with("sha256:"), "{digest}");
 
     let delivered = delivery_where(&app, &id, |d| d["status"] == "delivered").await;
     assert_eq!(delivered["id"], request.header("webhook-id"));
@@ -194,7 +196,7 @@ async fn an_approval_is_delivered_signed_with_its_execution_token(db: TestDb) {
 
     // The token, presented with the outcome, is accepted once.
     let outcome = format!("/v1/proposals/{id}/outcome");
-    let executed = json!({"result": "executed", "execution_token": token});
+    let executed = json!({"result": "executed", "execution_token": token, "digest": digest});
     assert_eq!(
         app.post(REVOPS, &outcome, Some(&executed)).await.status(),
         200

@@ -575,6 +575,7 @@ async fn the_autonomy_report_reads_a_known_history(db: TestDb) {
             at: crate::common::start_time(),
             reason,
             execution_token: None,
+            digest: None,
         };
         let command = Command::Decide {
             id: ProposalId::parse(id).unwrap(),
@@ -592,10 +593,10 @@ async fn the_autonomy_report_reads_a_known_history(db: TestDb) {
         (&ids[1], "executed"),
         (&ids[2], "failed"),
     ] {
-        let token =
-            app.get(REVOPS, id).await.json::<Value>().await.unwrap()["decision"]["execution_token"]
-                .clone();
-        let body = json!({"result": result, "execution_token": token});
+        let read = app.get(REVOPS, id).await.json::<Value>().await.unwrap();
+        let decision = &read["decision"];
+        let body = json!({"result": result, "execution_token": decision["execution_token"],
+                          "digest": decision["digest"]});
         assert_eq!(
             app.post(REVOPS, &format!("/v1/proposals/{id}/outcome"), Some(&body))
                 .await

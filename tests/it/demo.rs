@@ -131,7 +131,7 @@ async fn one_run_shows_the_whole_loop(db: TestDb) {
     assert_eq!(approved["verified"], true);
     let next = approved["next"].as_str().unwrap();
     assert!(
-        next.starts_with("run it exactly as approved with execution_token cxt_"),
+        next.starts_with("run it exactly as approved (digest sha256:"),
         "{next}"
     );
     assert!(
@@ -143,11 +143,16 @@ async fn one_run_shows_the_whole_loop(db: TestDb) {
         .find(|w| w.starts_with("cxt_"))
         .unwrap()
         .trim_end_matches(',');
+    let digest = next
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap()
+        .trim_end_matches(')');
     let reported = app
         .post(
             REVOPS,
             &format!("/v1/proposals/{discount}/outcome"),
-            Some(&json!({"execution_token": token, "result": "executed"})),
+            Some(&json!({"execution_token": token, "digest": digest, "result": "executed"})),
         )
         .await;
     assert!(

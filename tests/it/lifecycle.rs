@@ -53,7 +53,8 @@ async fn outcome_only_after_approval(db: TestDb) {
         .unwrap()
         .to_owned();
     let outcome = format!("/v1/proposals/{id}/outcome");
-    let early_try = json!({"result": "executed", "execution_token": "cxt_guess"});
+    let early_try =
+        json!({"result": "executed", "execution_token": "cxt_guess", "digest": "sha256:00"});
 
     let early = problem(app.post(REVOPS, &outcome, Some(&early_try)).await, 409).await;
     assert_eq!(early["proposal_status"], "pending");
@@ -68,6 +69,7 @@ async fn outcome_only_after_approval(db: TestDb) {
             at: crate::common::start_time(),
             reason: None,
             execution_token: None,
+            digest: None,
         },
     };
     let results = store
@@ -93,10 +95,16 @@ async fn outcome_only_after_approval(db: TestDb) {
             .execution_token
             .as_deref()
     );
-    let executed =
-        json!({"result": "executed", "details": {"crm_revision": 42}, "execution_token": token});
+    let digest = read["decision"]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        digest,
+        countersign::domain::ActionDigest::of(&approved.content).as_str()
+    );
+    let executed = json!({"result": "executed", "details": {"crm_revision": 42},
+                          "execution_token": token, "digest": digest});
 
-    let wrong = json!({"result": "executed", "execution_token": "cxt_not-the-token"});
+    let wrong =
+        json!({"result": "executed", "execution_token": "cxt_not-the-token", "digest": digest});
     let refused = problem(app.post(REVOPS, &outcome, Some(&wrong)).await, 403).await;
     assert_eq!(refused["field"], "execution_token");
     let missing = problem(
@@ -107,11 +115,19 @@ async fn outcome_only_after_approval(db: TestDb) {
     .await;
     assert_eq!(missing["field"], "execution_token");
 
+    // Something other than what was approved ran: refused, and the token is not spent.
+    let other = "sha256:".to_owned() + &"0".repeat(64);
+    let mismatch = json!({"result": "executed", "execution_token": token, "digest": other});
+    let refused = problem(app.post(REVOPS, &outcome, Some(&mismatch)).await, 409).await;
+    assert_eq!(refused["type"], "urn:countersign:problem:digest-mismatch");
+    assert_eq!(refused["field"], "digest");
+    assert_eq!(refused["approved_digest"], digest.as_str());
+
     let bad = problem(
         app.post(
             REVOPS,
             &outcome,
-            Some(&json!({"result": "done", "execution_token": token})),
+            Some(&json!({"result": "done", "execution_token": token, "digest": digest})),
         )
         .await,
         422,
@@ -133,7 +149,7 @@ async fn outcome_only_after_approval(db: TestDb) {
         app.post(
             REVOPS,
             &outcome,
-            Some(&json!({"result": "failed", "execution_token": token})),
+            Some(&json!({"result": "failed", "execution_token": token, "digest": digest})),
         )
         .await,
         409,

@@ -55,7 +55,8 @@ async fn auto_approved_proposals_are_decided_at_once(db: TestDb) {
         .post(
             REVOPS,
             &format!("/v1/proposals/{id}/outcome"),
-            Some(&json!({"result": "executed", "execution_token": created["decision"]["execution_token"]})),
+            Some(&json!({"result": "executed", "execution_token": created["decision"]["execution_token"],
+                         "digest": created["decision"]["digest"]})),
         )
         .await;
     assert_eq!(outcome.status(), 200);

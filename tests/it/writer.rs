@@ -103,6 +103,7 @@ async fn a_change_that_was_stored_is_not_reported_as_a_conflict(db: TestDb) {
         id: executed.id.clone(),
         agent: agent.clone(),
         outcome: outcome.clone(),
+        digest: token.digest.clone().unwrap().to_string(),
         token: token.execution_token.unwrap(),
     };
     // Committed, but the answers were lost.

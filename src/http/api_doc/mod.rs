@@ -31,7 +31,7 @@ use crate::domain::request::{FieldError, limits};
         schemas(Problem),
         responses(
             InvalidJson, Unauthorized, AdminDisabled, ActionNotPermitted, WrongExecutionToken,
-            NotFound, InvalidState, DeliveryInFlight, IdempotencyKeyReused, PayloadTooLarge, InvalidField,
+            NotFound, InvalidState, OutcomeConflict, DeliveryInFlight, IdempotencyKeyReused, PayloadTooLarge, InvalidField,
             AgentPaused, RateLimited, Internal, Unavailable
         )
     )
@@ -213,6 +213,12 @@ problem_responses! {
     InvalidState: "The proposal is not in a state that allows this (`invalid-state`): cancel \
         when not pending; outcome when not approved, or already recorded.",
         ["invalid-state"], ["proposal_status"];
+    /// 409 on an outcome.
+    OutcomeConflict: "The proposal is not approved, or its outcome is recorded already \
+        (`invalid-state`); or the outcome names another digest than the approved one \
+        (`digest-mismatch`, audited: the execution token is not spent; `approved_digest` is \
+        the approval's).", ["invalid-state", "digest-mismatch"],
+        ["proposal_status", "field", "approved_digest"];
     /// 409 on a redelivery.
     DeliveryInFlight: "A worker is delivering this callback right now (`delivery-in-flight`): \
         ask again once its attempt is recorded.", ["delivery-in-flight"], [];

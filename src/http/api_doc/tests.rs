@@ -223,6 +223,9 @@ fn each_problem_response_carries_only_types_its_status_answers() {
         },
         ApiError::WrongExecutionToken,
         ApiError::IdempotencyKeyReused,
+        ApiError::DigestMismatch {
+            approved: serde_json::from_value(json!("sha256:00")).unwrap(),
+        },
         ApiError::RequestTimeout,
         ApiError::Unavailable(String::new()),
         ApiError::Internal(String::new()),

@@ -56,6 +56,7 @@ pub(super) async fn set(
                 at,
                 reason: Some(reason.clone()),
                 execution_token: None,
+                digest: None,
             };
             let (result, more) = transition(
                 tx,

@@ -19,7 +19,9 @@ use serde_json::json;
 use super::rows::{SlackJobRow, WebhookRow};
 use super::{Command, CommandResult, Redelivery, StoreError, TimerEffect};
 use crate::audit::{AuditDraft, kinds};
-use crate::domain::{Actor, AgentId, Decision, Proposal, ProposalId, SlackTask, Status, Vote};
+use crate::domain::{
+    ActionDigest, Actor, AgentId, Decision, Proposal, ProposalId, SlackTask, Status, Vote,
+};
 
 /// Runs every command against `tx`, appending audit events as it goes.
 pub(super) async fn run(
@@ -90,6 +92,7 @@ async fn run_one(
                 at,
                 reason,
                 execution_token: None,
+                digest: None,
             };
             let owned = match owned_by(tx, &id, &agent, "cancel").await? {
                 Ok(proposal) => proposal,
@@ -120,7 +123,15 @@ async fn run_one(
             agent,
             outcome,
             token,
-        } => outcome::record_outcome(tx, id, agent, outcome, token, at).await,
+            digest,
+        } => {
+            let report = outcome::Report {
+                outcome,
+                token,
+                digest,
+            };
+            outcome::record_outcome(tx, id, agent, report, at).await
+        }
         Command::Vote {
             id,
             voter,
@@ -209,9 +220,11 @@ async fn transition(
     }
     proposal.status = to;
     proposal.updated_at = decision.at;
+    // An approval is bound to exactly what it approved, and acted on once.
+    let approved = to == Status::Approved;
     proposal.decision = Some(Decision {
-        execution_token: (to == Status::Approved)
-            .then(crate::domain::callback::new_execution_token),
+        execution_token: approved.then(crate::domain::callback::new_execution_token),
+        digest: approved.then(|| ActionDigest::of(&proposal.content)),
         ..decision
     });
     // Of two racing transitions exactly one wins: they meet in one batch, which sees the first

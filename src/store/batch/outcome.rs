@@ -1,5 +1,6 @@
 //! An agent reports what became of an approved proposal, proving it with the execution token
-//! (compared in constant time, accepted once).
+//! (compared in constant time, accepted once) and naming the digest of what it executed (which
+//! must be the approved one: else the report is refused and the token stays unspent).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -7,17 +8,28 @@ use serde_json::json;
 use super::buffer::Batch;
 use super::{owned_by, refusal_of, refused};
 use crate::audit::{AuditDraft, kinds};
-use crate::domain::{Actor, AgentId, ExecutionOutcome, ProposalId, Status};
+use crate::domain::{ActionDigest, Actor, AgentId, ExecutionOutcome, ProposalId, Status};
 use crate::store::{CommandResult, StoreError};
+
+/// What the agent reports, with its proofs.
+pub(super) struct Report {
+    pub outcome: ExecutionOutcome,
+    pub token: String,
+    pub digest: String,
+}
 
 pub(super) async fn record_outcome(
     tx: &mut Batch<'_>,
     id: ProposalId,
     agent: AgentId,
-    outcome: ExecutionOutcome,
-    token: String,
+    report: Report,
     at: DateTime<Utc>,
 ) -> Result<(CommandResult, Vec<AuditDraft>), StoreError> {
+    let Report {
+        outcome,
+        token,
+        digest,
+    } = report;
     let mut proposal = match owned_by(tx, &id, &agent, "outcome").await? {
         Ok(proposal) => proposal,
         Err(refusal) => return Ok(refusal),
@@ -53,6 +65,20 @@ pub(super) async fn record_outcome(
             actor,
             "outcome",
             "execution token already used",
+        ));
+    }
+    // Approvals decided before digests were recorded are bound to their content, unchanged
+    // since.
+    let approved = (proposal.decision.as_ref())
+        .and_then(|d| d.digest.clone())
+        .unwrap_or_else(|| ActionDigest::of(&proposal.content));
+    if !approved.matches(&digest) {
+        return Ok(refusal_of(
+            &proposal,
+            actor,
+            "outcome",
+            "digest mismatch: not what was approved",
+            CommandResult::DigestMismatch(approved),
         ));
     }
     proposal.outcome = Some(outcome);

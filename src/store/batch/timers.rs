@@ -84,6 +84,7 @@ pub(super) async fn expire(
         at,
         reason: Some("nobody decided in time".into()),
         execution_token: None,
+        digest: None,
     };
     let (result, events) = transition(
         tx,

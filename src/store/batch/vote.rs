@@ -144,6 +144,7 @@ async fn record(
                 at,
                 reason,
                 execution_token: None,
+                digest: None,
             };
             let (result, more) = transition(
                 tx,

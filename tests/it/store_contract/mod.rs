@@ -86,6 +86,7 @@ pub fn decide(p: &Proposal, status: Status) -> Command {
             at: start_time(),
             reason: Some("test".into()),
             execution_token: None,
+            digest: None,
         },
     }
 }

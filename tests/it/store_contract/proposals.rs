@@ -108,7 +108,8 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
     let store = db.store().await;
     let p = proposal("revops-crm");
     apply_one(store.as_ref(), submit(&p, None)).await;
-    let outcome = |agent: &str, token: &str| Command::RecordOutcome {
+    let digest = ActionDigest::of(&p.content);
+    let named = |agent: &str, token: &str, digest: &str| Command::RecordOutcome {
         id: p.id.clone(),
         agent: AgentId::parse(agent).unwrap(),
         outcome: ExecutionOutcome {
@@ -117,7 +118,9 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
             at: start_time(),
         },
         token: token.to_owned(),
+        digest: digest.to_owned(),
     };
+    let outcome = |agent: &str, token: &str| named(agent, token, digest.as_str());
     assert_eq!(
         apply_one(store.as_ref(), outcome("revops-crm", "cxt_x")).await,
         CommandResult::WrongState(Status::Pending)
@@ -127,7 +130,13 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
     else {
         panic!()
     };
-    let token = approved.decision.unwrap().execution_token.unwrap();
+    let decision = approved.decision.unwrap();
+    assert_eq!(
+        decision.digest.as_ref(),
+        Some(&digest),
+        "bound to what was approved"
+    );
+    let token = decision.execution_token.unwrap();
     assert_eq!(
         apply_one(store.as_ref(), outcome("billing", &token)).await,
         CommandResult::NotFound
@@ -135,6 +144,22 @@ async fn outcomes_are_recorded_once_after_approval(db: TestDb) {
     assert_eq!(
         apply_one(store.as_ref(), outcome("revops-crm", "cxt_wrong")).await,
         CommandResult::WrongToken
+    );
+    // Another digest (something else ran, or a stale copy): refused, audited, token unspent.
+    let mut edited = p.content.clone();
+    edited.params.insert("discount_percent".into(), json!(8));
+    let other = ActionDigest::of(&edited);
+    assert_eq!(
+        apply_one(store.as_ref(), named("revops-crm", &token, other.as_str())).await,
+        CommandResult::DigestMismatch(digest.clone())
+    );
+    let refusals: Vec<String> = (db.audit_of(p.id.as_str()).await.into_iter())
+        .filter(|e| e.kind == "request.refused")
+        .map(|e| e.data)
+        .collect();
+    assert!(
+        refusals.iter().any(|d| d.contains("digest mismatch")),
+        "{refusals:?}"
     );
     let CommandResult::Updated(done) =
         apply_one(store.as_ref(), outcome("revops-crm", &token)).await

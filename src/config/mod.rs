@@ -11,6 +11,8 @@ use url::Url;
 
 pub use crate::secrets::{DatabaseUrl, Secret};
 
+mod keys;
+
 /// What `serve --demo` adds to the configuration; set by `demo::prepare`, never read from a file or
 /// the environment.
 #[derive(Debug, Clone, Default)]
@@ -150,13 +152,6 @@ impl ServeRole {
     }
 }
 
-/// The most `max_connections` may say: beyond it the server's file descriptors, not the
-/// setting, would be the limit.
-const MAX_CONNECTIONS_LIMIT: usize = 100_000;
-
-/// The weekly digest's slot unless configured otherwise.
-const DEFAULT_DIGEST: &str = "mon 09:00 UTC";
-
 /// Every key, in the file's spelling; the env var is `COUNTERSIGN_` + the key in capitals.
 pub const KEYS: &[&str] = &[
     "listen",
@@ -247,272 +242,41 @@ impl Config {
         Self::from_values(values)
     }
 
-    fn from_values(
-        mut values: BTreeMap<&'static str, (String, Source)>,
-    ) -> Result<Self, ConfigError> {
-        let mut take = |key: &'static str| values.remove(key);
-        let invalid = |key: &'static str, source: &Source, message: String| ConfigError::Invalid {
-            key,
-            origin: source.to_string(),
-            message,
-        };
-
-        let listen = match take("listen") {
-            Some((v, src)) => v.parse::<SocketAddr>().map_err(|e| {
-                invalid(
-                    "listen",
-                    &src,
-                    format!(
-                        "not a socket address such as 127.0.0.1:8080: {}",
-                        crate::addresses::socket_error(&v, e)
-                    ),
-                )
-            })?,
-            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-        };
-        let database_url = match take("database_url") {
-            Some((v, src)) => {
-                DatabaseUrl::parse(&v).map_err(|e| invalid("database_url", &src, e))?
-            }
-            None => DatabaseUrl::Sqlite(PathBuf::from("data/countersign.db")),
-        };
-        let database_max_connections = match take("database_max_connections") {
-            Some((v, src)) => match v.parse::<u32>() {
-                Ok(n) if (1..=1000).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "database_max_connections",
-                        &src,
-                        "must be a number from 1 to 1000".into(),
-                    ));
-                }
-            },
-            None => 10,
-        };
-        let slack_tier_scale = match take("slack_tier_scale") {
-            Some((v, src)) => match v.parse::<u32>() {
-                Ok(n) if (1..=100).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "slack_tier_scale",
-                        &src,
-                        "must be a number from 1 to 100".into(),
-                    ));
-                }
-            },
-            None => 1,
-        };
-        let redis_url = match take("redis_url") {
-            Some((v, src)) => {
-                let ok = Url::parse(&v).is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss"));
-                if !ok {
-                    return Err(invalid(
-                        "redis_url",
-                        &src,
-                        "must be a redis:// or rediss:// URL".into(),
-                    ));
-                }
-                Some(Secret::new(v))
-            }
-            None => None,
-        };
-        let slack_bot_token = take("slack_bot_token");
-        let slack_signing_secret = take("slack_signing_secret").map(|(v, _)| Secret::new(v));
-        let slack_app_token = take("slack_app_token");
-        if let Some((token, src)) = &slack_app_token {
-            // Slack's app-level tokens start so; a bot token here is the usual mix-up, and
-            // Slack would refuse it (not_allowed_token_type) at every reconnection.
-            if !token.starts_with("xapp-") {
-                return Err(invalid(
-                    "slack_app_token",
-                    src,
-                    "must be an app-level token, xapp-… (Basic Information → App-Level Tokens, scope connections:write)".into(),
-                ));
-            }
-            if slack_bot_token.is_none() {
-                return Err(invalid(
-                    "slack_app_token",
-                    src,
-                    "needs slack_bot_token too: Socket Mode only receives; cards are posted with the bot token".into(),
-                ));
-            }
-        }
-        // Over HTTP, a real workspace without its signing secret could not tell Slack's clicks
-        // from forgeries. Over Socket Mode nothing arrives on a public endpoint: the connection
-        // countersign opened with the app token is the proof.
-        if let Some((_, src)) = &slack_bot_token
-            && slack_signing_secret.is_none()
-            && slack_app_token.is_none()
-        {
-            return Err(invalid(
-                "slack_bot_token",
-                src,
-                "needs slack_signing_secret too (Basic Information → App Credentials in the Slack app), or slack_app_token for Socket Mode".into(),
-            ));
-        }
-        let slack_bot_token = slack_bot_token.map(|(v, _)| Secret::new(v));
-        let slack_app_token = slack_app_token.map(|(v, _)| Secret::new(v));
-        let slack_api_url = match take("slack_api_url") {
-            Some((v, src)) => http_url(&v).map_err(|e| invalid("slack_api_url", &src, e))?,
-            None => Url::parse("https://slack.com/api").expect("valid default"),
-        };
-        let public_url = match take("public_url") {
-            Some((v, src)) => http_url(&v).map_err(|e| invalid("public_url", &src, e))?,
-            None => {
-                Url::parse(&format!("http://{listen}")).expect("socket address is a valid host")
-            }
-        };
-        let policies =
-            take("policies").map_or_else(|| PathBuf::from("policies"), |(v, _)| PathBuf::from(v));
-        let manifests =
-            take("manifests").map_or_else(|| PathBuf::from("manifests"), |(v, _)| PathBuf::from(v));
-        let admin_token = match take("admin_token") {
-            Some((v, src)) if v.len() < 24 => {
-                return Err(invalid(
-                    "admin_token",
-                    &src,
-                    "must be at least 24 characters".into(),
-                ));
-            }
-            Some((v, _)) => Some(Secret::new(v)),
-            None => None,
-        };
-        let secret_key = match take("secret_key") {
-            Some((v, src)) if v.len() < 32 => {
-                return Err(invalid(
-                    "secret_key",
-                    &src,
-                    "must be at least 32 characters (e.g. `openssl rand -base64 32`)".into(),
-                ));
-            }
-            Some((v, _)) => Some(Secret::new(v)),
-            None => None,
-        };
-        let log_format = match take("log_format") {
-            Some((v, src)) => match v.as_str() {
-                "pretty" => LogFormat::Pretty,
-                "json" => LogFormat::Json,
-                _ => return Err(invalid("log_format", &src, "must be pretty or json".into())),
-            },
-            None => LogFormat::Pretty,
-        };
-        let report_digest = match take("report_digest") {
-            Some((v, _)) if v.trim() == "off" => None,
-            Some((v, src)) => Some(v.parse().map_err(|e| invalid("report_digest", &src, e))?),
-            None => Some(DEFAULT_DIGEST.parse().expect("valid default")),
-        };
-        let callback_allowlist = match take("callback_allowlist") {
-            Some((v, src)) => crate::addresses::Allowlist::parse(&v)
-                .map_err(|e| invalid("callback_allowlist", &src, e.to_string()))?,
-            None => Default::default(),
-        };
-        let callback_timeout = match take("callback_timeout") {
-            Some((v, src)) => match humantime::parse_duration(&v) {
-                Ok(d)
-                    if d >= std::time::Duration::from_millis(100)
-                        && d <= std::time::Duration::from_secs(60) =>
-                {
-                    d
-                }
-                _ => {
-                    return Err(invalid(
-                        "callback_timeout",
-                        &src,
-                        "must be a duration from 100ms to 60s, e.g. 15s".into(),
-                    ));
-                }
-            },
-            None => std::time::Duration::from_secs(15),
-        };
-        let slack_admins = match take("slack_admins") {
-            Some((v, src)) => {
-                let ids: Vec<String> = v
-                    .split(|c: char| c == ',' || c.is_whitespace())
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if let Some(bad) = ids.iter().find(|id| {
-                    !(id.starts_with(['U', 'W', 'S'])
-                        && id
-                            .chars()
-                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()))
-                }) {
-                    return Err(invalid(
-                        "slack_admins",
-                        &src,
-                        format!("`{bad}` is not a Slack user id (U…) or user group id (S…)"),
-                    ));
-                }
-                ids
-            }
-            None => Vec::new(),
-        };
-        let redis_key_prefix =
-            take("redis_key_prefix").map_or_else(|| "countersign:".to_owned(), |(v, _)| v);
-        let redis_ca = match take("redis_ca_file") {
-            Some((v, src)) => {
-                let tls = redis_url
-                    .as_ref()
-                    .is_some_and(|url| url.expose().starts_with("rediss://"));
-                if !tls {
-                    return Err(invalid(
-                        "redis_ca_file",
-                        &src,
-                        "is only used with a rediss:// redis_url (TLS)".into(),
-                    ));
-                }
-                Some(
-                    RedisCa::read(PathBuf::from(v))
-                        .map_err(|m| invalid("redis_ca_file", &src, m))?,
-                )
-            }
-            None => None,
-        };
-        let serve_role = match take("serve_role") {
-            Some((v, src)) => ServeRole::parse(&v)
-                .ok_or_else(|| invalid("serve_role", &src, "must be all, api or worker".into()))?,
-            None => ServeRole::All,
-        };
-        let max_connections = match take("max_connections") {
-            Some((v, src)) => match v.parse::<usize>() {
-                Ok(n) if (1..=MAX_CONNECTIONS_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "max_connections",
-                        &src,
-                        format!("must be a number from 1 to {MAX_CONNECTIONS_LIMIT}"),
-                    ));
-                }
-            },
-            None => 1024,
-        };
-        let header_read_timeout = match take("header_read_timeout") {
-            Some((v, src)) => match humantime::parse_duration(&v) {
-                Ok(d)
-                    if d >= std::time::Duration::from_millis(100)
-                        && d <= std::time::Duration::from_secs(300) =>
-                {
-                    d
-                }
-                _ => {
-                    return Err(invalid(
-                        "header_read_timeout",
-                        &src,
-                        "must be a duration from 100ms to 5m, e.g. 10s".into(),
-                    ));
-                }
-            },
-            None => std::time::Duration::from_secs(10),
-        };
+    fn from_values(values: BTreeMap<&'static str, (String, Source)>) -> Result<Self, ConfigError> {
+        let mut values = keys::Values::new(values);
+        // One key after another in this order, so that with several mistakes the first one
+        // reported stays the same.
+        let listen = keys::listen(&mut values)?;
+        let database_url = keys::database_url(&mut values)?;
+        let database_max_connections = keys::database_max_connections(&mut values)?;
+        let slack_tier_scale = keys::slack_tier_scale(&mut values)?;
+        let redis_url = keys::redis_url(&mut values)?;
+        let slack = keys::slack_tokens(&mut values)?;
+        let slack_api_url = keys::slack_api_url(&mut values)?;
+        let public_url = keys::public_url(&mut values, listen)?;
+        let policies = keys::policies(&mut values);
+        let manifests = keys::manifests(&mut values);
+        let admin_token = keys::admin_token(&mut values)?;
+        let secret_key = keys::secret_key(&mut values)?;
+        let log_format = keys::log_format(&mut values)?;
+        let report_digest = keys::report_digest(&mut values)?;
+        let callback_allowlist = keys::callback_allowlist(&mut values)?;
+        let callback_timeout = keys::callback_timeout(&mut values)?;
+        let slack_admins = keys::slack_admins(&mut values)?;
+        let redis_key_prefix = keys::redis_key_prefix(&mut values);
+        let redis_ca = keys::redis_ca(&mut values, redis_url.as_ref())?;
+        let serve_role = keys::serve_role(&mut values)?;
+        let max_connections = keys::max_connections(&mut values)?;
+        let header_read_timeout = keys::header_read_timeout(&mut values)?;
 
         Ok(Config {
             listen,
             database_url,
             database_max_connections,
             redis_url,
-            slack_bot_token,
-            slack_signing_secret,
-            slack_app_token,
+            slack_bot_token: slack.bot_token,
+            slack_signing_secret: slack.signing_secret,
+            slack_app_token: slack.app_token,
             slack_api_url,
             slack_tier_scale,
             public_url,
@@ -561,17 +325,6 @@ impl Config {
             self.report_digest
                 .map_or_else(|| "off".to_owned(), |d| d.to_string()),
         )
-    }
-}
-
-fn http_url(text: &str) -> Result<Url, String> {
-    match Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
-        Ok(_) => Err("must be an http or https URL".into()),
-        Err(e) => Err(format!(
-            "not a URL: {}",
-            crate::addresses::url_error(text, e)
-        )),
     }
 }
 

@@ -235,44 +235,93 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         let line = e.location().map(|l| l.line());
         ManifestError::new(path, line, None, e.to_string())
     })?;
-    let at = |spanned_line: u64, key: &str, message: String| {
-        ManifestError::new(path, Some(spanned_line), Some(key), message)
-    };
+    let id = agent_id(path, &file.id)?;
+    check_owner(path, &file.owner)?;
+    let token_hashes = token_hashes(path, &file.token_sha256)?;
+    check_callback(path, &file)?;
+    check_limits(path, &file)?;
+    let mut actions = BTreeMap::new();
+    for (name, entry) in file.actions {
+        let action = ActionId::parse(&name).map_err(|e| {
+            at(
+                path,
+                entry.referenced.line(),
+                &format!("actions.{name}"),
+                e.0,
+            )
+        })?;
+        actions.insert(action, entry.value);
+    }
+    Ok(Agent {
+        id,
+        owner: file.owner.value,
+        description: file.description,
+        token_hashes,
+        callback_url: file.callback_url.map(|s| s.value),
+        callback_secret_env: file.callback_secret_env.map(|s| s.value),
+        mode: file.mode,
+        actions,
+        rate_limit: file.rate_limit.map(|s| s.value),
+        circuit_breaker: file.circuit_breaker.map(|s| s.value),
+        budgets: file.budgets.map(|s| s.value).unwrap_or_default(),
+    })
+}
 
-    let id =
-        AgentId::parse(&file.id.value).map_err(|e| at(file.id.referenced.line(), "id", e.0))?;
+/// An error at `key` on `line` of the agent's file.
+fn at(path: &Path, line: u64, key: &str, message: String) -> ManifestError {
+    ManifestError::new(path, Some(line), Some(key), message)
+}
+
+/// The agent's id, which must also be its file's name so that an agent is found where its
+/// id says.
+fn agent_id(path: &Path, id: &Spanned<String>) -> Result<AgentId, ManifestError> {
+    let line = id.referenced.line();
+    let id = AgentId::parse(&id.value).map_err(|e| at(path, line, "id", e.0))?;
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     if stem != id.as_str() {
         return Err(at(
-            file.id.referenced.line(),
+            path,
+            line,
             "id",
             format!("the file of agent {id} must be named {id}.yaml"),
         ));
     }
-    let owner = &file.owner.value;
-    let owner_ok = owner.len() >= 3
-        && owner.len() <= 24
-        && owner.starts_with(['U', 'W'])
-        && owner
+    Ok(id)
+}
+
+/// The accountable human is a Slack user id (`U…`, or `W…` on Enterprise Grid).
+fn check_owner(path: &Path, owner: &Spanned<String>) -> Result<(), ManifestError> {
+    let text = &owner.value;
+    let owner_ok = text.len() >= 3
+        && text.len() <= 24
+        && text.starts_with(['U', 'W'])
+        && text
             .chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
     if !owner_ok {
         return Err(at(
-            file.owner.referenced.line(),
+            path,
+            owner.referenced.line(),
             "owner",
-            format!("{owner:?} is not a Slack user id (U… or W…)"),
+            format!("{text:?} is not a Slack user id (U… or W…)"),
         ));
     }
-    let token_line = file.token_sha256.referenced.line();
-    let texts = match &file.token_sha256.value {
+    Ok(())
+}
+
+/// One token hash, or two different ones while the token is rotated.
+fn token_hashes(path: &Path, hashes: &Spanned<Hashes>) -> Result<Vec<[u8; 32]>, ManifestError> {
+    let token_line = hashes.referenced.line();
+    let texts = match &hashes.value {
         Hashes::One(text) => vec![text.as_str()],
         Hashes::Several(texts) => texts.iter().map(String::as_str).collect(),
     };
     if texts.is_empty() || texts.len() > 2 {
         return Err(at(
+            path,
             token_line,
             "token_sha256",
             "one hash, or a list of two while rotating the token ([NEW, OLD])".into(),
@@ -284,6 +333,7 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| {
             at(
+                path,
                 token_line,
                 "token_sha256",
                 "must be 64 hex characters: the SHA-256 of the token (`countersign agent new` prints it)".into(),
@@ -291,16 +341,23 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         })?;
     if token_hashes.len() == 2 && token_hashes[0] == token_hashes[1] {
         return Err(at(
+            path,
             token_line,
             "token_sha256",
             "the two hashes are the same token".into(),
         ));
     }
+    Ok(token_hashes)
+}
+
+/// Where decisions are delivered, and the variable holding the secret they are signed with.
+fn check_callback(path: &Path, file: &AgentFile) -> Result<(), ManifestError> {
     if let Some(url) = &file.callback_url {
         let ok = url::Url::parse(&url.value)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
         if !ok {
             return Err(at(
+                path,
                 url.referenced.line(),
                 "callback_url",
                 "must be an http or https URL".into(),
@@ -315,17 +372,24 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
                 .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
         if !ok {
             return Err(at(
+                path,
                 var.referenced.line(),
                 "callback_secret_env",
                 "must be an environment variable name (A-Z, 0-9, _)".into(),
             ));
         }
     }
+    Ok(())
+}
+
+/// The rate limit, circuit breaker and budgets: every threshold within its bounds.
+fn check_limits(path: &Path, file: &AgentFile) -> Result<(), ManifestError> {
     if let Some(limit) = &file.rate_limit {
         let ok = (1..=1_000_000).contains(&limit.value.per_minute)
             && (1..=100_000).contains(&limit.value.burst);
         if !ok {
             return Err(at(
+                path,
                 limit.referenced.line(),
                 "rate_limit",
                 "per_minute must be 1 to 1,000,000 and burst 1 to 100,000".into(),
@@ -337,6 +401,7 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
         let in_range = |n: Option<u32>| n.is_none_or(|n| (1..=10_000).contains(&n));
         if !(in_range(b.rejections_in_a_row) && in_range(b.rate_limited_per_minute)) {
             return Err(at(
+                path,
                 breaker.referenced.line(),
                 "circuit_breaker",
                 "each threshold must be 1 to 10,000".into(),
@@ -358,31 +423,14 @@ fn load_agent(path: &Path) -> Result<Agent, ManifestError> {
             || counts.iter().flatten().any(|c| *c == 0)
         {
             return Err(at(
+                path,
                 budgets.referenced.line(),
                 "budgets",
                 "amounts must be numbers ≥ 0 and counts at least 1".into(),
             ));
         }
     }
-    let mut actions = BTreeMap::new();
-    for (name, entry) in file.actions {
-        let action = ActionId::parse(&name)
-            .map_err(|e| at(entry.referenced.line(), &format!("actions.{name}"), e.0))?;
-        actions.insert(action, entry.value);
-    }
-    Ok(Agent {
-        id,
-        owner: owner.clone(),
-        description: file.description,
-        token_hashes,
-        callback_url: file.callback_url.map(|s| s.value),
-        callback_secret_env: file.callback_secret_env.map(|s| s.value),
-        mode: file.mode,
-        actions,
-        rate_limit: file.rate_limit.map(|s| s.value),
-        circuit_breaker: file.circuit_breaker.map(|s| s.value),
-        budgets: file.budgets.map(|s| s.value).unwrap_or_default(),
-    })
+    Ok(())
 }
 
 fn parse_sha256(text: &str) -> Option<[u8; 32]> {

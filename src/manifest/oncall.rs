@@ -203,100 +203,129 @@ pub fn load_oncall(path: &Path) -> Result<Schedules, ManifestError> {
     })?;
     let mut schedules = BTreeMap::new();
     for (name, spec) in file.schedules {
-        let line = Some(spec.referenced.line());
-        let fail = |key: String, message: String| {
-            ManifestError::new(
-                path,
-                line,
-                Some(&format!("schedules.{name}.{key}")),
-                message,
-            )
+        let site = Site {
+            path,
+            line: spec.referenced.line(),
+            schedule: &name,
         };
-        let spec = spec.value;
-        let zone: Tz = spec.time_zone.parse().map_err(|_| {
-            fail(
-                "time_zone".into(),
-                format!(
-                    "{:?} is not an IANA time zone such as Europe/London",
-                    spec.time_zone
-                ),
-            )
-        })?;
-        if spec.layers.is_empty() {
-            return Err(fail(
-                "layers".into(),
-                "a schedule needs at least one layer".into(),
-            ));
-        }
-        let mut layers = Vec::new();
-        for (i, layer) in spec.layers.into_iter().enumerate() {
-            let key = |k: &str| format!("layers[{i}].{k}");
-            if layer.users.is_empty() {
-                return Err(fail(key("users"), "a layer needs users".into()));
-            }
-            if let Some(bad) = layer
-                .users
-                .iter()
-                .find(|u| !super::roles::slack_id(u, &['U', 'W']))
-            {
-                return Err(fail(
-                    key("users"),
-                    format!("{bad:?} is not a Slack user id (U…)"),
-                ));
-            }
-            let start = NaiveDate::parse_from_str(&layer.start, "%Y-%m-%d").map_err(|_| {
-                fail(
-                    key("start"),
-                    format!("{:?} is not a date such as 2026-01-05", layer.start),
-                )
-            })?;
-            let handoff = NaiveTime::parse_from_str(&layer.handoff, "%H:%M").map_err(|_| {
-                fail(
-                    key("handoff"),
-                    format!("{:?} is not a time such as 09:00", layer.handoff),
-                )
-            })?;
-            let rotation = parse_rotation(&layer.rotation).map_err(|e| fail(key("rotation"), e))?;
-            layers.push(Layer {
-                users: layer.users,
-                start,
-                handoff,
-                rotation,
-            });
-        }
-        let mut overrides = Vec::new();
-        for (i, o) in spec.overrides.into_iter().enumerate() {
-            let key = |k: &str| format!("overrides[{i}].{k}");
-            if !super::roles::slack_id(&o.user, &['U', 'W']) {
-                return Err(fail(
-                    key("user"),
-                    format!("{:?} is not a Slack user id (U…)", o.user),
-                ));
-            }
-            let start = parse_local(zone, &o.start).map_err(|e| fail(key("start"), e))?;
-            let end = parse_local(zone, &o.end).map_err(|e| fail(key("end"), e))?;
-            if end <= start {
-                return Err(fail(
-                    key("end"),
-                    "an override must end after it starts".into(),
-                ));
-            }
-            overrides.push(Override {
-                user: o.user,
-                start,
-                end,
-            });
-        }
-        schedules.insert(
-            name,
-            Schedule {
-                time_zone: zone,
-                layers,
-                overrides,
-            },
-        );
+        let schedule = schedule(&site, spec.value)?;
+        schedules.insert(name, schedule);
     }
     Ok(Schedules(schedules))
+}
+
+/// Where a schedule was written, for errors: every error names the schedule's line and a key
+/// under `schedules.{name}`.
+struct Site<'a> {
+    path: &'a Path,
+    line: u64,
+    schedule: &'a str,
+}
+
+impl Site<'_> {
+    fn fail(&self, key: String, message: String) -> ManifestError {
+        ManifestError::new(
+            self.path,
+            Some(self.line),
+            Some(&format!("schedules.{}.{key}", self.schedule)),
+            message,
+        )
+    }
+}
+
+fn schedule(site: &Site<'_>, spec: ScheduleSpec) -> Result<Schedule, ManifestError> {
+    let zone: Tz = spec.time_zone.parse().map_err(|_| {
+        site.fail(
+            "time_zone".into(),
+            format!(
+                "{:?} is not an IANA time zone such as Europe/London",
+                spec.time_zone
+            ),
+        )
+    })?;
+    if spec.layers.is_empty() {
+        return Err(site.fail(
+            "layers".into(),
+            "a schedule needs at least one layer".into(),
+        ));
+    }
+    let layers = spec
+        .layers
+        .into_iter()
+        .enumerate()
+        .map(|(i, layer)| self::layer(site, i, layer))
+        .collect::<Result<Vec<_>, _>>()?;
+    let overrides = spec
+        .overrides
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| override_of(site, zone, i, o))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Schedule {
+        time_zone: zone,
+        layers,
+        overrides,
+    })
+}
+
+/// The `i`th layer: Slack users taking turns from a start date, handing off at a local time.
+fn layer(site: &Site<'_>, i: usize, layer: LayerSpec) -> Result<Layer, ManifestError> {
+    let key = |k: &str| format!("layers[{i}].{k}");
+    if layer.users.is_empty() {
+        return Err(site.fail(key("users"), "a layer needs users".into()));
+    }
+    if let Some(bad) = layer
+        .users
+        .iter()
+        .find(|u| !super::roles::slack_id(u, &['U', 'W']))
+    {
+        return Err(site.fail(key("users"), format!("{bad:?} is not a Slack user id (U…)")));
+    }
+    let start = NaiveDate::parse_from_str(&layer.start, "%Y-%m-%d").map_err(|_| {
+        site.fail(
+            key("start"),
+            format!("{:?} is not a date such as 2026-01-05", layer.start),
+        )
+    })?;
+    let handoff = NaiveTime::parse_from_str(&layer.handoff, "%H:%M").map_err(|_| {
+        site.fail(
+            key("handoff"),
+            format!("{:?} is not a time such as 09:00", layer.handoff),
+        )
+    })?;
+    let rotation = parse_rotation(&layer.rotation).map_err(|e| site.fail(key("rotation"), e))?;
+    Ok(Layer {
+        users: layer.users,
+        start,
+        handoff,
+        rotation,
+    })
+}
+
+/// The `i`th override: a Slack user, between two local times in `zone`, the end after the start.
+fn override_of(
+    site: &Site<'_>,
+    zone: Tz,
+    i: usize,
+    o: OverrideSpec,
+) -> Result<Override, ManifestError> {
+    let key = |k: &str| format!("overrides[{i}].{k}");
+    if !super::roles::slack_id(&o.user, &['U', 'W']) {
+        return Err(site.fail(
+            key("user"),
+            format!("{:?} is not a Slack user id (U…)", o.user),
+        ));
+    }
+    let start = parse_local(zone, &o.start).map_err(|e| site.fail(key("start"), e))?;
+    let end = parse_local(zone, &o.end).map_err(|e| site.fail(key("end"), e))?;
+    if end <= start {
+        return Err(site.fail(key("end"), "an override must end after it starts".into()));
+    }
+    Ok(Override {
+        user: o.user,
+        start,
+        end,
+    })
 }
 
 #[cfg(test)]

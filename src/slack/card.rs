@@ -141,21 +141,47 @@ pub(super) fn context(text: String) -> SlackBlock {
 /// Renders the card for `proposal` as it stands.
 pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
     let content = &proposal.content;
-    let verdict = &content.verdict;
     let summary = truncate(&content.summary, 150);
     let currency = content.params.get("currency").and_then(Value::as_str);
-    let mut blocks: Vec<SlackBlock> = Vec::new();
+    let badges = risk_badges(proposal, ctx.catalog);
 
-    blocks.push(SlackHeaderBlock::new(pt!(summary.clone())).into());
+    let blocks: Vec<SlackBlock> = [
+        Some(SlackHeaderBlock::new(pt!(summary.clone())).into()),
+        Some(section(card_status(proposal, ctx))),
+        Some(who_block(proposal, ctx)),
+        target_block(proposal),
+        (!badges.is_empty()).then(|| context(badges.join("   "))),
+        changes_block(proposal, currency),
+        rationale_block(proposal),
+        evidence_block(proposal),
+        Some(why_block(proposal)),
+        votes_block(proposal, ctx),
+        buttons_block(proposal, ctx),
+        Some(footer_block(proposal)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    // The notification fallback is mrkdwn: the summary goes in made inert.
+    let text = format!("{} — {}", status_plain(proposal.status), inert(&summary));
+    OutgoingMessage { text, blocks }
+}
+
+/// The status line, with the latest SLA event while the proposal waits.
+fn card_status(proposal: &Proposal, ctx: &CardContext<'_>) -> String {
     let mut status = status_line(proposal);
     if proposal.status == Status::Pending
         && let Some((note, at)) = &ctx.sla_note
     {
         status.push_str(&format!(" · :rotating_light: {note} {}", slack_date(*at)));
     }
-    blocks.push(section(status));
+    status
+}
 
-    // Who: the agent, its accountable owner, and the human it acts for.
+/// Who: the agent, its accountable owner, and the human it acts for.
+fn who_block(proposal: &Proposal, ctx: &CardContext<'_>) -> SlackBlock {
+    let content = &proposal.content;
     let mut who = Paragraph::new()
         .bold("Agent")
         .text(" ")
@@ -170,125 +196,111 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
         (None, Some(text)) => who = who.text(" · for ").text(truncate(text, 80)),
         (None, None) => {}
     }
-    blocks.push(rich::block(who));
+    rich::block(who)
+}
 
-    if let Some(target) = &content.target {
-        let mut line = Paragraph::new()
-            .bold("Target")
-            .text(" ")
-            .text(truncate(&target.system, 80))
-            .text(" ")
-            .text(truncate(&target.kind, 80))
-            .text(" ")
-            .code(truncate(&target.id, 120));
-        // The link's real host, always visible: a label can lie, the host cannot.
-        if let Some(url) = target.url.as_deref().and_then(|u| url::Url::parse(u).ok())
-            && let Some(host) = url.host_str()
+fn target_block(proposal: &Proposal) -> Option<SlackBlock> {
+    let target = proposal.content.target.as_ref()?;
+    let mut line = Paragraph::new()
+        .bold("Target")
+        .text(" ")
+        .text(truncate(&target.system, 80))
+        .text(" ")
+        .text(truncate(&target.kind, 80))
+        .text(" ")
+        .code(truncate(&target.id, 120));
+    // The link's real host, always visible: a label can lie, the host cannot.
+    if let Some(url) = target.url.as_deref().and_then(|u| url::Url::parse(u).ok())
+        && let Some(host) = url.host_str()
+    {
+        line = line
+            .text(" · ")
+            .link(url.as_str(), &format!("open on {host}"));
+    }
+    Some(rich::block(line))
+}
+
+/// The first [`CHANGES_SHOWN`] changes as diff lines, and how many more there are.
+fn changes_block(proposal: &Proposal, currency: Option<&str>) -> Option<SlackBlock> {
+    let changes = &proposal.content.changes;
+    if changes.is_empty() {
+        return None;
+    }
+    let heading = if changes.len() == 1 {
+        "Change".to_owned()
+    } else {
+        format!("Changes ({})", changes.len())
+    };
+    let mut lines = Paragraph::new().bold(heading);
+    for change in changes.iter().take(CHANGES_SHOWN) {
+        lines = lines.newline().append(diff::line(change, currency));
+    }
+    let hidden = changes.len().saturating_sub(CHANGES_SHOWN);
+    if hidden > 0 {
+        lines = lines
+            .newline()
+            .text(format!("…and {hidden} more (see all {})", changes.len()));
+    }
+    Some(rich::block(lines))
+}
+
+fn rationale_block(proposal: &Proposal) -> Option<SlackBlock> {
+    let rationale = proposal.content.rationale.as_ref()?;
+    Some(rich::block(
+        Paragraph::new()
+            .bold("Why the agent wants this")
+            .newline()
+            .text(truncate(rationale, RATIONALE_CHARS)),
+    ))
+}
+
+/// The first [`EVIDENCE_SHOWN`] items: label, the link's host and the excerpt, quoted.
+fn evidence_block(proposal: &Proposal) -> Option<SlackBlock> {
+    let items = &proposal.content.evidence;
+    if items.is_empty() {
+        return None;
+    }
+    let mut evidence = RichText::new();
+    let mut heading = Some(Paragraph::new().bold("Evidence"));
+    for e in items.iter().take(EVIDENCE_SHOWN) {
+        let mut line = heading
+            .take()
+            .map_or_else(Paragraph::new, Paragraph::newline);
+        line = line.text("• ").bold(truncate(&e.label, 120));
+        if let Some(host) = e
+            .url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
         {
-            line = line
-                .text(" · ")
-                .link(url.as_str(), &format!("open on {host}"));
+            line = line.text(format!(" ({host})"));
         }
-        blocks.push(rich::block(line));
-    }
-
-    let badges = risk_badges(proposal, ctx.catalog);
-    if !badges.is_empty() {
-        blocks.push(context(badges.join("   ")));
-    }
-
-    if !content.changes.is_empty() {
-        let heading = if content.changes.len() == 1 {
-            "Change".to_owned()
-        } else {
-            format!("Changes ({})", content.changes.len())
-        };
-        let mut lines = Paragraph::new().bold(heading);
-        for change in content.changes.iter().take(CHANGES_SHOWN) {
-            lines = lines.newline().append(diff::line(change, currency));
+        evidence = evidence.paragraph(line);
+        if let Some(excerpt) = &e.excerpt {
+            evidence = evidence.quote(Paragraph::new().text(truncate(excerpt, 300)));
         }
-        let hidden = content.changes.len().saturating_sub(CHANGES_SHOWN);
-        if hidden > 0 {
-            lines = lines.newline().text(format!(
-                "…and {hidden} more (see all {})",
-                content.changes.len()
-            ));
-        }
-        blocks.push(rich::block(lines));
     }
-
-    if let Some(rationale) = &content.rationale {
-        blocks.push(rich::block(
-            Paragraph::new()
-                .bold("Why the agent wants this")
-                .newline()
-                .text(truncate(rationale, RATIONALE_CHARS)),
-        ));
+    if items.len() > EVIDENCE_SHOWN {
+        evidence = evidence.paragraph(
+            Paragraph::new().text(format!("…and {} more", items.len() - EVIDENCE_SHOWN)),
+        );
     }
+    Some(evidence.block())
+}
 
-    if !content.evidence.is_empty() {
-        let mut evidence = RichText::new();
-        let mut heading = Some(Paragraph::new().bold("Evidence"));
-        for e in content.evidence.iter().take(EVIDENCE_SHOWN) {
-            let mut line = heading
-                .take()
-                .map_or_else(Paragraph::new, Paragraph::newline);
-            line = line.text("• ").bold(truncate(&e.label, 120));
-            if let Some(host) = e
-                .url
-                .as_deref()
-                .and_then(|u| url::Url::parse(u).ok())
-                .and_then(|u| u.host_str().map(str::to_owned))
-            {
-                line = line.text(format!(" ({host})"));
-            }
-            evidence = evidence.paragraph(line);
-            if let Some(excerpt) = &e.excerpt {
-                evidence = evidence.quote(Paragraph::new().text(truncate(excerpt, 300)));
-            }
-        }
-        if content.evidence.len() > EVIDENCE_SHOWN {
-            evidence = evidence.paragraph(Paragraph::new().text(format!(
-                "…and {} more",
-                content.evidence.len() - EVIDENCE_SHOWN
-            )));
-        }
-        blocks.push(evidence.block());
-    }
-
-    // Why this needs you: the rules, the quorum, the step-up, the deadline.
+/// Why this needs you: the rules, the quorum, the step-up, the deadline.
+fn why_block(proposal: &Proposal) -> SlackBlock {
+    let verdict = &proposal.content.verdict;
     let mut why = Paragraph::new().bold("Why this needs you");
     for reason in &verdict.reasons {
         why = why.newline().text(format!("• {}", truncate(reason, 300)));
     }
-    let approvals = verdict.quorum.approvals;
-    let quorum = if verdict.quorum.each_role && verdict.route.len() > 1 {
-        format!(
-            "{approvals} approvals: one each from {}",
-            verdict.route.join(" and ")
-        )
-    } else {
-        format!(
-            "{approvals} approval{} from {}",
-            if approvals == 1 { "" } else { "s" },
-            verdict.route.join(" or ")
-        )
-    };
-    why = why.newline().bold("Quorum").text(format!(": {quorum}"));
-    match verdict.step_up {
-        StepUp::None => {}
-        StepUp::Confirm => {
-            why = why
-                .newline()
-                .bold("Step-up")
-                .text(": typed confirmation of the value");
-        }
-        StepUp::Totp => {
-            why = why
-                .newline()
-                .bold("Step-up")
-                .text(": a code from the approver's authenticator (TOTP)");
-        }
+    why = why
+        .newline()
+        .bold("Quorum")
+        .text(format!(": {}", quorum_text(verdict)));
+    if let Some(step_up) = step_up_text(verdict.step_up) {
+        why = why.newline().bold("Step-up").text(step_up);
     }
     let sla_due = verdict
         .sla
@@ -299,25 +311,62 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
     if let Some(due) = sla_due {
         why = why.newline().bold("Decide by").text(" ").date(due);
     }
-    if let Some(expires) = content.expires_at {
+    if let Some(expires) = proposal.content.expires_at {
         why = why.newline().bold("Expires").text(" ").date(expires);
     }
-    blocks.push(rich::block(why));
+    rich::block(why)
+}
 
-    if !ctx.votes.is_empty() || proposal.status == Status::Pending {
-        let tally = tally(&verdict.quorum, &verdict.route, ctx.votes);
-        let mut lines = Paragraph::new().bold("Votes");
-        for (vote, role) in ctx.votes.iter().zip(&tally.roles) {
-            lines = lines.newline().append(vote_line(vote, role.as_deref()));
-        }
-        if proposal.status == Status::Pending {
-            lines = lines
-                .newline()
-                .text(format!("Still needed: {}", tally.shortfall.describe()));
-        }
-        blocks.push(rich::block(lines));
+/// How many approvals, from which roles: "one each" when every role must approve.
+fn quorum_text(verdict: &crate::domain::Verdict) -> String {
+    let approvals = verdict.quorum.approvals;
+    if verdict.quorum.each_role && verdict.route.len() > 1 {
+        format!(
+            "{approvals} approvals: one each from {}",
+            verdict.route.join(" and ")
+        )
+    } else {
+        format!(
+            "{approvals} approval{} from {}",
+            if approvals == 1 { "" } else { "s" },
+            verdict.route.join(" or ")
+        )
     }
+}
 
+/// What an approver must add to their click, after "Step-up"; `None` when nothing.
+fn step_up_text(step_up: StepUp) -> Option<&'static str> {
+    match step_up {
+        StepUp::None => None,
+        StepUp::Confirm => Some(": typed confirmation of the value"),
+        StepUp::Totp => Some(": a code from the approver's authenticator (TOTP)"),
+    }
+}
+
+/// The votes so far and, while pending, what is still needed; nothing once decided without
+/// votes.
+fn votes_block(proposal: &Proposal, ctx: &CardContext<'_>) -> Option<SlackBlock> {
+    let pending = proposal.status == Status::Pending;
+    if ctx.votes.is_empty() && !pending {
+        return None;
+    }
+    let verdict = &proposal.content.verdict;
+    let tally = tally(&verdict.quorum, &verdict.route, ctx.votes);
+    let mut lines = Paragraph::new().bold("Votes");
+    for (vote, role) in ctx.votes.iter().zip(&tally.roles) {
+        lines = lines.newline().append(vote_line(vote, role.as_deref()));
+    }
+    if pending {
+        lines = lines
+            .newline()
+            .text(format!("Still needed: {}", tally.shortfall.describe()));
+    }
+    Some(rich::block(lines))
+}
+
+/// Approve and Reject while pending; a link to every change when the card shows only some.
+fn buttons_block(proposal: &Proposal, ctx: &CardContext<'_>) -> Option<SlackBlock> {
+    let changes = proposal.content.changes.len();
     let mut buttons: Vec<SlackActionBlockElement> = Vec::new();
     if proposal.status == Status::Pending {
         let value = proposal.id.to_string();
@@ -336,36 +385,33 @@ pub fn render(proposal: &Proposal, ctx: &CardContext<'_>) -> OutgoingMessage {
                 .into(),
         );
     }
-    if content.changes.len() > CHANGES_SHOWN
+    if changes > CHANGES_SHOWN
         && let Some(url) = ctx.full_diff.and_then(|u| url::Url::parse(u).ok())
     {
         buttons.push(
-            SlackBlockButtonElement::new(pt!(format!("See all {} changes", content.changes.len())))
+            SlackBlockButtonElement::new(pt!(format!("See all {changes} changes")))
                 .with_action_id(FULL_DIFF.into())
                 .with_url(url)
                 .into(),
         );
     }
-    if !buttons.is_empty() {
-        blocks.push(
-            SlackActionsBlock::new(buttons)
-                .with_block_id(DECIDE_BLOCK.into())
-                .into(),
-        );
+    if buttons.is_empty() {
+        return None;
     }
-    blocks.push(
-        SlackContextBlock::new(vec![SlackContextBlockElement::Plain(
-            SlackBlockPlainText::new(truncate(
-                &format!("{} · rules: {}", proposal.id, verdict.rules.join(", ")),
-                2000,
-            )),
-        )])
-        .into(),
-    );
+    Some(
+        SlackActionsBlock::new(buttons)
+            .with_block_id(DECIDE_BLOCK.into())
+            .into(),
+    )
+}
 
-    // The notification fallback is mrkdwn: the summary goes in made inert.
-    let text = format!("{} — {}", status_plain(proposal.status), inert(&summary));
-    OutgoingMessage { text, blocks }
+/// The proposal id and the rules that matched, for whoever has to trace the card back.
+fn footer_block(proposal: &Proposal) -> SlackBlock {
+    let rules = proposal.content.verdict.rules.join(", ");
+    SlackContextBlock::new(vec![SlackContextBlockElement::Plain(
+        SlackBlockPlainText::new(truncate(&format!("{} · rules: {rules}", proposal.id), 2000)),
+    )])
+    .into()
 }
 
 /// A vote as a line of the card: who, for which role, when, and a rejection's reason (the

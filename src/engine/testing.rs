@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::Engine;
 use crate::clock::ManualClock;
+use crate::store::prelude::*;
 use crate::store::{PoolSettings, SqliteStore, Store};
 
 pub(super) struct TestCore {

@@ -4,17 +4,17 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{PostgresStore, proposal_row};
 use crate::domain::{Proposal, ProposalId, Status};
+use crate::store::AgentReads;
 use crate::store::StoreError;
 use crate::store::rows::{ControlRow, control};
 
-impl PostgresStore {
-    pub(super) async fn latest_verdicts_of(
-        &self,
-        agent: &str,
-        n: i64,
-    ) -> Result<Vec<Status>, StoreError> {
+#[async_trait]
+impl AgentReads for PostgresStore {
+    async fn latest_verdicts_of(&self, agent: &str, n: i64) -> Result<Vec<Status>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT status FROM proposals WHERE agent_id = $1 AND status IN ('approved', 'rejected') \
              ORDER BY created_at DESC LIMIT $2",
@@ -31,7 +31,7 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn auto_approved_usage(
+    async fn auto_approved_usage(
         &self,
         agent: &str,
         day: DateTime<Utc>,
@@ -60,7 +60,7 @@ impl PostgresStore {
         })
     }
 
-    pub(super) async fn proposals_of(
+    async fn proposals_of(
         &self,
         agent: &str,
         since: DateTime<Utc>,
@@ -76,10 +76,7 @@ impl PostgresStore {
         rows.iter().map(proposal_row).collect()
     }
 
-    pub(super) async fn pending_of(
-        &self,
-        agent: &str,
-    ) -> Result<Vec<(ProposalId, String)>, StoreError> {
+    async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, content FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",
         )
@@ -101,7 +98,7 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn card_roles_of(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+    async fn card_roles_of(&self, agent: &str) -> Result<Vec<String>, StoreError> {
         let roles = sqlx::query_scalar(
             "SELECT DISTINCT m.role FROM slack_messages m JOIN proposals p ON p.id = m.proposal_id \
              WHERE p.agent_id = $1 ORDER BY m.role",
@@ -112,7 +109,7 @@ impl PostgresStore {
         Ok(roles)
     }
 
-    pub(super) async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError> {
+    async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError> {
         let rows = sqlx::query(
             "SELECT agent_id, action, mode, reason, set_by, set_at FROM agent_controls \
              ORDER BY agent_id, action",

@@ -5,14 +5,13 @@
 //! The SQL lives by table family, as in the SQLite backend: `tx` (the command batch's
 //! transaction, with the advisory lock), `proposals` (proposals, votes, the audit chain),
 //! `outbox` (Slack jobs and posted cards), `timers`, `webhooks` (agent callbacks), `reports`,
-//! `step_up` (TOTP and lockouts), `agents` (controls, budgets, per-agent queries) and `queues`
-//! (backlog for `/metrics`). Each family adds inherent methods to [`PostgresStore`]; `impl Store`
-//! only delegates to them, written once for both backends in `store/delegate.rs`.
+//! `step_up` (TOTP and lockouts), `agents` (controls, budgets, per-agent queries), and
+//! `Maintenance` (schema, purge, backlog for `/metrics`) here. Each file implements its family's
+//! storage trait (`store/families.rs`) for [`PostgresStore`] directly.
 
 mod agents;
 mod outbox;
 mod proposals;
-mod queues;
 mod reports;
 mod step_up;
 mod timers;
@@ -28,15 +27,9 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use super::rows::{ProposalRow, ballot};
-use super::{
-    Command, CommandResult, PoolSettings, Store, StoreError, TotpEnrollment, WebhookAttempt,
-    WebhookNext, WebhookRecord,
-};
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::domain::report::ReportPost;
-use crate::domain::{
-    DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote, WebhookDelivery,
-};
+use super::{Maintenance, PoolSettings, QueueBacklog, StoreError};
+use crate::audit::AuditEvent;
+use crate::domain::{Proposal, Vote};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -103,7 +96,55 @@ const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at F
 
 const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = $1";
 
-impl_store_by_delegation!(PostgresStore);
+#[async_trait]
+impl Maintenance for PostgresStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn backlog(&self, now: DateTime<Utc>) -> Result<Vec<QueueBacklog>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 'slack' AS queue, COUNT(*) AS due, MIN(due_at) AS oldest FROM slack_outbox \
+             WHERE done_at IS NULL AND due_at <= $1 \
+             UNION ALL SELECT 'timers', COUNT(*), MIN(due_at) FROM timers \
+             WHERE fired_at IS NULL AND due_at <= $1 \
+             UNION ALL SELECT 'callbacks', COUNT(*), MIN(next_attempt_at) FROM webhook_events \
+             WHERE status = 'pending' AND next_attempt_at <= $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueBacklog {
+                    queue: row.try_get("queue")?,
+                    due: row.try_get("due")?,
+                    oldest_due: row.try_get("oldest")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
 
 /// What a reviewer's click runs on PostgreSQL, besides the inserts: (name, parameter types,
 /// SQL, sample arguments). Each must stay an index access when PostgreSQL plans it generically

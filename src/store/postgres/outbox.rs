@@ -2,8 +2,11 @@
 
 use chrono::{DateTime, Utc};
 
+use async_trait::async_trait;
+
 use super::PostgresStore;
 use crate::domain::{PostedCard, ProposalId, SlackJob};
+use crate::store::SlackOutbox;
 use crate::store::StoreError;
 use crate::store::rows::{posted_cards, slack_jobs};
 
@@ -38,8 +41,9 @@ pub(super) const CLAIM_SLACK_JOBS: &str = "\
       ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
     RETURNING id, proposal_id, task, attempts";
 
-impl PostgresStore {
-    pub(super) async fn claim_slack_jobs(
+#[async_trait]
+impl SlackOutbox for PostgresStore {
+    async fn claim_slack_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -55,7 +59,7 @@ impl PostgresStore {
         slack_jobs(&rows)
     }
 
-    pub(super) async fn renew_slack_leases(
+    async fn renew_slack_leases(
         &self,
         ids: &[i64],
         lease_until: DateTime<Utc>,
@@ -71,7 +75,7 @@ impl PostgresStore {
         Ok(renewed.rows_affected())
     }
 
-    pub(super) async fn finish_slack_job(
+    async fn finish_slack_job(
         &self,
         job: &SlackJob,
         posted: Option<&PostedCard>,
@@ -100,7 +104,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn retry_slack_job(
+    async fn retry_slack_job(
         &self,
         job: &SlackJob,
         due_at: DateTime<Utc>,
@@ -120,7 +124,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn fail_slack_job(
+    async fn fail_slack_job(
         &self,
         job: &SlackJob,
         at: DateTime<Utc>,
@@ -138,10 +142,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn posted_cards(
-        &self,
-        id: &ProposalId,
-    ) -> Result<Vec<PostedCard>, StoreError> {
+    async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {
         let rows = sqlx::query(
             "SELECT role, channel, ts FROM slack_messages WHERE proposal_id = $1 ORDER BY role",
         )
@@ -151,7 +152,7 @@ impl PostgresStore {
         posted_cards(&rows)
     }
 
-    pub(super) async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
+    async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
         let outstanding: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = $1 AND done_at IS NULL \
              AND task LIKE '%\"kind\":\"post_card\"%'",
@@ -162,7 +163,7 @@ impl PostgresStore {
         Ok(outstanding > 0)
     }
 
-    pub(super) async fn card_posts_in_flight(
+    async fn card_posts_in_flight(
         &self,
         id: &ProposalId,
         now: DateTime<Utc>,
@@ -178,7 +179,7 @@ impl PostgresStore {
         Ok(in_flight > 0)
     }
 
-    pub(super) async fn coalesce_slack_jobs(
+    async fn coalesce_slack_jobs(
         &self,
         job: &SlackJob,
         now: DateTime<Utc>,

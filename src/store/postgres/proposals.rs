@@ -3,18 +3,22 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{PostgresStore, SELECT_PROPOSAL, SELECT_VOTES, audit_row, proposal_row, vote_row};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::domain::{Proposal, ProposalId, Status, Vote};
 use crate::store::StoreError;
 use crate::store::rows::status_count;
+use crate::store::{AuditReads, ProposalReads};
 
 /// Whether an escalation granted a person approval of a proposal.
 pub(super) const SELECT_GRANT: &str =
     "SELECT 1 FROM approval_grants WHERE proposal_id = $1 AND user_id = $2";
 
-impl PostgresStore {
-    pub(super) async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+#[async_trait]
+impl ProposalReads for PostgresStore {
+    async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
         sqlx::query(SELECT_PROPOSAL)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -24,7 +28,7 @@ impl PostgresStore {
             .transpose()
     }
 
-    pub(super) async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM proposals GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
@@ -33,7 +37,38 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn audit_page(
+    async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {
+        let rows = sqlx::query(SELECT_VOTES)
+            .bind(id.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| vote_row(row).map(|(vote, _)| vote))
+            .collect()
+    }
+
+    async fn approval_granted(&self, id: &ProposalId, user: &str) -> Result<bool, StoreError> {
+        let granted =
+            sqlx::query("SELECT 1 FROM approval_grants WHERE proposal_id = $1 AND user_id = $2")
+                .bind(id.as_str())
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(granted.is_some())
+    }
+
+    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(created_at) AS oldest FROM proposals WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get("oldest")?)
+    }
+}
+
+#[async_trait]
+impl AuditReads for PostgresStore {
+    async fn audit_page(
         &self,
         filter: &AuditFilter,
         after_seq: i64,
@@ -58,40 +93,5 @@ impl PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(audit_row).collect()
-    }
-
-    pub(super) async fn purge_idempotency_keys(
-        &self,
-        before: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub(super) async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {
-        let rows = sqlx::query(SELECT_VOTES)
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| vote_row(row).map(|(vote, _)| vote))
-            .collect()
-    }
-
-    pub(super) async fn approval_granted(
-        &self,
-        id: &ProposalId,
-        user: &str,
-    ) -> Result<bool, StoreError> {
-        let granted =
-            sqlx::query("SELECT 1 FROM approval_grants WHERE proposal_id = $1 AND user_id = $2")
-                .bind(id.as_str())
-                .bind(user)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(granted.is_some())
     }
 }

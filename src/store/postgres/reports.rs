@@ -3,21 +3,17 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::PostgresStore;
 use crate::domain::report::ReportPost;
+use crate::store::ReportPosts;
 use crate::store::StoreError;
 use crate::store::rows::{ReportPostRow, report_post};
 
-impl PostgresStore {
-    pub(super) async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row =
-            sqlx::query("SELECT MIN(created_at) AS oldest FROM proposals WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.try_get("oldest")?)
-    }
-
-    pub(super) async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError> {
+#[async_trait]
+impl ReportPosts for PostgresStore {
+    async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO report_posts (dedupe, role, channel, period, as_of, requested_by) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe) DO NOTHING",
@@ -33,7 +29,7 @@ impl PostgresStore {
         Ok(done.rows_affected() == 1)
     }
 
-    pub(super) async fn claim_report_posts(
+    async fn claim_report_posts(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -71,11 +67,7 @@ impl PostgresStore {
         Ok(posts)
     }
 
-    pub(super) async fn finish_report_post(
-        &self,
-        id: i64,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn finish_report_post(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("UPDATE report_posts SET posted_at = $1, leased_until = NULL WHERE id = $2")
             .bind(at)
             .bind(id)
@@ -84,7 +76,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError> {
+    async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE report_posts SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
         )

@@ -3,14 +3,15 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::PostgresStore;
+use crate::store::StepUpReads;
 use crate::store::{StoreError, TotpEnrollment};
 
-impl PostgresStore {
-    pub(super) async fn totp_enrollment(
-        &self,
-        user: &str,
-    ) -> Result<Option<TotpEnrollment>, StoreError> {
+#[async_trait]
+impl StepUpReads for PostgresStore {
+    async fn totp_enrollment(&self, user: &str) -> Result<Option<TotpEnrollment>, StoreError> {
         let row = sqlx::query(
             "SELECT secret, active, last_step FROM totp_enrollments WHERE user_id = $1",
         )
@@ -27,7 +28,7 @@ impl PostgresStore {
         .transpose()
     }
 
-    pub(super) async fn step_up_locked_until(
+    async fn step_up_locked_until(
         &self,
         user: &str,
         now: DateTime<Utc>,

@@ -3,13 +3,17 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::PostgresStore;
 use crate::domain::DueTimer;
 use crate::store::StoreError;
+use crate::store::TimerQueue;
 use crate::store::rows::{due_timer, fired_nudge};
 
-impl PostgresStore {
-    pub(super) async fn claim_timers(
+#[async_trait]
+impl TimerQueue for PostgresStore {
+    async fn claim_timers(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -41,7 +45,7 @@ impl PostgresStore {
         Ok(timers)
     }
 
-    pub(super) async fn fired_nudges(
+    async fn fired_nudges(
         &self,
         id: &crate::domain::ProposalId,
     ) -> Result<Vec<(crate::domain::Timer, DateTime<Utc>)>, StoreError> {

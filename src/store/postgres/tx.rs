@@ -427,8 +427,9 @@ impl BatchTx for Tx {
     }
 }
 
-impl PostgresStore {
-    pub(super) async fn apply(
+#[async_trait]
+impl crate::store::Commands for PostgresStore {
+    async fn apply(
         &self,
         commands: Vec<Command>,
         at: DateTime<Utc>,

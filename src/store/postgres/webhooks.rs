@@ -4,13 +4,17 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::PostgresStore;
 use crate::domain::{ProposalId, WebhookDelivery};
+use crate::store::WebhookQueue;
 use crate::store::rows::{SlackJobRow, callback_failed, webhook_delivery};
 use crate::store::{StoreError, WebhookAttempt, WebhookNext, WebhookRecord};
 
-impl PostgresStore {
-    pub(super) async fn claim_webhooks(
+#[async_trait]
+impl WebhookQueue for PostgresStore {
+    async fn claim_webhooks(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -41,7 +45,7 @@ impl PostgresStore {
         Ok(due.into_iter().map(|(_, d)| d).collect())
     }
 
-    pub(super) async fn record_webhook_attempt(
+    async fn record_webhook_attempt(
         &self,
         delivery: &WebhookDelivery,
         attempt: &WebhookAttempt,
@@ -103,7 +107,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError> {
+    async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 FROM webhook_disabled_endpoints WHERE url = $1")
             .bind(url)
             .fetch_optional(&self.pool)
@@ -111,10 +115,7 @@ impl PostgresStore {
         Ok(row.is_some())
     }
 
-    pub(super) async fn webhook_events(
-        &self,
-        id: &ProposalId,
-    ) -> Result<Vec<WebhookRecord>, StoreError> {
+    async fn webhook_events(&self, id: &ProposalId) -> Result<Vec<WebhookRecord>, StoreError> {
         // One snapshot for the events and their attempts, so an attempt recorded meanwhile is
         // seen with its event's new state or not at all.
         let mut tx = self.pool.begin().await?;

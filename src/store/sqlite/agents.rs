@@ -4,21 +4,21 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{SqliteStore, proposal_row, timestamp};
-use crate::clock::format_timestamp;
 use crate::domain::{Proposal, ProposalId, Status};
+use crate::store::AgentReads;
 use crate::store::StoreError;
 use crate::store::rows::{ControlRow, control};
+use crate::store::sql::Timestamp;
 
-impl SqliteStore {
-    pub(super) async fn latest_verdicts_of(
-        &self,
-        agent: &str,
-        n: i64,
-    ) -> Result<Vec<Status>, StoreError> {
+#[async_trait]
+impl AgentReads for SqliteStore {
+    async fn latest_verdicts_of(&self, agent: &str, n: i64) -> Result<Vec<Status>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT status FROM proposals WHERE agent_id = ?1 AND status IN ('approved', 'rejected') \
-             ORDER BY created_at DESC LIMIT ?2",
+            "SELECT status FROM proposals WHERE agent_id = $1 AND status IN ('approved', 'rejected') \
+             ORDER BY created_at DESC LIMIT $2",
         )
         .bind(agent)
         .bind(n)
@@ -32,7 +32,7 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn auto_approved_usage(
+    async fn auto_approved_usage(
         &self,
         agent: &str,
         day: DateTime<Utc>,
@@ -44,15 +44,15 @@ impl SqliteStore {
             "WITH approved AS (\
                SELECT created_at, CASE WHEN json_type(content, '$.params.amount') IN ('integer', 'real') \
                  THEN CAST(json_extract(content, '$.params.amount') AS REAL) ELSE 0.0 END AS amount \
-               FROM proposals WHERE agent_id = ?1 AND status = 'approved' AND created_at >= ?3 \
+               FROM proposals WHERE agent_id = $1 AND status = 'approved' AND created_at >= $3 \
                AND json_extract(decision, '$.by.kind') = 'policy') \
-             SELECT COALESCE(SUM(CASE WHEN created_at >= ?2 THEN amount END), 0.0) AS day_amount, \
-                    COUNT(CASE WHEN created_at >= ?2 THEN 1 END) AS day_count, \
+             SELECT COALESCE(SUM(CASE WHEN created_at >= $2 THEN amount END), 0.0) AS day_amount, \
+                    COUNT(CASE WHEN created_at >= $2 THEN 1 END) AS day_count, \
                     COALESCE(SUM(amount), 0.0) AS month_amount, COUNT(*) AS month_count FROM approved",
         )
         .bind(agent)
-        .bind(format_timestamp(day))
-        .bind(format_timestamp(month))
+        .bind(Timestamp(day))
+        .bind(Timestamp(month))
         .fetch_one(&self.pool)
         .await?;
         Ok(crate::budgets::Usage {
@@ -63,28 +63,25 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn proposals_of(
+    async fn proposals_of(
         &self,
         agent: &str,
         since: DateTime<Utc>,
     ) -> Result<Vec<Proposal>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at \
-             FROM proposals WHERE agent_id = ?1 AND created_at >= ?2 ORDER BY created_at",
+             FROM proposals WHERE agent_id = $1 AND created_at >= $2 ORDER BY created_at",
         )
         .bind(agent)
-        .bind(format_timestamp(since))
+        .bind(Timestamp(since))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(proposal_row).collect()
     }
 
-    pub(super) async fn pending_of(
-        &self,
-        agent: &str,
-    ) -> Result<Vec<(ProposalId, String)>, StoreError> {
+    async fn pending_of(&self, agent: &str) -> Result<Vec<(ProposalId, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, content FROM proposals WHERE agent_id = ?1 AND status = 'pending' ORDER BY created_at",
+            "SELECT id, content FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",
         )
         .bind(agent)
         .fetch_all(&self.pool)
@@ -104,10 +101,10 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn card_roles_of(&self, agent: &str) -> Result<Vec<String>, StoreError> {
+    async fn card_roles_of(&self, agent: &str) -> Result<Vec<String>, StoreError> {
         let roles = sqlx::query_scalar(
             "SELECT DISTINCT m.role FROM slack_messages m JOIN proposals p ON p.id = m.proposal_id \
-             WHERE p.agent_id = ?1 ORDER BY m.role",
+             WHERE p.agent_id = $1 ORDER BY m.role",
         )
         .bind(agent)
         .fetch_all(&self.pool)
@@ -115,7 +112,7 @@ impl SqliteStore {
         Ok(roles)
     }
 
-    pub(super) async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError> {
+    async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError> {
         let rows = sqlx::query(
             "SELECT agent_id, action, mode, reason, set_by, set_at FROM agent_controls \
              ORDER BY agent_id, action",

@@ -5,16 +5,13 @@
 //! The SQL lives by table family: `tx` (the command batch's transaction), `proposals`
 //! (proposals, votes, the audit chain), `outbox` (Slack jobs and posted cards), `timers`,
 //! `webhooks` (agent callbacks), `reports`, `step_up` (TOTP and lockouts) and `agents`
-//! (controls, budgets, per-agent queries), `queues` (backlog for `/metrics`). Each family adds
-//! inherent methods to [`SqliteStore`]; `impl Store` only delegates to them, and is written once
-//! for both backends (`store/delegate.rs`): a trait impl must be one block, and splitting the
-//! trait instead would need its parts imported wherever an `Arc<dyn Store>` is used. The
-//! PostgreSQL backend is laid out the same way.
+//! (controls, budgets, per-agent queries); `Maintenance` (schema, purge, backlog for
+//! `/metrics`) is here. Each file implements its family's storage trait (`store/families.rs`)
+//! for [`SqliteStore`] directly. The PostgreSQL backend is laid out the same way.
 
 mod agents;
 mod outbox;
 mod proposals;
-mod queues;
 mod reports;
 mod step_up;
 mod timers;
@@ -34,16 +31,10 @@ use sqlx::sqlite::{
 };
 
 use super::rows::{ProposalRow, ballot};
-use super::{
-    Command, CommandResult, PoolSettings, Store, StoreError, TotpEnrollment, WebhookAttempt,
-    WebhookNext, WebhookRecord,
-};
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::clock::parse_timestamp;
-use crate::domain::report::ReportPost;
-use crate::domain::{
-    DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote, WebhookDelivery,
-};
+use super::{Maintenance, PoolSettings, QueueBacklog, StoreError};
+use crate::audit::AuditEvent;
+use crate::domain::{Proposal, Vote};
+use crate::store::sql::{Timestamp, optional_timestamp, timestamp};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -72,11 +63,6 @@ impl SqliteStore {
             .await?;
         Ok(Self { pool })
     }
-}
-
-fn timestamp(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
-    let text: String = row.try_get(column)?;
-    parse_timestamp(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
 }
 
 fn proposal_row(row: &SqliteRow) -> Result<Proposal, StoreError> {
@@ -117,11 +103,59 @@ fn vote_row(row: &SqliteRow) -> Result<(Vote, String), StoreError> {
     Ok((vote, row.try_get("dedupe")?))
 }
 
-const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at FROM votes WHERE proposal_id = ?1 ORDER BY at, voter";
+const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at FROM votes WHERE proposal_id = $1 ORDER BY at, voter";
 
-const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = ?1";
+const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = $1";
 
-impl_store_by_delegation!(SqliteStore);
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency_keys(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(Timestamp(before))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn backlog(&self, now: DateTime<Utc>) -> Result<Vec<QueueBacklog>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT 'slack' AS queue, COUNT(*) AS due, MIN(due_at) AS oldest FROM slack_outbox \
+             WHERE done_at IS NULL AND due_at <= $1 \
+             UNION ALL SELECT 'timers', COUNT(*), MIN(due_at) FROM timers \
+             WHERE fired_at IS NULL AND due_at <= $1 \
+             UNION ALL SELECT 'callbacks', COUNT(*), MIN(next_attempt_at) FROM webhook_events \
+             WHERE status = 'pending' AND next_attempt_at <= $1",
+        )
+        .bind(Timestamp(now))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueBacklog {
+                    queue: row.try_get("queue")?,
+                    due: row.try_get("due")?,
+                    oldest_due: optional_timestamp(row, "oldest")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
 
 /// The Slack outbox's claim (parameters: lease end, now, limit), for the test suite's check that
 /// it reaches its rows by index.

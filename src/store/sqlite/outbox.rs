@@ -2,11 +2,14 @@
 
 use chrono::{DateTime, Utc};
 
+use async_trait::async_trait;
+
 use super::SqliteStore;
-use crate::clock::format_timestamp;
 use crate::domain::{PostedCard, ProposalId, SlackJob};
+use crate::store::SlackOutbox;
 use crate::store::StoreError;
 use crate::store::rows::{posted_cards, slack_jobs};
+use crate::store::sql::Timestamp;
 
 /// Claims the due rows: the unordered ones by due time, and of the card posts only each
 /// channel's oldest undone row (migration 0010), so a post put off holds back its channel's
@@ -24,21 +27,22 @@ pub(super) const CLAIM_SLACK_JOBS: &str = "\
     ), candidates (id) AS ( \
       SELECT * FROM (SELECT id FROM slack_outbox INDEXED BY slack_outbox_unordered_due \
        WHERE done_at IS NULL AND channel IS NULL \
-       AND due_at <= ?2 AND (leased_until IS NULL OR leased_until <= ?2) \
-       ORDER BY due_at, id LIMIT ?3) \
+       AND due_at <= $2 AND (leased_until IS NULL OR leased_until <= $2) \
+       ORDER BY due_at, id LIMIT $3) \
       UNION ALL \
       SELECT (SELECT MIN(id) FROM slack_outbox WHERE done_at IS NULL AND channel IS NOT NULL \
               AND channel = channels.channel) \
       FROM channels WHERE channels.channel IS NOT NULL \
     ) \
-    UPDATE slack_outbox SET leased_until = ?1 WHERE id IN ( \
+    UPDATE slack_outbox SET leased_until = $1 WHERE id IN ( \
       SELECT id FROM slack_outbox WHERE id IN (SELECT id FROM candidates) \
-      AND done_at IS NULL AND due_at <= ?2 AND (leased_until IS NULL OR leased_until <= ?2) \
-      ORDER BY due_at, id LIMIT ?3) \
+      AND done_at IS NULL AND due_at <= $2 AND (leased_until IS NULL OR leased_until <= $2) \
+      ORDER BY due_at, id LIMIT $3) \
     RETURNING id, proposal_id, task, attempts";
 
-impl SqliteStore {
-    pub(super) async fn claim_slack_jobs(
+#[async_trait]
+impl SlackOutbox for SqliteStore {
+    async fn claim_slack_jobs(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
@@ -47,15 +51,15 @@ impl SqliteStore {
         // One writer at a time (SQLite), so no row lock is needed: the statement sees the
         // heads as they are.
         let rows = sqlx::query(CLAIM_SLACK_JOBS)
-            .bind(format_timestamp(lease_until))
-            .bind(format_timestamp(now))
+            .bind(Timestamp(lease_until))
+            .bind(Timestamp(now))
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         slack_jobs(&rows)
     }
 
-    pub(super) async fn renew_slack_leases(
+    async fn renew_slack_leases(
         &self,
         ids: &[i64],
         lease_until: DateTime<Utc>,
@@ -63,17 +67,17 @@ impl SqliteStore {
         let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
         let ids = format!("[{}]", ids.join(","));
         let renewed = sqlx::query(
-            "UPDATE slack_outbox SET leased_until = ?1 WHERE id IN (SELECT value FROM json_each(?2)) \
+            "UPDATE slack_outbox SET leased_until = $1 WHERE id IN (SELECT value FROM json_each($2)) \
              AND done_at IS NULL AND leased_until IS NOT NULL",
         )
-        .bind(format_timestamp(lease_until))
+        .bind(Timestamp(lease_until))
         .bind(ids)
         .execute(&self.pool)
         .await?;
         Ok(renewed.rows_affected())
     }
 
-    pub(super) async fn finish_slack_job(
+    async fn finish_slack_job(
         &self,
         job: &SlackJob,
         posted: Option<&PostedCard>,
@@ -83,18 +87,18 @@ impl SqliteStore {
         if let Some(card) = posted {
             sqlx::query(
                 "INSERT INTO slack_messages (proposal_id, role, channel, ts, posted_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (proposal_id, role) DO NOTHING",
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (proposal_id, role) DO NOTHING",
             )
             .bind(job.proposal_id.as_ref().map_or("", |id| id.as_str()))
             .bind(&card.role)
             .bind(&card.channel)
             .bind(&card.ts)
-            .bind(format_timestamp(at))
+            .bind(Timestamp(at))
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE slack_outbox SET done_at = ?1, leased_until = NULL WHERE id = ?2")
-            .bind(format_timestamp(at))
+        sqlx::query("UPDATE slack_outbox SET done_at = $1, leased_until = NULL WHERE id = $2")
+            .bind(Timestamp(at))
             .bind(job.id)
             .execute(&mut *tx)
             .await?;
@@ -102,7 +106,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn retry_slack_job(
+    async fn retry_slack_job(
         &self,
         job: &SlackJob,
         due_at: DateTime<Utc>,
@@ -110,10 +114,10 @@ impl SqliteStore {
         counted: bool,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE slack_outbox SET due_at = ?1, attempts = attempts + ?2, leased_until = NULL, \
-             last_error = ?3 WHERE id = ?4",
+            "UPDATE slack_outbox SET due_at = $1, attempts = attempts + $2, leased_until = NULL, \
+             last_error = $3 WHERE id = $4",
         )
-        .bind(format_timestamp(due_at))
+        .bind(Timestamp(due_at))
         .bind(i32::from(counted))
         .bind(error)
         .bind(job.id)
@@ -122,17 +126,17 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn fail_slack_job(
+    async fn fail_slack_job(
         &self,
         job: &SlackJob,
         at: DateTime<Utc>,
         error: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE slack_outbox SET done_at = ?1, attempts = attempts + 1, leased_until = NULL, \
-             last_error = ?2 WHERE id = ?3",
+            "UPDATE slack_outbox SET done_at = $1, attempts = attempts + 1, leased_until = NULL, \
+             last_error = $2 WHERE id = $3",
         )
-        .bind(format_timestamp(at))
+        .bind(Timestamp(at))
         .bind(format!("gave up: {error}"))
         .bind(job.id)
         .execute(&self.pool)
@@ -140,12 +144,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn posted_cards(
-        &self,
-        id: &ProposalId,
-    ) -> Result<Vec<PostedCard>, StoreError> {
+    async fn posted_cards(&self, id: &ProposalId) -> Result<Vec<PostedCard>, StoreError> {
         let rows = sqlx::query(
-            "SELECT role, channel, ts FROM slack_messages WHERE proposal_id = ?1 ORDER BY role",
+            "SELECT role, channel, ts FROM slack_messages WHERE proposal_id = $1 ORDER BY role",
         )
         .bind(id.as_str())
         .fetch_all(&self.pool)
@@ -153,9 +154,9 @@ impl SqliteStore {
         posted_cards(&rows)
     }
 
-    pub(super) async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
+    async fn card_posts_outstanding(&self, id: &ProposalId) -> Result<bool, StoreError> {
         let outstanding: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = ?1 AND done_at IS NULL \
+            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = $1 AND done_at IS NULL \
              AND task LIKE '%\"kind\":\"post_card\"%'",
         )
         .bind(id.as_str())
@@ -164,33 +165,33 @@ impl SqliteStore {
         Ok(outstanding > 0)
     }
 
-    pub(super) async fn card_posts_in_flight(
+    async fn card_posts_in_flight(
         &self,
         id: &ProposalId,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let in_flight: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = ?1 AND done_at IS NULL \
-             AND leased_until > ?2 AND task LIKE '%\"kind\":\"post_card\"%'",
+            "SELECT COUNT(*) FROM slack_outbox WHERE proposal_id = $1 AND done_at IS NULL \
+             AND leased_until > $2 AND task LIKE '%\"kind\":\"post_card\"%'",
         )
         .bind(id.as_str())
-        .bind(format_timestamp(now))
+        .bind(Timestamp(now))
         .fetch_one(&self.pool)
         .await?;
         Ok(in_flight > 0)
     }
 
-    pub(super) async fn coalesce_slack_jobs(
+    async fn coalesce_slack_jobs(
         &self,
         job: &SlackJob,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE slack_outbox SET done_at = ?1, last_error = ?2 \
-             WHERE proposal_id = ?3 AND task = ?4 AND id <> ?5 AND done_at IS NULL \
-             AND due_at <= ?1 AND (leased_until IS NULL OR leased_until <= ?1)",
+            "UPDATE slack_outbox SET done_at = $1, last_error = $2 \
+             WHERE proposal_id = $3 AND task = $4 AND id <> $5 AND done_at IS NULL \
+             AND due_at <= $1 AND (leased_until IS NULL OR leased_until <= $1)",
         )
-        .bind(format_timestamp(now))
+        .bind(Timestamp(now))
         .bind(format!("coalesced into job {}", job.id))
         .bind(job.proposal_id.as_ref().map_or("", |id| id.as_str()))
         .bind(serde_json::to_string(&job.task)?)

@@ -3,15 +3,19 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{SELECT_PROPOSAL, SELECT_VOTES, SqliteStore, audit_row, proposal_row, vote_row};
 use crate::audit::{AuditEvent, AuditFilter};
-use crate::clock::format_timestamp;
 use crate::domain::{Proposal, ProposalId, Status, Vote};
 use crate::store::StoreError;
 use crate::store::rows::status_count;
+use crate::store::sql::{Timestamp, optional_timestamp};
+use crate::store::{AuditReads, ProposalReads};
 
-impl SqliteStore {
-    pub(super) async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
+#[async_trait]
+impl ProposalReads for SqliteStore {
+    async fn proposal(&self, id: &ProposalId) -> Result<Option<Proposal>, StoreError> {
         sqlx::query(SELECT_PROPOSAL)
             .bind(id.as_str())
             .fetch_optional(&self.pool)
@@ -21,7 +25,7 @@ impl SqliteStore {
             .transpose()
     }
 
-    pub(super) async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
+    async fn count_by_status(&self) -> Result<Vec<(Status, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM proposals GROUP BY status")
             .fetch_all(&self.pool)
             .await?;
@@ -30,44 +34,7 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn audit_page(
-        &self,
-        filter: &AuditFilter,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        // One proposal's events come from its index; the optional filter written as
-        // `(x IS NULL OR proposal_id = x)` would walk the whole chain instead.
-        let sql = if filter.proposal_id.is_some() {
-            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
-                 WHERE proposal_id = ?3 AND seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq LIMIT ?4"
-        } else {
-            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
-                 WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR proposal_id = ?3) \
-                 ORDER BY seq LIMIT ?4"
-        };
-        let rows = sqlx::query(sql)
-            .bind(after_seq)
-            .bind(filter.since.map(format_timestamp))
-            .bind(filter.proposal_id.as_deref())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(audit_row).collect()
-    }
-
-    pub(super) async fn purge_idempotency_keys(
-        &self,
-        before: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?1")
-            .bind(format_timestamp(before))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub(super) async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {
+    async fn votes(&self, id: &ProposalId) -> Result<Vec<Vote>, StoreError> {
         let rows = sqlx::query(SELECT_VOTES)
             .bind(id.as_str())
             .fetch_all(&self.pool)
@@ -77,17 +44,50 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn approval_granted(
-        &self,
-        id: &ProposalId,
-        user: &str,
-    ) -> Result<bool, StoreError> {
+    async fn approval_granted(&self, id: &ProposalId, user: &str) -> Result<bool, StoreError> {
         let granted =
-            sqlx::query("SELECT 1 FROM approval_grants WHERE proposal_id = ?1 AND user_id = ?2")
+            sqlx::query("SELECT 1 FROM approval_grants WHERE proposal_id = $1 AND user_id = $2")
                 .bind(id.as_str())
                 .bind(user)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(granted.is_some())
+    }
+
+    async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(created_at) AS oldest FROM proposals WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        optional_timestamp(&row, "oldest")
+    }
+}
+
+#[async_trait]
+impl AuditReads for SqliteStore {
+    async fn audit_page(
+        &self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        // One proposal's events come from its index; the optional filter written as
+        // `(x IS NULL OR proposal_id = x)` would walk the whole chain instead.
+        let sql = if filter.proposal_id.is_some() {
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+                 WHERE proposal_id = $3 AND seq > $1 AND ($2 IS NULL OR at >= $2) ORDER BY seq LIMIT $4"
+        } else {
+            "SELECT seq, at, kind, proposal_id, actor, data, prev_hash, hash FROM audit_events \
+                 WHERE seq > $1 AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR proposal_id = $3) \
+                 ORDER BY seq LIMIT $4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(after_seq)
+            .bind(filter.since.map(Timestamp))
+            .bind(filter.proposal_id.as_deref())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_row).collect()
     }
 }

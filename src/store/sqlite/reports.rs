@@ -3,57 +3,47 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{SqliteStore, timestamp};
-use crate::clock::{format_timestamp, parse_timestamp};
 use crate::domain::report::ReportPost;
+use crate::store::ReportPosts;
 use crate::store::StoreError;
 use crate::store::rows::{ReportPostRow, report_post};
+use crate::store::sql::Timestamp;
 
-impl SqliteStore {
-    pub(super) async fn oldest_pending(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row =
-            sqlx::query("SELECT MIN(created_at) AS oldest FROM proposals WHERE status = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
-        let oldest: Option<String> = row.try_get("oldest")?;
-        oldest
-            .map(|text| {
-                parse_timestamp(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("created_at {text:?}: {e}")))
-            })
-            .transpose()
-    }
-
-    pub(super) async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError> {
+#[async_trait]
+impl ReportPosts for SqliteStore {
+    async fn enqueue_report(&self, post: &ReportPost) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT INTO report_posts (dedupe, role, channel, period, as_of, requested_by) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (dedupe) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe) DO NOTHING",
         )
         .bind(&post.dedupe)
         .bind(&post.role)
         .bind(&post.channel)
         .bind(post.period.to_string())
-        .bind(format_timestamp(post.as_of))
+        .bind(Timestamp(post.as_of))
         .bind(post.requested_by.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    pub(super) async fn claim_report_posts(
+    async fn claim_report_posts(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<ReportPost>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE report_posts SET leased_until = ?1 WHERE id IN (\
-               SELECT id FROM report_posts WHERE posted_at IS NULL AND attempts < ?4 \
-               AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY id LIMIT ?3) \
+            "UPDATE report_posts SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM report_posts WHERE posted_at IS NULL AND attempts < $4 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY id LIMIT $3) \
              RETURNING id, dedupe, role, channel, period, as_of, requested_by, attempts",
         )
-        .bind(format_timestamp(lease_until))
-        .bind(format_timestamp(now))
+        .bind(Timestamp(lease_until))
+        .bind(Timestamp(now))
         .bind(limit)
         .bind(crate::store::REPORT_ATTEMPTS)
         .fetch_all(&self.pool)
@@ -77,22 +67,18 @@ impl SqliteStore {
         Ok(posts)
     }
 
-    pub(super) async fn finish_report_post(
-        &self,
-        id: i64,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE report_posts SET posted_at = ?1, leased_until = NULL WHERE id = ?2")
-            .bind(format_timestamp(at))
+    async fn finish_report_post(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE report_posts SET posted_at = $1, leased_until = NULL WHERE id = $2")
+            .bind(Timestamp(at))
             .bind(id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub(super) async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError> {
+    async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE report_posts SET attempts = attempts + 1, last_error = ?1 WHERE id = ?2",
+            "UPDATE report_posts SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
         )
         .bind(error)
         .bind(id)

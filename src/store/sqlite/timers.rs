@@ -3,27 +3,31 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{SqliteStore, timestamp};
-use crate::clock::format_timestamp;
 use crate::domain::DueTimer;
 use crate::store::StoreError;
+use crate::store::TimerQueue;
 use crate::store::rows::{due_timer, fired_nudge};
+use crate::store::sql::Timestamp;
 
-impl SqliteStore {
-    pub(super) async fn claim_timers(
+#[async_trait]
+impl TimerQueue for SqliteStore {
+    async fn claim_timers(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<DueTimer>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE timers SET leased_until = ?1 WHERE id IN (\
-               SELECT id FROM timers WHERE fired_at IS NULL AND due_at <= ?2 \
-               AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY due_at, id LIMIT ?3) \
+            "UPDATE timers SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM timers WHERE fired_at IS NULL AND due_at <= $2 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY due_at, id LIMIT $3) \
              RETURNING id, proposal_id, timer, due_at",
         )
-        .bind(format_timestamp(lease_until))
-        .bind(format_timestamp(now))
+        .bind(Timestamp(lease_until))
+        .bind(Timestamp(now))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -42,12 +46,12 @@ impl SqliteStore {
         Ok(timers)
     }
 
-    pub(super) async fn fired_nudges(
+    async fn fired_nudges(
         &self,
         id: &crate::domain::ProposalId,
     ) -> Result<Vec<(crate::domain::Timer, DateTime<Utc>)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, timer, fired_at FROM timers WHERE proposal_id = ?1 AND outcome = 'fired' \
+            "SELECT id, timer, fired_at FROM timers WHERE proposal_id = $1 AND outcome = 'fired' \
              ORDER BY fired_at, id",
         )
         .bind(id.as_str())

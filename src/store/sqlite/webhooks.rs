@@ -4,27 +4,31 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use async_trait::async_trait;
+
 use super::{SqliteStore, timestamp};
-use crate::clock::{format_timestamp, parse_timestamp};
 use crate::domain::{ProposalId, WebhookDelivery};
+use crate::store::WebhookQueue;
 use crate::store::rows::{SlackJobRow, callback_failed, webhook_delivery};
+use crate::store::sql::{Timestamp, optional_timestamp};
 use crate::store::{StoreError, WebhookAttempt, WebhookNext, WebhookRecord};
 
-impl SqliteStore {
-    pub(super) async fn claim_webhooks(
+#[async_trait]
+impl WebhookQueue for SqliteStore {
+    async fn claim_webhooks(
         &self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<WebhookDelivery>, StoreError> {
         let rows = sqlx::query(
-            "UPDATE webhook_events SET leased_until = ?1 WHERE id IN (\
-               SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= ?2 \
-               AND (leased_until IS NULL OR leased_until <= ?2) ORDER BY next_attempt_at LIMIT ?3) \
+            "UPDATE webhook_events SET leased_until = $1 WHERE id IN (\
+               SELECT id FROM webhook_events WHERE status = 'pending' AND next_attempt_at <= $2 \
+               AND (leased_until IS NULL OR leased_until <= $2) ORDER BY next_attempt_at LIMIT $3) \
              RETURNING id, proposal_id, agent_id, url, body, attempts, next_attempt_at",
         )
-        .bind(format_timestamp(lease_until))
-        .bind(format_timestamp(now))
+        .bind(Timestamp(lease_until))
+        .bind(Timestamp(now))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -36,7 +40,7 @@ impl SqliteStore {
         Ok(due.into_iter().map(|(_, d)| d).collect())
     }
 
-    pub(super) async fn record_webhook_attempt(
+    async fn record_webhook_attempt(
         &self,
         delivery: &WebhookDelivery,
         attempt: &WebhookAttempt,
@@ -45,11 +49,11 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO webhook_attempts (event_id, attempt, at, status_code, error, duration_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
         )
         .bind(&delivery.id)
         .bind(attempt.attempt)
-        .bind(format_timestamp(attempt.at))
+        .bind(Timestamp(attempt.at))
         .bind(attempt.status_code)
         .bind(attempt.error.as_deref())
         .bind(attempt.duration_ms)
@@ -60,14 +64,14 @@ impl SqliteStore {
             WebhookNext::Retry { at } => ("pending", *at, attempt.error.clone()),
             WebhookNext::Failed { error, .. } => ("failed", attempt.at, Some(error.clone())),
         };
-        let finished = (status != "pending").then(|| format_timestamp(attempt.at));
+        let finished = (status != "pending").then_some(Timestamp(attempt.at));
         sqlx::query(
-            "UPDATE webhook_events SET status = ?1, attempts = ?2, next_attempt_at = ?3, \
-             leased_until = NULL, finished_at = ?4, last_error = ?5 WHERE id = ?6",
+            "UPDATE webhook_events SET status = $1, attempts = $2, next_attempt_at = $3, \
+             leased_until = NULL, finished_at = $4, last_error = $5 WHERE id = $6",
         )
         .bind(status)
         .bind(attempt.attempt)
-        .bind(format_timestamp(next_at))
+        .bind(Timestamp(next_at))
         .bind(finished)
         .bind(error)
         .bind(&delivery.id)
@@ -77,20 +81,20 @@ impl SqliteStore {
             if *disable {
                 sqlx::query(
                     "INSERT INTO webhook_disabled_endpoints (url, disabled_at, event_id) \
-                     VALUES (?1, ?2, ?3) ON CONFLICT (url) DO NOTHING",
+                     VALUES ($1, $2, $3) ON CONFLICT (url) DO NOTHING",
                 )
                 .bind(&delivery.url)
-                .bind(format_timestamp(attempt.at))
+                .bind(Timestamp(attempt.at))
                 .bind(&delivery.id)
                 .execute(&mut *tx)
                 .await?;
             }
             let task = callback_failed(delivery, error);
             let job = SlackJobRow::new(&delivery.proposal_id, &task, attempt.at)?;
-            sqlx::query("INSERT INTO slack_outbox (proposal_id, task, due_at) VALUES (?1, ?2, ?3)")
+            sqlx::query("INSERT INTO slack_outbox (proposal_id, task, due_at) VALUES ($1, $2, $3)")
                 .bind(&job.proposal_id)
                 .bind(&job.task)
-                .bind(format_timestamp(job.due_at))
+                .bind(Timestamp(job.due_at))
                 .execute(&mut *tx)
                 .await?;
         }
@@ -98,24 +102,21 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 FROM webhook_disabled_endpoints WHERE url = ?1")
+    async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 FROM webhook_disabled_endpoints WHERE url = $1")
             .bind(url)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.is_some())
     }
 
-    pub(super) async fn webhook_events(
-        &self,
-        id: &ProposalId,
-    ) -> Result<Vec<WebhookRecord>, StoreError> {
+    async fn webhook_events(&self, id: &ProposalId) -> Result<Vec<WebhookRecord>, StoreError> {
         // One snapshot for the events and their attempts, so an attempt recorded meanwhile is
         // seen with its event's new state or not at all.
         let mut tx = self.pool.begin().await?;
         let events = sqlx::query(
             "SELECT id, url, status, created_at, next_attempt_at, finished_at, last_error \
-             FROM webhook_events WHERE proposal_id = ?1 ORDER BY created_at, id",
+             FROM webhook_events WHERE proposal_id = $1 ORDER BY created_at, id",
         )
         .bind(id.as_str())
         .fetch_all(&mut *tx)
@@ -125,7 +126,7 @@ impl SqliteStore {
             let event_id: String = event.try_get("id")?;
             let attempts = sqlx::query(
                 "SELECT attempt, at, status_code, error, duration_ms FROM webhook_attempts \
-                 WHERE event_id = ?1 ORDER BY attempt",
+                 WHERE event_id = $1 ORDER BY attempt",
             )
             .bind(&event_id)
             .fetch_all(&mut *tx)
@@ -142,7 +143,6 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
             let status: String = event.try_get("status")?;
-            let finished: Option<String> = event.try_get("finished_at")?;
             records.push(WebhookRecord {
                 id: event_id,
                 url: event.try_get("url")?,
@@ -151,12 +151,7 @@ impl SqliteStore {
                     .transpose()?,
                 status,
                 created_at: timestamp(event, "created_at")?,
-                finished_at: finished
-                    .map(|text| {
-                        parse_timestamp(&text)
-                            .map_err(|e| StoreError::Corrupt(format!("finished_at {text:?}: {e}")))
-                    })
-                    .transpose()?,
+                finished_at: optional_timestamp(event, "finished_at")?,
                 last_error: event.try_get("last_error")?,
                 attempts,
             });
@@ -175,18 +170,18 @@ pub(in crate::store) async fn redeliver_webhook(
     now: DateTime<Utc>,
 ) -> Result<Result<String, crate::store::Redelivery>, StoreError> {
     let row: Option<(String, String)> = sqlx::query_as(
-        "UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = ?1, \
+        "UPDATE webhook_events SET status = 'pending', attempts = 0, next_attempt_at = $1, \
          leased_until = NULL, finished_at = NULL \
-         WHERE id = ?2 AND (leased_until IS NULL OR leased_until <= ?1) \
+         WHERE id = $2 AND (leased_until IS NULL OR leased_until <= $1) \
          RETURNING url, proposal_id",
     )
-    .bind(format_timestamp(now))
+    .bind(Timestamp(now))
     .bind(event)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((url, proposal)) = row else {
         let exists: Option<String> =
-            sqlx::query_scalar("SELECT id FROM webhook_events WHERE id = ?1")
+            sqlx::query_scalar("SELECT id FROM webhook_events WHERE id = $1")
                 .bind(event)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -195,11 +190,11 @@ pub(in crate::store) async fn redeliver_webhook(
             None => crate::store::Redelivery::NoSuchEvent,
         }));
     };
-    sqlx::query("DELETE FROM webhook_attempts WHERE event_id = ?1")
+    sqlx::query("DELETE FROM webhook_attempts WHERE event_id = $1")
         .bind(event)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("DELETE FROM webhook_disabled_endpoints WHERE url = ?1")
+    sqlx::query("DELETE FROM webhook_disabled_endpoints WHERE url = $1")
         .bind(&url)
         .execute(&mut *conn)
         .await?;

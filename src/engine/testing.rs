@@ -17,6 +17,7 @@ use crate::domain::{
 };
 use crate::manifest::Role;
 use crate::registry::Registry;
+use crate::store::prelude::*;
 use crate::store::{Command, PoolSettings, SqliteStore, Store};
 
 /// The workspace as the tests need it: the manifests' approvers, and one email.

@@ -1,9 +1,12 @@
 //! Conversions between domain values and the rows both backends store.
 
 use chrono::{DateTime, Utc};
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::StoreError;
-use crate::domain::{AgentId, Proposal, ProposalId, Status};
+use super::sql::{Timestamp, timestamp};
+use crate::audit::AuditEvent;
+use crate::domain::{AgentId, Proposal, ProposalId, Status, Vote};
 
 /// A proposal's text columns.
 pub(super) struct EncodedProposal {
@@ -460,4 +463,61 @@ pub(super) struct GrantRow {
     pub proposal_id: String,
     pub user_id: String,
     pub granted_at: DateTime<Utc>,
+}
+
+/// A `proposals` row (every column) of either backend.
+pub(super) fn proposal_row<R: Row>(row: &R) -> Result<Proposal, StoreError>
+where
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Timestamp: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    ProposalRow {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        status: row.try_get("status")?,
+        content: row.try_get("content")?,
+        decision: row.try_get("decision")?,
+        outcome: row.try_get("outcome")?,
+        created_at: timestamp(row, "created_at")?,
+        updated_at: timestamp(row, "updated_at")?,
+    }
+    .decode()
+}
+
+/// An `audit_events` row of either backend.
+pub(super) fn audit_row<R: Row>(row: &R) -> Result<AuditEvent, StoreError>
+where
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Timestamp: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    Ok(AuditEvent {
+        seq: row.try_get("seq")?,
+        at: timestamp(row, "at")?,
+        kind: row.try_get("kind")?,
+        proposal_id: row.try_get("proposal_id")?,
+        actor: row.try_get("actor")?,
+        data: row.try_get("data")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// A `votes` row of either backend, with its click's dedupe key.
+pub(super) fn vote_row<R: Row>(row: &R) -> Result<(Vote, String), StoreError>
+where
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Timestamp: Decode<'r, R::Database> + Type<R::Database>,
+    for<'c> &'c str: ColumnIndex<R>,
+{
+    let vote = Vote {
+        voter: row.try_get("voter")?,
+        eligible: serde_json::from_str(&row.try_get::<String, _>("eligible")?)?,
+        ballot: ballot(&row.try_get::<String, _>("ballot")?)?,
+        reason: row.try_get("reason")?,
+        at: timestamp(row, "at")?,
+    };
+    Ok((vote, row.try_get("dedupe")?))
 }

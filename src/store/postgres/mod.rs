@@ -2,46 +2,22 @@
 //! serialise on a transaction-scoped advisory lock, so every batch from every replica extends the
 //! chain in turn; the engine's group commit keeps that lock's cost per proposal small.
 //!
-//! The SQL lives by table family, as in the SQLite backend: `tx` (the command batch's
-//! transaction, with the advisory lock), `proposals` (proposals, votes, the audit chain),
-//! `outbox` (Slack jobs and posted cards), `timers`, `webhooks` (agent callbacks), `reports`,
-//! `step_up` (TOTP and lockouts), `agents` (controls, budgets, per-agent queries) and `queues`
-//! (backlog for `/metrics`). Each family adds inherent methods to [`PostgresStore`]; `impl Store`
-//! only delegates to them, written once for both backends in `store/delegate.rs`.
+//! The family traits' SQL is shared with SQLite (`store/sql/`); what is PostgreSQL's own is
+//! here: connecting, [`dialect`] (where its SQL differs) and `tx` (the command batch's
+//! transaction, with the advisory lock and `UNNEST` multi-row writes).
 
-mod agents;
-mod outbox;
-mod proposals;
-mod queues;
-mod reports;
-mod step_up;
-mod timers;
+pub(in crate::store) mod dialect;
 mod tx;
-mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::rows::{ProposalRow, ballot};
-use super::{
-    Command, CommandResult, PoolSettings, Store, StoreError, TotpEnrollment, WebhookAttempt,
-    WebhookNext, WebhookRecord,
-};
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::domain::report::ReportPost;
-use crate::domain::{
-    DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote, WebhookDelivery,
-};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+use super::{PoolSettings, StoreError, sql};
 
 pub struct PostgresStore {
-    pool: PgPool,
+    pub(in crate::store) pool: PgPool,
 }
 
 impl PostgresStore {
@@ -61,64 +37,25 @@ impl PostgresStore {
     }
 }
 
-fn proposal_row(row: &PgRow) -> Result<Proposal, StoreError> {
-    ProposalRow {
-        id: row.try_get("id")?,
-        agent_id: row.try_get("agent_id")?,
-        status: row.try_get("status")?,
-        content: row.try_get("content")?,
-        decision: row.try_get("decision")?,
-        outcome: row.try_get("outcome")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    }
-    .decode()
-}
-
-fn audit_row(row: &PgRow) -> Result<AuditEvent, StoreError> {
-    Ok(AuditEvent {
-        seq: row.try_get("seq")?,
-        at: row.try_get("at")?,
-        kind: row.try_get("kind")?,
-        proposal_id: row.try_get("proposal_id")?,
-        actor: row.try_get("actor")?,
-        data: row.try_get("data")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
-}
-
-fn vote_row(row: &PgRow) -> Result<(Vote, String), StoreError> {
-    let vote = Vote {
-        voter: row.try_get("voter")?,
-        eligible: serde_json::from_str(&row.try_get::<String, _>("eligible")?)?,
-        ballot: ballot(&row.try_get::<String, _>("ballot")?)?,
-        reason: row.try_get("reason")?,
-        at: row.try_get("at")?,
-    };
-    Ok((vote, row.try_get("dedupe")?))
-}
-
-const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at FROM votes WHERE proposal_id = $1 ORDER BY at, voter";
-
-const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = $1";
-
-impl_store_by_delegation!(PostgresStore);
-
 /// What a reviewer's click runs on PostgreSQL, besides the inserts: (name, parameter types,
 /// SQL, sample arguments). Each must stay an index access when PostgreSQL plans it generically
 /// (prepared statements go generic after five runs), whatever the backlog; the test suite
 /// checks their plans on a database holding tens of thousands of timers and proposals.
 pub fn decision_statements() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     vec![
-        ("read the proposal", "text", SELECT_PROPOSAL, "'p1'"),
+        (
+            "read the proposal",
+            "text",
+            sql::proposals::SELECT_PROPOSAL,
+            "'p1'",
+        ),
         (
             "escalation grant",
             "text, text",
-            proposals::SELECT_GRANT,
+            sql::proposals::SELECT_GRANT,
             "'p1', 'U1'",
         ),
-        ("chain tip", "", tx::CHAIN_TIP, ""),
+        ("chain tip", "", sql::batch::CHAIN_TIP, ""),
         (
             "batch's proposals",
             "text[]",
@@ -149,5 +86,5 @@ pub fn decision_statements() -> Vec<(&'static str, &'static str, &'static str, &
 /// The Slack outbox's claim (parameters: lease end, now, limit). Its cost must not grow with the
 /// cards waiting in one channel; the test suite checks the rows it touches on a long queue.
 pub fn outbox_claim_statement() -> &'static str {
-    outbox::CLAIM_SLACK_JOBS
+    dialect::CLAIM_SLACK_JOBS
 }

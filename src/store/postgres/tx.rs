@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{PostgresStore, proposal_row, vote_row};
+use super::PostgresStore;
+use super::dialect;
 use crate::audit::{AuditEvent, ChainTip};
 use crate::domain::{AgentId, Proposal, ProposalId, Vote};
 use crate::store::batch::{self, BatchTx};
@@ -14,6 +15,8 @@ use crate::store::rows::{
     DisarmRow, GrantRow, INSERT_CHUNK, IdempotencyRow, LifecycleRow, ProposalRow, SlackJobRow,
     StoredKey, TimerRow, VoteRow, WebhookRow,
 };
+use crate::store::rows::{proposal_row, vote_row};
+use crate::store::sql::batch::postgres as shared;
 use crate::store::{Command, CommandResult, StoreError};
 
 /// Key of the advisory lock that makes one transaction at a time the audit chain's writer
@@ -32,9 +35,6 @@ pub(super) const SELECT_PROPOSALS: &str = "SELECT id, agent_id, status, content,
 /// The votes on a batch's proposals.
 pub(super) const SELECT_VOTES_OF: &str = "SELECT proposal_id, voter, eligible, ballot, reason, dedupe, at \
      FROM votes WHERE proposal_id = ANY($1::text[]) ORDER BY proposal_id, at, voter";
-
-/// The audit chain's tip, read under the chain's lock.
-pub(super) const CHAIN_TIP: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
 
 /// Decided proposals' unfired timers.
 pub(super) const DISARM_TIMERS: &str = "UPDATE timers t SET fired_at = d.at, outcome = 'disarmed', leased_until = NULL \
@@ -57,14 +57,7 @@ impl BatchTx for Tx {
             .bind(AUDIT_CHAIN_LOCK)
             .execute(&mut *self.0)
             .await?;
-        let row = sqlx::query(CHAIN_TIP).fetch_optional(&mut *self.0).await?;
-        Ok(match row {
-            Some(row) => ChainTip {
-                seq: row.try_get("seq")?,
-                hash: row.try_get("hash")?,
-            },
-            None => ChainTip::genesis(),
-        })
+        shared::chain_tip(&mut self.0).await
     }
 
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -108,29 +101,11 @@ impl BatchTx for Tx {
     }
 
     async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_controls (agent_id, action, mode, reason, set_by, set_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (agent_id, action) DO UPDATE SET \
-             mode = excluded.mode, reason = excluded.reason, set_by = excluded.set_by, set_at = excluded.set_at",
-        )
-        .bind(&control.agent)
-        .bind(control.action.as_deref().unwrap_or(""))
-        .bind(control.mode.as_str())
-        .bind(control.reason.as_deref())
-        .bind(&control.set_by)
-        .bind(control.set_at)
-        .execute(&mut *self.0)
-        .await?;
-        Ok(())
+        shared::upsert_control(&mut self.0, control).await
     }
 
     async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM agent_controls WHERE agent_id = $1 AND action = $2")
-            .bind(agent)
-            .bind(action)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        shared::delete_control(&mut self.0, agent, action).await
     }
 
     async fn begin_totp(
@@ -139,7 +114,13 @@ impl BatchTx for Tx {
         sealed_secret: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::begin_totp_enrollment(&mut self.0, user, sealed_secret, at).await
+        crate::store::sql::step_up::postgres::begin_totp_enrollment(
+            &mut self.0,
+            user,
+            sealed_secret,
+            at,
+        )
+        .await
     }
 
     async fn activate_totp(
@@ -149,7 +130,14 @@ impl BatchTx for Tx {
         sealed_secret: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::activate_totp(&mut self.0, user, step, sealed_secret, at).await
+        crate::store::sql::step_up::postgres::activate_totp(
+            &mut self.0,
+            user,
+            step,
+            sealed_secret,
+            at,
+        )
+        .await
     }
 
     async fn use_totp_step(
@@ -158,11 +146,11 @@ impl BatchTx for Tx {
         step: i64,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::use_totp_step(&mut self.0, user, step, at).await
+        crate::store::sql::step_up::postgres::use_totp_step(&mut self.0, user, step, at).await
     }
 
     async fn delete_totp(&mut self, user: &str) -> Result<bool, StoreError> {
-        super::step_up::delete_totp(&mut self.0, user).await
+        crate::store::sql::step_up::postgres::delete_totp(&mut self.0, user).await
     }
 
     async fn step_up_failure(
@@ -170,7 +158,7 @@ impl BatchTx for Tx {
         user: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        super::step_up::step_up_failure(&mut self.0, user, at).await
+        crate::store::sql::step_up::postgres::step_up_failure(&mut self.0, user, at).await
     }
 
     async fn redeliver_webhook(
@@ -178,16 +166,11 @@ impl BatchTx for Tx {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<Result<String, crate::store::Redelivery>, StoreError> {
-        super::webhooks::redeliver_webhook(&mut self.0, event, now).await
+        crate::store::sql::webhooks::postgres::redeliver_webhook(&mut self.0, event, now).await
     }
 
     async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM proposals WHERE agent_id = $1 AND status = 'pending' ORDER BY created_at",
-        )
-        .bind(agent)
-        .fetch_all(&mut *self.0)
-        .await?)
+        shared::pending_of(&mut self.0, agent).await
     }
 
     async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError> {
@@ -289,13 +272,7 @@ impl BatchTx for Tx {
         at: DateTime<Utc>,
         outcome: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE timers SET fired_at = $1, outcome = $2, leased_until = NULL WHERE id = $3 AND fired_at IS NULL")
-            .bind(at)
-            .bind(outcome)
-            .bind(timer)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        shared::fire_timer(&mut self.0, timer, at, outcome).await
     }
 
     async fn fire_timer_if_pending(
@@ -304,17 +281,7 @@ impl BatchTx for Tx {
         proposal: &ProposalId,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        let outcome = sqlx::query_scalar(
-            "UPDATE timers SET fired_at = $1, leased_until = NULL, outcome = CASE WHEN EXISTS \
-             (SELECT 1 FROM proposals WHERE id = $2 AND status = 'pending') THEN 'fired' ELSE 'disarmed' END \
-             WHERE id = $3 AND fired_at IS NULL RETURNING outcome",
-        )
-        .bind(at)
-        .bind(proposal.as_str())
-        .bind(timer)
-        .fetch_optional(&mut *self.0)
-        .await?;
-        Ok(outcome)
+        shared::fire_timer_if_pending(&mut self.0, timer, proposal, at).await
     }
 
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
@@ -409,36 +376,18 @@ impl BatchTx for Tx {
         agent: &AgentId,
         key: &str,
     ) -> Result<Option<StoredKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT request_hash, proposal_id, response FROM idempotency_keys WHERE agent_id = $1 AND key = $2",
-        )
-        .bind(agent.as_str())
-        .bind(key)
-        .fetch_optional(&mut *self.0)
-        .await?;
-        row.map(|row| {
-            Ok(StoredKey {
-                request_hash: row.try_get("request_hash")?,
-                proposal_id: row.try_get("proposal_id")?,
-                response: row.try_get("response")?,
-            })
-        })
-        .transpose()
+        shared::find_idempotency(&mut self.0, agent, key).await
     }
 }
 
-impl PostgresStore {
-    pub(super) async fn apply(
+#[async_trait]
+impl crate::store::Commands for PostgresStore {
+    async fn apply(
         &self,
         commands: Vec<Command>,
         at: DateTime<Utc>,
     ) -> Result<Vec<CommandResult>, StoreError> {
-        // The chain tip must be read after the advisory lock is granted, which needs a fresh
-        // snapshot per statement: READ COMMITTED, whatever the database's default.
-        let mut tx = Tx(self
-            .pool
-            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
-            .await?);
+        let mut tx = Tx(self.pool.begin_with(dialect::BEGIN_BATCH).await?);
         let results = batch::run(&mut tx, commands, at).await?;
         tx.0.commit().await?;
         Ok(results)

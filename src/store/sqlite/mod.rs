@@ -2,53 +2,25 @@
 //! committed proposal survives power loss as well as a crash; the engine's group commit pays
 //! that fsync once per batch, not once per proposal.
 //!
-//! The SQL lives by table family: `tx` (the command batch's transaction), `proposals`
-//! (proposals, votes, the audit chain), `outbox` (Slack jobs and posted cards), `timers`,
-//! `webhooks` (agent callbacks), `reports`, `step_up` (TOTP and lockouts) and `agents`
-//! (controls, budgets, per-agent queries), `queues` (backlog for `/metrics`). Each family adds
-//! inherent methods to [`SqliteStore`]; `impl Store` only delegates to them, and is written once
-//! for both backends (`store/delegate.rs`): a trait impl must be one block, and splitting the
-//! trait instead would need its parts imported wherever an `Arc<dyn Store>` is used. The
-//! PostgreSQL backend is laid out the same way.
+//! The family traits' SQL is shared with PostgreSQL (`store/sql/`); what is SQLite's own is
+//! here: opening the file, [`dialect`] (where its SQL differs) and `tx` (the command batch's
+//! transaction, whose multi-row writes are `VALUES` lists).
 
-mod agents;
-mod outbox;
-mod proposals;
-mod queues;
-mod reports;
-mod step_up;
-mod timers;
+pub(in crate::store) mod dialect;
 mod tx;
-mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use sqlx::Row;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::rows::{ProposalRow, ballot};
-use super::{
-    Command, CommandResult, PoolSettings, Store, StoreError, TotpEnrollment, WebhookAttempt,
-    WebhookNext, WebhookRecord,
-};
-use crate::audit::{AuditEvent, AuditFilter};
-use crate::clock::parse_timestamp;
-use crate::domain::report::ReportPost;
-use crate::domain::{
-    DueTimer, PostedCard, Proposal, ProposalId, SlackJob, Status, Vote, WebhookDelivery,
-};
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+use super::{PoolSettings, StoreError};
 
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(in crate::store) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -74,57 +46,8 @@ impl SqliteStore {
     }
 }
 
-fn timestamp(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
-    let text: String = row.try_get(column)?;
-    parse_timestamp(&text).map_err(|e| StoreError::Corrupt(format!("{column} {text:?}: {e}")))
-}
-
-fn proposal_row(row: &SqliteRow) -> Result<Proposal, StoreError> {
-    ProposalRow {
-        id: row.try_get("id")?,
-        agent_id: row.try_get("agent_id")?,
-        status: row.try_get("status")?,
-        content: row.try_get("content")?,
-        decision: row.try_get("decision")?,
-        outcome: row.try_get("outcome")?,
-        created_at: timestamp(row, "created_at")?,
-        updated_at: timestamp(row, "updated_at")?,
-    }
-    .decode()
-}
-
-fn audit_row(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
-    Ok(AuditEvent {
-        seq: row.try_get("seq")?,
-        at: timestamp(row, "at")?,
-        kind: row.try_get("kind")?,
-        proposal_id: row.try_get("proposal_id")?,
-        actor: row.try_get("actor")?,
-        data: row.try_get("data")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
-}
-
-fn vote_row(row: &SqliteRow) -> Result<(Vote, String), StoreError> {
-    let vote = Vote {
-        voter: row.try_get("voter")?,
-        eligible: serde_json::from_str(&row.try_get::<String, _>("eligible")?)?,
-        ballot: ballot(&row.try_get::<String, _>("ballot")?)?,
-        reason: row.try_get("reason")?,
-        at: timestamp(row, "at")?,
-    };
-    Ok((vote, row.try_get("dedupe")?))
-}
-
-const SELECT_VOTES: &str = "SELECT voter, eligible, ballot, reason, dedupe, at FROM votes WHERE proposal_id = ?1 ORDER BY at, voter";
-
-const SELECT_PROPOSAL: &str = "SELECT id, agent_id, status, content, decision, outcome, created_at, updated_at FROM proposals WHERE id = ?1";
-
-impl_store_by_delegation!(SqliteStore);
-
 /// The Slack outbox's claim (parameters: lease end, now, limit), for the test suite's check that
 /// it reaches its rows by index.
 pub fn outbox_claim_statement() -> &'static str {
-    outbox::CLAIM_SLACK_JOBS
+    dialect::CLAIM_SLACK_JOBS
 }

@@ -4,17 +4,21 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::query_builder::Separated;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use super::{SELECT_PROPOSAL, SELECT_VOTES, SqliteStore, proposal_row, vote_row};
+use super::SqliteStore;
+use super::dialect;
 use crate::audit::{AuditEvent, ChainTip};
-use crate::clock::format_timestamp;
 use crate::domain::{AgentId, Proposal, ProposalId, Vote};
 use crate::store::batch::{self, BatchTx};
 use crate::store::rows::{
     DisarmRow, GrantRow, INSERT_CHUNK, IdempotencyRow, LifecycleRow, ProposalRow, SlackJobRow,
     StoredKey, TimerRow, VoteRow, WebhookRow,
 };
+use crate::store::rows::{proposal_row, vote_row};
+use crate::store::sql::Timestamp;
+use crate::store::sql::batch::sqlite as shared;
+use crate::store::sql::proposals::{SELECT_PROPOSAL, SELECT_VOTES};
 use crate::store::{Command, CommandResult, StoreError};
 
 struct Tx(Transaction<'static, Sqlite>);
@@ -45,16 +49,8 @@ impl Tx {
 #[async_trait]
 impl BatchTx for Tx {
     async fn chain_tip(&mut self) -> Result<ChainTip, StoreError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *self.0)
-            .await?;
-        Ok(match row {
-            Some(row) => ChainTip {
-                seq: row.try_get("seq")?,
-                hash: row.try_get("hash")?,
-            },
-            None => ChainTip::genesis(),
-        })
+        // One writer at a time (BEGIN IMMEDIATE): the tip cannot move under this batch.
+        shared::chain_tip(&mut self.0).await
     }
 
     async fn append_audit(&mut self, events: &[AuditEvent]) -> Result<(), StoreError> {
@@ -63,7 +59,7 @@ impl BatchTx for Tx {
             events,
             |mut row, e| {
                 row.push_bind(e.seq)
-                    .push_bind(format_timestamp(e.at))
+                    .push_bind(Timestamp(e.at))
                     .push_bind(&e.kind)
                     .push_bind(&e.proposal_id)
                     .push_bind(&e.actor)
@@ -105,7 +101,7 @@ impl BatchTx for Tx {
                     .push_bind(v.ballot)
                     .push_bind(&v.reason)
                     .push_bind(&v.dedupe)
-                    .push_bind(format_timestamp(v.at));
+                    .push_bind(Timestamp(v.at));
             },
         )
         .await
@@ -114,12 +110,12 @@ impl BatchTx for Tx {
     async fn insert_grants(&mut self, rows: &[GrantRow]) -> Result<(), StoreError> {
         for grant in rows {
             sqlx::query(
-                "INSERT INTO approval_grants (proposal_id, user_id, granted_at) VALUES (?1, ?2, ?3) \
+                "INSERT INTO approval_grants (proposal_id, user_id, granted_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (proposal_id, user_id) DO NOTHING",
             )
             .bind(&grant.proposal_id)
             .bind(&grant.user_id)
-            .bind(format_timestamp(grant.granted_at))
+            .bind(Timestamp(grant.granted_at))
             .execute(&mut *self.0)
             .await?;
         }
@@ -133,7 +129,7 @@ impl BatchTx for Tx {
             |mut row, t| {
                 row.push_bind(&t.proposal_id)
                     .push_bind(&t.timer)
-                    .push_bind(format_timestamp(t.due_at));
+                    .push_bind(Timestamp(t.due_at));
             },
         )
         .await
@@ -141,8 +137,8 @@ impl BatchTx for Tx {
 
     async fn disarm_timers(&mut self, rows: &[DisarmRow]) -> Result<(), StoreError> {
         for row in rows {
-            sqlx::query("UPDATE timers SET fired_at = ?1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = ?2 AND fired_at IS NULL")
-                .bind(format_timestamp(row.at))
+            sqlx::query("UPDATE timers SET fired_at = $1, outcome = 'disarmed', leased_until = NULL WHERE proposal_id = $2 AND fired_at IS NULL")
+                .bind(Timestamp(row.at))
                 .bind(&row.proposal_id)
                 .execute(&mut *self.0)
                 .await?;
@@ -156,13 +152,7 @@ impl BatchTx for Tx {
         at: DateTime<Utc>,
         outcome: &str,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE timers SET fired_at = ?1, outcome = ?2, leased_until = NULL WHERE id = ?3 AND fired_at IS NULL")
-            .bind(format_timestamp(at))
-            .bind(outcome)
-            .bind(timer)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        shared::fire_timer(&mut self.0, timer, at, outcome).await
     }
 
     async fn fire_timer_if_pending(
@@ -171,17 +161,7 @@ impl BatchTx for Tx {
         proposal: &ProposalId,
         at: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
-        let outcome = sqlx::query_scalar(
-            "UPDATE timers SET fired_at = ?1, leased_until = NULL, outcome = CASE WHEN EXISTS \
-             (SELECT 1 FROM proposals WHERE id = ?2 AND status = 'pending') THEN 'fired' ELSE 'disarmed' END \
-             WHERE id = ?3 AND fired_at IS NULL RETURNING outcome",
-        )
-        .bind(format_timestamp(at))
-        .bind(proposal.as_str())
-        .bind(timer)
-        .fetch_optional(&mut *self.0)
-        .await?;
-        Ok(outcome)
+        shared::fire_timer_if_pending(&mut self.0, timer, proposal, at).await
     }
 
     async fn insert_slack_jobs(&mut self, rows: &[SlackJobRow]) -> Result<(), StoreError> {
@@ -191,7 +171,7 @@ impl BatchTx for Tx {
             |mut row, job| {
                 row.push_bind(&job.proposal_id)
                     .push_bind(&job.task)
-                    .push_bind(format_timestamp(job.due_at))
+                    .push_bind(Timestamp(job.due_at))
                     .push_bind(&job.channel);
             },
         )
@@ -200,42 +180,24 @@ impl BatchTx for Tx {
 
     async fn insert_webhooks(&mut self, rows: &[WebhookRow]) -> Result<(), StoreError> {
         self.insert_rows("INSERT INTO webhook_events (id, proposal_id, agent_id, url, body, created_at, next_attempt_at) ", rows, |mut row, event| {
-            let at = format_timestamp(event.created_at);
+            let at = Timestamp(event.created_at);
             row.push_bind(&event.id)
                 .push_bind(&event.proposal_id)
                 .push_bind(&event.agent_id)
                 .push_bind(&event.url)
                 .push_bind(&event.body)
-                .push_bind(at.clone())
+                .push_bind(at)
                 .push_bind(at);
         })
         .await
     }
 
     async fn upsert_control(&mut self, control: &crate::domain::Control) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO agent_controls (agent_id, action, mode, reason, set_by, set_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (agent_id, action) DO UPDATE SET \
-             mode = excluded.mode, reason = excluded.reason, set_by = excluded.set_by, set_at = excluded.set_at",
-        )
-        .bind(&control.agent)
-        .bind(control.action.as_deref().unwrap_or(""))
-        .bind(control.mode.as_str())
-        .bind(control.reason.as_deref())
-        .bind(&control.set_by)
-        .bind(format_timestamp(control.set_at))
-        .execute(&mut *self.0)
-        .await?;
-        Ok(())
+        shared::upsert_control(&mut self.0, control).await
     }
 
     async fn delete_control(&mut self, agent: &str, action: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM agent_controls WHERE agent_id = ?1 AND action = ?2")
-            .bind(agent)
-            .bind(action)
-            .execute(&mut *self.0)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        shared::delete_control(&mut self.0, agent, action).await
     }
 
     async fn begin_totp(
@@ -244,7 +206,13 @@ impl BatchTx for Tx {
         sealed_secret: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::begin_totp_enrollment(&mut self.0, user, sealed_secret, at).await
+        crate::store::sql::step_up::sqlite::begin_totp_enrollment(
+            &mut self.0,
+            user,
+            sealed_secret,
+            at,
+        )
+        .await
     }
 
     async fn activate_totp(
@@ -254,7 +222,14 @@ impl BatchTx for Tx {
         sealed_secret: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::activate_totp(&mut self.0, user, step, sealed_secret, at).await
+        crate::store::sql::step_up::sqlite::activate_totp(
+            &mut self.0,
+            user,
+            step,
+            sealed_secret,
+            at,
+        )
+        .await
     }
 
     async fn use_totp_step(
@@ -263,11 +238,11 @@ impl BatchTx for Tx {
         step: i64,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        super::step_up::use_totp_step(&mut self.0, user, step, at).await
+        crate::store::sql::step_up::sqlite::use_totp_step(&mut self.0, user, step, at).await
     }
 
     async fn delete_totp(&mut self, user: &str) -> Result<bool, StoreError> {
-        super::step_up::delete_totp(&mut self.0, user).await
+        crate::store::sql::step_up::sqlite::delete_totp(&mut self.0, user).await
     }
 
     async fn step_up_failure(
@@ -275,7 +250,7 @@ impl BatchTx for Tx {
         user: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        super::step_up::step_up_failure(&mut self.0, user, at).await
+        crate::store::sql::step_up::sqlite::step_up_failure(&mut self.0, user, at).await
     }
 
     async fn redeliver_webhook(
@@ -283,16 +258,11 @@ impl BatchTx for Tx {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<Result<String, crate::store::Redelivery>, StoreError> {
-        super::webhooks::redeliver_webhook(&mut self.0, event, now).await
+        crate::store::sql::webhooks::sqlite::redeliver_webhook(&mut self.0, event, now).await
     }
 
     async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM proposals WHERE agent_id = ?1 AND status = 'pending' ORDER BY created_at",
-        )
-        .bind(agent)
-        .fetch_all(&mut *self.0)
-        .await?)
+        shared::pending_of(&mut self.0, agent).await
     }
 
     async fn load_proposals(&mut self, ids: &[&str]) -> Result<Vec<Proposal>, StoreError> {
@@ -317,8 +287,8 @@ impl BatchTx for Tx {
                 .push_bind(&p.content)
                 .push_bind(&p.decision)
                 .push_bind(&p.outcome)
-                .push_bind(format_timestamp(p.created_at))
-                .push_bind(format_timestamp(p.updated_at));
+                .push_bind(Timestamp(p.created_at))
+                .push_bind(Timestamp(p.updated_at));
         })
         .await
     }
@@ -330,7 +300,7 @@ impl BatchTx for Tx {
                 .push_bind(&k.request_hash)
                 .push_bind(&k.proposal_id)
                 .push_bind(&k.response)
-                .push_bind(format_timestamp(k.created_at));
+                .push_bind(Timestamp(k.created_at));
         })
         .await
     }
@@ -339,13 +309,13 @@ impl BatchTx for Tx {
         let mut written = 0;
         for row in rows {
             let done = sqlx::query(
-                "UPDATE proposals SET status = ?1, decision = ?2, outcome = ?3, updated_at = ?4 \
-                 WHERE id = ?5 AND status = ?6",
+                "UPDATE proposals SET status = $1, decision = $2, outcome = $3, updated_at = $4 \
+                 WHERE id = $5 AND status = $6",
             )
             .bind(row.status)
             .bind(&row.decision)
             .bind(&row.outcome)
-            .bind(format_timestamp(row.updated_at))
+            .bind(Timestamp(row.updated_at))
             .bind(&row.id)
             .bind(row.from)
             .execute(&mut *self.0)
@@ -360,33 +330,18 @@ impl BatchTx for Tx {
         agent: &AgentId,
         key: &str,
     ) -> Result<Option<StoredKey>, StoreError> {
-        let row = sqlx::query(
-            "SELECT request_hash, proposal_id, response FROM idempotency_keys WHERE agent_id = ?1 AND key = ?2",
-        )
-        .bind(agent.as_str())
-        .bind(key)
-        .fetch_optional(&mut *self.0)
-        .await?;
-        row.map(|row| {
-            Ok(StoredKey {
-                request_hash: row.try_get("request_hash")?,
-                proposal_id: row.try_get("proposal_id")?,
-                response: row.try_get("response")?,
-            })
-        })
-        .transpose()
+        shared::find_idempotency(&mut self.0, agent, key).await
     }
 }
 
-impl SqliteStore {
-    pub(super) async fn apply(
+#[async_trait]
+impl crate::store::Commands for SqliteStore {
+    async fn apply(
         &self,
         commands: Vec<Command>,
         at: DateTime<Utc>,
     ) -> Result<Vec<CommandResult>, StoreError> {
-        // IMMEDIATE takes the write lock up front: a deferred transaction that reads the chain
-        // tip and then writes could fail to upgrade its lock (SQLITE_BUSY) despite busy_timeout.
-        let mut tx = Tx(self.pool.begin_with("BEGIN IMMEDIATE").await?);
+        let mut tx = Tx(self.pool.begin_with(dialect::BEGIN_BATCH).await?);
         let results = batch::run(&mut tx, commands, at).await?;
         tx.0.commit().await?;
         Ok(results)

@@ -4,6 +4,7 @@
 pub mod audit_log;
 pub mod breaker;
 mod controls;
+mod deliveries;
 mod queries;
 mod review;
 mod step_up;
@@ -136,12 +137,6 @@ impl Engine {
     /// Whether other replicas' decisions may currently go unannounced (long-polls then poll).
     pub fn missing_peer_wakeups(&self) -> bool {
         self.wakeups.missing_peers()
-    }
-
-    /// The store, for the workers that drive its leased queues (claims, leases, attempts).
-    /// Adapters read through the queries ([`Engine::proposal`] and the rest) instead.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

@@ -1,7 +1,8 @@
 //! What the adapters may read, and the few operator actions that are not proposal commands:
 //! the core's narrow query interface. The adapters (HTTP, Slack) never reach the store
-//! themselves; the workers, which drive the store's leased queues, are given it by
-//! [`Engine::store`].
+//! themselves; the callback, report and SLA workers drive their leased queues through the
+//! core (`deliveries.rs`, `timers.rs`); only the Slack outbox worker holds the store, for its
+//! own queue's claims and leases and the reads a card is rendered from.
 
 use chrono::{DateTime, Utc};
 

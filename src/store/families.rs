@@ -6,10 +6,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{
-    Command, CommandResult, QueueBacklog, StoreError, TotpEnrollment, WebhookAttempt, WebhookNext,
-    WebhookRecord,
-};
+use super::{Command, CommandResult, QueueBacklog, StoreError, TotpEnrollment, WebhookRecord};
 use crate::audit::{AuditEvent, AuditFilter};
 use crate::domain::report::ReportPost;
 use crate::domain::{
@@ -164,15 +161,6 @@ pub trait WebhookQueue: Send + Sync {
         limit: i64,
     ) -> Result<Vec<WebhookDelivery>, StoreError>;
 
-    /// Records one delivery attempt and what follows from it, in one transaction; a failed
-    /// delivery also queues the Slack message that tells the agent's owner.
-    async fn record_webhook_attempt(
-        &self,
-        delivery: &WebhookDelivery,
-        attempt: &WebhookAttempt,
-        next: &WebhookNext,
-    ) -> Result<(), StoreError>;
-
     /// Has this endpoint answered 410 Gone?
     async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError>;
 
@@ -195,9 +183,6 @@ pub trait ReportPosts: Send + Sync {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<ReportPost>, StoreError>;
-
-    /// Marks a report posted.
-    async fn finish_report_post(&self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
 
     /// Counts a failed attempt; the row comes back when its lease ends.
     async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError>;

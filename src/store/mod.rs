@@ -157,6 +157,19 @@ pub enum Command {
     },
     /// A change to a reviewer's step-up state, written with its audit event.
     StepUp { user: String, change: StepUpChange },
+    /// The callback worker made one delivery attempt: recorded with what follows (a retry, or
+    /// the end: `callback.delivered` / `callback.failed` audited, a failure told to the agent's
+    /// owner in Slack), releasing the worker's lease.
+    RecordCallbackAttempt {
+        delivery: crate::domain::WebhookDelivery,
+        attempt: WebhookAttempt,
+        next: WebhookNext,
+    },
+    /// The report worker posted a report: marked posted, with its `report.posted` event.
+    ReportPosted {
+        post: crate::domain::report::ReportPost,
+        at: DateTime<Utc>,
+    },
     /// An operator has a callback delivered again from the start of its schedule (same webhook
     /// id), lifting a 410 block on its endpoint.
     Redeliver { event: String, by: String },

@@ -15,10 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::audit::kinds;
 use crate::callbacks::secrets::SecretSource;
 use crate::callbacks::signature::{self, WebhookSecret};
 use crate::callbacks::ssrf::Guard;
@@ -26,8 +24,9 @@ use crate::clock::Clock;
 use crate::domain::WebhookDelivery;
 use crate::domain::callback::retry_delay;
 use crate::engine::Engine;
+use crate::engine::EngineError;
 use crate::registry::SharedRegistry;
-use crate::store::{StoreError, WebhookAttempt, WebhookNext};
+use crate::store::{WebhookAttempt, WebhookNext};
 
 /// Deliveries in flight at once, per process.
 const IN_FLIGHT: usize = 64;
@@ -132,16 +131,13 @@ impl CallbackWorker {
 
     /// Claims as many due deliveries as there are free slots and starts each in its own task;
     /// answers how many it started.
-    pub async fn start_due(&self) -> Result<usize, StoreError> {
+    pub async fn start_due(&self) -> Result<usize, EngineError> {
         let free = self.in_flight.available_permits();
         if free == 0 {
             return Ok(0);
         }
-        let now = self.clock.now();
-        let due = self
-            .engine
-            .store()
-            .claim_webhooks(now, now + self.lease(), free as i64)
+        let due = (self.engine)
+            .claim_callbacks(self.lease(), free as i64)
             .await?;
         let started = due.len();
         for delivery in due {
@@ -160,7 +156,7 @@ impl CallbackWorker {
     }
 
     /// One attempt at one delivery, recorded with what follows from it.
-    async fn deliver(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
+    async fn deliver(&self, delivery: &WebhookDelivery) -> Result<(), EngineError> {
         let attempt = delivery.attempts + 1;
         let started_at = self.clock.now();
         let started = Instant::now();
@@ -180,50 +176,30 @@ impl CallbackWorker {
         };
         metrics::counter!("countersign_callback_attempts_total", "outcome" => outcome).increment(1);
         tracing::info!(event = %delivery.id, proposal_id = %delivery.proposal_id, attempt, status = ?record.status_code, error = ?record.error, outcome, "callback attempt");
-        self.engine
-            .store()
-            .record_webhook_attempt(delivery, &record, &next)
+        let retry_at = match &next {
+            WebhookNext::Retry { at } => Some(*at),
+            _ => None,
+        };
+        (self.engine)
+            .record_callback_attempt(delivery.clone(), record, next)
             .await?;
-        if let WebhookNext::Retry { at } = &next {
+        if let Some(at) = retry_at {
             // Claimed when it is due, not at the next idle poll (which made the "5 s" first
             // retry come at 6 s): a wake-up at the retry time. Other replicas, and a restart,
             // still find it by polling.
-            let wait = (*at - self.clock.now()).to_std().unwrap_or_default();
+            let wait = (at - self.clock.now()).to_std().unwrap_or_default();
             let work = self.engine.callback_work();
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 work.notify_one();
             });
         }
-        let audit = match &next {
-            WebhookNext::Delivered => Some((kinds::CALLBACK_DELIVERED, None)),
-            WebhookNext::Failed { error, .. } => Some((kinds::CALLBACK_FAILED, Some(error))),
-            WebhookNext::Retry { .. } => None,
-        };
-        if let Some((kind, error)) = audit {
-            let data = json!({"event": delivery.id, "url": delivery.url, "attempts": attempt, "error": error});
-            if let Err(error) = self
-                .engine
-                .audit(
-                    kind,
-                    Some(&delivery.proposal_id),
-                    "system:callbacks".into(),
-                    data,
-                )
-                .await
-            {
-                tracing::warn!(%error, "callback outcome not audited");
-            }
-        }
         Ok(())
     }
 
     /// Makes the request; answers what came back and whether a failure is permanent.
     async fn attempt(&self, delivery: &WebhookDelivery) -> (Answer, bool) {
-        if matches!(
-            self.engine.store().endpoint_disabled(&delivery.url).await,
-            Ok(true)
-        ) {
+        if matches!(self.engine.endpoint_disabled(&delivery.url).await, Ok(true)) {
             let gone = "the endpoint answered 410 Gone earlier: deliveries to it are stopped";
             return (Answer::Failed(gone.into()), true);
         }

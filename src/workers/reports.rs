@@ -13,10 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::audit::kinds;
 use crate::clock::Clock;
 use crate::engine::{Engine, EngineError};
 use crate::registry::SharedRegistry;
@@ -55,38 +53,18 @@ impl ReportWorker {
     /// Schedules a due digest, then posts the reports it can claim; answers how many it posted.
     pub async fn run_once(&self) -> Result<usize, EngineError> {
         self.schedule_digest().await?;
-        let now = self.clock.now();
-        let owed = self
-            .engine
-            .store()
-            .claim_report_posts(now, now + LEASE, BATCH)
-            .await?;
+        let owed = self.engine.claim_reports(LEASE, BATCH).await?;
         let mut posted = 0;
         for post in owed {
             match self.post(&post).await {
                 Ok(()) => {
-                    let store = self.engine.store();
-                    store.finish_report_post(post.id, self.clock.now()).await?;
-                    let actor = post
-                        .requested_by
-                        .as_ref()
-                        .map_or("system:digest".to_owned(), |user| {
-                            format!("reviewer:{user}")
-                        });
-                    let data = json!({
-                        "role": post.role, "channel": post.channel,
-                        "period": post.period, "as_of": post.as_of,
-                    });
-                    self.engine
-                        .audit(kinds::REPORT_POSTED, None, actor, data)
-                        .await?;
+                    self.engine.report_posted(post).await?;
                     posted += 1;
                 }
                 Err(error) => {
                     tracing::warn!(report = post.id, role = %post.role, %error, attempt = post.attempts + 1, "report worker: cannot post the report; will retry");
-                    self.engine
-                        .store()
-                        .retry_report_post(post.id, &error.to_string())
+                    (self.engine)
+                        .retry_report(post.id, &error.to_string())
                         .await?;
                 }
             }
@@ -116,7 +94,7 @@ impl ReportWorker {
                 requested_by: None,
                 attempts: 0,
             };
-            if self.engine.store().enqueue_report(&post).await? {
+            if self.engine.enqueue_report(&post).await? {
                 tracing::info!(role, %slot, "weekly SLA digest scheduled");
             }
         }
@@ -125,14 +103,10 @@ impl ReportWorker {
     }
 
     async fn post(&self, post: &ReportPost) -> Result<(), PostError> {
-        let report = report::build(
-            self.engine.store().as_ref(),
-            &post.role,
-            post.period,
-            post.as_of,
-        )
-        .await
-        .map_err(|e| PostError::Store(e.to_string()))?;
+        let report = (self.engine)
+            .sla_report(&post.role, post.period, post.as_of)
+            .await
+            .map_err(|e| PostError::Store(e.to_string()))?;
         let links = self.permalinks(&report).await;
         let message = crate::slack::report::message(&report, &links, post.requested_by.as_deref());
         self.api.post_message(&post.channel, &message, None).await?;

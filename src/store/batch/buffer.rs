@@ -104,6 +104,15 @@ pub(in crate::store) trait BatchTx: Send {
         event: &str,
         now: DateTime<Utc>,
     ) -> Result<Result<String, crate::store::Redelivery>, StoreError>;
+    /// Records a callback delivery attempt and what follows (`sql::webhooks::record_attempt`).
+    async fn record_webhook_attempt(
+        &mut self,
+        delivery: &crate::domain::WebhookDelivery,
+        attempt: &crate::store::WebhookAttempt,
+        next: &crate::store::WebhookNext,
+    ) -> Result<(), StoreError>;
+    /// Marks a report posted.
+    async fn finish_report_post(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// What is remembered of this agent's key.
     async fn find_idempotency(
         &mut self,

@@ -4,6 +4,7 @@
 
 mod buffer;
 mod controls;
+mod deliveries;
 mod outcome;
 mod step_up;
 mod submit;
@@ -165,6 +166,12 @@ async fn run_one(
             effect: TimerEffect::Expire,
         } => timers::expire(tx, timer, at).await,
         Command::Audit(draft) => Ok((CommandResult::Audited, vec![draft])),
+        Command::RecordCallbackAttempt {
+            delivery,
+            attempt,
+            next,
+        } => deliveries::callback_attempt(tx, delivery, attempt, next).await,
+        Command::ReportPosted { post, at } => deliveries::report_posted(tx, post, at).await,
         Command::SetControl {
             control,
             reject_pending,

@@ -169,6 +169,20 @@ impl BatchTx for Tx {
         crate::store::sql::webhooks::postgres::redeliver_webhook(&mut self.0, event, now).await
     }
 
+    async fn record_webhook_attempt(
+        &mut self,
+        delivery: &crate::domain::WebhookDelivery,
+        attempt: &crate::store::WebhookAttempt,
+        next: &crate::store::WebhookNext,
+    ) -> Result<(), StoreError> {
+        crate::store::sql::webhooks::postgres::record_attempt(&mut self.0, delivery, attempt, next)
+            .await
+    }
+
+    async fn finish_report_post(&mut self, id: i64, at: DateTime<Utc>) -> Result<(), StoreError> {
+        crate::store::sql::reports::postgres::finish_post(&mut self.0, id, at).await
+    }
+
     async fn pending_of(&mut self, agent: &str) -> Result<Vec<String>, StoreError> {
         shared::pending_of(&mut self.0, agent).await
     }

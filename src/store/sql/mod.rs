@@ -48,7 +48,7 @@ mod lease;
 mod maintenance;
 mod outbox;
 pub(in crate::store) mod proposals;
-mod reports;
+pub(in crate::store) mod reports;
 pub(in crate::store) mod step_up;
 mod timers;
 mod timestamp;

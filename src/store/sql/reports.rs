@@ -65,19 +65,6 @@ backends! {
             Ok(posts)
         }
 
-        async fn finish_report_post(
-            &self,
-            id: i64,
-            at: DateTime<Utc>,
-        ) -> Result<(), StoreError> {
-            sqlx::query("UPDATE report_posts SET posted_at = $1, leased_until = NULL WHERE id = $2")
-                .bind(Timestamp(at))
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        }
-
         async fn retry_report_post(&self, id: i64, error: &str) -> Result<(), StoreError> {
             sqlx::query(
                 "UPDATE report_posts SET attempts = attempts + 1, last_error = $1 WHERE id = $2",
@@ -88,5 +75,20 @@ backends! {
             .await?;
             Ok(())
         }
+    }
+
+    /// Marks a report posted (releasing its lease), inside a command batch's transaction so
+    /// it is committed with its `report.posted` event.
+    pub(in crate::store) async fn finish_post(
+        conn: &mut Conn,
+        id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE report_posts SET posted_at = $1, leased_until = NULL WHERE id = $2")
+            .bind(Timestamp(at))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::lease::WEBHOOKS;
 use super::{Timestamp, optional_timestamp, timestamp};
 use crate::domain::{ProposalId, WebhookDelivery};
-use crate::store::rows::{SlackJobRow, callback_failed, webhook_delivery};
+use crate::store::rows::webhook_delivery;
 use crate::store::{StoreError, WebhookAttempt, WebhookNext, WebhookQueue, WebhookRecord};
 
 backends! {
@@ -35,68 +35,6 @@ backends! {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             due.sort_by_key(|(at, _)| *at);
             Ok(due.into_iter().map(|(_, d)| d).collect())
-        }
-
-        async fn record_webhook_attempt(
-            &self,
-            delivery: &WebhookDelivery,
-            attempt: &WebhookAttempt,
-            next: &WebhookNext,
-        ) -> Result<(), StoreError> {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(
-                "INSERT INTO webhook_attempts (event_id, attempt, at, status_code, error, duration_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .bind(&delivery.id)
-            .bind(attempt.attempt)
-            .bind(Timestamp(attempt.at))
-            .bind(attempt.status_code)
-            .bind(attempt.error.as_deref())
-            .bind(attempt.duration_ms)
-            .execute(&mut *tx)
-            .await?;
-            let (status, next_at, error) = match next {
-                WebhookNext::Delivered => ("delivered", attempt.at, None),
-                WebhookNext::Retry { at } => ("pending", *at, attempt.error.clone()),
-                WebhookNext::Failed { error, .. } => ("failed", attempt.at, Some(error.clone())),
-            };
-            let finished = (status != "pending").then_some(Timestamp(attempt.at));
-            sqlx::query(
-                "UPDATE webhook_events SET status = $1, attempts = $2, next_attempt_at = $3, \
-                 leased_until = NULL, finished_at = $4, last_error = $5 WHERE id = $6",
-            )
-            .bind(status)
-            .bind(attempt.attempt)
-            .bind(Timestamp(next_at))
-            .bind(finished)
-            .bind(error)
-            .bind(&delivery.id)
-            .execute(&mut *tx)
-            .await?;
-            if let WebhookNext::Failed { error, disable } = next {
-                if *disable {
-                    sqlx::query(
-                        "INSERT INTO webhook_disabled_endpoints (url, disabled_at, event_id) \
-                         VALUES ($1, $2, $3) ON CONFLICT (url) DO NOTHING",
-                    )
-                    .bind(&delivery.url)
-                    .bind(Timestamp(attempt.at))
-                    .bind(&delivery.id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                let task = callback_failed(delivery, error);
-                let job = SlackJobRow::new(&delivery.proposal_id, &task, attempt.at)?;
-                sqlx::query("INSERT INTO slack_outbox (proposal_id, task, due_at) VALUES ($1, $2, $3)")
-                    .bind(&job.proposal_id)
-                    .bind(&job.task)
-                    .bind(Timestamp(job.due_at))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(())
         }
 
         async fn endpoint_disabled(&self, url: &str) -> Result<bool, StoreError> {
@@ -159,6 +97,59 @@ backends! {
             tx.commit().await?;
             Ok(records)
         }
+    }
+
+    /// Records one delivery attempt and what follows from it (delivered, a retry time, or
+    /// failed — disabling the endpoint on a 410), inside a command batch's transaction so the
+    /// attempt and its audit event are committed together; releases the worker's lease.
+    pub(in crate::store) async fn record_attempt(
+        conn: &mut Conn,
+        delivery: &WebhookDelivery,
+        attempt: &WebhookAttempt,
+        next: &WebhookNext,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_attempts (event_id, attempt, at, status_code, error, duration_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&delivery.id)
+        .bind(attempt.attempt)
+        .bind(Timestamp(attempt.at))
+        .bind(attempt.status_code)
+        .bind(attempt.error.as_deref())
+        .bind(attempt.duration_ms)
+        .execute(&mut *conn)
+        .await?;
+        let (status, next_at, error) = match next {
+            WebhookNext::Delivered => ("delivered", attempt.at, None),
+            WebhookNext::Retry { at } => ("pending", *at, attempt.error.clone()),
+            WebhookNext::Failed { error, .. } => ("failed", attempt.at, Some(error.clone())),
+        };
+        let finished = (status != "pending").then_some(Timestamp(attempt.at));
+        sqlx::query(
+            "UPDATE webhook_events SET status = $1, attempts = $2, next_attempt_at = $3, \
+             leased_until = NULL, finished_at = $4, last_error = $5 WHERE id = $6",
+        )
+        .bind(status)
+        .bind(attempt.attempt)
+        .bind(Timestamp(next_at))
+        .bind(finished)
+        .bind(error)
+        .bind(&delivery.id)
+        .execute(&mut *conn)
+        .await?;
+        if let WebhookNext::Failed { disable: true, .. } = next {
+            sqlx::query(
+                "INSERT INTO webhook_disabled_endpoints (url, disabled_at, event_id) \
+                 VALUES ($1, $2, $3) ON CONFLICT (url) DO NOTHING",
+            )
+            .bind(&delivery.url)
+            .bind(Timestamp(attempt.at))
+            .bind(&delivery.id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Starts a delivered or failed event over (same webhook id, a fresh schedule) and lifts a 410

@@ -97,10 +97,18 @@ async fn reports_owed_are_scheduled_once_and_claimed_under_a_lease(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(claimed[0].requested_by.as_deref(), Some("U0FIN001"));
-    store
-        .finish_report_post(claimed[0].id, later)
+    let posted = Command::ReportPosted {
+        post: claimed[0].clone(),
+        at: later,
+    };
+    store.apply(vec![posted], later).await.unwrap();
+    // Marked posted with its event, in one transaction.
+    let events = store
+        .audit_page(&AuditFilter::default(), 0, 100)
         .await
         .unwrap();
+    let posted = events.iter().find(|e| e.kind == "report.posted").unwrap();
+    assert_eq!(posted.actor, "reviewer:U0FIN001");
     let much_later = later + Duration::hours(1);
     assert!(
         store

@@ -188,30 +188,8 @@ pub async fn report(
 ) -> Result<AutonomyReport, crate::store::StoreError> {
     let from = now - period.duration();
     let proposals = store.proposals_of(agent.id.as_str(), from).await?;
-    let filter = crate::audit::AuditFilter {
-        since: Some(from),
-        proposal_id: None,
-    };
-    let mut overrides = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = store.audit_page(&filter, after, 5_000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        let full = page.len() == 5_000;
-        for event in page
-            .iter()
-            .filter(|e| e.kind == crate::audit::kinds::AGENT_CONTROLLED)
-        {
-            let data: serde_json::Value = serde_json::from_str(&event.data).unwrap_or_default();
-            if data["agent"] == agent.id.as_str() {
-                overrides.push((data["action"].as_str().map(str::to_owned), event.at));
-            }
-        }
-        if !full {
-            break;
-        }
-    }
+    // Written with each override (`control_history`), never read back out of the audit trail.
+    let overrides = store.overrides_since(agent.id.as_str(), from).await?;
     Ok(AutonomyReport {
         agent: agent.id.to_string(),
         period,

@@ -233,6 +233,14 @@ pub trait AgentReads: Send + Sync {
 
     /// Every override of an agent's mode in force.
     async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError>;
+
+    /// The overrides set on an agent since `since` (in force or not since): the action each
+    /// named (`None`: the whole agent) and when, oldest first.
+    async fn overrides_since(
+        &self,
+        agent: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Option<String>, DateTime<Utc>)>, StoreError>;
 }
 
 /// The schema, health, housekeeping and the queues' backlog (admin and `/metrics`).

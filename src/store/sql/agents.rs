@@ -106,6 +106,28 @@ backends! {
             Ok(roles)
         }
 
+        async fn overrides_since(
+            &self,
+            agent: &str,
+            since: DateTime<Utc>,
+        ) -> Result<Vec<(Option<String>, DateTime<Utc>)>, StoreError> {
+            let rows = sqlx::query(
+                "SELECT action, set_at FROM control_history \
+                 WHERE agent_id = $1 AND set_at >= $2 ORDER BY set_at",
+            )
+            .bind(agent)
+            .bind(Timestamp(since))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let action: String = row.try_get("action")?;
+                    let at = timestamp(row, "set_at")?;
+                    Ok(((!action.is_empty()).then_some(action), at))
+                })
+                .collect()
+        }
+
         async fn controls(&self) -> Result<Vec<crate::domain::Control>, StoreError> {
             let rows = sqlx::query(
                 "SELECT agent_id, action, mode, reason, set_by, set_at FROM agent_controls \

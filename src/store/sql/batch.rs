@@ -89,6 +89,18 @@ backends! {
         .bind(Timestamp(control.set_at))
         .execute(&mut *conn)
         .await?;
+        // Kept when replaced or cleared: the autonomy report counts overrides over a window.
+        sqlx::query(
+            "INSERT INTO control_history (agent_id, action, mode, set_by, set_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&control.agent)
+        .bind(control.action.as_deref().unwrap_or(""))
+        .bind(control.mode.as_str())
+        .bind(&control.set_by)
+        .bind(Timestamp(control.set_at))
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 

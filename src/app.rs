@@ -71,11 +71,11 @@ pub async fn run_with_clock(
     }
     let links = LinkSigner::new(config.secret_key.as_ref());
     let report_work = Arc::new(tokio::sync::Notify::new());
-    let workers = Workers::new(&config, &engine, &slack, &registry, &clock, &links, secrets);
+    let workers = Workers::new(&config, &store, &engine, &slack, &registry, &links, secrets);
     // The durable loops run where the role says (`serve --role`): an API-only replica leaves
     // them to the worker replicas, which pick up every row the API wrote.
     let workers = if config.serve_role.runs_workers() {
-        workers.spawn(&engine, clock, &report_work, &workers_stopped)
+        workers.spawn(&engine, &store, clock, &report_work, &workers_stopped)
     } else {
         RunningWorkers::default()
     };
@@ -209,15 +209,17 @@ struct RunningWorkers {
 impl Workers {
     fn new(
         config: &Config,
+        store: &Arc<dyn Store>,
         engine: &Engine,
         slack: &SlackContext,
         registry: &SharedRegistry,
-        clock: &Arc<dyn Clock>,
         links: &LinkSigner,
         secrets: SecretSource,
     ) -> Self {
+        // The engine runs on the same clock as everything else.
+        let clock = engine.clock();
         let outbox = SlackOutbox {
-            store: engine.store().clone(),
+            store: store.clone(),
             api: slack.api.clone(),
             directory: slack.directory.clone(),
             registry: registry.clone(),
@@ -260,6 +262,7 @@ impl Workers {
     fn spawn(
         self,
         engine: &Engine,
+        store: &Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         report_work: &Arc<tokio::sync::Notify>,
         stop: &tokio::sync::watch::Receiver<bool>,
@@ -280,10 +283,7 @@ impl Workers {
                 tokio::spawn(self.callbacks.run(engine.callback_work(), stop())),
             ),
         ];
-        let purge = Some(tokio::spawn(purge_idempotency_keys(
-            engine.store().clone(),
-            clock,
-        )));
+        let purge = Some(tokio::spawn(purge_idempotency_keys(store.clone(), clock)));
         RunningWorkers { loops, purge }
     }
 }

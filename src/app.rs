@@ -55,24 +55,8 @@ pub async fn run_with_clock(
     let (mut slack, sandbox) = connect_slack(&config, &registry, own_url(address), clock.clone())?;
     slack.admins = config.slack_admins.clone();
     let registry = SharedRegistry::new(registry);
-
-    let redis = match (&config.redis_url, &config.redis_ca) {
-        (Some(url), None) => {
-            Some(RedisLink::new(url.expose(), &config.redis_key_prefix).context("redis_url")?)
-        }
-        (Some(url), Some(ca)) => Some(
-            RedisLink::with_ca(url.expose(), &config.redis_key_prefix, &ca.pem)
-                .context("redis_url with redis_ca_file")?,
-        ),
-        (None, _) => None,
-    };
-    slack = slack.with_budget(
-        crate::slack::SlackBudget::new(clock.clone(), redis.clone())
-            .with_tier_scale(config.slack_tier_scale),
-    );
-    if let Some(redis) = &redis {
-        slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
-    }
+    let redis = connect_redis(&config)?;
+    let slack = share_slack_limits(slack, &config, clock.clone(), redis.as_ref());
 
     let store = open_store(&config).await?;
     let wakeups = redis.clone().map(Wakeups::shared).unwrap_or_default();
@@ -83,76 +67,18 @@ pub async fn run_with_clock(
         .context("cannot read agent controls")?;
     let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
     if config.secret_key.is_none() {
-        tracing::warn!(
-            "secret_key is not set: links on cards (the full diff) stop working when countersign restarts"
-        );
-        let totp_rules: Vec<String> = registry
-            .current()
-            .policies
-            .rules()
-            .iter()
-            .filter(|rule| rule.requirement.step_up == crate::domain::StepUp::Totp)
-            .map(|rule| rule.name.clone())
-            .collect();
-        if !totp_rules.is_empty() {
-            tracing::warn!(rules = %totp_rules.join(", "), "secret_key is not set, so TOTP step-up is off: proposals these rules route cannot be approved until it is set");
-        }
+        warn_without_secret_key(&registry);
     }
     let links = LinkSigner::new(config.secret_key.as_ref());
-    let outbox = SlackOutbox {
-        store: store.clone(),
-        api: slack.api.clone(),
-        directory: slack.directory.clone(),
-        registry: registry.clone(),
-        clock: clock.clone(),
-        links: links.clone(),
-        public_url: config.public_url.clone(),
-        bookings: Default::default(),
-        lease: crate::workers::Lease::default(),
-    };
-    let sla = crate::workers::SlaWorker {
-        engine: engine.clone(),
-        registry: registry.clone(),
-        clock: clock.clone(),
-    };
     let report_work = Arc::new(tokio::sync::Notify::new());
-    let reports = crate::workers::ReportWorker {
-        engine: engine.clone(),
-        api: slack.api.clone(),
-        registry: registry.clone(),
-        clock: clock.clone(),
-        digest: config.report_digest,
-        scheduled: Default::default(),
-    };
-    let callbacks = crate::workers::CallbackWorker::new(
-        engine.clone(),
-        registry.clone(),
-        clock.clone(),
-        crate::callbacks::ssrf::Guard::new(config.callback_allowlist.clone()),
-        config.callback_timeout,
-    )
-    .with_secret_source(secrets);
+    let workers = Workers::new(&config, &store, &engine, &slack, &registry, &links, secrets);
     // The durable loops run where the role says (`serve --role`): an API-only replica leaves
     // them to the worker replicas, which pick up every row the API wrote.
-    let mut workers: Vec<(&str, tokio::task::JoinHandle<()>)> = Vec::new();
-    let mut purge = None;
-    if config.serve_role.runs_workers() {
-        let stop = || stopped(workers_stopped.clone());
-        workers.push((
-            "slack outbox",
-            tokio::spawn(outbox.run(engine.slack_work(), stop())),
-        ));
-        workers.push(("sla", tokio::spawn(sla.run(stop()))));
-        workers.push((
-            "report",
-            tokio::spawn(reports.run(report_work.clone(), stop())),
-        ));
-        workers.push((
-            "callback",
-            tokio::spawn(callbacks.run(engine.callback_work(), stop())),
-        ));
-        purge = Some(tokio::spawn(purge_idempotency_keys(store.clone(), clock)));
-    }
+    let workers = if config.serve_role.runs_workers() {
+        workers.spawn(&engine, &store, clock, &report_work, &workers_stopped)
+    } else {
+        RunningWorkers::default()
+    };
     // Every role listens: API replicas end long-polls, worker replicas start on queued work.
     let wakeups =
         tokio::spawn(wakeups.run(Arc::new(engine.clone()), stopped(workers_stopped.clone())));
@@ -175,35 +101,11 @@ pub async fn run_with_clock(
         redis,
     };
 
-    // Socket Mode: clicks and commands come over a connection this process opens. Where the
-    // Slack endpoints are served, that is (a worker replica serves none).
     let (stop_socket, socket_stopped) = tokio::sync::watch::channel(false);
-    let socket = match &config.slack_app_token {
-        Some(app_token) if config.serve_role.serves_api() => {
-            Some(tokio::spawn(crate::slack::socket::run(
-                axum::extract::FromRef::from_ref(&state),
-                app_token.clone(),
-                stopped(socket_stopped),
-            )))
-        }
-        Some(_) => {
-            tracing::info!("worker replica: Socket Mode connections are the API replicas' to open");
-            None
-        }
-        None => None,
-    };
-
+    let socket = start_socket_mode(&config, &state, socket_stopped);
     tracing::info!(%address, config = %config.describe(), "countersign listening");
     if let Some(sandbox) = &sandbox {
-        tracing::info!(
-            url = %sandbox.page_url(),
-            "no Slack token configured: the built-in Slack sandbox is on; open it in a browser"
-        );
-        // In the sandbox anyone who reaches the port can click as anyone: fine on a laptop,
-        // not on a network.
-        if !address.ip().is_loopback() {
-            tracing::warn!(%address, "the Slack sandbox is reachable beyond this machine: anyone who can reach it can approve as any sandbox user; configure a Slack token, or listen on 127.0.0.1");
-        }
+        announce_sandbox(sandbox, address);
     }
     let router = if config.serve_role.serves_api() {
         http::router(state, sandbox.as_ref())
@@ -228,23 +130,215 @@ pub async fn run_with_clock(
     {
         tracing::warn!("Socket Mode did not stop within 10 s");
     }
-    for (name, worker) in workers {
-        if tokio::time::timeout(Duration::from_secs(10), worker)
-            .await
-            .is_err()
-        {
-            tracing::warn!("{name} worker did not stop within 10 s");
-        }
-    }
-    if let Some(purge) = purge {
-        purge.abort();
-    }
+    workers.stop().await;
     controls.abort();
     reload.abort();
     wakeups.abort();
     store.close().await;
     tracing::info!("countersign stopped");
     Ok(())
+}
+
+/// The Redis the replicas share, checked against the private CA when one is configured.
+fn connect_redis(config: &Config) -> anyhow::Result<Option<RedisLink>> {
+    let redis = match (&config.redis_url, &config.redis_ca) {
+        (Some(url), None) => {
+            Some(RedisLink::new(url.expose(), &config.redis_key_prefix).context("redis_url")?)
+        }
+        (Some(url), Some(ca)) => Some(
+            RedisLink::with_ca(url.expose(), &config.redis_key_prefix, &ca.pem)
+                .context("redis_url with redis_ca_file")?,
+        ),
+        (None, _) => None,
+    };
+    Ok(redis)
+}
+
+/// Slack's rate budget and its user directory cache, shared through Redis when there is one so
+/// that replicas together stay within Slack's limits.
+fn share_slack_limits(
+    mut slack: SlackContext,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    redis: Option<&RedisLink>,
+) -> SlackContext {
+    slack = slack.with_budget(
+        crate::slack::SlackBudget::new(clock, redis.cloned())
+            .with_tier_scale(config.slack_tier_scale),
+    );
+    if let Some(redis) = redis {
+        slack.directory = slack.directory.clone().with_shared_cache(redis.clone());
+    }
+    slack
+}
+
+/// Without a secret key, links are signed with a key made for this run and TOTP secrets cannot
+/// be kept: say so at start, naming the rules that cannot be approved.
+fn warn_without_secret_key(registry: &SharedRegistry) {
+    tracing::warn!(
+        "secret_key is not set: links on cards (the full diff) stop working when countersign restarts"
+    );
+    let totp_rules: Vec<String> = registry
+        .current()
+        .policies
+        .rules()
+        .iter()
+        .filter(|rule| rule.requirement.step_up == crate::domain::StepUp::Totp)
+        .map(|rule| rule.name.clone())
+        .collect();
+    if !totp_rules.is_empty() {
+        tracing::warn!(rules = %totp_rules.join(", "), "secret_key is not set, so TOTP step-up is off: proposals these rules route cannot be approved until it is set");
+    }
+}
+
+/// The durable loops: built on every replica, spawned only where the role runs workers.
+struct Workers {
+    outbox: SlackOutbox,
+    sla: crate::workers::SlaWorker,
+    reports: crate::workers::ReportWorker,
+    callbacks: crate::workers::CallbackWorker,
+}
+
+/// The spawned loops, each named for its log line, and the idempotency-key purge.
+#[derive(Default)]
+struct RunningWorkers {
+    loops: Vec<(&'static str, tokio::task::JoinHandle<()>)>,
+    purge: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn new(
+        config: &Config,
+        store: &Arc<dyn Store>,
+        engine: &Engine,
+        slack: &SlackContext,
+        registry: &SharedRegistry,
+        links: &LinkSigner,
+        secrets: SecretSource,
+    ) -> Self {
+        // The engine runs on the same clock as everything else.
+        let clock = engine.clock();
+        let outbox = SlackOutbox {
+            store: store.clone(),
+            api: slack.api.clone(),
+            directory: slack.directory.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+            links: links.clone(),
+            public_url: config.public_url.clone(),
+            bookings: Default::default(),
+            lease: crate::workers::Lease::default(),
+        };
+        let sla = crate::workers::SlaWorker {
+            engine: engine.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+        };
+        let reports = crate::workers::ReportWorker {
+            engine: engine.clone(),
+            api: slack.api.clone(),
+            registry: registry.clone(),
+            clock: clock.clone(),
+            digest: config.report_digest,
+            scheduled: Default::default(),
+        };
+        let callbacks = crate::workers::CallbackWorker::new(
+            engine.clone(),
+            registry.clone(),
+            clock.clone(),
+            crate::callbacks::ssrf::Guard::new(config.callback_allowlist.clone()),
+            config.callback_timeout,
+        )
+        .with_secret_source(secrets);
+        Self {
+            outbox,
+            sla,
+            reports,
+            callbacks,
+        }
+    }
+
+    /// Each loop runs until `stop` turns true; the purge until it is aborted.
+    fn spawn(
+        self,
+        engine: &Engine,
+        store: &Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        report_work: &Arc<tokio::sync::Notify>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> RunningWorkers {
+        let stop = || stopped(stop.clone());
+        let loops = vec![
+            (
+                "slack outbox",
+                tokio::spawn(self.outbox.run(engine.slack_work(), stop())),
+            ),
+            ("sla", tokio::spawn(self.sla.run(stop()))),
+            (
+                "report",
+                tokio::spawn(self.reports.run(report_work.clone(), stop())),
+            ),
+            (
+                "callback",
+                tokio::spawn(self.callbacks.run(engine.callback_work(), stop())),
+            ),
+        ];
+        let purge = Some(tokio::spawn(purge_idempotency_keys(store.clone(), clock)));
+        RunningWorkers { loops, purge }
+    }
+}
+
+impl RunningWorkers {
+    /// Waits up to 10 s for each loop to finish what it holds (its stop flag already sent),
+    /// then ends the purge, which holds nothing.
+    async fn stop(self) {
+        for (name, worker) in self.loops {
+            if tokio::time::timeout(Duration::from_secs(10), worker)
+                .await
+                .is_err()
+            {
+                tracing::warn!("{name} worker did not stop within 10 s");
+            }
+        }
+        if let Some(purge) = self.purge {
+            purge.abort();
+        }
+    }
+}
+
+/// Socket Mode: clicks and commands come over a connection this process opens. Where the
+/// Slack endpoints are served, that is (a worker replica serves none).
+fn start_socket_mode(
+    config: &Config,
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match &config.slack_app_token {
+        Some(app_token) if config.serve_role.serves_api() => {
+            Some(tokio::spawn(crate::slack::socket::run(
+                axum::extract::FromRef::from_ref(state),
+                app_token.clone(),
+                stopped(stop),
+            )))
+        }
+        Some(_) => {
+            tracing::info!("worker replica: Socket Mode connections are the API replicas' to open");
+            None
+        }
+        None => None,
+    }
+}
+
+fn announce_sandbox(sandbox: &Sandbox, address: std::net::SocketAddr) {
+    tracing::info!(
+        url = %sandbox.page_url(),
+        "no Slack token configured: the built-in Slack sandbox is on; open it in a browser"
+    );
+    // In the sandbox anyone who reaches the port can click as anyone: fine on a laptop,
+    // not on a network.
+    if !address.ip().is_loopback() {
+        tracing::warn!(%address, "the Slack sandbox is reachable beyond this machine: anyone who can reach it can approve as any sandbox user; configure a Slack token, or listen on 127.0.0.1");
+    }
 }
 
 /// Other replicas' pauses and resumes reach this one within this long.

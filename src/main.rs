@@ -199,210 +199,250 @@ fn main() -> ExitCode {
     }
 }
 
+/// One function per subcommand: each does its whole job and says how the process should exit.
 async fn execute(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve { demo, role } => {
-            let mut config = config;
-            if let Some(role) = role {
-                config.serve_role =
-                    countersign::config::ServeRole::parse(&role).ok_or_else(|| {
-                        anyhow::anyhow!("--role must be all, api or worker (got {role:?})")
-                    })?;
-            }
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| {
-                    format!("cannot listen on {} (COUNTERSIGN_LISTEN)", config.listen)
-                })?;
-            if demo {
-                let address = listener.local_addr()?;
-                let data = countersign::demo::data_dir(&config.database_url);
-                let inboxes = countersign::demo::prepare(&mut config, address, &data)?;
-                // The listener is bound: these requests wait in its queue until the server is up.
-                let url = countersign::app::own_url(address);
-                let examples = config.policies.join("examples");
-                let sandbox = config.slack_bot_token.is_none();
-                tokio::spawn(async move {
-                    match countersign::demo::post_examples(&url, &examples, inboxes.as_ref()).await
-                    {
-                        Ok(posted) => {
-                            let page = if sandbox {
-                                format!(
-                                    "; open {url}sandbox to see the cards (and, under Agent inbox, the callbacks the agents receive)"
-                                )
-                            } else {
-                                String::new()
-                            };
-                            println!(
-                                "demo proposals posted{page}:\n{}",
-                                countersign::demo::describe(&posted)
-                            );
-                        }
-                        Err(error) => eprintln!("countersign: demo: {error:#}"),
-                    }
-                });
-            }
-            countersign::app::run(config, listener, countersign::app::shutdown_signal()).await?;
-        }
-        Command::Demo { url } => {
-            let url = url.unwrap_or_else(|| config.public_url.clone());
-            let posted =
-                countersign::demo::post_examples(&url, &config.policies.join("examples"), None)
-                    .await?;
-            println!("{}", countersign::demo::describe(&posted));
-            if posted.iter().any(|p| p.outcome.is_err()) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
+        Command::Serve { demo, role } => serve(config, demo, role).await,
+        Command::Demo { url } => post_demo(&config, url).await,
         Command::Slack(SlackCommand::Manifest {
             public_url,
             socket_mode,
-        }) => {
-            let reach = if socket_mode {
-                countersign::slack::Reach::SocketMode
-            } else {
-                countersign::slack::Reach::Http(
-                    public_url.unwrap_or_else(|| config.public_url.clone()),
-                )
-            };
-            print!(
-                "{}",
-                countersign::slack::app_manifest(&config.manifests, &reach)?
-            );
-        }
-        Command::Doctor => {
-            let report = countersign::slack::doctor::run(&config).await;
-            print!("{report}");
-            if report.failed() {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Healthcheck { url } => {
-            let url = match url {
-                Some(url) => url,
-                None => countersign::app::own_url(config.listen).join("healthz")?,
-            };
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
-                .build()?;
-            match client.get(url.clone()).send().await {
-                Ok(answer) if answer.status().is_success() => {
-                    println!("{url}: {}", answer.status())
-                }
-                Ok(answer) => {
-                    eprintln!("{url}: {}", answer.status());
-                    return Ok(ExitCode::FAILURE);
-                }
-                Err(error) => {
-                    eprintln!("{url}: {:#}", anyhow::Error::from(error));
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
-        }
-        Command::Migrate => {
-            let store = countersign::app::open_store(&config).await?;
-            store.close().await;
-            println!("database {} is up to date", config.database_url);
-        }
-        Command::Agent(AgentCommand::New { name, owner }) => {
-            let id = AgentId::parse(&name).map_err(|e| anyhow::anyhow!("NAME: {e}"))?;
-            let minted = countersign::auth::mint_token();
-            println!("Token for agent {id} (shown once; store it in the agent's secret store):\n");
-            println!("  {}\n", minted.token);
-            println!(
-                "Paste into {}/agents/{id}.yaml:\n",
-                config.manifests.display()
-            );
-            println!("id: {id}");
-            println!("owner: {owner}");
-            println!("description: What {id} does");
-            println!("token_sha256: {}", minted.sha256_hex);
-            println!("mode: active");
-            println!("# The actions this agent may propose; anything else is refused (403). E.g.:");
-            println!(
-                "#   crm.lead.tag: {{impact: low, data: [], reversible: true, autonomy: autonomous}}"
-            );
-            println!("actions: {{}}");
-        }
-        Command::Policy(command) => return policy(command, &config),
+        }) => slack_manifest(&config, public_url, socket_mode),
+        Command::Doctor => doctor(&config).await,
+        Command::Healthcheck { url } => healthcheck(&config, url).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Agent(AgentCommand::New { name, owner }) => agent_new(&config, &name, &owner),
+        Command::Policy(command) => policy(command, &config),
         Command::Oncall(OncallCommand::Who { schedule, at }) => {
-            let registry = Registry::load(&config.manifests, &config.policies)?;
-            let at = match at {
-                Some(text) => countersign::clock::parse_timestamp(&text).map_err(|e| {
-                    anyhow::anyhow!("--at {text:?}: {e} (want e.g. 2026-12-24T10:00:00Z)")
-                })?,
-                None => chrono::Utc::now(),
-            };
-            let Some(found) = registry.oncall.get(&schedule) else {
-                let known: Vec<&str> = registry.oncall.names().collect();
-                anyhow::bail!(
-                    "no schedule named {schedule:?} (known: {})",
-                    known.join(", ")
-                );
-            };
-            match found.who(at) {
-                Some(user) => println!("{user}"),
-                None => {
-                    eprintln!("nobody is on call on {schedule} at {at} (before its first shift)");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+            oncall_who(&config, &schedule, at.as_deref())
         }
-        Command::Totp(TotpCommand::Reset { user }) => {
-            let store = countersign::app::open_store(&config).await?;
-            // Through the core, so the removal and its audit event are one transaction.
-            let clock = std::sync::Arc::new(countersign::clock::SystemClock);
-            let engine = countersign::engine::Engine::start(store.clone(), clock);
-            if engine.reset_totp(&user, "operator:cli").await? {
-                println!("{user}: enrollment removed; they can run /countersign enroll again");
-            } else {
-                println!("{user} was not enrolled");
-            }
-            store.close().await;
-        }
+        Command::Totp(TotpCommand::Reset { user }) => totp_reset(&config, &user).await,
         Command::Audit(AuditCommand::Verify { anchor }) => {
-            let anchor = anchor.as_deref().map(parse_anchor).transpose()?;
-            let store = countersign::app::open_store(&config).await?;
-            let result = countersign::engine::audit_log::verify(
-                store.as_ref(),
-                anchor.as_ref().map(|(s, h)| (*s, h.as_str())),
-            )
-            .await;
-            store.close().await;
-            match result {
-                Ok(verified) => {
-                    println!("ok: {} events verified", verified.events);
-                    println!(
-                        "head: seq {} hash {}",
-                        verified.head_seq, verified.head_hash
-                    );
-                }
-                Err(error) => {
-                    println!("FAILED: {error}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            }
+            audit_verify(&config, anchor.as_deref()).await
         }
         Command::Audit(AuditCommand::Export { since, proposal }) => {
-            let since = since
-                .as_deref()
-                .map(countersign::clock::parse_timestamp)
-                .transpose()
-                .context("--since must be an RFC 3339 time such as 2026-11-01T00:00:00Z")?;
-            let store = countersign::app::open_store(&config).await?;
-            let filter = AuditFilter {
-                since,
-                proposal_id: proposal,
-            };
-            let mut out = std::io::BufWriter::new(std::io::stdout());
-            let result =
-                countersign::engine::audit_log::export(store.as_ref(), &filter, &mut out).await;
-            std::io::Write::flush(&mut out).context("cannot write to stdout")?;
-            store.close().await;
-            let count = result?;
-            eprintln!("exported {count} events");
+            audit_export(&config, since.as_deref(), proposal).await
         }
     }
+}
+
+async fn serve(mut config: Config, demo: bool, role: Option<String>) -> anyhow::Result<ExitCode> {
+    if let Some(role) = role {
+        config.serve_role = countersign::config::ServeRole::parse(&role)
+            .ok_or_else(|| anyhow::anyhow!("--role must be all, api or worker (got {role:?})"))?;
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (COUNTERSIGN_LISTEN)", config.listen))?;
+    if demo {
+        start_demo(&mut config, listener.local_addr()?)?;
+    }
+    countersign::app::run(config, listener, countersign::app::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `serve --demo`: readies the demo's configuration, then posts the examples in the background.
+/// The listener is bound already, so these requests wait in its queue until the server is up.
+fn start_demo(config: &mut Config, address: std::net::SocketAddr) -> anyhow::Result<()> {
+    let data = countersign::demo::data_dir(&config.database_url);
+    let inboxes = countersign::demo::prepare(config, address, &data)?;
+    let url = countersign::app::own_url(address);
+    let examples = config.policies.join("examples");
+    let sandbox = config.slack_bot_token.is_none();
+    tokio::spawn(async move {
+        match countersign::demo::post_examples(&url, &examples, inboxes.as_ref()).await {
+            Ok(posted) => {
+                let page = if sandbox {
+                    format!(
+                        "; open {url}sandbox to see the cards (and, under Agent inbox, the callbacks the agents receive)"
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "demo proposals posted{page}:\n{}",
+                    countersign::demo::describe(&posted)
+                );
+            }
+            Err(error) => eprintln!("countersign: demo: {error:#}"),
+        }
+    });
+    Ok(())
+}
+
+async fn post_demo(config: &Config, url: Option<url::Url>) -> anyhow::Result<ExitCode> {
+    let url = url.unwrap_or_else(|| config.public_url.clone());
+    let posted =
+        countersign::demo::post_examples(&url, &config.policies.join("examples"), None).await?;
+    println!("{}", countersign::demo::describe(&posted));
+    if posted.iter().any(|p| p.outcome.is_err()) {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn slack_manifest(
+    config: &Config,
+    public_url: Option<url::Url>,
+    socket_mode: bool,
+) -> anyhow::Result<ExitCode> {
+    let reach = if socket_mode {
+        countersign::slack::Reach::SocketMode
+    } else {
+        countersign::slack::Reach::Http(public_url.unwrap_or_else(|| config.public_url.clone()))
+    };
+    print!(
+        "{}",
+        countersign::slack::app_manifest(&config.manifests, &reach)?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn doctor(config: &Config) -> anyhow::Result<ExitCode> {
+    let report = countersign::slack::doctor::run(config).await;
+    print!("{report}");
+    if report.failed() {
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healthcheck(config: &Config, url: Option<url::Url>) -> anyhow::Result<ExitCode> {
+    let url = match url {
+        Some(url) => url,
+        None => countersign::app::own_url(config.listen).join("healthz")?,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    match client.get(url.clone()).send().await {
+        Ok(answer) if answer.status().is_success() => {
+            println!("{url}: {}", answer.status());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(answer) => {
+            eprintln!("{url}: {}", answer.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => {
+            eprintln!("{url}: {:#}", anyhow::Error::from(error));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = countersign::app::open_store(config).await?;
+    store.close().await;
+    println!("database {} is up to date", config.database_url);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn agent_new(config: &Config, name: &str, owner: &str) -> anyhow::Result<ExitCode> {
+    let id = AgentId::parse(name).map_err(|e| anyhow::anyhow!("NAME: {e}"))?;
+    let minted = countersign::auth::mint_token();
+    println!("Token for agent {id} (shown once; store it in the agent's secret store):\n");
+    println!("  {}\n", minted.token);
+    println!(
+        "Paste into {}/agents/{id}.yaml:\n",
+        config.manifests.display()
+    );
+    println!("id: {id}");
+    println!("owner: {owner}");
+    println!("description: What {id} does");
+    println!("token_sha256: {}", minted.sha256_hex);
+    println!("mode: active");
+    println!("# The actions this agent may propose; anything else is refused (403). E.g.:");
+    println!("#   crm.lead.tag: {{impact: low, data: [], reversible: true, autonomy: autonomous}}");
+    println!("actions: {{}}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn oncall_who(config: &Config, schedule: &str, at: Option<&str>) -> anyhow::Result<ExitCode> {
+    let registry = Registry::load(&config.manifests, &config.policies)?;
+    let at = match at {
+        Some(text) => countersign::clock::parse_timestamp(text)
+            .map_err(|e| anyhow::anyhow!("--at {text:?}: {e} (want e.g. 2026-12-24T10:00:00Z)"))?,
+        None => chrono::Utc::now(),
+    };
+    let Some(found) = registry.oncall.get(schedule) else {
+        let known: Vec<&str> = registry.oncall.names().collect();
+        anyhow::bail!(
+            "no schedule named {schedule:?} (known: {})",
+            known.join(", ")
+        );
+    };
+    match found.who(at) {
+        Some(user) => {
+            println!("{user}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("nobody is on call on {schedule} at {at} (before its first shift)");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn totp_reset(config: &Config, user: &str) -> anyhow::Result<ExitCode> {
+    let store = countersign::app::open_store(config).await?;
+    // Through the core, so the removal and its audit event are one transaction.
+    let clock = std::sync::Arc::new(countersign::clock::SystemClock);
+    let engine = countersign::engine::Engine::start(store.clone(), clock);
+    if engine.reset_totp(user, "operator:cli").await? {
+        println!("{user}: enrollment removed; they can run /countersign enroll again");
+    } else {
+        println!("{user} was not enrolled");
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(config: &Config, anchor: Option<&str>) -> anyhow::Result<ExitCode> {
+    let anchor = anchor.map(parse_anchor).transpose()?;
+    let store = countersign::app::open_store(config).await?;
+    let result = countersign::engine::audit_log::verify(
+        store.as_ref(),
+        anchor.as_ref().map(|(s, h)| (*s, h.as_str())),
+    )
+    .await;
+    store.close().await;
+    match result {
+        Ok(verified) => {
+            println!("ok: {} events verified", verified.events);
+            println!(
+                "head: seq {} hash {}",
+                verified.head_seq, verified.head_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            println!("FAILED: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn audit_export(
+    config: &Config,
+    since: Option<&str>,
+    proposal: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let since = since
+        .map(countersign::clock::parse_timestamp)
+        .transpose()
+        .context("--since must be an RFC 3339 time such as 2026-11-01T00:00:00Z")?;
+    let store = countersign::app::open_store(config).await?;
+    let filter = AuditFilter {
+        since,
+        proposal_id: proposal,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let result = countersign::engine::audit_log::export(store.as_ref(), &filter, &mut out).await;
+    std::io::Write::flush(&mut out).context("cannot write to stdout")?;
+    store.close().await;
+    let count = result?;
+    eprintln!("exported {count} events");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -144,75 +144,11 @@ impl ProposalRequest {
             v.text("rationale", rationale, 0, limits::RATIONALE);
         }
         if let Some(target) = &self.target {
-            v.text("target.system", &target.system, 1, limits::TARGET_PART);
-            v.text("target.type", &target.kind, 1, limits::TARGET_PART);
-            v.text("target.id", &target.id, 1, limits::TARGET_PART);
-            if let Some(url) = &target.url {
-                v.http_url("target.url", url);
-            }
+            v.target(target);
         }
-        if self.changes.len() > limits::CHANGES {
-            v.fail(
-                "changes",
-                format!(
-                    "at most {} changes per proposal (got {})",
-                    limits::CHANGES,
-                    self.changes.len()
-                ),
-            );
-        } else {
-            for (i, change) in self.changes.iter().enumerate() {
-                v.text(
-                    &format!("changes[{i}].path"),
-                    &change.path,
-                    1,
-                    limits::CHANGE_PATH,
-                );
-                if change.before.is_none() && change.after.is_none() {
-                    v.fail(
-                        format!("changes[{i}]"),
-                        "a change needs `before`, `after` or both",
-                    );
-                }
-                for (side, value) in [("before", &change.before), ("after", &change.after)] {
-                    if let Some(value) = value {
-                        v.json_size(&format!("changes[{i}].{side}"), value);
-                    }
-                }
-            }
-        }
-        if self.params.len() > limits::PARAMS {
-            v.fail("params", format!("at most {} parameters", limits::PARAMS));
-        }
-        for (key, value) in &self.params {
-            v.text(&format!("params.{key}"), key, 1, limits::PARAM_KEY);
-            v.json_size(&format!("params.{key}"), value);
-        }
-        if self.evidence.len() > limits::EVIDENCE {
-            v.fail(
-                "evidence",
-                format!("at most {} evidence items", limits::EVIDENCE),
-            );
-        }
-        for (i, item) in self.evidence.iter().enumerate() {
-            v.text(
-                &format!("evidence[{i}].label"),
-                &item.label,
-                1,
-                limits::EVIDENCE_LABEL,
-            );
-            if let Some(excerpt) = &item.excerpt {
-                v.text(
-                    &format!("evidence[{i}].excerpt"),
-                    excerpt,
-                    0,
-                    limits::EVIDENCE_EXCERPT,
-                );
-            }
-            if let Some(url) = &item.url {
-                v.http_url(&format!("evidence[{i}].url"), url);
-            }
-        }
+        v.changes(&self.changes);
+        v.params(&self.params);
+        v.evidence(&self.evidence);
         if let Some(requested_by) = &self.requested_by {
             v.text("requested_by", requested_by, 1, limits::REQUESTED_BY);
         }
@@ -286,6 +222,87 @@ struct Checker {
 }
 
 impl Checker {
+    fn target(&mut self, target: &Target) {
+        self.text("target.system", &target.system, 1, limits::TARGET_PART);
+        self.text("target.type", &target.kind, 1, limits::TARGET_PART);
+        self.text("target.id", &target.id, 1, limits::TARGET_PART);
+        if let Some(url) = &target.url {
+            self.http_url("target.url", url);
+        }
+    }
+
+    /// Too many changes is one error, not one per change.
+    fn changes(&mut self, changes: &[Change]) {
+        if changes.len() > limits::CHANGES {
+            self.fail(
+                "changes",
+                format!(
+                    "at most {} changes per proposal (got {})",
+                    limits::CHANGES,
+                    changes.len()
+                ),
+            );
+            return;
+        }
+        for (i, change) in changes.iter().enumerate() {
+            self.text(
+                &format!("changes[{i}].path"),
+                &change.path,
+                1,
+                limits::CHANGE_PATH,
+            );
+            if change.before.is_none() && change.after.is_none() {
+                self.fail(
+                    format!("changes[{i}]"),
+                    "a change needs `before`, `after` or both",
+                );
+            }
+            for (side, value) in [("before", &change.before), ("after", &change.after)] {
+                if let Some(value) = value {
+                    self.json_size(&format!("changes[{i}].{side}"), value);
+                }
+            }
+        }
+    }
+
+    fn params(&mut self, params: &Map<String, Value>) {
+        if params.len() > limits::PARAMS {
+            self.fail("params", format!("at most {} parameters", limits::PARAMS));
+        }
+        for (key, value) in params {
+            self.text(&format!("params.{key}"), key, 1, limits::PARAM_KEY);
+            self.json_size(&format!("params.{key}"), value);
+        }
+    }
+
+    fn evidence(&mut self, evidence: &[Evidence]) {
+        if evidence.len() > limits::EVIDENCE {
+            self.fail(
+                "evidence",
+                format!("at most {} evidence items", limits::EVIDENCE),
+            );
+        }
+        for (i, item) in evidence.iter().enumerate() {
+            self.text(
+                &format!("evidence[{i}].label"),
+                &item.label,
+                1,
+                limits::EVIDENCE_LABEL,
+            );
+            if let Some(excerpt) = &item.excerpt {
+                self.text(
+                    &format!("evidence[{i}].excerpt"),
+                    excerpt,
+                    0,
+                    limits::EVIDENCE_EXCERPT,
+                );
+            }
+            if let Some(url) = &item.url {
+                self.http_url(&format!("evidence[{i}].url"), url);
+            }
+        }
+    }
+
     fn fail(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(FieldError::new(field, message));
     }

@@ -80,34 +80,13 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
             .map(|(name, r)| format!("{name}: {}", r.reason))
             .collect()
     };
-    let empty = |outcome, reasons| Verdict {
-        outcome,
-        rules: rules.clone(),
-        reasons,
-        route: Vec::new(),
-        quorum: Quorum {
-            approvals: 0,
-            each_role: false,
-            per_role: BTreeMap::new(),
-        },
-        sla: None,
-        step_up: StepUp::None,
-        escalation: Vec::new(),
-        on_timeout: None,
-        reject_reasons: Vec::new(),
-    };
 
     if matched
         .iter()
         .any(|(_, r)| r.decision == Some(RuleDecision::Deny))
     {
-        return (
-            empty(
-                VerdictOutcome::Deny,
-                reasons(&|r| r.decision == Some(RuleDecision::Deny)),
-            ),
-            None,
-        );
+        let reasons = reasons(&|r| r.decision == Some(RuleDecision::Deny));
+        return (decided(VerdictOutcome::Deny, rules, reasons), None);
     }
     let reviews: Vec<&Requirement> = matched
         .iter()
@@ -115,37 +94,10 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
         .filter(|r| r.is_review())
         .collect();
     if reviews.is_empty() {
-        return (empty(VerdictOutcome::AutoApprove, reasons(&|_| true)), None);
+        let reasons = reasons(&|_| true);
+        return (decided(VerdictOutcome::AutoApprove, rules, reasons), None);
     }
 
-    let mut route: Vec<String> = Vec::new();
-    for role in reviews.iter().flat_map(|r| &r.route) {
-        if !route.contains(role) {
-            route.push(role.clone());
-        }
-    }
-    // Per-role minimums survive the merge: a single-role rule asks its approvals of that role,
-    // an each_role rule one of each of its roles. Pooling them would let "two security
-    // approvers" be met by one from security and one from legal.
-    let mut per_role: BTreeMap<String, u32> = BTreeMap::new();
-    for review in &reviews {
-        let minimum = match review.route.as_slice() {
-            [_] => review.approvals,
-            _ if review.each_role => 1,
-            _ => continue,
-        };
-        for role in &review.route {
-            let entry = per_role.entry(role.clone()).or_default();
-            *entry = (*entry).max(minimum);
-        }
-    }
-    let each_role = reviews.iter().any(|r| r.each_role);
-    let approvals = reviews
-        .iter()
-        .map(|r| r.approvals)
-        .max()
-        .unwrap_or(1)
-        .max(per_role.values().sum());
     let sla = reviews.iter().filter_map(|r| r.sla).min();
     let ladder = reviews
         .iter()
@@ -154,14 +106,10 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
     let expires_in = matched.iter().filter_map(|(_, r)| r.expires_in).min();
     let verdict = Verdict {
         outcome: VerdictOutcome::NeedsReview,
-        rules: rules.clone(),
+        rules,
         reasons: reasons(&|r| r.is_review()),
-        route,
-        quorum: Quorum {
-            approvals,
-            each_role,
-            per_role,
-        },
+        route: merged_route(&reviews),
+        quorum: merged_quorum(&reviews),
         sla: sla.map(format_duration),
         step_up: reviews
             .iter()
@@ -188,6 +136,68 @@ pub fn combine(matched: &[(&str, &Requirement)]) -> (Verdict, Option<Duration>) 
         }),
     };
     (verdict, expires_in)
+}
+
+/// A verdict that needs nobody (deny or auto-approve): no route, quorum or deadline.
+fn decided(outcome: VerdictOutcome, rules: Vec<String>, reasons: Vec<String>) -> Verdict {
+    Verdict {
+        outcome,
+        rules,
+        reasons,
+        route: Vec::new(),
+        quorum: Quorum {
+            approvals: 0,
+            each_role: false,
+            per_role: BTreeMap::new(),
+        },
+        sla: None,
+        step_up: StepUp::None,
+        escalation: Vec::new(),
+        on_timeout: None,
+        reject_reasons: Vec::new(),
+    }
+}
+
+/// Every review's roles, once each, in rule order.
+fn merged_route(reviews: &[&Requirement]) -> Vec<String> {
+    let mut route: Vec<String> = Vec::new();
+    for role in reviews.iter().flat_map(|r| &r.route) {
+        if !route.contains(role) {
+            route.push(role.clone());
+        }
+    }
+    route
+}
+
+/// The largest quorum any review asks for, and never less than the per-role minimums added up.
+fn merged_quorum(reviews: &[&Requirement]) -> Quorum {
+    // Per-role minimums survive the merge: a single-role rule asks its approvals of that role,
+    // an each_role rule one of each of its roles. Pooling them would let "two security
+    // approvers" be met by one from security and one from legal.
+    let mut per_role: BTreeMap<String, u32> = BTreeMap::new();
+    for review in reviews {
+        let minimum = match review.route.as_slice() {
+            [_] => review.approvals,
+            _ if review.each_role => 1,
+            _ => continue,
+        };
+        for role in &review.route {
+            let entry = per_role.entry(role.clone()).or_default();
+            *entry = (*entry).max(minimum);
+        }
+    }
+    let each_role = reviews.iter().any(|r| r.each_role);
+    let approvals = reviews
+        .iter()
+        .map(|r| r.approvals)
+        .max()
+        .unwrap_or(1)
+        .max(per_role.values().sum());
+    Quorum {
+        approvals,
+        each_role,
+        per_role,
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub fn png(report: &SlaReport) -> Result<Vec<u8>, String> {
     encode(&pixels).map_err(|e| format!("chart: PNG: {e}"))
 }
 
+/// One panel of the chart: half the picture, below the title.
+type Panel<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
 fn draw(report: &SlaReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(pixels, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -50,18 +53,34 @@ fn draw(report: &SlaReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::error:
     let days = report.daily.len().max(1);
     // Day i is centred on x = i, so each date label sits under its day.
     let x_range = -0.5f64..days as f64 - 0.5;
-    let label = |x: &f64| -> String {
-        let index = x.round();
-        if index < 0.0 || (*x - index).abs() > 1e-6 {
-            return String::new();
-        }
-        report
-            .daily
-            .get(index as usize)
-            .map(|d| d.date.format("%m-%d").to_string())
-            .unwrap_or_default()
-    };
+    let label = |x: &f64| day_label(report, *x);
+    draw_decisions(&upper, report, x_range.clone(), &label)?;
+    draw_times(&lower, report, x_range, &label)?;
+    root.present()?;
+    Ok(())
+}
 
+/// The date under a whole x (a day's centre); nothing between days.
+fn day_label(report: &SlaReport, x: f64) -> String {
+    let index = x.round();
+    if index < 0.0 || (x - index).abs() > 1e-6 {
+        return String::new();
+    }
+    report
+        .daily
+        .get(index as usize)
+        .map(|d| d.date.format("%m-%d").to_string())
+        .unwrap_or_default()
+}
+
+/// Decisions per day, stacked approved, rejected, expired.
+fn draw_decisions(
+    area: &Panel<'_>,
+    report: &SlaReport,
+    x_range: std::ops::Range<f64>,
+    label: &dyn Fn(&f64) -> String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let days = report.daily.len().max(1);
     let most = report
         .daily
         .iter()
@@ -75,19 +94,19 @@ fn draw(report: &SlaReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::error:
     } else {
         most.div_ceil(10) * 11
     };
-    let mut decisions = ChartBuilder::on(&upper)
+    let mut decisions = ChartBuilder::on(area)
         .margin(12)
         .caption("Decisions per day", (FONT, 16))
         .x_label_area_size(28)
         .y_label_area_size(44)
-        .build_cartesian_2d(x_range.clone(), 0f64..top as f64)?;
+        .build_cartesian_2d(x_range, 0f64..top as f64)?;
     decisions
         .configure_mesh()
         .disable_x_mesh()
         .max_light_lines(0)
         .x_labels(days.min(12))
         .y_labels(top as usize + 1)
-        .x_label_formatter(&label)
+        .x_label_formatter(label)
         .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FONT, 12))
         .draw()?;
@@ -120,14 +139,24 @@ fn draw(report: &SlaReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::error:
         .border_style(BLACK.mix(0.3))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
+    Ok(())
+}
 
+/// The daily median and p90 time to decision, in minutes.
+fn draw_times(
+    area: &Panel<'_>,
+    report: &SlaReport,
+    x_range: std::ops::Range<f64>,
+    label: &dyn Fn(&f64) -> String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let days = report.daily.len().max(1);
     let minutes = |s: Option<i64>| s.map(|s| s as f64 / 60.0);
     let slowest = report
         .daily
         .iter()
         .filter_map(|d| minutes(d.p90_seconds))
         .fold(1.0f64, f64::max);
-    let mut times = ChartBuilder::on(&lower)
+    let mut times = ChartBuilder::on(area)
         .margin(12)
         .caption("Time to decision (minutes)", (FONT, 16))
         .x_label_area_size(28)
@@ -138,7 +167,7 @@ fn draw(report: &SlaReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::error:
         .disable_x_mesh()
         .max_light_lines(0)
         .x_labels(days.min(12))
-        .x_label_formatter(&label)
+        .x_label_formatter(label)
         .label_style((FONT, 12))
         .draw()?;
     for (colour, name, pick) in [(MEDIAN, "median", false), (P90, "p90", true)] {
@@ -172,7 +201,6 @@ fn draw(report: &SlaReport, pixels: &mut [u8]) -> Result<(), Box<dyn std::error:
         .border_style(BLACK.mix(0.3))
         .position(SeriesLabelPosition::UpperLeft)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 

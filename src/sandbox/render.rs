@@ -42,6 +42,7 @@ pub fn blocks(blocks: &Value, workspace: &Workspace) -> String {
     html
 }
 
+/// One block as HTML: one function per block type, as Slack draws each differently.
 fn block(block: &Value, w: &Workspace) -> String {
     let block_id = escape_html(str_at(block, "block_id"));
     match str_at(block, "type") {
@@ -50,123 +51,130 @@ fn block(block: &Value, w: &Workspace) -> String {
             text(block.get("text"), w)
         ),
         "divider" => "<hr class=\"bk-divider\">".into(),
-        "section" => {
-            let mut html =
-                String::from("<div class=\"bk-section\"><div class=\"bk-section-body\">");
-            if block.get("text").is_some() {
-                let _ = write!(
-                    html,
-                    "<div class=\"bk-text\">{}</div>",
-                    text(block.get("text"), w)
-                );
-            }
-            if let Some(fields) = block.get("fields").and_then(Value::as_array) {
-                html.push_str("<div class=\"bk-fields\">");
-                for field in fields {
-                    let _ = write!(
-                        html,
-                        "<div class=\"bk-field\">{}</div>",
-                        text(Some(field), w)
-                    );
-                }
-                html.push_str("</div>");
-            }
-            html.push_str("</div>");
-            if let Some(accessory) = block.get("accessory") {
-                let _ = write!(
-                    html,
-                    "<div class=\"bk-accessory\">{}</div>",
-                    element(accessory, &block_id, w)
-                );
-            }
-            html.push_str("</div>");
-            html
-        }
-        "context" => {
-            let mut html = String::from("<div class=\"bk-context\">");
-            for item in block
-                .get("elements")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if str_at(item, "type") == "image" {
-                    html.push_str(&image(item, "bk-context-image"));
-                } else {
-                    let _ = write!(html, "<span>{}</span>", text(Some(item), w));
-                }
-            }
-            html.push_str("</div>");
-            html
-        }
-        "actions" => {
-            let mut html = String::from("<div class=\"bk-actions\">");
-            for item in block
-                .get("elements")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                html.push_str(&element(item, &block_id, w));
-            }
-            html.push_str("</div>");
-            html
-        }
-        "image" => {
-            let title = block
-                .get("title")
-                .map(|t| text(Some(t), w))
-                .unwrap_or_default();
-            format!(
-                "<figure class=\"bk-image\">{}<figcaption>{title}</figcaption></figure>",
-                image(block, "")
-            )
-        }
-        "input" => {
-            let element = block.get("element").cloned().unwrap_or(Value::Null);
-            let name = format!(
-                "{}::{}",
-                str_at(block, "block_id"),
-                str_at(&element, "action_id")
-            );
-            let hint = block
-                .get("hint")
-                .map(|h| format!("<small>{}</small>", text(Some(h), w)))
-                .unwrap_or_default();
-            format!(
-                "<div class=\"bk-input\" data-block-id=\"{block_id}\"><label>{}{}</label>{}{hint}<div class=\"bk-error\"></div></div>",
-                text(block.get("label"), w),
-                if block.get("optional").and_then(Value::as_bool) == Some(true) {
-                    " <small>(optional)</small>"
-                } else {
-                    ""
-                },
-                input(&element, &escape_html(&name), w),
-            )
-        }
-        "rich_text" => {
-            let mut html = String::from("<div class=\"bk-rich\">");
-            for part in block
-                .get("elements")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let inline = rich_inline(part, w);
-                let _ = match str_at(part, "type") {
-                    "rich_text_quote" => write!(html, "<blockquote>{inline}</blockquote>"),
-                    "rich_text_preformatted" => write!(html, "<pre>{inline}</pre>"),
-                    _ => write!(html, "<div class=\"bk-rich-section\">{inline}</div>"),
-                };
-            }
-            html.push_str("</div>");
-            html
-        }
+        "section" => section_block(block, &block_id, w),
+        "context" => context_block(block, w),
+        "actions" => actions_block(block, &block_id, w),
+        "image" => image_block(block, w),
+        "input" => input_block(block, &block_id, w),
+        "rich_text" => rich_text_block(block, w),
         other => format!(
             "<div class=\"bk-unknown\">[{} block]</div>",
             escape_html(other)
         ),
     }
+}
+
+/// A block's `elements`, none when absent.
+fn elements(block: &Value) -> impl Iterator<Item = &Value> {
+    block
+        .get("elements")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn section_block(block: &Value, block_id: &str, w: &Workspace) -> String {
+    let mut html = String::from("<div class=\"bk-section\"><div class=\"bk-section-body\">");
+    if block.get("text").is_some() {
+        let _ = write!(
+            html,
+            "<div class=\"bk-text\">{}</div>",
+            text(block.get("text"), w)
+        );
+    }
+    if let Some(fields) = block.get("fields").and_then(Value::as_array) {
+        html.push_str("<div class=\"bk-fields\">");
+        for field in fields {
+            let _ = write!(
+                html,
+                "<div class=\"bk-field\">{}</div>",
+                text(Some(field), w)
+            );
+        }
+        html.push_str("</div>");
+    }
+    html.push_str("</div>");
+    if let Some(accessory) = block.get("accessory") {
+        let _ = write!(
+            html,
+            "<div class=\"bk-accessory\">{}</div>",
+            element(accessory, block_id, w)
+        );
+    }
+    html.push_str("</div>");
+    html
+}
+
+fn context_block(block: &Value, w: &Workspace) -> String {
+    let mut html = String::from("<div class=\"bk-context\">");
+    for item in elements(block) {
+        if str_at(item, "type") == "image" {
+            html.push_str(&image(item, "bk-context-image"));
+        } else {
+            let _ = write!(html, "<span>{}</span>", text(Some(item), w));
+        }
+    }
+    html.push_str("</div>");
+    html
+}
+
+fn actions_block(block: &Value, block_id: &str, w: &Workspace) -> String {
+    let mut html = String::from("<div class=\"bk-actions\">");
+    for item in elements(block) {
+        html.push_str(&element(item, block_id, w));
+    }
+    html.push_str("</div>");
+    html
+}
+
+fn image_block(block: &Value, w: &Workspace) -> String {
+    let title = block
+        .get("title")
+        .map(|t| text(Some(t), w))
+        .unwrap_or_default();
+    format!(
+        "<figure class=\"bk-image\">{}<figcaption>{title}</figcaption></figure>",
+        image(block, "")
+    )
+}
+
+/// An input with its label, hint and a place for the error Slack would show; its form name is
+/// `block_id::action_id`, as a view submission's state is keyed.
+fn input_block(block: &Value, block_id: &str, w: &Workspace) -> String {
+    let element = block.get("element").cloned().unwrap_or(Value::Null);
+    let name = format!(
+        "{}::{}",
+        str_at(block, "block_id"),
+        str_at(&element, "action_id")
+    );
+    let hint = block
+        .get("hint")
+        .map(|h| format!("<small>{}</small>", text(Some(h), w)))
+        .unwrap_or_default();
+    format!(
+        "<div class=\"bk-input\" data-block-id=\"{block_id}\"><label>{}{}</label>{}{hint}<div class=\"bk-error\"></div></div>",
+        text(block.get("label"), w),
+        if block.get("optional").and_then(Value::as_bool) == Some(true) {
+            " <small>(optional)</small>"
+        } else {
+            ""
+        },
+        input(&element, &escape_html(&name), w),
+    )
+}
+
+fn rich_text_block(block: &Value, w: &Workspace) -> String {
+    let mut html = String::from("<div class=\"bk-rich\">");
+    for part in elements(block) {
+        let inline = rich_inline(part, w);
+        let _ = match str_at(part, "type") {
+            "rich_text_quote" => write!(html, "<blockquote>{inline}</blockquote>"),
+            "rich_text_preformatted" => write!(html, "<pre>{inline}</pre>"),
+            _ => write!(html, "<div class=\"bk-rich-section\">{inline}</div>"),
+        };
+    }
+    html.push_str("</div>");
+    html
 }
 
 /// A rich_text section's elements. Text runs are literal (escaped, never parsed as mrkdwn) and

@@ -68,50 +68,19 @@ enum Event {
 /// carries, then closes.
 pub async fn run(state: SlackState, app_token: Secret, stop: impl Future<Output = ()>) {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut connections: HashMap<u64, Connection> = HashMap::new();
-    let mut next_id = 0u64;
-    // The connection Slack last greeted (it serves), and one opened but not greeted yet.
-    let mut current: Option<u64> = None;
-    let mut pending: Option<u64> = None;
-    // Slack announced it will close `current`: open its replacement now.
-    let mut replace = false;
-    let mut backoff = Backoff::default();
-    let mut not_before = Instant::now();
+    let mut supervisor = Supervisor::new(state, events_tx);
     tokio::pin!(stop);
     loop {
-        let wanted = pending.is_none() && (current.is_none() || replace);
-        if wanted && Instant::now() >= not_before {
+        let wanted = supervisor.wants_connection();
+        if wanted && Instant::now() >= supervisor.not_before {
             let opened = tokio::select! {
                 () = &mut stop => break,
-                opened = state.slack.api.open_socket(&app_token) => opened,
+                opened = supervisor.state.slack.api.open_socket(&app_token) => opened,
             };
-            match opened {
-                Ok(url) => {
-                    next_id += 1;
-                    let (close, closing) = watch::channel(false);
-                    let task = tokio::spawn(serve(
-                        state.clone(),
-                        next_id,
-                        url,
-                        events_tx.clone(),
-                        closing,
-                    ));
-                    let connection = Connection {
-                        close,
-                        task,
-                        greeted_at: None,
-                    };
-                    connections.insert(next_id, connection);
-                    pending = Some(next_id);
-                }
-                Err(error) => {
-                    let delay = backoff.failed(&error);
-                    log_open_failure(&error, delay);
-                    not_before = Instant::now() + delay;
-                }
-            }
+            supervisor.opened(opened);
             continue;
         }
+        let not_before = supervisor.not_before;
         let gate = async {
             if wanted {
                 tokio::time::sleep_until(not_before).await;
@@ -123,77 +92,168 @@ pub async fn run(state: SlackState, app_token: Secret, stop: impl Future<Output 
             () = &mut stop => break,
             () = gate => {}
             Some(event) = events.recv() => match event {
-                Event::Hello(id) => {
-                    if pending == Some(id) {
-                        pending = None;
-                    }
-                    if let Some(connection) = connections.get_mut(&id) {
-                        connection.greeted_at = Some(Instant::now());
-                    }
-                    // The newcomer serves; the one it replaces drains and closes.
-                    if let Some(old) = current.replace(id).filter(|old| *old != id)
-                        && let Some(connection) = connections.get(&old)
-                    {
-                        let _ = connection.close.send(true);
-                    }
-                    replace = false;
-                    metrics::gauge!("countersign_slack_socket_connected").set(1.0);
-                }
-                Event::Disconnect(id, reason) => {
-                    if reason == "link_disabled" {
-                        tracing::error!("Slack turned Socket Mode off in the app's settings: clicks now go to its request URLs; reconnecting in case it is turned back on");
-                    } else {
-                        tracing::info!(connection = id, %reason, "Slack will close the Socket Mode connection; opening its replacement");
-                    }
-                    if current == Some(id) {
-                        replace = true;
-                    }
-                }
-                Event::Closed(id, why) => {
-                    let Some(connection) = connections.remove(&id) else { continue };
-                    let stable = connection
-                        .greeted_at
-                        .is_some_and(|at| at.elapsed() >= STABLE_AFTER);
-                    if stable {
-                        backoff.reset();
-                    }
-                    if pending == Some(id) {
-                        pending = None;
-                        let delay = backoff.next();
-                        tracing::warn!(connection = id, %why, retry_in = ?delay, "Socket Mode connection failed before Slack greeted it");
-                        not_before = Instant::now() + delay;
-                    } else if current == Some(id) {
-                        current = None;
-                        replace = false;
-                        metrics::gauge!("countersign_slack_socket_connected").set(0.0);
-                        // A healthy connection that dropped is replaced at once; one that keeps
-                        // dropping, after the backoff.
-                        let delay = if stable { Duration::ZERO } else { backoff.next() };
-                        tracing::warn!(connection = id, %why, retry_in = ?delay, "Socket Mode connection lost; reconnecting");
-                        not_before = Instant::now() + delay;
-                    } else {
-                        tracing::debug!(connection = id, %why, "replaced Socket Mode connection closed");
-                    }
-                }
+                Event::Hello(id) => supervisor.greeted(id),
+                Event::Disconnect(id, reason) => supervisor.disconnecting(id, &reason),
+                Event::Closed(id, why) => supervisor.closed(id, &why),
             },
         }
     }
-    metrics::gauge!("countersign_slack_socket_connected").set(0.0);
-    for connection in connections.values() {
-        let _ = connection.close.send(true);
-    }
-    for (id, connection) in connections {
-        if tokio::time::timeout(DRAIN_WITHIN + Duration::from_secs(1), connection.task)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                connection = id,
-                "Socket Mode connection did not close in time"
-            );
+    supervisor.stop().await;
+    tracing::info!("Socket Mode stopped");
+}
+
+/// The connections [`run`] keeps and what it knows of each, changed by one event at a time.
+struct Supervisor {
+    state: SlackState,
+    events: mpsc::UnboundedSender<Event>,
+    connections: HashMap<u64, Connection>,
+    next_id: u64,
+    /// The connection Slack last greeted (it serves).
+    current: Option<u64>,
+    /// A connection opened but not greeted yet.
+    pending: Option<u64>,
+    /// Slack announced it will close `current`: open its replacement now.
+    replace: bool,
+    backoff: Backoff,
+    /// No connection is opened before this (the backoff after a failure).
+    not_before: Instant,
+}
+
+impl Supervisor {
+    fn new(state: SlackState, events: mpsc::UnboundedSender<Event>) -> Self {
+        Self {
+            state,
+            events,
+            connections: HashMap::new(),
+            next_id: 0,
+            current: None,
+            pending: None,
+            replace: false,
+            backoff: Backoff::default(),
+            not_before: Instant::now(),
         }
     }
-    tracing::info!("Socket Mode stopped");
+
+    /// Whether a connection should be opened: none is on its way, and none serves or the one
+    /// serving is about to be closed by Slack.
+    fn wants_connection(&self) -> bool {
+        self.pending.is_none() && (self.current.is_none() || self.replace)
+    }
+
+    /// `apps.connections.open` answered: serve the URL on a new connection, or back off.
+    fn opened(&mut self, opened: Result<url::Url, SlackError>) {
+        match opened {
+            Ok(url) => {
+                self.next_id += 1;
+                let (close, closing) = watch::channel(false);
+                let task = tokio::spawn(serve(
+                    self.state.clone(),
+                    self.next_id,
+                    url,
+                    self.events.clone(),
+                    closing,
+                ));
+                let connection = Connection {
+                    close,
+                    task,
+                    greeted_at: None,
+                };
+                self.connections.insert(self.next_id, connection);
+                self.pending = Some(self.next_id);
+            }
+            Err(error) => {
+                let delay = self.backoff.failed(&error);
+                log_open_failure(&error, delay);
+                self.not_before = Instant::now() + delay;
+            }
+        }
+    }
+
+    /// Slack greeted connection `id`: it serves from now on.
+    fn greeted(&mut self, id: u64) {
+        if self.pending == Some(id) {
+            self.pending = None;
+        }
+        if let Some(connection) = self.connections.get_mut(&id) {
+            connection.greeted_at = Some(Instant::now());
+        }
+        // The newcomer serves; the one it replaces drains and closes.
+        if let Some(old) = self.current.replace(id).filter(|old| *old != id)
+            && let Some(connection) = self.connections.get(&old)
+        {
+            let _ = connection.close.send(true);
+        }
+        self.replace = false;
+        metrics::gauge!("countersign_slack_socket_connected").set(1.0);
+    }
+
+    /// Slack announced it will close connection `id`.
+    fn disconnecting(&mut self, id: u64, reason: &str) {
+        if reason == "link_disabled" {
+            tracing::error!(
+                "Slack turned Socket Mode off in the app's settings: clicks now go to its request URLs; reconnecting in case it is turned back on"
+            );
+        } else {
+            tracing::info!(connection = id, %reason, "Slack will close the Socket Mode connection; opening its replacement");
+        }
+        if self.current == Some(id) {
+            self.replace = true;
+        }
+    }
+
+    /// Connection `id` ended: if it was the one on its way or the one serving, another is
+    /// opened, at once or after the backoff.
+    fn closed(&mut self, id: u64, why: &str) {
+        let Some(connection) = self.connections.remove(&id) else {
+            return;
+        };
+        let stable = connection
+            .greeted_at
+            .is_some_and(|at| at.elapsed() >= STABLE_AFTER);
+        if stable {
+            self.backoff.reset();
+        }
+        if self.pending == Some(id) {
+            self.pending = None;
+            let delay = self.backoff.next();
+            tracing::warn!(connection = id, %why, retry_in = ?delay, "Socket Mode connection failed before Slack greeted it");
+            self.not_before = Instant::now() + delay;
+        } else if self.current == Some(id) {
+            self.current = None;
+            self.replace = false;
+            metrics::gauge!("countersign_slack_socket_connected").set(0.0);
+            // A healthy connection that dropped is replaced at once; one that keeps
+            // dropping, after the backoff.
+            let delay = if stable {
+                Duration::ZERO
+            } else {
+                self.backoff.next()
+            };
+            tracing::warn!(connection = id, %why, retry_in = ?delay, "Socket Mode connection lost; reconnecting");
+            self.not_before = Instant::now() + delay;
+        } else {
+            tracing::debug!(connection = id, %why, "replaced Socket Mode connection closed");
+        }
+    }
+
+    /// Closes every connection, each after acknowledging what it carries.
+    async fn stop(self) {
+        metrics::gauge!("countersign_slack_socket_connected").set(0.0);
+        for connection in self.connections.values() {
+            let _ = connection.close.send(true);
+        }
+        for (id, connection) in self.connections {
+            if tokio::time::timeout(DRAIN_WITHIN + Duration::from_secs(1), connection.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    connection = id,
+                    "Socket Mode connection did not close in time"
+                );
+            }
+        }
+    }
 }
 
 struct Connection {
@@ -262,28 +322,10 @@ async fn serve(
     mut close: watch::Receiver<bool>,
 ) {
     let host = url.host_str().unwrap_or("?").to_owned();
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME))
-        .max_frame_size(Some(MAX_FRAME));
-    let connected = tokio::time::timeout(
-        CONNECT_WITHIN,
-        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false),
-    )
-    .await;
-    let socket = match connected {
-        Ok(Ok((socket, _))) => socket,
-        Ok(Err(error)) => {
-            let _ = events.send(Event::Closed(
-                id,
-                format!("cannot connect to {host}: {error}"),
-            ));
-            return;
-        }
-        Err(_) => {
-            let _ = events.send(Event::Closed(
-                id,
-                format!("no WebSocket handshake from {host} within {CONNECT_WITHIN:?}"),
-            ));
+    let socket = match connect(&url, &host).await {
+        Ok(socket) => socket,
+        Err(why) => {
+            let _ = events.send(Event::Closed(id, why));
             return;
         }
     };
@@ -312,20 +354,9 @@ async fn serve(
             frame = frames.next() => {
                 heard = Instant::now();
                 match frame {
-                    Some(Ok(Message::Text(text))) => match read_frame(&text) {
-                        Frame::Hello { num_connections } => {
-                            tracing::info!(connection = id, %host, num_connections, "Socket Mode connected");
-                            let _ = events.send(Event::Hello(id));
-                        }
-                        Frame::Disconnect { reason } => {
-                            let _ = events.send(Event::Disconnect(id, reason));
-                        }
-                        Frame::Envelope(envelope) => {
-                            let state = state.clone();
-                            handlers.spawn(async move { envelope.answer(&state).await });
-                        }
-                        Frame::Unknown(kind) => tracing::debug!(connection = id, kind, "Socket Mode frame ignored"),
-                    },
+                    Some(Ok(Message::Text(text))) => {
+                        take_frame(read_frame(&text), id, &host, &events, &state, &mut handlers);
+                    }
                     // tungstenite answers pings by itself; pongs and pings only prove life.
                     Some(Ok(Message::Close(frame))) => {
                         break format!("closed by Slack ({})", frame.map_or_else(|| "no reason".to_owned(), |f| f.to_string()));
@@ -363,6 +394,57 @@ async fn serve(
     // acknowledgements are lost, as when an HTTP client hangs up.
     handlers.detach_all();
     let _ = events.send(Event::Closed(id, ended));
+}
+
+/// Passes a greeting or a disconnection warning to the supervisor, and an envelope to a
+/// handler whose acknowledgement `serve` sends when it is ready.
+fn take_frame(
+    frame: Frame,
+    id: u64,
+    host: &str,
+    events: &mpsc::UnboundedSender<Event>,
+    state: &SlackState,
+    handlers: &mut JoinSet<String>,
+) {
+    match frame {
+        Frame::Hello { num_connections } => {
+            tracing::info!(connection = id, %host, num_connections, "Socket Mode connected");
+            let _ = events.send(Event::Hello(id));
+        }
+        Frame::Disconnect { reason } => {
+            let _ = events.send(Event::Disconnect(id, reason));
+        }
+        Frame::Envelope(envelope) => {
+            let state = state.clone();
+            handlers.spawn(async move { envelope.answer(&state).await });
+        }
+        Frame::Unknown(kind) => tracing::debug!(connection = id, kind, "Socket Mode frame ignored"),
+    }
+}
+
+/// The WebSocket to `url`, or why there is none (said as [`Event::Closed`] says it).
+async fn connect(
+    url: &url::Url,
+    host: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+> {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_FRAME))
+        .max_frame_size(Some(MAX_FRAME));
+    let connected = tokio::time::timeout(
+        CONNECT_WITHIN,
+        tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), false),
+    )
+    .await;
+    match connected {
+        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Err(error)) => Err(format!("cannot connect to {host}: {error}")),
+        Err(_) => Err(format!(
+            "no WebSocket handshake from {host} within {CONNECT_WITHIN:?}"
+        )),
+    }
 }
 
 /// A frame from Slack, as far as countersign reads it.

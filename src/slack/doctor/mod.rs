@@ -11,6 +11,8 @@ mod workspace;
 pub use references::{References, RoleChannel};
 pub use report::{Check, Report, Status};
 
+use std::collections::BTreeSet;
+
 use crate::config::Config;
 use crate::manifest::SlackApp;
 use crate::registry::Registry;
@@ -21,34 +23,85 @@ use crate::slack::SlackApi;
 pub async fn run(config: &Config) -> Report {
     let mut report = Report::default();
     let Some(token) = &config.slack_bot_token else {
-        report.section(
-            "Configuration",
-            vec![Check::warn(
-                "no slack_bot_token: `countersign serve` would run the built-in Slack sandbox, \
-                 so there is no Slack workspace to check",
-                "to connect Slack, follow \"Connect to Slack in ten minutes\" in the README and \
-                 set COUNTERSIGN_SLACK_BOT_TOKEN, and COUNTERSIGN_SLACK_APP_TOKEN (Socket Mode) \
-                 or COUNTERSIGN_SLACK_SIGNING_SECRET (HTTP)",
-            )],
-        );
+        report.section("Configuration", no_workspace());
         return report;
     };
     report.section("Configuration", configuration(config, token.expose()));
 
-    let registry = match Registry::load(&config.manifests, &config.policies) {
-        Ok(registry) => registry,
-        Err(error) => {
-            report.section(
-                "Files",
-                vec![Check::fail(
-                    error.to_string(),
-                    "fix that file (`countersign policy check` shows the same), then run doctor again",
-                )],
-            );
+    // Each stage needs the one before: a section that cannot go on ends the report there.
+    let files = match files(config) {
+        Ok((files, checks)) => {
+            report.section("Files", checks);
+            files
+        }
+        Err(checks) => {
+            report.section("Files", checks);
             return report;
         }
     };
-    let (app, manifest_name, mut files) = match SlackApp::load_or_shipped(&config.manifests) {
+
+    // The Slack connector needs a process-wide TLS provider (app::run installs the same one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = SlackApi::new(&config.slack_api_url, token);
+    let caller = workspace::Caller::default();
+    let identity = match workspace::token(&caller, &api, &config.slack_api_url).await {
+        Ok((identity, check)) => {
+            report.section("Token", vec![check]);
+            identity
+        }
+        Err(check) => {
+            report.section("Token", vec![check]);
+            report.note = Some("(the other checks need a token Slack accepts)".into());
+            return report;
+        }
+    };
+
+    let (granted, scope_checks) = scopes(config, &caller, &api, token, &files).await;
+    report.section("Scopes", scope_checks);
+    let refs = References::collect(
+        &files.registry,
+        &config.slack_admins,
+        &config.manifests,
+        &config.policies,
+    );
+    let bot = identity.user.as_str();
+    let (channels, groups, users) =
+        workspace_sections(&caller, &api, bot, &refs, granted.as_ref()).await;
+    report.section("Channels", channels);
+    report.section("User groups", groups);
+    report.section("Users", users);
+    report
+}
+
+/// Without a bot token there is no workspace: say how to connect one.
+fn no_workspace() -> Vec<Check> {
+    vec![Check::warn(
+        "no slack_bot_token: `countersign serve` would run the built-in Slack sandbox, \
+         so there is no Slack workspace to check",
+        "to connect Slack, follow \"Connect to Slack in ten minutes\" in the README and \
+         set COUNTERSIGN_SLACK_BOT_TOKEN, and COUNTERSIGN_SLACK_APP_TOKEN (Socket Mode) \
+         or COUNTERSIGN_SLACK_SIGNING_SECRET (HTTP)",
+    )]
+}
+
+/// What the workspace checks compare against: the loaded files and the app manifest.
+struct Files {
+    registry: Registry,
+    app: SlackApp,
+    /// How the report names the app manifest the scopes come from.
+    manifest_name: String,
+}
+
+/// The manifests, policies and app manifest loaded, with the "Files" section's checks; `Err`
+/// holds the section when something does not load, and nothing further can be checked.
+fn files(config: &Config) -> Result<(Files, Vec<Check>), Vec<Check>> {
+    let registry = Registry::load(&config.manifests, &config.policies).map_err(|error| {
+        vec![Check::fail(
+            error.to_string(),
+            "fix that file (`countersign policy check` shows the same), then run doctor again",
+        )]
+    })?;
+    let (app, manifest_name, mut checks) = match SlackApp::load_or_shipped(&config.manifests) {
         Ok((app, true)) => {
             let name = config
                 .manifests
@@ -69,17 +122,13 @@ pub async fn run(config: &Config) -> Report {
             )],
         ),
         Err(error) => {
-            report.section(
-                "Files",
-                vec![Check::fail(
-                    error.to_string(),
-                    "fix it, or print a fresh one with `countersign slack manifest`",
-                )],
-            );
-            return report;
+            return Err(vec![Check::fail(
+                error.to_string(),
+                "fix it, or print a fresh one with `countersign slack manifest`",
+            )]);
         }
     };
-    files.insert(
+    checks.insert(
         0,
         Check::pass(format!(
             "{} roles, {} agents and the policies load",
@@ -87,30 +136,29 @@ pub async fn run(config: &Config) -> Report {
             registry.agents.agents().len()
         )),
     );
-    report.section("Files", files);
-
-    // The Slack connector needs a process-wide TLS provider (app::run installs the same one).
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let api = SlackApi::new(&config.slack_api_url, token);
-    let caller = workspace::Caller::default();
-    let identity = match workspace::token(&caller, &api, &config.slack_api_url).await {
-        Ok((identity, check)) => {
-            report.section("Token", vec![check]);
-            identity
-        }
-        Err(check) => {
-            report.section("Token", vec![check]);
-            report.note = Some("(the other checks need a token Slack accepts)".into());
-            return report;
-        }
+    let files = Files {
+        registry,
+        app,
+        manifest_name,
     };
+    Ok((files, checks))
+}
 
-    let (granted, scope_checks) = match caller
+/// The token's scopes (`None` when Slack did not say) and how they compare with the app
+/// manifest's.
+async fn scopes(
+    config: &Config,
+    caller: &workspace::Caller,
+    api: &SlackApi,
+    token: &crate::config::Secret,
+    files: &Files,
+) -> (Option<BTreeSet<String>>, Vec<Check>) {
+    match caller
         .call(|| api.within_budget("auth.test", scopes::granted(&config.slack_api_url, token)))
         .await
     {
         Ok(granted) => {
-            let checks = scopes::checks(&app, granted.as_ref(), &manifest_name);
+            let checks = scopes::checks(&files.app, granted.as_ref(), &files.manifest_name);
             (granted, checks)
         }
         Err(error) => (
@@ -120,17 +168,19 @@ pub async fn run(config: &Config) -> Report {
                 "run doctor again; if it persists, check slack_api_url and the network",
             )],
         ),
-    };
-    report.section("Scopes", scope_checks);
-    let lacks = |scope: &str| granted.as_ref().is_some_and(|g| !g.contains(scope));
+    }
+}
 
-    let refs = References::collect(
-        &registry,
-        &config.slack_admins,
-        &config.manifests,
-        &config.policies,
-    );
-    let bot = identity.user.as_str();
+/// The role channels, user groups and users the files name, checked at once; a check the
+/// token's scopes do not allow says so instead.
+async fn workspace_sections(
+    caller: &workspace::Caller,
+    api: &SlackApi,
+    bot: &str,
+    refs: &References,
+    granted: Option<&BTreeSet<String>>,
+) -> (Vec<Check>, Vec<Check>, Vec<Check>) {
+    let lacks = |scope: &str| granted.is_some_and(|g| !g.contains(scope));
     let not_checked = |what: &str, scope: &str| {
         vec![Check::fail(
             format!("{what} not checked: the token lacks {scope} (see Scopes)"),
@@ -145,7 +195,7 @@ pub async fn run(config: &Config) -> Report {
                  manifests/slack-app.yaml) and reinstall the app",
             )]
         } else {
-            workspace::channels(&caller, &api, bot, &refs.channels).await
+            workspace::channels(caller, api, bot, &refs.channels).await
         }
     };
     let groups = async {
@@ -154,21 +204,17 @@ pub async fn run(config: &Config) -> Report {
         } else if lacks("usergroups:read") {
             not_checked("user groups", "usergroups:read")
         } else {
-            workspace::groups(&caller, &api, &refs.groups).await
+            workspace::groups(caller, api, &refs.groups).await
         }
     };
     let users = async {
         if lacks("users:read") {
             not_checked("users", "users:read")
         } else {
-            workspace::users(&caller, &api, &refs.users).await
+            workspace::users(caller, api, &refs.users).await
         }
     };
-    let (channels, groups, users) = tokio::join!(channels, groups, users);
-    report.section("Channels", channels);
-    report.section("User groups", groups);
-    report.section("Users", users);
-    report
+    tokio::join!(channels, groups, users)
 }
 
 /// What the configuration says, before asking Slack anything.

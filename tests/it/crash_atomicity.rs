@@ -77,14 +77,7 @@ async fn authenticator_from_dm(http: &reqwest::Client, base: &str, user: &str) -
     })
     .await;
     let uri = uri.lock().unwrap().take().unwrap();
-    let secret = url::Url::parse(&uri)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "secret")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    let secret = totp_rs::Secret::Encoded(secret).to_bytes().unwrap();
-    Authenticator::new(secret, user).unwrap()
+    crate::step_up::authenticator_of(&uri, user)
 }
 
 fn current_code(authenticator: &Authenticator) -> String {

@@ -98,6 +98,18 @@ pub async fn answer(
     }
 }
 
+/// The authenticator an enrollment DM's `otpauth://` URI sets up, as a phone would.
+pub fn authenticator_of(uri: &str, user: &str) -> Authenticator {
+    let secret = url::Url::parse(uri)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let secret = totp_rs::Secret::Encoded(secret).to_bytes().unwrap();
+    Authenticator::new(secret, user).unwrap()
+}
+
 /// Enrolls `user` through the slash commands and the DM, as a person would.
 pub async fn enroll(app: &TestApp, user: &str) -> Authenticator {
     let slack = app.slack();
@@ -138,14 +150,7 @@ pub async fn enroll(app: &TestApp, user: &str) -> Authenticator {
             (qr_codes(messages) > qr_before).then_some(())
         })
         .await;
-    let secret = url::Url::parse(&uri)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "secret")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    let secret = totp_rs::Secret::Encoded(secret).to_bytes().unwrap();
-    let authenticator = Authenticator::new(secret, user).unwrap();
+    let authenticator = authenticator_of(&uri, user);
     let code = authenticator.code_at(app.clock.now().timestamp() as u64);
     let confirmed = slack
         .command(user, "C0FINANCE", &format!("enroll {code}"))

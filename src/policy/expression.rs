@@ -278,6 +278,9 @@ fn check_literals(call: &cel::common::ast::CallExpr, scope: &Scope) -> Result<()
     }
 }
 
+/// Long for a reason: one recursive walk over CEL's expression kinds, an arm per kind, each
+/// saying which fields that kind reads and what it may not do; split by arm, the walk would be
+/// spread over as many functions that each recurse back here.
 fn check(expr: &IdedExpr, scope: &mut Scope, uses: &mut BTreeSet<String>) -> Result<(), String> {
     match &expr.expr {
         Expr::Ident(name) => {

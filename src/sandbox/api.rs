@@ -54,13 +54,13 @@ fn error(name: &'static str) -> Reply {
 
 type Args = Map<String, Value>;
 
-async fn call(
-    State(sandbox): State<Sandbox>,
-    Path(method): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// A call's arguments, as Slack reads them: the query string, then a form or JSON body (JSON
+/// overriding); and its token, from `Authorization: Bearer` or the `token` argument.
+fn arguments(
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Args, Option<String>), Reply> {
     let mut args = Args::new();
     if let Some(query) = query {
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
@@ -72,12 +72,12 @@ async fn call(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type.starts_with("application/json") && !body.is_empty() {
-        match serde_json::from_slice::<Value>(&body) {
+        match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(fields)) => args.extend(fields),
-            _ => return envelope(Reply::Error("invalid_json", None)).into_response(),
+            _ => return Err(Reply::Error("invalid_json", None)),
         }
     } else if !body.is_empty() {
-        for (k, v) in url::form_urlencoded::parse(&body) {
+        for (k, v) in url::form_urlencoded::parse(body) {
             args.insert(k.into_owned(), Value::String(v.into_owned()));
         }
     }
@@ -90,6 +90,20 @@ async fn call(
             args.remove("token")
                 .and_then(|t| t.as_str().map(str::to_owned))
         });
+    Ok((args, token))
+}
+
+async fn call(
+    State(sandbox): State<Sandbox>,
+    Path(method): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (args, token) = match arguments(query, &headers, &body) {
+        Ok(read) => read,
+        Err(refused) => return envelope(refused).into_response(),
+    };
 
     // As Slack: the bot token for everything but apps.connections.open, which takes only the
     // app-level token (and that token nothing else).

@@ -40,89 +40,122 @@ pub async fn handle(
             .into();
     }
     let registry = state.registry.current();
-    let Some((agent_word, rest)) = words.split_first() else {
-        return format!("Which agent? {USAGE}");
-    };
-    let Some(agent) = registry.agents.get(agent_word) else {
-        return format!(
-            "There is no agent `{}`. {USAGE}",
-            mrkdwn(&truncate(agent_word, 60))
-        );
-    };
-    let mut rest = rest.to_vec();
-    let action = match rest.first() {
-        Some(word) if agent.actions.keys().any(|a| a.as_str() == *word) => {
-            let action = (*word).to_owned();
-            rest.remove(0);
-            Some(action)
-        }
-        _ => None,
-    };
-    let reject_pending = rest.contains(&"--reject-pending");
-    rest.retain(|w| *w != "--reject-pending");
-    let reason = (!rest.is_empty()).then(|| truncate(&rest.join(" "), 500));
-    let scope = match &action {
-        Some(action) => format!("`{}` of *{}*", action, agent.id),
-        None => format!("*{}*", agent.id),
+    let request = match Request::read(&registry, words) {
+        Ok(request) => request,
+        Err(answer) => return answer,
     };
     let by = Actor {
         kind: ActorKind::Reviewer,
         id: user.clone(),
     };
-    let engine = &state.engine;
     match change {
-        Change::Narrow(mode) => {
-            let control = Control {
-                agent: agent.id.to_string(),
-                action: action.clone(),
-                mode,
-                reason: reason.clone(),
-                set_by: by.audit_name(),
-                set_at: engine.clock().now(),
-            };
-            let rejected = match engine.narrow(control, reject_pending, by).await {
-                Ok(rejected) => rejected,
-                Err(error) => {
-                    tracing::error!(%error, "cannot set an agent control");
-                    return "Sorry, that did not take effect (the database is not answering); try again.".into();
-                }
-            };
-            let what = match mode {
-                ControlMode::Paused => "paused: new proposals are refused",
-                ControlMode::DraftOnly => {
-                    "draft-only: nothing is auto-approved, every proposal needs a person"
-                }
-            };
-            let rejected = if reject_pending {
-                format!(" {} pending proposal(s) rejected.", rejected.len())
-            } else {
-                String::new()
-            };
-            format!(
-                "{scope} is {what}, until `/countersign resume`.{rejected} The role channels are told."
-            )
-        }
-        Change::Resume => {
-            let agent_id = agent.id.to_string();
-            match engine
-                .clear_control(
-                    &agent_id,
-                    action.as_deref(),
-                    by.audit_name(),
-                    reason.clone(),
-                )
-                .await
-            {
-                Ok(true) => format!(
-                    "{scope} is back to what its manifest says. The role channels are told."
-                ),
-                Ok(false) => format!("{scope} had no pause or draft-only to clear."),
-                Err(error) => {
-                    tracing::error!(%error, "cannot clear an agent control");
-                    "Sorry, that did not take effect (the database is not answering); try again."
-                        .into()
-                }
+        Change::Narrow(mode) => narrow(state, request, mode, by).await,
+        Change::Resume => resume(state, request, by).await,
+    }
+}
+
+/// `AGENT [ACTION] [--reject-pending] [REASON…]`, read against the agents the registry knows.
+struct Request {
+    agent: String,
+    action: Option<String>,
+    reject_pending: bool,
+    reason: Option<String>,
+    /// How the reply names what changed.
+    scope: String,
+}
+
+impl Request {
+    /// The request, or the reply that says what is wrong with it.
+    fn read(registry: &crate::registry::Registry, words: &[&str]) -> Result<Self, String> {
+        let Some((agent_word, rest)) = words.split_first() else {
+            return Err(format!("Which agent? {USAGE}"));
+        };
+        let Some(agent) = registry.agents.get(agent_word) else {
+            return Err(format!(
+                "There is no agent `{}`. {USAGE}",
+                mrkdwn(&truncate(agent_word, 60))
+            ));
+        };
+        let mut rest = rest.to_vec();
+        let action = match rest.first() {
+            Some(word) if agent.actions.keys().any(|a| a.as_str() == *word) => {
+                let action = (*word).to_owned();
+                rest.remove(0);
+                Some(action)
             }
+            _ => None,
+        };
+        let reject_pending = rest.contains(&"--reject-pending");
+        rest.retain(|w| *w != "--reject-pending");
+        let scope = match &action {
+            Some(action) => format!("`{}` of *{}*", action, agent.id),
+            None => format!("*{}*", agent.id),
+        };
+        Ok(Self {
+            agent: agent.id.to_string(),
+            action,
+            reject_pending,
+            reason: (!rest.is_empty()).then(|| truncate(&rest.join(" "), 500)),
+            scope,
+        })
+    }
+}
+
+const NOT_TAKEN: &str =
+    "Sorry, that did not take effect (the database is not answering); try again.";
+
+/// Pause or draft-only, through the core.
+async fn narrow(state: &SlackState, request: Request, mode: ControlMode, by: Actor) -> String {
+    let engine = &state.engine;
+    let control = Control {
+        agent: request.agent,
+        action: request.action,
+        mode,
+        reason: request.reason,
+        set_by: by.audit_name(),
+        set_at: engine.clock().now(),
+    };
+    let rejected = match engine.narrow(control, request.reject_pending, by).await {
+        Ok(rejected) => rejected,
+        Err(error) => {
+            tracing::error!(%error, "cannot set an agent control");
+            return NOT_TAKEN.into();
+        }
+    };
+    let what = match mode {
+        ControlMode::Paused => "paused: new proposals are refused",
+        ControlMode::DraftOnly => {
+            "draft-only: nothing is auto-approved, every proposal needs a person"
+        }
+    };
+    let rejected = if request.reject_pending {
+        format!(" {} pending proposal(s) rejected.", rejected.len())
+    } else {
+        String::new()
+    };
+    let scope = request.scope;
+    format!("{scope} is {what}, until `/countersign resume`.{rejected} The role channels are told.")
+}
+
+/// Back to the manifest, through the core.
+async fn resume(state: &SlackState, request: Request, by: Actor) -> String {
+    let cleared = (state.engine)
+        .clear_control(
+            &request.agent,
+            request.action.as_deref(),
+            by.audit_name(),
+            request.reason,
+        )
+        .await;
+    let scope = request.scope;
+    match cleared {
+        Ok(true) => {
+            format!("{scope} is back to what its manifest says. The role channels are told.")
+        }
+        Ok(false) => format!("{scope} had no pause or draft-only to clear."),
+        Err(error) => {
+            tracing::error!(%error, "cannot clear an agent control");
+            NOT_TAKEN.into()
         }
     }
 }

@@ -406,10 +406,18 @@ fn buttons_block(proposal: &Proposal, ctx: &CardContext<'_>) -> Option<SlackBloc
 }
 
 /// The proposal id and the rules that matched, for whoever has to trace the card back.
+/// The proposal's id, the short form of the digest an approval is bound to (what the agent's
+/// outcome must name), and the rules that routed it.
 fn footer_block(proposal: &Proposal) -> SlackBlock {
     let rules = proposal.content.verdict.rules.join(", ");
+    let digest = crate::domain::ActionDigest::of(&proposal.content);
+    let text = format!(
+        "{} · action sha256:{}… · rules: {rules}",
+        proposal.id,
+        digest.short()
+    );
     SlackContextBlock::new(vec![SlackContextBlockElement::Plain(
-        SlackBlockPlainText::new(truncate(&format!("{} · rules: {rules}", proposal.id), 2000)),
+        SlackBlockPlainText::new(truncate(&text, 2000)),
     )])
     .into()
 }
@@ -572,5 +580,17 @@ mod tests {
         let card = render(&p, &CardContext::default());
         let blocks = serde_json::to_value(&card.blocks).unwrap();
         assert_eq!(blockkit::message_blocks(&blocks), Ok(()));
+    }
+
+    #[test]
+    fn the_footer_shows_the_digest_the_approval_is_bound_to() {
+        let p = proposal("s", "r", &[]);
+        let card = render(&p, &CardContext::default());
+        let text = serde_json::to_value(&card.blocks).unwrap().to_string();
+        let digest = crate::domain::ActionDigest::of(&p.content);
+        assert!(
+            text.contains(&format!("action sha256:{}…", digest.short())),
+            "{text}"
+        );
     }
 }

@@ -215,10 +215,10 @@ problem_responses! {
         ["invalid-state"], ["proposal_status"];
     /// 409 on an outcome.
     OutcomeConflict: "The proposal is not approved, or its outcome is recorded already \
-        (`invalid-state`); or the outcome names another digest than the approved one \
-        (`digest-mismatch`, audited: the execution token is not spent; `approved_digest` is \
-        the approval's).", ["invalid-state", "digest-mismatch"],
-        ["proposal_status", "field", "approved_digest"];
+        (`invalid-state`, with `proposal_status`); or the outcome names another digest than the \
+        approved one (`digest-mismatch`, audited: the execution token is not spent; with \
+        `field` and `approved_digest`, the approval's).", ["invalid-state", "digest-mismatch"],
+        [];
     /// 409 on a redelivery.
     DeliveryInFlight: "A worker is delivering this callback right now (`delivery-in-flight`): \
         ask again once its attempt is recorded.", ["delivery-in-flight"], [];
